@@ -1,0 +1,1 @@
+//! A GitHub-compatible HTTP server over a local git repository.

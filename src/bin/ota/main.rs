@@ -1,0 +1,2 @@
+//! The `ota` command.
+fn main() {}
