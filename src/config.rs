@@ -111,6 +111,10 @@ pub struct NetworkConfig {
     pub max_backoff: Duration,
     /// Downloads run at once (`parallel`, default 4).
     pub parallel: usize,
+    /// Longest wait accepted for a rate-limit reset or `retry-after` (`max_wait_sec`, default 300).
+    pub max_wait: Duration,
+    /// Deadline of one whole update (`update_timeout_sec`, default 3600).
+    pub update_timeout: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -122,6 +126,13 @@ impl Default for NetworkConfig {
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             parallel: 4,
+            max_wait: Duration::from_secs(300),
+            update_timeout: Duration::from_secs(3600),
         }
     }
 }
+
+/// TEMP until the config branch lands.
+#[derive(Debug, thiserror::Error)]
+#[error("config")]
+pub struct ConfigError;

@@ -33,3 +33,10 @@ pub struct FilterError {
     /// Why it cannot be used.
     pub reason: String,
 }
+
+impl Filter {
+    /// TEMP until the config branch lands.
+    pub fn fingerprint(&self) -> String {
+        format!("{:?}{:?}", self.allow, self.ignore)
+    }
+}

@@ -1,0 +1,127 @@
+//! The library's error: one variant per pipeline stage, each carrying that stage's error.
+//!
+//! [`Error::phase`] and [`Error::kind`] give the stable names written to `last_error.json`
+//! and shown by `ota status`, so a fleet operator can count failures by cause.
+
+use std::io;
+
+use crate::config::ConfigError;
+use crate::fetch::FetchError;
+use crate::http::ErrorKind as HttpKind;
+use crate::manifest::ManifestError;
+use crate::plan::PlanError;
+use crate::source::SourceError;
+use crate::state::StateError;
+use crate::survey::SurveyError;
+use crate::transaction::ApplyError;
+
+/// Anything that stops an ota command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The target or state folder cannot be used.
+    #[error("{0}")]
+    Setup(String),
+    /// Another ota process holds the lock.
+    #[error(
+        "another ota process is working on this target (lock {0} is held); wait for it to finish"
+    )]
+    Busy(String),
+    /// Finishing or undoing an interrupted update failed.
+    #[error("recovering an interrupted update: {0}")]
+    Recover(#[source] ApplyError),
+    /// The release host could not answer.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The release's file list is unacceptable.
+    #[error("the release was rejected, nothing was changed: {0}")]
+    Manifest(#[from] ManifestError),
+    /// The target could not be inspected.
+    #[error(transparent)]
+    Survey(#[from] SurveyError),
+    /// The update cannot be applied as asked.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A file could not be staged.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Changing the target failed (and was rolled back unless said otherwise).
+    #[error("applying the update failed and the old release was restored: {0}")]
+    Apply(#[source] ApplyError),
+    /// The state folder could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl Error {
+    /// The stage that failed: `config`, `setup`, `recover`, `resolve`, `manifest`, `plan`,
+    /// `fetch`, `apply`, `state`.
+    pub fn phase(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::Setup(_) | Error::Busy(_) => "setup",
+            Error::Recover(_) => "recover",
+            Error::Source(_) => "resolve",
+            Error::Manifest(_) => "manifest",
+            Error::Survey(_) | Error::Plan(_) => "plan",
+            Error::Fetch(_) => "fetch",
+            Error::Apply(_) => "apply",
+            Error::State(_) => "state",
+        }
+    }
+
+    /// A stable cause name: `config`, `busy`, `network`, `rate_limited`, `not_found`,
+    /// `protocol`, `integrity`, `invalid_release`, `conflict`, `disk_full`, `filesystem`,
+    /// `rollback_failed`, `state`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::Setup(_) => "filesystem",
+            Error::Busy(_) => "busy",
+            Error::Source(e) => source_kind(e),
+            Error::Manifest(_) => "invalid_release",
+            Error::Plan(PlanError::Conflict { .. }) => "conflict",
+            Error::Plan(PlanError::NoSpace { .. }) => "disk_full",
+            Error::Survey(e) => io_kind(&e.source),
+            Error::Fetch(e) => match e {
+                FetchError::Source(s) => source_kind(s),
+                FetchError::Integrity { .. } => "integrity",
+                FetchError::Interrupted { .. } | FetchError::Stopped => "network",
+                FetchError::Manifest(_) => "invalid_release",
+                FetchError::Io { source, .. } => io_kind(source),
+            },
+            Error::Apply(ApplyError::RollbackFailed { .. }) | Error::Recover(_) => {
+                "rollback_failed"
+            }
+            Error::Apply(e) => e.io_error().map_or("filesystem", io_kind),
+            Error::State(_) => "state",
+        }
+    }
+}
+
+fn source_kind(error: &SourceError) -> &'static str {
+    match error {
+        SourceError::NoRelease { .. }
+        | SourceError::TagNotFound { .. }
+        | SourceError::BranchNotFound { .. } => "not_found",
+        SourceError::Protocol { .. } => "protocol",
+        SourceError::Http { source, .. } => match source.kind {
+            HttpKind::RateLimited { .. } => "rate_limited",
+            HttpKind::NotFound => "not_found",
+            HttpKind::BadJson(_) | HttpKind::BadBody(_) | HttpKind::TooLarge(_) => "protocol",
+            HttpKind::Status { status, .. } if status < 500 && status != 408 && status != 429 => {
+                "protocol"
+            }
+            _ => "network",
+        },
+    }
+}
+
+fn io_kind(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "disk_full",
+        _ => "filesystem",
+    }
+}

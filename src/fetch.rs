@@ -1,0 +1,381 @@
+//! Fills the stage: every new file of a plan, verified byte for byte.
+//!
+//! Each file streams into `stage/<txid>/<slot>` through a fixed buffer (memory does not
+//! grow with file size), hashed as it arrives; it is accepted only when its size and git
+//! blob id equal the tree's. A dropped connection resumes from the bytes already staged
+//! (a `Range` request) up to `retries` times; a server that ignores the range restarts the
+//! file from zero. A wrong digest is not retried: it stops the update with the path and
+//! both digests, and the target is untouched. Files run `parallel` at a time.
+//!
+//! Content the plan found on disk (a moved file, a changed exec bit) is copied from there
+//! instead, verified the same way; if the local copy turns out to differ, it is downloaded.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::config::NetworkConfig;
+use crate::fs::{Fs, WriteFile};
+use crate::http::backoff;
+use crate::manifest::{self, BlobHasher, Entry, Kind, Manifest, ManifestError, ObjectId};
+use crate::plan::{Change, Origin, Plan};
+use crate::source::{Source, SourceError};
+
+/// Read buffer per download.
+const BUFFER: usize = 64 * 1024;
+/// Longest symlink target accepted.
+const MAX_LINK: u64 = 4096;
+
+/// What fetching did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// Files downloaded.
+    pub downloaded: usize,
+    /// Files copied from local content.
+    pub copied: usize,
+}
+
+/// Everything fetching needs.
+pub struct Fetcher<'a> {
+    /// Where bytes come from.
+    pub source: &'a dyn Source,
+    /// The filesystem.
+    pub fs: &'a dyn Fs,
+    /// The target directory (local copies are read from it).
+    pub target: &'a Path,
+    /// The commit being installed.
+    pub commit: ObjectId,
+    /// The release's manifest (to judge symlinks).
+    pub manifest: &'a Manifest,
+    /// Retries, backoff, parallelism.
+    pub net: &'a NetworkConfig,
+}
+
+impl Fetcher<'_> {
+    /// Stages every added or replaced file of `plan`; `stage_path(slot)` names the file.
+    pub fn fetch(
+        &self,
+        plan: &Plan,
+        stage_path: &(dyn Fn(&str) -> PathBuf + Sync),
+    ) -> Result<Fetched, FetchError> {
+        let work: Vec<(String, &Entry, &Origin)> = plan
+            .changes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((Change::slot(i), c.entry.as_ref()?, c.origin.as_ref()?)))
+            .collect();
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let failure: Mutex<Option<FetchError>> = Mutex::new(None);
+        let downloaded = AtomicUsize::new(0);
+        let copied = AtomicUsize::new(0);
+        let workers = self.net.parallel.clamp(1, work.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some((slot, entry, origin)) = work.get(next.fetch_add(1, Ordering::Relaxed))
+                        else {
+                            break;
+                        };
+                        let dest = stage_path(slot);
+                        match self.fetch_one(entry, origin, &dest, &stop) {
+                            Ok(true) => copied.fetch_add(1, Ordering::Relaxed),
+                            Ok(false) => downloaded.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                stop.store(true, Ordering::Relaxed);
+                                if let Ok(mut slot) = failure.lock()
+                                    && slot.is_none()
+                                {
+                                    *slot = Some(e);
+                                }
+                                break;
+                            }
+                        };
+                    }
+                });
+            }
+        });
+        if let Some(e) = failure.into_inner().ok().flatten() {
+            return Err(e);
+        }
+        Ok(Fetched {
+            downloaded: downloaded.into_inner(),
+            copied: copied.into_inner(),
+        })
+    }
+
+    /// Stages one file; `Ok(true)` when it was copied from local content.
+    fn fetch_one(
+        &self,
+        entry: &Entry,
+        origin: &Origin,
+        dest: &Path,
+        stop: &AtomicBool,
+    ) -> Result<bool, FetchError> {
+        if let Origin::Copy(from) = origin {
+            if self.copy_local(entry, &self.target.join(from.as_str()), dest)? {
+                tracing::debug!("staged {} from local {}", entry.path, from);
+                return Ok(true);
+            }
+            tracing::info!("{from} changed on disk; downloading {} instead", entry.path);
+        }
+        match entry.kind {
+            Kind::Symlink => self.download_link(entry, dest)?,
+            Kind::File | Kind::Executable => self.download_file(entry, dest, stop)?,
+        }
+        tracing::debug!("downloaded {} ({} bytes)", entry.path, entry.size);
+        Ok(false)
+    }
+
+    /// Copies local content, verifying it; `Ok(false)` (and nothing left behind) when it
+    /// is not what `entry` wants.
+    fn copy_local(&self, entry: &Entry, from: &Path, dest: &Path) -> Result<bool, FetchError> {
+        let io = |e| FetchError::io(dest, e);
+        if entry.kind == Kind::Symlink {
+            let target = match self.fs.read_link(from) {
+                Ok(t) => t,
+                Err(_) => return Ok(false),
+            };
+            if ObjectId::for_blob(&target) != entry.blob {
+                return Ok(false);
+            }
+            self.link(entry, &target, dest)?;
+            return Ok(true);
+        }
+        let Ok(reader) = self.fs.open(from) else {
+            return Ok(false);
+        };
+        let mut file = self.create(entry, dest)?;
+        let mut hasher = BlobHasher::new(entry.size);
+        let copied = stream(reader.take(entry.size + 1), &mut *file, &mut hasher, &AtomicBool::new(false));
+        drop(file);
+        match copied {
+            Ok(n) if n == entry.size && hasher.finish() == entry.blob => Ok(true),
+            _ => {
+                self.fs.remove_file(dest).map_err(io)?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn create(&self, entry: &Entry, dest: &Path) -> Result<Box<dyn WriteFile>, FetchError> {
+        self.fs
+            .create(dest, entry.kind == Kind::Executable)
+            .map_err(|e| FetchError::io(dest, e))
+    }
+
+    fn download_file(&self, entry: &Entry, dest: &Path, stop: &AtomicBool) -> Result<(), FetchError> {
+        let mut file = self.create(entry, dest)?;
+        let mut hasher = BlobHasher::new(entry.size);
+        let mut written = 0u64;
+        let mut failures = 0u32;
+        loop {
+            let body = self
+                .source
+                .open(&self.commit, entry, written)
+                .map_err(FetchError::Source)?;
+            if body.offset != written {
+                // The server sent the whole file again: start over.
+                drop(file);
+                self.fs.remove_file(dest).map_err(|e| FetchError::io(dest, e))?;
+                file = self.create(entry, dest)?;
+                hasher = BlobHasher::new(entry.size);
+                written = 0;
+            }
+            let limit = entry.size - written + 1;
+            let outcome = stream(body.reader.take(limit), &mut *file, &mut hasher, stop);
+            let interruption = match outcome {
+                Ok(n) => {
+                    written += n;
+                    if written > entry.size {
+                        return Err(FetchError::Integrity {
+                            path: entry.path.to_string(),
+                            expected: entry.blob,
+                            actual: None,
+                            message: format!("the server sent more than the {} bytes the tree declares", entry.size),
+                        });
+                    }
+                    if written == entry.size {
+                        break;
+                    }
+                    format!("body ended after {written} of {} bytes", entry.size)
+                }
+                Err(StreamError::Write(e)) => return Err(FetchError::io(dest, e)),
+                Err(StreamError::Stopped) => return Err(FetchError::Stopped),
+                Err(StreamError::Read { read, error }) => {
+                    written += read;
+                    error.to_string()
+                }
+            };
+            if failures >= self.net.retries {
+                return Err(FetchError::Interrupted {
+                    path: entry.path.to_string(),
+                    attempts: failures + 1,
+                    message: interruption,
+                });
+            }
+            failures += 1;
+            let delay = backoff(self.net, failures - 1);
+            tracing::warn!(
+                "downloading {}: {interruption}; resuming at byte {written} in {:.1}s (retry {failures}/{})",
+                entry.path,
+                delay.as_secs_f64(),
+                self.net.retries
+            );
+            std::thread::sleep(delay);
+        }
+        drop(file);
+        let actual = hasher.finish();
+        if actual != entry.blob {
+            return Err(FetchError::Integrity {
+                path: entry.path.to_string(),
+                expected: entry.blob,
+                actual: Some(actual),
+                message: "content does not match the release".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn download_link(&self, entry: &Entry, dest: &Path) -> Result<(), FetchError> {
+        if entry.size > MAX_LINK {
+            return Err(FetchError::Manifest(ManifestError::SymlinkEscapes {
+                path: entry.path.clone(),
+                target: format!("<{} bytes>", entry.size),
+            }));
+        }
+        let body = self
+            .source
+            .open(&self.commit, entry, 0)
+            .map_err(FetchError::Source)?;
+        let mut target = Vec::new();
+        body.reader
+            .take(entry.size + 1)
+            .read_to_end(&mut target)
+            .map_err(|e| FetchError::Interrupted {
+                path: entry.path.to_string(),
+                attempts: 1,
+                message: e.to_string(),
+            })?;
+        let actual = ObjectId::for_blob(&target);
+        if actual != entry.blob {
+            return Err(FetchError::Integrity {
+                path: entry.path.to_string(),
+                expected: entry.blob,
+                actual: Some(actual),
+                message: "symbolic link target does not match the release".into(),
+            });
+        }
+        self.link(entry, &target, dest)
+    }
+
+    /// Checks that the link stays inside the target, then creates it in the stage.
+    fn link(&self, entry: &Entry, target: &[u8], dest: &Path) -> Result<(), FetchError> {
+        let text = std::str::from_utf8(target).map_err(|_| {
+            FetchError::Manifest(ManifestError::SymlinkEscapes {
+                path: entry.path.clone(),
+                target: String::from_utf8_lossy(target).into_owned(),
+            })
+        })?;
+        let is_link = |p: &str| {
+            manifest::RelPath::new(p, &[])
+                .ok()
+                .and_then(|p| self.manifest.get(&p).map(|e| e.kind == Kind::Symlink))
+                .unwrap_or(false)
+        };
+        manifest::check_symlink(&entry.path, text, &is_link).map_err(FetchError::Manifest)?;
+        self.fs
+            .symlink(target, dest)
+            .map_err(|e| FetchError::io(dest, e))
+    }
+}
+
+enum StreamError {
+    Read { read: u64, error: io::Error },
+    Write(io::Error),
+    Stopped,
+}
+
+/// Copies `reader` into `file` through a fixed buffer, hashing; returns bytes copied.
+fn stream(
+    mut reader: impl Read,
+    file: &mut dyn WriteFile,
+    hasher: &mut BlobHasher,
+    stop: &AtomicBool,
+) -> Result<u64, StreamError> {
+    let mut buf = vec![0u8; BUFFER];
+    let mut total = 0u64;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(StreamError::Stopped);
+        }
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(StreamError::Read { read: total, error }),
+        };
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).map_err(StreamError::Write)?;
+        total += n as u64;
+    }
+}
+
+/// A file that could not be staged.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The source failed (after its retries).
+    #[error(transparent)]
+    Source(SourceError),
+    /// The bytes are not the release's.
+    #[error(
+        "{path}: {message}: expected git blob {expected}, got {}. The update was stopped and nothing in the target changed; \
+         if this repeats, something between the device and the server alters files",
+        actual.map(|a| a.to_string()).unwrap_or_else(|| "more bytes".into())
+    )]
+    Integrity {
+        /// The release path.
+        path: String,
+        /// The blob id the tree declares.
+        expected: ObjectId,
+        /// The blob id of what arrived, when complete.
+        actual: Option<ObjectId>,
+        /// What was wrong.
+        message: String,
+    },
+    /// The connection kept failing.
+    #[error("downloading {path}: {message} (gave up after {attempts} attempts); check the network and retry")]
+    Interrupted {
+        /// The release path.
+        path: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        message: String,
+    },
+    /// A symlink that escapes, or similar.
+    #[error(transparent)]
+    Manifest(ManifestError),
+    /// Writing the stage failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        /// The staged file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Another download failed first.
+    #[error("stopped because another download failed")]
+    Stopped,
+}
+
+impl FetchError {
+    fn io(path: &Path, source: io::Error) -> FetchError {
+        FetchError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

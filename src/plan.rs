@@ -1,0 +1,483 @@
+//! What an update changes: a pure function of the installed manifest, the new manifest and
+//! the local facts of a [`Survey`].
+//!
+//! Rules:
+//! - a path whose content on disk already equals the release's is left alone (and becomes
+//!   owned if it was not), so even a first install downloads only what is missing;
+//! - a path that must change is staged from a local file that already has the right
+//!   content when there is one (a moved or re-moded file), otherwise downloaded;
+//! - a file ota owned that the release drops is deleted, and folders that this empties are
+//!   removed; anything ota does not own is never touched: where the release needs such a
+//!   path (a folder with foreign files, a link to write through), the update is refused;
+//! - free space is checked before the first byte is fetched: the staged bytes, rounded up
+//!   per file to the filesystem block, plus a margin for the journal and state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
+use crate::survey::{Local, Survey};
+use crate::transaction::Op;
+
+/// Room kept free beyond the staged files (journal, state, folder entries).
+const MARGIN_BYTES: u64 = 1 << 20;
+/// Journal and state bytes budgeted per release file.
+const MARGIN_PER_FILE: u64 = 512;
+
+/// What happens at one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing is there yet.
+    Add,
+    /// Something is there and is set aside (restorable) for the new content.
+    Replace,
+    /// An owned file the release no longer has.
+    Delete,
+}
+
+/// Where the new content comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Downloaded from the source.
+    Download,
+    /// Copied from a local file expected to hold the same content (verified while
+    /// copying; a mismatch falls back to a download).
+    Copy(RelPath),
+}
+
+/// One changed path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The path.
+    pub path: RelPath,
+    /// What happens there.
+    pub action: Action,
+    /// The new content (`None` for a delete).
+    pub entry: Option<Entry>,
+    /// Where the new content comes from (`None` for a delete).
+    pub origin: Option<Origin>,
+}
+
+impl Change {
+    /// The stage and backup slot name of this change (its index in the plan).
+    pub fn slot(index: usize) -> String {
+        index.to_string()
+    }
+}
+
+/// The decided update.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Changed paths, sorted by path; the index of each is its slot.
+    pub changes: Vec<Change>,
+    /// Folders to create, parents first.
+    pub create_dirs: Vec<RelPath>,
+    /// Folders to remove (emptied by deletes), children first, with their modes.
+    pub remove_dirs: Vec<(RelPath, u32)>,
+    /// Release files already in place and owned.
+    pub unchanged: usize,
+    /// Release files already in place but not owned before: they become owned.
+    pub adopted: usize,
+    /// Bytes to download.
+    pub download_bytes: u64,
+    /// Bytes copied from local files.
+    pub copy_bytes: u64,
+    /// Bytes of free space required (staged files rounded to blocks, plus margin).
+    pub space_needed: u64,
+    /// Things the user should know (e.g. an owned file replaced by a folder, left alone).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Whether the update changes no path.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.create_dirs.is_empty() && self.remove_dirs.is_empty()
+    }
+
+    /// Count of changes with `action`.
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+
+    /// The transaction's operations in order (see `transaction`).
+    pub fn ops(&self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for (i, c) in self.changes.iter().enumerate() {
+            if matches!(c.action, Action::Replace | Action::Delete) {
+                ops.push(Op::Displace {
+                    path: c.path.clone(),
+                    slot: Change::slot(i),
+                });
+            }
+        }
+        for (path, mode) in &self.remove_dirs {
+            ops.push(Op::RemoveDir {
+                path: path.clone(),
+                mode: *mode,
+            });
+        }
+        for path in &self.create_dirs {
+            ops.push(Op::CreateDir { path: path.clone() });
+        }
+        for (i, c) in self.changes.iter().enumerate() {
+            if matches!(c.action, Action::Add | Action::Replace) {
+                ops.push(Op::Place {
+                    path: c.path.clone(),
+                    slot: Change::slot(i),
+                });
+            }
+        }
+        ops
+    }
+}
+
+/// Decides the update; see the module docs.
+pub fn plan(installed: &Manifest, target: &Manifest, survey: &Survey) -> Result<Plan, PlanError> {
+    let mut plan = Plan::default();
+    // Paths whose current occupant leaves during the transaction.
+    let mut leaving: BTreeSet<RelPath> = BTreeSet::new();
+    let mut changes: BTreeMap<RelPath, Change> = BTreeMap::new();
+
+    for old in installed.entries() {
+        if target.get(&old.path).is_some() {
+            continue;
+        }
+        match survey.local(&old.path) {
+            Local::Absent => {}
+            Local::File { .. } | Local::Symlink { .. } => {
+                leaving.insert(old.path.clone());
+                changes.insert(
+                    old.path.clone(),
+                    Change {
+                        path: old.path.clone(),
+                        action: Action::Delete,
+                        entry: None,
+                        origin: None,
+                    },
+                );
+            }
+            Local::Dir { .. } | Local::Other => plan.warnings.push(format!(
+                "{} was installed by ota as a file but is now something else; left in place",
+                old.path
+            )),
+        }
+    }
+
+    // Folders emptied by the deletes go too, deepest first, unless the release needs them.
+    let needed: BTreeSet<RelPath> = target
+        .entries()
+        .iter()
+        .flat_map(|e| e.path.ancestors())
+        .collect();
+    let mut listed: Vec<(&RelPath, &Vec<String>)> = survey.listings.iter().collect();
+    listed.sort_by_key(|(dir, _)| std::cmp::Reverse(dir.depth()));
+    for (dir, names) in listed {
+        if needed.contains(dir) {
+            continue;
+        }
+        let all_leaving = names.iter().all(|name| {
+            RelPath::new(&format!("{dir}/{name}"), &[]).is_ok_and(|p| leaving.contains(&p))
+        });
+        if all_leaving {
+            let Local::Dir { mode } = survey.local(dir) else {
+                continue;
+            };
+            leaving.insert(dir.clone());
+            plan.remove_dirs.push((dir.clone(), *mode));
+        }
+    }
+
+    let copies = local_copies(installed, survey);
+    for entry in target.entries() {
+        let local = survey.local(&entry.path);
+        let owned = installed.get(&entry.path);
+        let trusted = owned.is_some_and(|o| o.same_content(entry));
+        if local.holds(entry.kind, entry.size, entry.blob, trusted) {
+            if owned.is_some() {
+                plan.unchanged += 1;
+            } else {
+                plan.adopted += 1;
+            }
+            continue;
+        }
+        let action = match local {
+            Local::Absent => Action::Add,
+            Local::File { .. } | Local::Symlink { .. } => {
+                leaving.insert(entry.path.clone());
+                Action::Replace
+            }
+            Local::Dir { .. } if leaving.contains(&entry.path) => Action::Add,
+            Local::Dir { .. } => {
+                return Err(PlanError::Conflict {
+                    path: entry.path.clone(),
+                    reason: "is a folder holding files ota does not own".into(),
+                });
+            }
+            Local::Other => {
+                return Err(PlanError::Conflict {
+                    path: entry.path.clone(),
+                    reason: "is a device, socket or fifo".into(),
+                });
+            }
+        };
+        let origin = match copies.get(&(entry.blob, entry.kind == Kind::Symlink)) {
+            Some(from) => Origin::Copy(from.clone()),
+            None => Origin::Download,
+        };
+        changes.insert(
+            entry.path.clone(),
+            Change {
+                path: entry.path.clone(),
+                action,
+                entry: Some(entry.clone()),
+                origin: Some(origin),
+            },
+        );
+    }
+
+    // Folders the new files need.
+    let mut create: BTreeSet<RelPath> = BTreeSet::new();
+    for change in changes.values().filter(|c| c.action != Action::Delete) {
+        for dir in change.path.ancestors() {
+            match survey.local(&dir) {
+                Local::Dir { .. } if !leaving.contains(&dir) => {}
+                Local::Absent | Local::Dir { .. } => {
+                    create.insert(dir);
+                }
+                Local::File { .. } | Local::Symlink { .. } if leaving.contains(&dir) => {
+                    create.insert(dir);
+                }
+                Local::Symlink { .. } => {
+                    return Err(PlanError::Conflict {
+                        path: change.path.clone(),
+                        reason: format!(
+                            "lies under {dir}, a symbolic link ota does not own; ota never writes through links"
+                        ),
+                    });
+                }
+                Local::File { .. } | Local::Other => {
+                    return Err(PlanError::Conflict {
+                        path: change.path.clone(),
+                        reason: format!("needs the folder {dir}, but a file ota does not own is there"),
+                    });
+                }
+            }
+        }
+    }
+    plan.create_dirs = create.into_iter().collect();
+    plan.changes = changes.into_values().collect();
+
+    let block = survey.space.block_size.max(1);
+    let mut staged = 0u64;
+    for change in &plan.changes {
+        let (Some(entry), Some(origin)) = (&change.entry, &change.origin) else {
+            continue;
+        };
+        match origin {
+            Origin::Download => plan.download_bytes += entry.size,
+            Origin::Copy(_) => plan.copy_bytes += entry.size,
+        }
+        if entry.kind != Kind::Symlink {
+            staged += entry.size.div_ceil(block) * block;
+        }
+    }
+    plan.space_needed = staged + MARGIN_BYTES + MARGIN_PER_FILE * target.len() as u64;
+    if survey.space.available < plan.space_needed {
+        return Err(PlanError::NoSpace {
+            needed: plan.space_needed,
+            available: survey.space.available,
+        });
+    }
+    Ok(plan)
+}
+
+/// Local files known to hold a given content: (blob, is symlink) → path. Hashed files count;
+/// owned files whose type and size match what ota installed are trusted.
+fn local_copies(installed: &Manifest, survey: &Survey) -> HashMap<(ObjectId, bool), RelPath> {
+    let mut copies = HashMap::new();
+    for (path, local) in &survey.paths {
+        match local {
+            Local::File { blob: Some(b), .. } => {
+                copies.insert((*b, false), path.clone());
+            }
+            Local::Symlink { blob } => {
+                copies.insert((*blob, true), path.clone());
+            }
+            _ => {}
+        }
+    }
+    for old in installed.entries() {
+        if old.kind != Kind::Symlink
+            && matches!(survey.local(&old.path), Local::File { len, .. } if *len == old.size)
+        {
+            copies.entry((old.blob, false)).or_insert(old.path.clone());
+        }
+    }
+    copies
+}
+
+/// An update that cannot be applied as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The release needs a path occupied by something ota must not touch.
+    #[error("cannot install {path}: it {reason}. Move it away or add it to `ignore`, then retry")]
+    Conflict {
+        /// The release path.
+        path: RelPath,
+        /// What is in the way.
+        reason: String,
+    },
+    /// Not enough free space.
+    #[error(
+        "not enough free space: the update needs {needed} bytes on the target's filesystem, {available} are free. Free some space, then retry"
+    )]
+    NoSpace {
+        /// Bytes required.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::Space;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s, &[]).unwrap()
+    }
+
+    fn file(path: &str, content: &str) -> Entry {
+        Entry {
+            path: p(path),
+            kind: Kind::File,
+            size: content.len() as u64,
+            blob: ObjectId::for_blob(content.as_bytes()),
+        }
+    }
+
+    fn manifest(entries: &[Entry]) -> Manifest {
+        Manifest::new(entries.to_vec()).unwrap()
+    }
+
+    /// A survey of a disk that holds exactly `on_disk` (hashed) plus folders.
+    fn disk(on_disk: &[(&str, &str)], dirs: &[&str]) -> Survey {
+        let mut paths = BTreeMap::new();
+        for (path, content) in on_disk {
+            paths.insert(
+                p(path),
+                Local::File {
+                    len: content.len() as u64,
+                    executable: false,
+                    blob: Some(ObjectId::for_blob(content.as_bytes())),
+                },
+            );
+        }
+        let mut listings = BTreeMap::new();
+        for dir in dirs {
+            paths.insert(p(dir), Local::Dir { mode: 0o755 });
+            let names = paths
+                .keys()
+                .filter(|k| k.parent().as_ref() == Some(&p(dir)))
+                .map(|k| k.as_str().rsplit('/').next().unwrap().to_owned())
+                .collect();
+            listings.insert(p(dir), names);
+        }
+        Survey {
+            paths,
+            listings,
+            space: Space {
+                available: u64::MAX,
+                block_size: 4096,
+            },
+        }
+    }
+
+    #[test]
+    fn first_install_downloads_only_what_differs() {
+        let target = manifest(&[file("a", "1"), file("b", "2"), file("d/c", "3")]);
+        let survey = disk(&[("a", "1"), ("b", "old")], &[]);
+        let plan = plan(&Manifest::default(), &target, &survey).unwrap();
+        assert_eq!(plan.adopted, 1);
+        assert_eq!(plan.count(Action::Replace), 1);
+        assert_eq!(plan.count(Action::Add), 1);
+        assert_eq!(plan.create_dirs, vec![p("d")]);
+        assert_eq!(plan.download_bytes, 2);
+    }
+
+    #[test]
+    fn deletes_remove_emptied_folders_but_never_foreign_files() {
+        let installed = manifest(&[file("keep", "k"), file("d/e/x", "x"), file("f/y", "y")]);
+        let target = manifest(&[file("keep", "k")]);
+        // f holds a file ota does not own: f stays.
+        let survey = disk(
+            &[("keep", "k"), ("d/e/x", "x"), ("f/y", "y"), ("f/mine", "m")],
+            &["d/e", "d", "f"],
+        );
+        let plan = plan(&installed, &target, &survey).unwrap();
+        assert_eq!(plan.count(Action::Delete), 2);
+        assert_eq!(
+            plan.remove_dirs,
+            vec![(p("d/e"), 0o755), (p("d"), 0o755)]
+        );
+        assert_eq!(plan.unchanged, 1);
+        assert_eq!(plan.download_bytes, 0);
+    }
+
+    #[test]
+    fn a_moved_file_is_copied_not_downloaded() {
+        let installed = manifest(&[file("old/name", "content")]);
+        let target = manifest(&[file("new/name", "content")]);
+        let survey = disk(&[("old/name", "content")], &["old"]);
+        let plan = plan(&installed, &target, &survey).unwrap();
+        let add = plan.changes.iter().find(|c| c.action == Action::Add).unwrap();
+        assert_eq!(add.origin, Some(Origin::Copy(p("old/name"))));
+        assert_eq!(plan.download_bytes, 0);
+        assert_eq!(plan.copy_bytes, 7);
+    }
+
+    #[test]
+    fn a_folder_of_foreign_files_blocks_a_file() {
+        let target = manifest(&[file("d", "x")]);
+        let survey = disk(&[("d/theirs", "t")], &["d"]);
+        let err = plan(&Manifest::default(), &target, &survey).unwrap_err();
+        assert!(matches!(err, PlanError::Conflict { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_file_turning_into_a_folder_is_displaced_first() {
+        let installed = manifest(&[file("d", "x")]);
+        let target = manifest(&[file("d/inner", "y")]);
+        let survey = disk(&[("d", "x")], &[]);
+        let plan = plan(&installed, &target, &survey).unwrap();
+        assert_eq!(plan.create_dirs, vec![p("d")]);
+        let ops = plan.ops();
+        assert!(matches!(&ops[0], Op::Displace { path, .. } if *path == p("d")));
+        assert!(matches!(&ops[1], Op::CreateDir { path } if *path == p("d")));
+        assert!(matches!(&ops[2], Op::Place { path, .. } if *path == p("d/inner")));
+    }
+
+    #[test]
+    fn writing_through_a_foreign_link_is_refused() {
+        let target = manifest(&[file("link/x", "x")]);
+        let mut survey = disk(&[], &[]);
+        survey.paths.insert(
+            p("link"),
+            Local::Symlink {
+                blob: ObjectId::for_blob(b"/etc"),
+            },
+        );
+        assert!(plan(&Manifest::default(), &target, &survey).is_err());
+    }
+
+    #[test]
+    fn space_is_checked_in_blocks() {
+        let target = manifest(&[file("a", "1"), file("b", "2")]);
+        let mut survey = disk(&[], &[]);
+        survey.space.available = 2 * 4096 + MARGIN_BYTES + 2 * MARGIN_PER_FILE - 1;
+        let err = plan(&Manifest::default(), &target, &survey).unwrap_err();
+        assert!(matches!(err, PlanError::NoSpace { .. }));
+        survey.space.available += 1;
+        assert!(plan(&Manifest::default(), &target, &survey).is_ok());
+    }
+}

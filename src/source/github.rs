@@ -1,0 +1,381 @@
+//! The GitHub REST API and raw file hosting (and compatible hosts).
+//!
+//! Requests per update, when the channel moved:
+//! - stable: `releases/latest` (or `releases/tags/{tag}`), `commits/tags/{tag}` with the
+//!   sha media type (the tag peeled to its commit, annotated or not, in one request), and
+//!   `git/trees/{commit}?recursive=1`: three metadata requests;
+//! - developer: `commits/{branch}` (sha media type) and the tree: two.
+//!
+//! A check that finds nothing new costs the first request only. Files are fetched by
+//! commit SHA, never by a moving branch name, from raw hosting; a private repository whose
+//! raw host refuses the token falls back to the blob API. Symlinks are read through the blob
+//! API, which returns the link itself rather than what it points to.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+
+use super::{Source, SourceError};
+use crate::config::{Channel, GithubConfig, NetworkConfig};
+use crate::http::{Accept, Download, ErrorKind, Http, HttpError, Quota, Usage, host_of};
+use crate::manifest::{Entry, Kind, ObjectId, TreeEntry};
+use crate::state::ReleaseId;
+
+/// Largest release JSON accepted (releases carry notes and asset lists).
+const RELEASE_LIMIT: u64 = 4 << 20;
+/// Largest tree JSON accepted (GitHub truncates trees at 7 MB).
+const TREE_LIMIT: u64 = 32 << 20;
+/// Largest small answer (a SHA, a ref).
+const SMALL_LIMIT: u64 = 64 << 10;
+/// Deepest chain of tags pointing at tags that is followed.
+const MAX_TAG_DEPTH: usize = 8;
+
+/// Characters left as they are in a URL path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A GitHub (or compatible) repository.
+pub struct GitHub {
+    http: Http,
+    owner: String,
+    repo: String,
+    /// `{api_url}/repos/{owner}/{repo}`.
+    api: String,
+    /// `{raw_url}/{owner}/{repo}`.
+    raw: String,
+    /// Set once raw hosting answered 404 with a token: use the blob API from then on.
+    blobs_only: AtomicBool,
+    has_token: bool,
+}
+
+impl GitHub {
+    /// A client for the repository in `config`.
+    pub fn new(config: &GithubConfig, net: &NetworkConfig) -> GitHub {
+        let hosts = [&config.api_url, &config.raw_url]
+            .iter()
+            .filter_map(|u| host_of(u).map(str::to_owned))
+            .collect();
+        let owner = encode(&config.owner);
+        let repo = encode(&config.repo);
+        GitHub {
+            http: Http::new(net, config.token.clone(), hosts),
+            api: format!("{}/repos/{owner}/{repo}", config.api_url),
+            raw: format!("{}/{owner}/{repo}", config.raw_url),
+            owner: config.owner.clone(),
+            repo: config.repo.clone(),
+            blobs_only: AtomicBool::new(false),
+            has_token: config.token.is_some(),
+        }
+    }
+
+    fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.repo)
+    }
+
+    fn http_error(&self, what: impl Into<String>) -> impl FnOnce(HttpError) -> SourceError {
+        let what = what.into();
+        move |source| SourceError::Http { what, source }
+    }
+
+    fn protocol(&self, what: &str, message: impl Into<String>) -> SourceError {
+        SourceError::Protocol {
+            what: what.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The published release with `tag`, or the latest: its tag name.
+    fn release_tag(&self, tag: Option<&str>) -> Result<String, SourceError> {
+        let url = match tag {
+            Some(t) => format!("{}/releases/tags/{}", self.api, encode(t)),
+            None => format!("{}/releases/latest", self.api),
+        };
+        let what = format!("looking up the release of {}", self.full_name());
+        let release: ReleaseJson = self.http.get_json(&url, RELEASE_LIMIT).map_err(|e| {
+            match (e.kind == ErrorKind::NotFound, tag) {
+                (true, Some(t)) => SourceError::TagNotFound {
+                    repo: self.full_name(),
+                    tag: t.to_owned(),
+                },
+                (true, None) => SourceError::NoRelease {
+                    repo: self.full_name(),
+                },
+                _ => SourceError::Http { what: what.clone(), source: e },
+            }
+        })?;
+        // `releases/latest` never answers a draft or prerelease, but a pinned tag can.
+        if release.draft {
+            return Err(self.protocol(&what, format!("release {} is a draft", release.tag_name)));
+        }
+        if tag.is_none() && release.prerelease {
+            return Err(self.protocol(&what, format!("release {} is a prerelease", release.tag_name)));
+        }
+        Ok(release.tag_name)
+    }
+
+    /// `commits/{reference}` with the sha media type: the commit a ref points at.
+    fn commit_of(&self, reference: &str) -> Result<Option<ObjectId>, HttpError> {
+        let url = format!("{}/commits/{}", self.api, encode_path(reference));
+        match self.http.get_bytes(&url, Accept::Sha, SMALL_LIMIT) {
+            Ok(body) => {
+                let text = String::from_utf8_lossy(&body);
+                ObjectId::from_hex(text.trim()).map(Some).ok_or_else(|| {
+                    HttpError::new(&url, ErrorKind::BadBody(format!("not a commit SHA: {:?}", truncate(&text))))
+                })
+            }
+            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Status { status: 422, .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Peels a tag to its commit through `git/ref/tags` and `git/tags`, for hosts whose
+    /// commits endpoint does not take `tags/{tag}`.
+    fn peel_tag(&self, tag: &str) -> Result<ObjectId, SourceError> {
+        let what = format!("resolving tag {tag} of {}", self.full_name());
+        let url = format!("{}/git/ref/tags/{}", self.api, encode_path(tag));
+        let reference: RefJson = self
+            .http
+            .get_json(&url, SMALL_LIMIT)
+            .map_err(self.http_error(what.clone()))?;
+        let mut object = reference.object;
+        for _ in 0..MAX_TAG_DEPTH {
+            match object.kind.as_str() {
+                "commit" => {
+                    return ObjectId::from_hex(&object.sha)
+                        .ok_or_else(|| self.protocol(&what, format!("bad SHA {:?}", object.sha)));
+                }
+                "tag" => {
+                    let url = format!("{}/git/tags/{}", self.api, encode(&object.sha));
+                    let tag: TagJson = self
+                        .http
+                        .get_json(&url, SMALL_LIMIT)
+                        .map_err(self.http_error(what.clone()))?;
+                    object = tag.object;
+                }
+                other => {
+                    return Err(self.protocol(&what, format!("the tag points at a {other}, not a commit")));
+                }
+            }
+        }
+        Err(self.protocol(&what, "tag chain too deep"))
+    }
+
+    fn tree_json(&self, sha: &str, recursive: bool) -> Result<TreeJson, SourceError> {
+        let url = format!(
+            "{}/git/trees/{}{}",
+            self.api,
+            encode(sha),
+            if recursive { "?recursive=1" } else { "" }
+        );
+        self.http
+            .get_json(&url, TREE_LIMIT)
+            .map_err(self.http_error(format!("reading the file tree of {}", self.full_name())))
+    }
+
+    /// Collects `tree` into `out` under `prefix`; a truncated listing is completed by
+    /// walking its sub-trees one by one.
+    fn collect(
+        &self,
+        tree: TreeJson,
+        prefix: &str,
+        out: &mut Vec<TreeEntry>,
+        depth: usize,
+    ) -> Result<(), SourceError> {
+        let what = format!("reading the file tree of {}", self.full_name());
+        if depth > 64 {
+            return Err(self.protocol(&what, "tree nested too deeply"));
+        }
+        if !tree.truncated {
+            for raw in tree.tree {
+                out.push(self.entry(&what, prefix, raw)?);
+            }
+            return Ok(());
+        }
+        // Truncated: list this level alone, then each sub-tree.
+        let level = self.tree_json(&tree.sha, false)?;
+        for raw in level.tree {
+            let entry = self.entry(&what, prefix, raw)?;
+            if entry.mode == 0o040000 {
+                let sub = self.tree_json(&entry.id.to_hex(), true)?;
+                let sub_prefix = format!("{}/", entry.path);
+                out.push(entry);
+                self.collect(sub, &sub_prefix, out, depth + 1)?;
+            } else {
+                out.push(entry);
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(&self, what: &str, prefix: &str, raw: TreeEntryJson) -> Result<TreeEntry, SourceError> {
+        let mode = u32::from_str_radix(&raw.mode, 8)
+            .map_err(|_| self.protocol(what, format!("bad mode {:?} for {:?}", raw.mode, raw.path)))?;
+        let id = ObjectId::from_hex(&raw.sha)
+            .ok_or_else(|| self.protocol(what, format!("bad SHA {:?} for {:?}", raw.sha, raw.path)))?;
+        Ok(TreeEntry {
+            path: format!("{prefix}{}", raw.path),
+            mode,
+            id,
+            size: raw.size,
+        })
+    }
+
+    fn blob_url(&self, entry: &Entry) -> String {
+        format!("{}/git/blobs/{}", self.api, entry.blob)
+    }
+}
+
+impl Source for GitHub {
+    fn resolve(&self, channel: &Channel) -> Result<ReleaseId, SourceError> {
+        match channel {
+            Channel::Stable { tag } => {
+                let tag_name = self.release_tag(tag.as_deref())?;
+                let what = format!("resolving tag {tag_name} of {}", self.full_name());
+                let commit = match self
+                    .commit_of(&format!("tags/{tag_name}"))
+                    .map_err(self.http_error(what))?
+                {
+                    Some(commit) => commit,
+                    None => self.peel_tag(&tag_name)?,
+                };
+                Ok(ReleaseId {
+                    channel: "stable".into(),
+                    ref_name: tag_name,
+                    commit,
+                })
+            }
+            Channel::Developer { branch } => {
+                let what = format!("looking up branch {branch} of {}", self.full_name());
+                let commit = self
+                    .commit_of(branch)
+                    .map_err(self.http_error(what))?
+                    .ok_or_else(|| SourceError::BranchNotFound {
+                        repo: self.full_name(),
+                        branch: branch.clone(),
+                    })?;
+                Ok(ReleaseId {
+                    channel: "developer".into(),
+                    ref_name: branch.clone(),
+                    commit,
+                })
+            }
+        }
+    }
+
+    fn tree(&self, commit: &ObjectId) -> Result<Vec<TreeEntry>, SourceError> {
+        let tree = self.tree_json(&commit.to_hex(), true)?;
+        let mut out = Vec::new();
+        self.collect(tree, "", &mut out, 0)?;
+        Ok(out)
+    }
+
+    fn open(&self, commit: &ObjectId, entry: &Entry, offset: u64) -> Result<Download, SourceError> {
+        let what = format!("downloading {}", entry.path);
+        if entry.kind == Kind::Symlink || self.blobs_only.load(Ordering::Relaxed) {
+            return self
+                .http
+                .download(&self.blob_url(entry), Accept::RawBlob, offset)
+                .map_err(self.http_error(what));
+        }
+        let url = format!("{}/{}/{}", self.raw, commit, encode_path(entry.path.as_str()));
+        match self.http.download(&url, Accept::Bytes, offset) {
+            Err(e) if e.kind == ErrorKind::NotFound && self.has_token => {
+                tracing::info!("raw hosting has no {}; using the blob API (private repository?)", entry.path);
+                self.blobs_only.store(true, Ordering::Relaxed);
+                self.http
+                    .download(&self.blob_url(entry), Accept::RawBlob, offset)
+                    .map_err(self.http_error(what))
+            }
+            other => other.map_err(self.http_error(what)),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.full_name()
+    }
+
+    fn usage(&self) -> Usage {
+        self.http.usage()
+    }
+
+    fn quota(&self) -> Quota {
+        self.http.quota()
+    }
+}
+
+/// Percent-encodes one path segment.
+fn encode(segment: &str) -> String {
+    utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
+/// Percent-encodes each `/`-separated segment of a path, keeping the slashes.
+fn encode_path(path: &str) -> String {
+    path.split('/').map(encode).collect::<Vec<_>>().join("/")
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+#[derive(Deserialize)]
+struct ReleaseJson {
+    tag_name: String,
+    #[serde(default)]
+    draft: bool,
+    #[serde(default)]
+    prerelease: bool,
+}
+
+#[derive(Deserialize)]
+struct ObjectJson {
+    sha: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct RefJson {
+    object: ObjectJson,
+}
+
+#[derive(Deserialize)]
+struct TagJson {
+    object: ObjectJson,
+}
+
+#[derive(Deserialize)]
+struct TreeJson {
+    sha: String,
+    #[serde(default)]
+    truncated: bool,
+    tree: Vec<TreeEntryJson>,
+}
+
+#[derive(Deserialize)]
+struct TreeEntryJson {
+    path: String,
+    mode: String,
+    sha: String,
+    size: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_github_release_json_parses() {
+        let text = include_str!("../../tests/fixtures/release-by-tag.json");
+        let release: ReleaseJson = serde_json::from_str(text).unwrap();
+        assert_eq!(release.tag_name, "v1.0.0");
+        assert!(!release.draft && !release.prerelease);
+    }
+
+    #[test]
+    fn paths_are_encoded_per_segment() {
+        assert_eq!(encode_path("a b/c+d/ü"), "a%20b/c%2Bd/%C3%BC");
+        assert_eq!(encode("tags/v1"), "tags%2Fv1");
+    }
+}

@@ -1,0 +1,237 @@
+//! ota's own folder (`<target>/.ota` by default): what is installed, what went wrong.
+//!
+//! ```text
+//! state.json        the installed release and the files ota owns (the commit point)
+//! journal.json      present only while a transaction is open (see `transaction`)
+//! stage/<txid>/     downloaded, verified files waiting to be placed
+//! backup/<txid>/    files displaced by an open transaction
+//! last_error.json   the last failure (time, phase, kind, message); cleared by a success
+//! lock              held (flock) by the process that changes the target
+//! ```
+//!
+//! `state.json` holds both the release and the owned-file manifest, so that replacing it is
+//! one atomic rename: the single commit point of an update.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fs::{self, Fs};
+use crate::manifest::{Manifest, ObjectId};
+
+/// Largest `state.json` ota reads (a manifest of 100,000 files fits).
+const STATE_LIMIT: u64 = 64 << 20;
+/// Largest `last_error.json` ota reads.
+const ERROR_LIMIT: u64 = 1 << 20;
+
+/// Paths inside ota's state folder.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// The state folder at `root` (absolute).
+    pub fn new(root: PathBuf) -> StateDir {
+        StateDir { root }
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `state.json`.
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+
+    /// `journal.json`.
+    pub fn journal_file(&self) -> PathBuf {
+        self.root.join("journal.json")
+    }
+
+    /// `last_error.json`.
+    pub fn error_file(&self) -> PathBuf {
+        self.root.join("last_error.json")
+    }
+
+    /// `lock`.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// `stage/`.
+    pub fn stage_root(&self) -> PathBuf {
+        self.root.join("stage")
+    }
+
+    /// `backup/`.
+    pub fn backup_root(&self) -> PathBuf {
+        self.root.join("backup")
+    }
+
+    /// `stage/<txid>`.
+    pub fn stage(&self, txid: &str) -> PathBuf {
+        self.stage_root().join(txid)
+    }
+
+    /// `backup/<txid>`.
+    pub fn backup(&self, txid: &str) -> PathBuf {
+        self.backup_root().join(txid)
+    }
+
+    /// Reads `state.json`; `Ok(None)` before the first install.
+    pub fn read_installed(&self, fs: &dyn Fs) -> Result<Option<Installed>, StateError> {
+        let path = self.state_file();
+        read_json(fs, &path, STATE_LIMIT)
+    }
+
+    /// Replaces `state.json` atomically and durably: the commit point of an update.
+    pub fn write_installed(&self, fs: &dyn Fs, installed: &Installed) -> Result<(), StateError> {
+        write_json(fs, &self.state_file(), installed)
+    }
+
+    /// Reads `last_error.json`, if any.
+    pub fn read_last_error(&self, fs: &dyn Fs) -> Result<Option<LastError>, StateError> {
+        read_json(fs, &self.error_file(), ERROR_LIMIT)
+    }
+
+    /// Records a failure in `last_error.json`.
+    pub fn write_last_error(&self, fs: &dyn Fs, error: &LastError) -> Result<(), StateError> {
+        write_json(fs, &self.error_file(), error)
+    }
+
+    /// Removes `last_error.json` after a success.
+    pub fn clear_last_error(&self, fs: &dyn Fs) -> Result<(), StateError> {
+        let path = self.error_file();
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        if fs.metadata(&path).map_err(io)?.is_some() {
+            fs.remove_file(&path).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    fs: &dyn Fs,
+    path: &Path,
+    limit: u64,
+) -> Result<Option<T>, StateError> {
+    let io = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if fs.metadata(path).map_err(io)?.is_none() {
+        return Ok(None);
+    }
+    let bytes = fs::read_small(fs, path, limit).map_err(io)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StateError::Corrupt {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+fn write_json<T: Serialize>(fs: &dyn Fs, path: &Path, value: &T) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    fs::write_atomic(fs, path, &bytes).map_err(|source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Which release is installed (or wanted): enough to say "up to date" without a download.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseId {
+    /// `stable` or `developer`.
+    pub channel: String,
+    /// The tag (stable) or branch (developer) followed.
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    /// The commit the files came from.
+    pub commit: ObjectId,
+}
+
+/// Contents of `state.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    /// Format version of this file.
+    pub format: u32,
+    /// The transaction that wrote it (recovery compares it with an open journal).
+    pub txid: String,
+    /// The installed release.
+    pub release: ReleaseId,
+    /// `owner/repo` at the source it came from (a changed source means a full re-plan).
+    pub source: String,
+    /// Fingerprint of the allow/ignore filter it was installed with.
+    pub filter: String,
+    /// When it was installed (RFC 3339, UTC).
+    pub installed_at: String,
+    /// The release installed before it, if any.
+    pub previous: Option<ReleaseId>,
+    /// The files ota owns: exactly these paths in the target are ota's to change.
+    pub files: Manifest,
+}
+
+/// The current `state.json` format.
+pub const STATE_FORMAT: u32 = 1;
+
+/// Contents of `last_error.json`: what a headless device tells whoever looks later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// The stage that failed: `config`, `resolve`, `plan`, `fetch`, `apply`, `recover`…
+    pub phase: String,
+    /// A stable machine-readable cause: `network`, `integrity`, `disk_full`, …
+    pub kind: String,
+    /// The full error message (never contains secrets).
+    pub message: String,
+}
+
+/// The time now as RFC 3339 UTC with seconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A failure to read or write ota's state folder.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The filesystem refused.
+    #[error("cannot access {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A state file that does not parse.
+    #[error(
+        "{} is damaged ({message}); move it aside and run `ota update --force` to reinstall",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        message: String,
+    },
+}

@@ -1,0 +1,553 @@
+//! The journaled transaction that changes the target, and the recovery that finishes or
+//! undoes one after a crash.
+//!
+//! # Protocol
+//! 1. Every new file is written into `stage/<txid>/<slot>` (by `fetch`), verified.
+//! 2. **Journal**: `journal.json` lists every operation below in order. One `syncfs` makes
+//!    the staged files and the journal's temp file durable, then the journal is renamed into
+//!    place and its folder fsynced. Nothing in the target has changed yet (invariants 1, 2).
+//! 3. **Phase 1**: each file being replaced or deleted is renamed into `backup/<txid>/<slot>`;
+//!    folders emptied by that are removed; folders the new files need are created.
+//!    Then one `syncfs` (invariant 3).
+//! 4. **Phase 2**: each staged file is renamed to its place in the target. One `syncfs`.
+//! 5. **Commit**: `state.json` (the new release and owned files, tagged with the txid) is
+//!    replaced atomically: write temp, fsync, rename, fsync folder (invariant 4).
+//! 6. **Cleanup**: backups and the stage are removed, then the journal.
+//!
+//! Renames only go between the target and the state folder, which are on one filesystem, so
+//! each is atomic. Phase 1 and phase 2 are separated by a barrier, so no crash can persist a
+//! placement while losing the displacement it depends on. Durability costs three `syncfs`
+//! and two folder fsyncs per update, whatever the number of files (invariant 7).
+//!
+//! # Recovery
+//! With a journal present: if `state.json` carries the journal's txid the update committed,
+//! and recovery finishes step 6. Otherwise it undoes the operations in reverse order. Every
+//! undo step looks at where the file is now before moving it (a staged file is either still
+//! in the stage or in the target; a displaced file either in the backup or still in place),
+//! so running recovery again, or crashing inside it, is harmless (invariant 5). Without a
+//! journal, anything left in `stage/` or `backup/` belongs to no transaction and is removed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fs::{self, FileKind, Fs};
+use crate::manifest::RelPath;
+use crate::state::{Installed, ReleaseId, StateDir};
+
+/// Largest journal ota reads.
+const JOURNAL_LIMIT: u64 = 256 << 20;
+/// Format version of `journal.json`.
+const JOURNAL_FORMAT: u32 = 1;
+
+/// One step of a transaction, with enough information to undo it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Move the file at `path` into `backup/<txid>/<slot>`.
+    Displace {
+        /// Path in the target.
+        path: RelPath,
+        /// Name inside the backup folder.
+        slot: String,
+    },
+    /// Remove the (now empty) folder `path`.
+    RemoveDir {
+        /// Path in the target.
+        path: RelPath,
+        /// Its permission bits, to recreate it on undo.
+        mode: u32,
+    },
+    /// Create the folder `path` (mode 0755).
+    CreateDir {
+        /// Path in the target.
+        path: RelPath,
+    },
+    /// Move `stage/<txid>/<slot>` to `path`.
+    Place {
+        /// Path in the target.
+        path: RelPath,
+        /// Name inside the stage folder.
+        slot: String,
+    },
+}
+
+/// Contents of `journal.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// Format version.
+    pub format: u32,
+    /// The transaction.
+    pub txid: String,
+    /// The release being installed (for `ota status`).
+    pub release: ReleaseId,
+    /// The operations, in the order they are done.
+    pub ops: Vec<Op>,
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Nothing was pending.
+    Clean,
+    /// Leftovers of an interrupted download (no journal) were removed.
+    SweptLeftovers,
+    /// An update had committed; its cleanup was finished.
+    Completed(ReleaseId),
+    /// An update had not committed; the old tree was restored.
+    RolledBack(ReleaseId),
+}
+
+/// A transaction in progress: a stage folder being filled, then applied.
+pub struct Transaction<'a> {
+    fs: &'a dyn Fs,
+    target: &'a Path,
+    dirs: &'a StateDir,
+    txid: String,
+}
+
+impl<'a> Transaction<'a> {
+    /// Opens a transaction: creates `stage/<txid>`. Recovery must have run first.
+    pub fn begin(
+        fs: &'a dyn Fs,
+        target: &'a Path,
+        dirs: &'a StateDir,
+    ) -> Result<Transaction<'a>, ApplyError> {
+        let txid = new_txid();
+        for dir in [
+            dirs.root().to_owned(),
+            dirs.stage_root(),
+            dirs.backup_root(),
+            dirs.stage(&txid),
+        ] {
+            ensure_dir(fs, &dir)?;
+        }
+        Ok(Transaction {
+            fs,
+            target,
+            dirs,
+            txid,
+        })
+    }
+
+    /// The transaction id (also the name of its stage and backup folders).
+    pub fn txid(&self) -> &str {
+        &self.txid
+    }
+
+    /// Where the staged file for `slot` is written.
+    pub fn stage_path(&self, slot: &str) -> PathBuf {
+        self.dirs.stage(&self.txid).join(slot)
+    }
+
+    /// Gives up before anything in the target changed: removes the stage.
+    pub fn abort(self) -> Result<(), ApplyError> {
+        let stage = self.dirs.stage(&self.txid);
+        fs::remove_tree(self.fs, &stage).map_err(|e| ApplyError::io("remove", &stage, e))
+    }
+
+    /// Runs the protocol from step 2 (see module docs). `installed` is the new `state.json`;
+    /// its `txid` is set here. On an error before the commit, the target is rolled back to
+    /// the old tree; if that also fails the journal stays for the next recovery.
+    pub fn commit(self, ops: Vec<Op>, mut installed: Installed) -> Result<(), ApplyError> {
+        installed.txid = self.txid.clone();
+        let journal = Journal {
+            format: JOURNAL_FORMAT,
+            txid: self.txid.clone(),
+            release: installed.release.clone(),
+            ops,
+        };
+        let ctx = Ctx {
+            fs: self.fs,
+            target: self.target,
+            dirs: self.dirs,
+        };
+        // Until the commit, any failure restores the old tree. (If the journal itself did not
+        // land, the undo finds every file where it was and only removes the stage.)
+        if let Err(cause) = ctx.write_journal(&journal).and_then(|()| ctx.run(&journal)) {
+            return Err(match ctx.undo(&journal) {
+                Ok(()) => cause,
+                Err(rollback) => ApplyError::RollbackFailed {
+                    cause: Box::new(cause),
+                    rollback: Box::new(rollback),
+                },
+            });
+        }
+        if let Err(e) = ctx.dirs.write_installed(ctx.fs, &installed) {
+            // The rename inside may or may not have happened: let recovery decide from what
+            // `state.json` now says, exactly as after a crash at this point.
+            return Err(match recover(ctx.fs, ctx.target, ctx.dirs) {
+                Ok(_) => ApplyError::State(e),
+                Err(rollback) => ApplyError::RollbackFailed {
+                    cause: Box::new(ApplyError::State(e)),
+                    rollback: Box::new(rollback),
+                },
+            });
+        }
+        if let Err(e) = ctx.finish(&journal.txid) {
+            // Committed: the new release is in place. What is left is removed by the next
+            // command's recovery.
+            tracing::warn!("update committed, but cleaning up failed: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// Finishes or undoes an interrupted transaction; see the module docs.
+pub fn recover(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Recovery, ApplyError> {
+    let ctx = Ctx { fs, target, dirs };
+    let journal_path = dirs.journal_file();
+    let mut swept = ctx.remove_temp_files()?;
+    let outcome = match fs
+        .metadata(&journal_path)
+        .map_err(|e| ApplyError::io("inspect", &journal_path, e))?
+    {
+        None => None,
+        Some(_) => {
+            let journal = ctx.read_journal()?;
+            let installed = dirs.read_installed(fs).map_err(ApplyError::State)?;
+            if installed.is_some_and(|s| s.txid == journal.txid) {
+                ctx.finish(&journal.txid)?;
+                Some(Recovery::Completed(journal.release))
+            } else {
+                ctx.undo(&journal)?;
+                Some(Recovery::RolledBack(journal.release))
+            }
+        }
+    };
+    swept |= ctx.sweep()?;
+    Ok(match outcome {
+        Some(done) => done,
+        None if swept => Recovery::SweptLeftovers,
+        None => Recovery::Clean,
+    })
+}
+
+/// Reads the open journal, if any (for `ota status`).
+pub fn pending(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Option<Journal>, ApplyError> {
+    let ctx = Ctx { fs, target, dirs };
+    let path = dirs.journal_file();
+    match fs.metadata(&path).map_err(|e| ApplyError::io("inspect", &path, e))? {
+        None => Ok(None),
+        Some(_) => ctx.read_journal().map(Some),
+    }
+}
+
+/// The pieces every step needs.
+struct Ctx<'a> {
+    fs: &'a dyn Fs,
+    target: &'a Path,
+    dirs: &'a StateDir,
+}
+
+impl Ctx<'_> {
+    fn at(&self, path: &RelPath) -> PathBuf {
+        self.target.join(path.as_str())
+    }
+
+    fn staged(&self, txid: &str, slot: &str) -> PathBuf {
+        self.dirs.stage(txid).join(slot)
+    }
+
+    fn backed_up(&self, txid: &str, slot: &str) -> PathBuf {
+        self.dirs.backup(txid).join(slot)
+    }
+
+    fn exists(&self, path: &Path) -> Result<Option<fs::Meta>, ApplyError> {
+        self.fs
+            .metadata(path)
+            .map_err(|e| ApplyError::io("inspect", path, e))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), ApplyError> {
+        self.fs.rename(from, to).map_err(|source| ApplyError::Rename {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            source,
+        })
+    }
+
+    /// Makes everything written so far durable: one `syncfs` for the whole filesystem.
+    fn barrier(&self) -> Result<(), ApplyError> {
+        self.fs
+            .sync_fs(self.target)
+            .map_err(|e| ApplyError::io("sync", self.target, e))
+    }
+
+    fn write_journal(&self, journal: &Journal) -> Result<(), ApplyError> {
+        let path = self.dirs.journal_file();
+        let tmp = fs::tmp_path(&path);
+        let bytes = serde_json::to_vec(journal).map_err(|e| ApplyError::io("encode", &path, e.into()))?;
+        let io = |e| ApplyError::io("write", &path, e);
+        ensure_dir(self.fs, &self.dirs.backup(&journal.txid))?;
+        let mut file = self.fs.create(&tmp, false).map_err(io)?;
+        std::io::Write::write_all(&mut file, &bytes).map_err(io)?;
+        drop(file);
+        // One barrier covers the staged files, their folder and the journal's bytes.
+        self.barrier()?;
+        self.rename(&tmp, &path)?;
+        self.fs.sync_dir(self.dirs.root()).map_err(io)
+    }
+
+    fn read_journal(&self) -> Result<Journal, ApplyError> {
+        let path = self.dirs.journal_file();
+        let bytes = fs::read_small(self.fs, &path, JOURNAL_LIMIT)
+            .map_err(|e| ApplyError::io("read", &path, e))?;
+        let journal: Journal =
+            serde_json::from_slice(&bytes).map_err(|e| ApplyError::JournalDamaged {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        if journal.format != JOURNAL_FORMAT {
+            return Err(ApplyError::JournalDamaged {
+                path,
+                message: format!("unknown format {}", journal.format),
+            });
+        }
+        Ok(journal)
+    }
+
+    /// Phases 1 and 2 with their barriers.
+    fn run(&self, journal: &Journal) -> Result<(), ApplyError> {
+        let txid = &journal.txid;
+        let (phase1, phase2): (Vec<&Op>, Vec<&Op>) = journal
+            .ops
+            .iter()
+            .partition(|op| !matches!(op, Op::Place { .. }));
+        for op in phase1 {
+            match op {
+                Op::Displace { path, slot } => {
+                    self.rename(&self.at(path), &self.backed_up(txid, slot))?
+                }
+                Op::RemoveDir { path, .. } => {
+                    let at = self.at(path);
+                    self.fs
+                        .remove_dir(&at)
+                        .map_err(|e| ApplyError::io("remove folder", &at, e))?
+                }
+                Op::CreateDir { path } => {
+                    let at = self.at(path);
+                    self.fs
+                        .create_dir(&at, 0o755)
+                        .map_err(|e| ApplyError::io("create folder", &at, e))?
+                }
+                Op::Place { .. } => unreachable!("partitioned out"),
+            }
+        }
+        self.barrier()?;
+        for op in phase2 {
+            if let Op::Place { path, slot } = op {
+                self.rename(&self.staged(txid, slot), &self.at(path))?;
+            }
+        }
+        self.barrier()
+    }
+
+    /// Undoes `journal`'s operations in reverse order, then cleans up. Idempotent.
+    fn undo(&self, journal: &Journal) -> Result<(), ApplyError> {
+        let txid = &journal.txid;
+        for op in journal.ops.iter().rev() {
+            match op {
+                Op::Place { path, slot } => {
+                    let staged = self.staged(txid, slot);
+                    let at = self.at(path);
+                    if self.exists(&staged)?.is_none() && self.exists(&at)?.is_some() {
+                        self.rename(&at, &staged)?;
+                    }
+                }
+                Op::CreateDir { path } => {
+                    let at = self.at(path);
+                    let is_empty_dir = match self.exists(&at)? {
+                        Some(m) if m.kind == FileKind::Dir => self
+                            .fs
+                            .read_dir(&at)
+                            .map_err(|e| ApplyError::io("list", &at, e))?
+                            .is_empty(),
+                        _ => false,
+                    };
+                    if is_empty_dir {
+                        self.fs
+                            .remove_dir(&at)
+                            .map_err(|e| ApplyError::io("remove folder", &at, e))?;
+                    }
+                }
+                Op::RemoveDir { path, mode } => {
+                    let at = self.at(path);
+                    if self.exists(&at)?.is_none() {
+                        self.fs
+                            .create_dir(&at, *mode)
+                            .map_err(|e| ApplyError::io("recreate folder", &at, e))?;
+                    }
+                }
+                Op::Displace { path, slot } => {
+                    let backup = self.backed_up(txid, slot);
+                    let at = self.at(path);
+                    if self.exists(&backup)?.is_some() {
+                        if self.exists(&at)?.is_some() {
+                            return Err(ApplyError::RestoreBlocked { path: at, backup });
+                        }
+                        self.rename(&backup, &at)?;
+                    }
+                }
+            }
+        }
+        self.barrier()?;
+        self.finish(txid)
+    }
+
+    /// Step 6: removes the transaction's backup and stage folders, then the journal.
+    fn finish(&self, txid: &str) -> Result<(), ApplyError> {
+        for dir in [self.dirs.backup(txid), self.dirs.stage(txid)] {
+            fs::remove_tree(self.fs, &dir).map_err(|e| ApplyError::io("remove", &dir, e))?;
+        }
+        let journal = self.dirs.journal_file();
+        if self.exists(&journal)?.is_some() {
+            self.fs
+                .remove_file(&journal)
+                .map_err(|e| ApplyError::io("remove", &journal, e))?;
+        }
+        self.fs
+            .sync_dir(self.dirs.root())
+            .map_err(|e| ApplyError::io("sync", self.dirs.root(), e))
+    }
+
+    /// Removes temp files a crash can leave in the state folder (from `write_atomic`).
+    fn remove_temp_files(&self) -> Result<bool, ApplyError> {
+        let mut removed = false;
+        for file in [self.dirs.journal_file(), self.dirs.state_file(), self.dirs.error_file()] {
+            let tmp = fs::tmp_path(&file);
+            if self.exists(&tmp)?.is_some() {
+                self.fs
+                    .remove_file(&tmp)
+                    .map_err(|e| ApplyError::io("remove", &tmp, e))?;
+                removed = true;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes everything under `stage/` and `backup/`: called when no journal is open, so
+    /// nothing there belongs to a transaction.
+    fn sweep(&self) -> Result<bool, ApplyError> {
+        let mut removed = false;
+        for root in [self.dirs.stage_root(), self.dirs.backup_root()] {
+            if self.exists(&root)?.is_none() {
+                continue;
+            }
+            for name in self
+                .fs
+                .read_dir(&root)
+                .map_err(|e| ApplyError::io("list", &root, e))?
+            {
+                let path = root.join(name);
+                fs::remove_tree(self.fs, &path).map_err(|e| ApplyError::io("remove", &path, e))?;
+                removed = true;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Creates `dir` unless it exists (its parent must exist).
+fn ensure_dir(fs: &dyn Fs, dir: &Path) -> Result<(), ApplyError> {
+    match fs.metadata(dir).map_err(|e| ApplyError::io("inspect", dir, e))? {
+        Some(m) if m.kind == FileKind::Dir => Ok(()),
+        Some(_) => Err(ApplyError::io(
+            "create folder",
+            dir,
+            io::Error::new(io::ErrorKind::AlreadyExists, "a file is in the way"),
+        )),
+        None => fs
+            .create_dir(dir, 0o755)
+            .map_err(|e| ApplyError::io("create folder", dir, e)),
+    }
+}
+
+/// A fresh, sortable transaction id: time in nanoseconds and the process id.
+fn new_txid() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// A failure while changing the target or recovering.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A filesystem call failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What ota was doing.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A rename failed.
+    #[error("cannot move {} to {}: {source}", from.display(), to.display())]
+    Rename {
+        /// Source.
+        from: PathBuf,
+        /// Destination.
+        to: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The journal cannot be read, so ota cannot know how to finish the update.
+    #[error(
+        "the update journal {} is damaged ({message}); ota cannot tell how far the interrupted update got. \
+         Inspect the target, then remove the journal and run `ota update --force` to reinstall",
+        path.display()
+    )]
+    JournalDamaged {
+        /// The journal.
+        path: PathBuf,
+        /// Why it does not parse.
+        message: String,
+    },
+    /// Undo found something at a path it must restore.
+    #[error(
+        "cannot restore {} from {}: something else is now at that path; move it away and run `ota recover`",
+        path.display(), backup.display()
+    )]
+    RestoreBlocked {
+        /// The path to restore.
+        path: PathBuf,
+        /// The backup waiting there.
+        backup: PathBuf,
+    },
+    /// The update failed and so did the rollback; the journal remains for `ota recover`.
+    #[error("{cause}; rolling back also failed: {rollback}. The journal was kept: run `ota recover` once the cause is fixed")]
+    RollbackFailed {
+        /// What made the update fail.
+        cause: Box<ApplyError>,
+        /// What made the rollback fail.
+        rollback: Box<ApplyError>,
+    },
+    /// Writing `state.json` failed.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+impl ApplyError {
+    fn io(action: &'static str, path: &Path, source: io::Error) -> ApplyError {
+        ApplyError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The underlying I/O error, if this is one (to tell "disk full" apart).
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            ApplyError::Io { source, .. } | ApplyError::Rename { source, .. } => Some(source),
+            ApplyError::RollbackFailed { cause, .. } => cause.io_error(),
+            ApplyError::State(crate::state::StateError::Io { source, .. }) => Some(source),
+            _ => None,
+        }
+    }
+}
