@@ -1,0 +1,123 @@
+//! Command-line arguments.
+
+#[cfg(feature = "serve")]
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps a directory on this device equal to a GitHub release or branch, crash-safely.
+#[derive(Debug, Parser)]
+#[command(name = "ota", version, about, propagate_version = true)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output on stderr (-v debug, -vv trace). `OTA_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check for an update and apply it if there is one.
+    Update(UpdateArgs),
+    /// Check for an update; exit 0 when up to date, 100 when one is available, 1 on error.
+    Check(CheckArgs),
+    /// Show the installed release, a pending recovery, and the last error.
+    Status(StatusArgs),
+    /// Finish or undo an interrupted update (every command that changes the target does
+    /// this first).
+    Recover(RecoverArgs),
+    /// Serve a local git repository over a GitHub-compatible API (tests, demo, LAN mirror).
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
+    /// Build a sample repository, serve it on 127.0.0.1, install v1, then update to v2.
+    #[cfg(feature = "serve")]
+    Demo(DemoArgs),
+}
+
+/// Where the configuration is.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The configuration file (TOML, JSON, or the original updater's ota_config.json).
+    #[arg(short, long, env = "OTA_CONFIG", default_value = "/etc/ota.toml")]
+    pub config: PathBuf,
+}
+
+/// `ota update`.
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Reinstall even when up to date, verifying every file on disk.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan (adds, replaces, deletes, bytes) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ota check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ota status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ota recover`.
+#[derive(Debug, clap::Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+/// `ota serve`.
+#[cfg(feature = "serve")]
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The git repository to serve (bare or with a work tree).
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Release assets: DIR/{tag}/{name}.
+    #[arg(long)]
+    pub assets: Option<PathBuf>,
+    /// Only answer for this owner (default: any).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Only answer for this repository name (default: any).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `ota demo`.
+#[cfg(feature = "serve")]
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Work in this folder (kept afterwards) instead of a temporary one.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}

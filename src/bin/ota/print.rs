@@ -1,0 +1,221 @@
+//! What the commands print on stdout: short text for people, `--json` for machines.
+
+use ota::plan::{Action, Origin};
+use ota::state::ReleaseId;
+use ota::transaction::Recovery;
+use ota::updater::short;
+use ota::{Check, Outcome, Report, Status};
+use serde_json::json;
+
+/// Prints an update's outcome.
+pub fn outcome(outcome: &Outcome, as_json: bool) -> anyhow::Result<()> {
+    let report = outcome.report();
+    if as_json {
+        let state = match outcome {
+            Outcome::UpToDate(_) => "up_to_date",
+            Outcome::Planned(_) => "planned",
+            Outcome::Updated(_) => "updated",
+        };
+        println!("{}", serde_json::to_string_pretty(&report_json(state, report))?);
+        return Ok(());
+    }
+    match outcome {
+        Outcome::UpToDate(r) => println!("up to date: {}", release(&r.to)),
+        Outcome::Planned(r) => {
+            println!("plan for {} → {} (dry run, nothing changed):", from(r), release(&r.to));
+            for change in &r.plan.changes {
+                let what = match change.action {
+                    Action::Add => "add",
+                    Action::Replace => "replace",
+                    Action::Delete => "delete",
+                };
+                let size = change.entry.as_ref().map(|e| e.size);
+                let how = match &change.origin {
+                    Some(Origin::Download) => " (download)".to_owned(),
+                    Some(Origin::Copy(p)) => format!(" (copy of {p})"),
+                    None => String::new(),
+                };
+                match size {
+                    Some(size) => println!("  {what:8} {} {}{how}", change.path, bytes(size)),
+                    None => println!("  {what:8} {}", change.path),
+                }
+            }
+            summary(r);
+        }
+        Outcome::Updated(r) => {
+            println!("updated {} → {}", from(r), release(&r.to));
+            summary(r);
+        }
+    }
+    for warning in &report.warnings {
+        println!("warning: {warning}");
+    }
+    Ok(())
+}
+
+fn summary(r: &Report) {
+    let p = &r.plan;
+    println!(
+        "  {} added, {} replaced, {} deleted, {} unchanged, {} adopted",
+        p.count(Action::Add),
+        p.count(Action::Replace),
+        p.count(Action::Delete),
+        p.unchanged,
+        p.adopted
+    );
+    println!(
+        "  files: {} to download, {} copied locally; needs {} free",
+        bytes(p.download_bytes),
+        bytes(p.copy_bytes),
+        bytes(p.space_needed)
+    );
+    let u = &r.usage;
+    println!(
+        "  network: {} metadata requests ({}), {} file requests ({}), {} retries, {:.2}s",
+        u.api_requests,
+        bytes(u.api_bytes),
+        u.file_requests,
+        bytes(u.file_bytes),
+        u.retries,
+        r.elapsed.as_secs_f64()
+    );
+}
+
+fn report_json(state: &str, r: &Report) -> serde_json::Value {
+    let p = &r.plan;
+    json!({
+        "result": state,
+        "from": r.from,
+        "to": r.to,
+        "added": p.count(Action::Add),
+        "replaced": p.count(Action::Replace),
+        "deleted": p.count(Action::Delete),
+        "unchanged": p.unchanged,
+        "adopted": p.adopted,
+        "download_bytes": p.download_bytes,
+        "copy_bytes": p.copy_bytes,
+        "space_needed": p.space_needed,
+        "changes": p.changes.iter().map(|c| json!({
+            "path": c.path,
+            "action": format!("{:?}", c.action).to_lowercase(),
+            "size": c.entry.as_ref().map(|e| e.size),
+        })).collect::<Vec<_>>(),
+        "usage": r.usage,
+        "elapsed_sec": r.elapsed.as_secs_f64(),
+        "warnings": r.warnings,
+    })
+}
+
+/// Prints a check's result.
+pub fn check(check: &Check, as_json: bool) -> anyhow::Result<()> {
+    match check {
+        Check::UpToDate(r) if as_json => {
+            println!("{}", json!({"update_available": false, "installed": r}))
+        }
+        Check::UpToDate(r) => println!("up to date: {}", release(r)),
+        Check::Available {
+            installed,
+            available,
+        } if as_json => println!(
+            "{}",
+            json!({"update_available": true, "installed": installed, "available": available})
+        ),
+        Check::Available {
+            installed,
+            available,
+        } => println!(
+            "update available: {} → {}",
+            installed.as_ref().map_or("nothing installed".into(), release),
+            release(available)
+        ),
+    }
+    Ok(())
+}
+
+/// Prints `ota status`.
+pub fn status(status: &Status, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let installed = status.installed.as_ref().map(|i| {
+            json!({
+                "release": i.release,
+                "installed_at": i.installed_at,
+                "source": i.source,
+                "previous": i.previous,
+                "files": i.files.len(),
+                "bytes": i.files.total_bytes(),
+            })
+        });
+        let value = json!({
+            "target": status.target,
+            "installed": installed,
+            "recovery_pending": status.pending.as_ref().map(|j| &j.release),
+            "last_error": status.last_error,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("target:      {}", status.target.display());
+    match &status.installed {
+        Some(i) => {
+            println!("installed:   {}", release(&i.release));
+            println!("             from {} at {}", i.source, i.installed_at);
+            println!(
+                "             {} files, {}",
+                i.files.len(),
+                bytes(i.files.total_bytes())
+            );
+            if let Some(prev) = &i.previous {
+                println!("previous:    {}", release(prev));
+            }
+        }
+        None => println!("installed:   nothing yet"),
+    }
+    if let Some(journal) = &status.pending {
+        println!(
+            "pending:     an interrupted update to {}; the next `ota update` or `ota recover` finishes or undoes it",
+            release(&journal.release)
+        );
+    }
+    match &status.last_error {
+        Some(e) => println!("last error:  {} [{}/{}] {}", e.time, e.phase, e.kind, e.message),
+        None => println!("last error:  none"),
+    }
+    Ok(())
+}
+
+/// Prints what `ota recover` did.
+pub fn recovery(recovery: &Recovery) {
+    match recovery {
+        Recovery::Clean => println!("nothing to recover"),
+        Recovery::SweptLeftovers => println!("removed leftovers of an interrupted download"),
+        Recovery::Completed(r) => println!("finished the interrupted update to {}", release(r)),
+        Recovery::RolledBack(r) => println!(
+            "undid the interrupted update to {}: the previous release is back in place",
+            release(r)
+        ),
+    }
+}
+
+fn release(r: &ReleaseId) -> String {
+    format!("{} {} ({})", r.ref_name, short(r), r.channel)
+}
+
+fn from(r: &Report) -> String {
+    r.from.as_ref().map_or("nothing".into(), release)
+}
+
+/// A byte count for people: `1.5 MB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

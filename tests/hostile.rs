@@ -1,0 +1,87 @@
+//! A hostile or broken server: releases whose file list must be refused whole, before a
+//! single byte lands in the target.
+
+use crate::util::{Device, GitRepo, Raw, serve};
+
+/// Installs a good v1.0.0, then serves `entries` as v2.0.0 and expects the update to be
+/// refused with an error naming `needle`, the tree untouched and nothing left behind.
+fn refused(entries: &[Raw], needle: &str) {
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "print(1)\n");
+    repo.commit("good");
+    repo.tag("v1.0.0");
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    device.ota_expect(&["update"], 0);
+    let before = device.tree();
+
+    let tree = repo.raw_tree(entries);
+    repo.commit_raw(&tree, "v2.0.0");
+    let out = device.ota_expect(&["update"], 1);
+    assert!(out.contains(needle), "the error names {needle:?}:\n{out}");
+    assert_eq!(device.tree(), before, "nothing was written");
+    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+    assert_eq!(device.last_error().unwrap()["kind"], "invalid_release");
+    assert!(!device.home().join("x").exists() && !device.home().join("escaped").exists());
+}
+
+const F: &str = "100644";
+
+#[test]
+fn a_parent_folder_component_is_refused() {
+    refused(
+        &[
+            Raw::Blob(F, "main.py", b"print(2)\n"),
+            Raw::Tree("..", vec![Raw::Blob(F, "escaped", b"pwned\n")]),
+        ],
+        "../escaped",
+    );
+}
+
+#[test]
+fn a_path_into_the_state_folder_is_refused() {
+    refused(
+        &[
+            Raw::Blob(F, "main.py", b"print(2)\n"),
+            Raw::Tree(".ota", vec![Raw::Blob(F, "state.json", b"{}")]),
+        ],
+        ".ota/state.json",
+    );
+}
+
+#[test]
+fn a_backslash_is_refused() {
+    refused(&[Raw::Blob(F, "a\\b", b"x\n")], "backslash");
+}
+
+#[test]
+fn an_empty_component_is_refused() {
+    refused(
+        &[Raw::Tree("a", vec![Raw::Tree("", vec![Raw::Blob(F, "b", b"x\n")])])],
+        "a//b",
+    );
+}
+
+#[test]
+fn an_absolute_path_is_refused() {
+    refused(
+        &[Raw::Tree("", vec![Raw::Tree("etc", vec![Raw::Blob(F, "x", b"x\n")])])],
+        "/etc/x",
+    );
+}
+
+#[test]
+fn a_duplicate_path_is_refused() {
+    refused(
+        &[Raw::Blob(F, "twice", b"one\n"), Raw::Blob(F, "twice", b"two\n")],
+        "twice",
+    );
+}
+
+#[test]
+fn a_dot_component_is_refused() {
+    refused(
+        &[Raw::Tree(".", vec![Raw::Blob(F, "x", b"x\n")])],
+        "./x",
+    );
+}

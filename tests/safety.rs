@@ -1,0 +1,170 @@
+//! Failures mid-update: the target ends as exactly the old or exactly the new release.
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use ota::config::SourceConfig;
+use ota::fs::{Fs, Meta, RealFs, Space, WriteFile};
+use ota::source::github::GitHub;
+use ota::{UpdateOptions, Updater};
+
+use crate::util::{Device, GitRepo, serve};
+
+/// The real filesystem, until the `n`-th change (create, write, rename, remove, mkdir,
+/// sync): that call and every later one fail, as if the process had been killed right there
+/// (nothing after it reaches the disk).
+struct KilledAt {
+    changes_left: AtomicUsize,
+    dead: AtomicBool,
+}
+
+impl KilledAt {
+    fn new(n: usize) -> KilledAt {
+        KilledAt {
+            changes_left: AtomicUsize::new(n),
+            dead: AtomicBool::new(false),
+        }
+    }
+
+    fn alive(&self) -> io::Result<()> {
+        if self.dead.load(Ordering::SeqCst) {
+            Err(io::Error::other("killed"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Counts one change; the `n`-th one dies.
+    fn change(&self) -> io::Result<()> {
+        self.alive()?;
+        if self.changes_left.fetch_sub(1, Ordering::SeqCst) == 0 {
+            self.dead.store(true, Ordering::SeqCst);
+            return Err(io::Error::other("killed"));
+        }
+        Ok(())
+    }
+}
+
+impl Fs for KilledAt {
+    fn metadata(&self, path: &Path) -> io::Result<Option<Meta>> {
+        self.alive()?;
+        RealFs.metadata(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        self.alive()?;
+        RealFs.read_dir(path)
+    }
+    fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        self.alive()?;
+        RealFs.open(path)
+    }
+    fn read_link(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.alive()?;
+        RealFs.read_link(path)
+    }
+    fn create(&self, path: &Path, executable: bool) -> io::Result<Box<dyn WriteFile>> {
+        self.change()?;
+        RealFs.create(path, executable)
+    }
+    fn append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        self.change()?;
+        RealFs.append(path)
+    }
+    fn symlink(&self, target: &[u8], link: &Path) -> io::Result<()> {
+        self.change()?;
+        RealFs.symlink(target, link)
+    }
+    fn create_dir(&self, path: &Path, mode: u32) -> io::Result<()> {
+        self.change()?;
+        RealFs.create_dir(path, mode)
+    }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.change()?;
+        RealFs.remove_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.change()?;
+        RealFs.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.change()?;
+        RealFs.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.change()?;
+        RealFs.sync_dir(path)
+    }
+    fn sync_fs(&self, path: &Path) -> io::Result<()> {
+        self.change()?;
+        RealFs.sync_fs(path)
+    }
+    fn space(&self, path: &Path) -> io::Result<Space> {
+        self.alive()?;
+        RealFs.space(path)
+    }
+}
+
+fn updater(device: &Device, fs: Box<dyn Fs>) -> Updater {
+    let config = device.load_config();
+    let SourceConfig::Github(github) = &config.source;
+    let source = Box::new(GitHub::new(github, &config.network));
+    Updater::with_parts(config, source, fs)
+}
+
+#[test]
+fn a_kill_at_any_step_recovers_the_exact_old_or_new_tree() {
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "v1\n")
+        .write("lib/a.py", "a1\n")
+        .write("lib/b.py", "b\n")
+        .write("gone/x.txt", "x\n")
+        .write_exec("run", "#!/bin/sh\n");
+    repo.commit("v1");
+    repo.tag("v1.0.0");
+    let old = repo.snapshot("v1.0.0");
+    repo.write("main.py", "v2\n")
+        .write("lib/a.py", "a2 is longer\n")
+        .write("new/deep/c.py", "c\n")
+        .remove("gone/x.txt");
+    repo.commit("v2");
+    repo.tag("v2.0.0");
+    let new = repo.snapshot("v2.0.0");
+    let server = serve(repo.path());
+
+    let mut saw_old = 0;
+    let mut saw_new = 0;
+    for kill_at in 0.. {
+        let device = Device::new(&server, "tag = \"v1.0.0\"");
+        device.ota_expect(&["update"], 0);
+        let text = std::fs::read_to_string(&device.config).unwrap();
+        std::fs::write(&device.config, text.replace("tag = \"v1.0.0\"", "")).unwrap();
+
+        let killed = KilledAt::new(kill_at);
+        let result = updater(&device, Box::new(killed)).update(UpdateOptions::default());
+        if result.is_ok() {
+            // Past the last change: the update finished without being killed.
+            assert_eq!(device.tree(), new);
+            assert!(kill_at > 10, "the kill points were exercised");
+            break;
+        }
+        // The next command recovers first.
+        let recovered = updater(&device, Box::new(RealFs)).recover().unwrap();
+        let tree = device.tree();
+        if tree == old {
+            saw_old += 1;
+        } else {
+            assert_eq!(tree, new, "kill at change {kill_at}: neither old nor new ({recovered:?})");
+            saw_new += 1;
+        }
+        assert!(device.leftovers().is_empty(), "kill at change {kill_at}: {:?}", device.leftovers());
+        let status = updater(&device, Box::new(RealFs)).status().unwrap();
+        let on_disk = if tree == old { "v1.0.0" } else { "v2.0.0" };
+        assert_eq!(status.installed.unwrap().release.ref_name, on_disk);
+        // And a fresh update completes.
+        device.ota_expect(&["update"], 0);
+        assert_eq!(device.tree(), new);
+    }
+    assert!(saw_old > 0 && saw_new > 0, "old {saw_old}, new {saw_new}");
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real `ota` binary and library against `ota serve` on loopback,
+//! over real git repositories, on the real filesystem. Nothing leaves 127.0.0.1.
+
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+mod channels;
+mod config;
+mod hostile;
+mod safety;
+mod update;
