@@ -216,6 +216,12 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
     },
+    /// The config file is not UTF-8 text.
+    #[error("the config file {} is not UTF-8 text; save it as UTF-8", path.display())]
+    NotText {
+        /// The file.
+        path: PathBuf,
+    },
     /// The text is not valid TOML or JSON.
     #[error("the config is not valid {format}: {message}; fix the syntax there")]
     Syntax {
@@ -253,12 +259,13 @@ pub enum ConfigError {
         hint: String,
     },
     /// A value still holds a template's placeholder.
-    #[error("`{key}` still holds the placeholder `{value}`: {hint}")]
+    #[error("`{key}` still holds the placeholder{}: {hint}", shown(value))]
     Placeholder {
         /// The key (or `OTA_TOKEN`).
         key: String,
-        /// The placeholder.
-        value: String,
+        /// The placeholder; `None` for a token placeholder that might hold a real token
+        /// (`<ghp_…>`), which is never shown.
+        value: Option<String>,
         /// What to set it to.
         hint: String,
     },
@@ -280,6 +287,14 @@ pub enum ConfigError {
     },
 }
 
+/// A placeholder as the error shows it.
+fn shown(value: &Option<String>) -> String {
+    value
+        .as_ref()
+        .map(|value| format!(" `{value}`"))
+        .unwrap_or_default()
+}
+
 impl ConfigError {
     /// The key the error is about (as written in the file), if it is about one key.
     pub fn key(&self) -> Option<&str> {
@@ -292,6 +307,7 @@ impl ConfigError {
             ConfigError::InFile { error, .. } => error.key(),
             ConfigError::Read { .. }
             | ConfigError::TooLarge { .. }
+            | ConfigError::NotText { .. }
             | ConfigError::Syntax { .. } => None,
         }
     }
@@ -364,12 +380,8 @@ fn read_config_file(path: &Path) -> Result<String, ConfigError> {
             path: path.to_owned(),
         });
     }
-    String::from_utf8(bytes).map_err(|_| ConfigError::Read {
+    String::from_utf8(bytes).map_err(|_| ConfigError::NotText {
         path: path.to_owned(),
-        error: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "it is not UTF-8 text; save it as UTF-8",
-        ),
     })
 }
 
@@ -954,13 +966,18 @@ impl Doc<'_> {
 
     /// Rejects a template's placeholder.
     fn no_placeholder(&self, name: &str, value: &str) -> Result<(), ConfigError> {
-        if !is_placeholder(value) {
-            return Ok(());
+        if is_placeholder(value) {
+            Err(self.placeholder(name, Some(value.to_owned())))
+        } else {
+            Ok(())
         }
+    }
+
+    fn placeholder(&self, name: &str, value: Option<String>) -> ConfigError {
         let hint = match name {
             "source.owner" => "set it to the GitHub user or organisation that owns the repository",
             "source.repo" => "set it to the name of the repository",
-            "source.token" | "OTA_TOKEN" => {
+            "source.token" | TOKEN_ENV => {
                 "set it to a GitHub token that can read the repository, or remove it (a \
                  public repository needs none)"
             }
@@ -971,15 +988,15 @@ impl Doc<'_> {
             "target_dir" => "set it to the directory ota keeps up to date",
             _ => "replace it with the real value",
         };
-        Err(ConfigError::Placeholder {
+        ConfigError::Placeholder {
             key: if name == TOKEN_ENV {
                 name.to_owned()
             } else {
                 self.key(name)
             },
-            value: value.to_owned(),
+            value,
             hint: hint.to_owned(),
-        })
+        }
     }
 
     /// Turns the collected values into a [`Config`], checking each; also tells whether the
@@ -1119,7 +1136,8 @@ impl Doc<'_> {
             Some("is target_dir itself; ota's state must not mix with the application's files")
         } else if target_dir.starts_with(&state_dir) {
             Some(
-                "contains target_dir; put it inside target_dir (the default is `<target_dir>/.ota`) or beside it",
+                "contains target_dir; put it inside target_dir (the default is \
+                 `<target_dir>/.ota`) or beside it",
             )
         } else {
             None
@@ -1141,9 +1159,8 @@ impl Doc<'_> {
     }
 
     fn source(&mut self) -> Result<(SourceConfig, bool), ConfigError> {
-        if let Some(kind) = self.string("source.kind")?
-            && kind != "github"
-        {
+        let kind = self.string("source.kind")?;
+        if let Some(kind) = kind.filter(|kind| kind != "github") {
             return Err(ConfigError::invalid(
                 "source.kind",
                 format!(
@@ -1197,10 +1214,9 @@ impl Doc<'_> {
         if value.is_empty() {
             return invalid(format!("is empty: set it to {what}"));
         }
-        if let Some((owner, repo)) = value.split_once('/')
-            && !owner.is_empty()
-            && !repo.is_empty()
-            && !repo.contains('/')
+        let split = value.split_once('/');
+        if let Some((owner, repo)) = split
+            .filter(|(owner, repo)| !owner.is_empty() && !repo.is_empty() && !repo.contains('/'))
         {
             return invalid(format!(
                 "is {value:?}, which looks like owner/repository: set `{}` to {owner:?} and \
@@ -1227,9 +1243,8 @@ impl Doc<'_> {
                 value.len()
             ));
         }
-        if name == "source.repo"
-            && let Some(stem) = value.strip_suffix(".git")
-        {
+        let stem = value.strip_suffix(".git").filter(|_| name == "source.repo");
+        if let Some(stem) = stem {
             return invalid(format!(
                 "is {value:?}: give the repository's name without `.git`, {stem:?}"
             ));
@@ -1267,23 +1282,20 @@ impl Doc<'_> {
             format!("`{}`", self.key(name))
         };
         if is_placeholder(&secret) {
+            // Shown only when it cannot be a real token pasted into a template (`<ghp_…>`).
+            let shown = (secret.len() <= 40 && !secret.chars().any(|c| c.is_ascii_digit()))
+                .then_some(secret);
             if name == "source.token_file" {
+                let shown = shown.map(|s| format!(" `{s}`")).unwrap_or_default();
                 return Err(ConfigError::invalid(
-                    name,
+                    &self.key(name),
                     format!(
-                        "the file named by {key} still holds the placeholder `{secret}`: put a \
-                         GitHub token that can read the repository in it"
+                        "the file named by {key} still holds a placeholder{shown}: put a GitHub \
+                         token that can read the repository in it"
                     ),
                 ));
             }
-            self.no_placeholder(
-                if name == TOKEN_ENV {
-                    TOKEN_ENV
-                } else {
-                    "source.token"
-                },
-                &secret,
-            )?;
+            return Err(self.placeholder(name, shown));
         }
         let why = if secret.len() > MAX_TOKEN_LEN {
             Some(format!("is longer than {MAX_TOKEN_LEN} bytes"))
@@ -1361,8 +1373,8 @@ impl Doc<'_> {
             return Ok(default.to_owned());
         };
         let parsed = parse_base_url(&url).map_err(|why| {
-            // The URL is echoed unless it carries credentials.
-            let message = if why.contains('@') {
+            // The URL is not echoed when it may carry a secret (`user:pass@`, `?access_token=`).
+            let message = if url.contains(['@', '?', '#']) {
                 format!("`{key}` {why}")
             } else {
                 format!("`{key}` is {url:?}, which {why}")
@@ -1556,8 +1568,7 @@ struct BaseUrl {
     normalized: String,
 }
 
-/// Parses an `http(s)://host[:port][/path]` base URL. The reason mentions `@` when the URL
-/// holds credentials, so that the caller does not echo it.
+/// Parses an `http(s)://host[:port][/path]` base URL; the error says why it is not one.
 fn parse_base_url(url: &str) -> Result<BaseUrl, String> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("contains a space or a control character".to_owned());
@@ -1625,9 +1636,10 @@ fn parse_base_url(url: &str) -> Result<BaseUrl, String> {
             "has the host {host:?}, which is not a valid host name"
         ));
     }
-    if let Some(port) = port
-        && !(port.chars().all(|c| c.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0))
-    {
+    let valid_port = |port: &str| {
+        port.chars().all(|c| c.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0)
+    };
+    if let Some(port) = port.filter(|port| !valid_port(port)) {
         return Err(format!(
             "has the port {port:?}; a port is a number from 1 to 65535"
         ));
@@ -2337,6 +2349,32 @@ parallel = 8
         assert!(e.to_string().contains("credentials"), "{e}");
         assert!(!e.to_string().contains(SECRET), "{e}");
         assert!(!format!("{e:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn a_url_with_a_query_is_not_echoed() {
+        let e = api_url(&format!("https://x.org/?access_token={SECRET}")).unwrap_err();
+        assert!(e.to_string().contains("query"), "{e}");
+        assert!(!e.to_string().contains(SECRET), "{e}");
+    }
+
+    #[test]
+    fn a_token_pasted_into_a_template_is_not_echoed() {
+        let e = err(&minimal("", &format!("token = \"<{SECRET}>\"")));
+        assert_eq!(e.key(), Some("source.token"));
+        assert!(
+            matches!(e, ConfigError::Placeholder { value: None, .. }),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(SECRET), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("`source.token` still holds the placeholder: "),
+            "{e}"
+        );
+        let env = |_: &str| Some(format!("${{{SECRET}}}"));
+        let e = Config::parse(&minimal("", ""), Format::Toml, base(), &env).unwrap_err();
+        assert!(!e.to_string().contains(SECRET), "{e}");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! A release is a list of relative, `/`-separated file paths. The filter decides which of them
 //! ota installs and owns: a path is included when `allow` is empty or one allow pattern matches
-//! it, and no ignore pattern matches it — ignore wins. Paths the filter excludes are neither
-//! installed nor deleted: ota only ever touches files it owns.
+//! it, and no ignore pattern matches it — ignore wins. A path the filter excludes is not
+//! installed.
 //!
 //! # Pattern forms
 //!
