@@ -479,10 +479,10 @@ mod raw {
             }),
             Format::Toml => toml::from_str(text).map_err(|err| {
                 let mut message = err.message().trim_end().to_owned();
-                if let Some(span) = err.span() {
-                    let before = &text[..span.start.min(text.len())];
+                if let Some(before) = err.span().and_then(|span| text.get(..span.start)) {
                     let line = before.matches('\n').count() + 1;
-                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                    let column = before[line_start..].chars().count() + 1;
                     message = format!("{message} at line {line} column {column}");
                 }
                 ConfigError::Syntax { format, message }
@@ -565,13 +565,14 @@ mod raw {
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
             let mut entries: Vec<(String, Value)> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             while let Some(key) = map.next_key::<String>()? {
                 let value: Value = map.next_value()?;
                 // How the toml crate hands over a date.
                 if key.starts_with("$__toml_private") {
                     return Ok(Value::Datetime);
                 }
-                if entries.iter().any(|(k, _)| *k == key) {
+                if !seen.insert(key.clone()) {
                     // The value is not shown: it may be the token.
                     return Err(de::Error::custom(format!(
                         "the key `{key}` appears twice; keep one"
