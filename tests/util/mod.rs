@@ -258,7 +258,7 @@ impl Device {
             .arg(&self.config)
             .env_remove("OTA_TOKEN")
             .env_remove("OTA_CONFIG")
-            .env("OTA_LOG", "ota=debug");
+            .env("RUST_LOG", "ota=debug");
         cmd.output().unwrap()
     }
 

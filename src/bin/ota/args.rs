@@ -13,7 +13,7 @@ pub struct Args {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-    /// More log output on stderr (-v debug, -vv trace). `OTA_LOG` overrides.
+    /// More log output on stderr (-v debug, -vv trace). `RUST_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors on stderr.

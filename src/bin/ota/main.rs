@@ -95,7 +95,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => "ota=debug,ota_serve=debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("OTA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

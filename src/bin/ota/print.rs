@@ -103,6 +103,7 @@ fn report_json(state: &str, r: &Report) -> serde_json::Value {
         "usage": r.usage,
         "elapsed_sec": r.elapsed.as_secs_f64(),
         "warnings": r.warnings,
+        "peak_rss_bytes": peak_rss_bytes(),
     })
 }
 
@@ -194,6 +195,15 @@ pub fn recovery(recovery: &Recovery) {
             release(r)
         ),
     }
+}
+
+/// This process's peak resident memory so far (Linux: `VmHWM`), for fleet telemetry and
+/// the benchmark.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 fn release(r: &ReleaseId) -> String {
