@@ -15,6 +15,9 @@ use crate::http::{self, Body, Fail, Reply, Req};
 use crate::releases;
 use crate::routes::App;
 
+/// The most `/`-separated components a ref in a raw URL may have.
+const MAX_REF_DEPTH: usize = 16;
+
 /// `rest` is the still-encoded path after `/raw/{owner}/{repo}/`: a ref (which may itself
 /// contain `/`), then the file path. Like GitHub, the longest prefix that names a ref wins.
 pub(crate) fn raw(app: &App, rest: &[&str]) -> Result<Reply, Fail> {
@@ -30,7 +33,9 @@ pub(crate) fn raw(app: &App, rest: &[&str]) -> Result<Reply, Fail> {
         return Err(Fail::NotFound);
     }
     let repo = Repo::new(&app.repo);
-    for split in (1..segments.len()).rev() {
+    // Longest ref first; a ref name deeper than MAX_REF_DEPTH components is not tried, which
+    // bounds the lookups a single request can cause.
+    for split in (1..segments.len().min(MAX_REF_DEPTH + 1)).rev() {
         let Some(commit) = repo.resolve_commit(&segments[..split].join("/"))? else {
             continue;
         };

@@ -55,13 +55,12 @@ impl Server {
     /// own runtime. Returns once the socket is listening; fails at once if the repository
     /// cannot be opened, the assets directory is unreadable or the address is taken.
     pub fn start(options: Options) -> Result<Server, Error> {
-        let app = Arc::new(App::new(&options)?);
-        let runtime = runtime()?;
-        let listener = bind(&runtime, options.addr)?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: options.addr,
-            source,
-        })?;
+        let Listening {
+            app,
+            runtime,
+            listener,
+            addr,
+        } = Listening::prepare(&options)?;
         let (shutdown, stop) = oneshot::channel();
         let served = Arc::clone(&app);
         let thread = std::thread::Builder::new()
@@ -140,22 +139,70 @@ impl std::fmt::Debug for Server {
 /// Serves in the foreground until Ctrl-C or SIGTERM (for `ota serve`). Logs the URLs to put in
 /// a client's configuration.
 pub fn run(options: Options) -> Result<(), Error> {
-    let app = Arc::new(App::new(&options)?);
-    let runtime = runtime()?;
-    let listener = bind(&runtime, options.addr)?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: options.addr,
-        source,
+    serve_until(&options, stop_signal(), |addr| {
+        let api_url = format!("http://{}", connectable(addr));
+        tracing::info!(
+            "serving {} on {addr}: api_url = \"{api_url}\", raw_url = \"{api_url}/raw\"",
+            options.repo.display()
+        );
     })?;
-    let api_url = format!("http://{}", connectable(addr));
-    tracing::info!(
-        "serving {} on {addr}: api_url = \"{api_url}\", raw_url = \"{api_url}/raw\"",
-        options.repo.display()
-    );
-    runtime.block_on(accept_loop(listener, app, stop_signal()));
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `run` with a chosen stop condition; `listening` is called once the socket is bound.
+pub(crate) fn serve_until(
+    options: &Options,
+    stop: impl Future<Output = ()>,
+    listening: impl FnOnce(SocketAddr),
+) -> Result<(), Error> {
+    let Listening {
+        app,
+        runtime,
+        listener,
+        addr,
+    } = Listening::prepare(options)?;
+    listening(addr);
+    runtime.block_on(accept_loop(listener, app, stop));
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// Everything checked and bound before the first request: the repository is open, the
+/// assets directory readable, the socket listening.
+struct Listening {
+    app: Arc<App>,
+    runtime: tokio::runtime::Runtime,
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listening {
+    fn prepare(options: &Options) -> Result<Listening, Error> {
+        let app = Arc::new(App::new(options)?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("ota-serve-worker")
+            .build()
+            .map_err(Error::Runtime)?;
+        let bind_error = |source| Error::Bind {
+            addr: options.addr,
+            source,
+        };
+        let std_listener = std::net::TcpListener::bind(options.addr).map_err(bind_error)?;
+        std_listener.set_nonblocking(true).map_err(bind_error)?;
+        let addr = std_listener.local_addr().map_err(bind_error)?;
+        let listener = {
+            let _guard = runtime.enter();
+            TcpListener::from_std(std_listener).map_err(bind_error)?
+        };
+        Ok(Listening {
+            app,
+            runtime,
+            listener,
+            addr,
+        })
+    }
 }
 
 async fn stop_signal() {
@@ -179,22 +226,6 @@ async fn stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ota-serve-worker")
-        .build()
-        .map_err(Error::Runtime)
-}
-
-fn bind(runtime: &tokio::runtime::Runtime, addr: SocketAddr) -> Result<TcpListener, Error> {
-    let bind_error = |source| Error::Bind { addr, source };
-    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-    listener.set_nonblocking(true).map_err(bind_error)?;
-    let _guard = runtime.enter();
-    TcpListener::from_std(listener).map_err(bind_error)
 }
 
 /// An address a client can connect to: `0.0.0.0`/`::` become loopback.
@@ -276,7 +307,7 @@ async fn handle(
     };
     if req.path == STATS_PATH {
         counters.exclude_from_now();
-        return deliver(stats_reply(&app, &req));
+        return into_response(stats_reply(&app, &req));
     }
     let mut record = RequestRecord {
         method: req.method.to_string(),
@@ -288,8 +319,9 @@ async fn handle(
         range: req.header(header::RANGE).map(str::to_string),
         if_none_match: req.header(header::IF_NONE_MATCH).map(str::to_string),
     };
-    let worker = Arc::clone(&app);
-    let reply = match tokio::task::spawn_blocking(move || routes::handle(&worker, &req)).await {
+    let req = Arc::new(req);
+    let (worker, request) = (Arc::clone(&app), Arc::clone(&req));
+    let reply = match tokio::task::spawn_blocking(move || routes::handle(&worker, &request)).await {
         Ok(reply) => reply,
         Err(err) => {
             tracing::error!("request handler failed: {err}");
@@ -300,7 +332,7 @@ async fn handle(
     record.class = reply.class;
     record.body_bytes = reply.body.len();
     app.stats.record(record);
-    deliver(reply)
+    deliver(&req, reply)
 }
 
 /// `GET /_ota/stats` (`?reset=1` to reset after reading). Closes the connection so that the
@@ -323,8 +355,16 @@ fn stats_reply(app: &App, req: &Req) -> Reply {
 }
 
 /// The seam between "what to answer" and "what goes on the wire": every reply (except the
-/// stats endpoint's) passes here exactly once, with its final status, headers and body.
-fn deliver(reply: Reply) -> Response<ReplyBody> {
+/// stats endpoint's) passes here exactly once, with the request it answers and its final
+/// status, headers and body. A fault-injection layer matches `req` against its patterns here
+/// and rewrites the reply (status, headers, a body wrapper that delays, throttles, truncates
+/// or corrupts) before it is handed to hyper.
+fn deliver(req: &Req, reply: Reply) -> Response<ReplyBody> {
+    let _ = req;
+    into_response(reply)
+}
+
+fn into_response(reply: Reply) -> Response<ReplyBody> {
     let body = match reply.body {
         Body::Empty => ReplyBody::Empty,
         Body::Bytes(bytes) => ReplyBody::Bytes(bytes),
@@ -415,5 +455,51 @@ impl hyper::body::Body for ReplyBody {
             ReplyBody::Bytes(bytes) => SizeHint::with_exact(bytes.len() as u64),
             ReplyBody::File { remaining, .. } => SizeHint::with_exact(*remaining),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::fixture::{FileSpec, RepoWriter};
+
+    /// The foreground path of `run`, with a test-controlled stop instead of a signal.
+    #[test]
+    fn serve_until_serves_then_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = RepoWriter::init(dir.path(), true).unwrap();
+        let mut files = BTreeMap::new();
+        let bytes = b"served\n".to_vec();
+        files.insert("f".to_string(), FileSpec::File { bytes, exec: false });
+        writer.commit("main", &files, "one", 1_700_000_000).unwrap();
+
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (tell, told) = std::sync::mpsc::channel();
+        let options = Options::new(dir.path());
+        let thread = std::thread::spawn(move || {
+            serve_until(
+                &options,
+                async {
+                    let _ = stopped.await;
+                },
+                move |addr| tell.send(addr).unwrap(),
+            )
+        });
+        let addr = told.recv().unwrap();
+        let body = ureq::get(format!("http://{addr}/raw/o/r/main/f"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        assert_eq!(body, "served\n");
+        stop.send(()).unwrap();
+        thread.join().unwrap().unwrap();
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "no longer listening"
+        );
     }
 }

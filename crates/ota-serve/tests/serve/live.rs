@@ -157,3 +157,27 @@ fn concurrent_clients_get_correct_bodies() {
     }
     assert_eq!(server.stats().requests, 32 * 4 + 1);
 }
+
+#[test]
+fn idle_and_slow_connections_do_not_block_others() {
+    use std::io::Write;
+    let s = sample();
+    let server = serve(&s.git.path);
+    let mut idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    for (i, conn) in idle.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            // Half a request head, never finished.
+            conn.write_all(b"GET /repos/o/r HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+        }
+    }
+    let r = get(&format!("{}/o/r/main/README.md", server.raw_url()), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello v3\n");
+    drop(idle);
+    // Dropping the server with idle keep-alive connections open does not hang.
+    let _kept = std::net::TcpStream::connect(server.addr()).unwrap();
+    server.shutdown();
+}
