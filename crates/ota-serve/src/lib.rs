@@ -72,7 +72,7 @@ pub use server::{Server, run};
 pub use stats::{MAX_LOG_RECORDS, RequestClass, RequestRecord, Stats};
 
 /// How to run a server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// A git repository, bare or with a work tree.
     pub repo: PathBuf,
@@ -97,6 +97,22 @@ pub struct Options {
     pub redirect_assets: bool,
 }
 
+impl std::fmt::Debug for Options {
+    /// Like a derived `Debug`, but the token is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("repo", &self.repo)
+            .field("addr", &self.addr)
+            .field("assets", &self.assets)
+            .field("owner", &self.owner)
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_tree_entries", &self.max_tree_entries)
+            .field("redirect_assets", &self.redirect_assets)
+            .finish()
+    }
+}
+
 impl Options {
     /// Options for serving `repo` on an ephemeral loopback port, everything else off.
     pub fn new(repo: impl Into<PathBuf>) -> Options {
@@ -110,5 +126,19 @@ impl Options {
             max_tree_entries: None,
             redirect_assets: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let mut options = Options::new("/repo");
+        options.token = Some("hunter2".to_string());
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("redacted"));
     }
 }

@@ -291,12 +291,17 @@ async fn handle(
     request: hyper::Request<Incoming>,
 ) -> Response<ReplyBody> {
     let (parts, _body) = request.into_parts();
+    // The authority the client used: from an absolute URI, else `Host`, else the socket. It
+    // goes into URLs and headers we send back, so anything but a plain host[:port] is ignored.
     let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+            Some(host.to_string())
+        })
+        .filter(|h| plain_authority(h))
         .unwrap_or(local);
     let req = Req {
         method: parts.method,
@@ -333,6 +338,13 @@ async fn handle(
     record.body_bytes = reply.body.len();
     app.stats.record(record);
     deliver(&req, reply)
+}
+
+fn plain_authority(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
 }
 
 /// `GET /_ota/stats` (`?reset=1` to reset after reading). Closes the connection so that the

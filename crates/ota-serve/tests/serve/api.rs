@@ -731,3 +731,25 @@ fn urls_follow_the_host_the_client_used() {
             .starts_with(&server.api_url())
     );
 }
+
+#[test]
+fn odd_host_headers_fall_back_to_the_socket_address() {
+    let s = sample();
+    let server = serve(&s.git.path);
+    let addr = server.addr();
+    for request in [
+        "GET /repos/o/r/releases/latest HTTP/1.1\r\nHost: evil>; rel=\"x\r\nUser-Agent: t\r\nConnection: close\r\n\r\n",
+        "GET /repos/o/r/releases/latest HTTP/1.0\r\nUser-Agent: t\r\n\r\n",
+    ] {
+        let (status, text) = raw_http(addr, request);
+        assert_eq!(status, 200, "{text}");
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        let json: Value = serde_json::from_str(body).unwrap();
+        assert!(
+            json["url"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("http://{addr}/repos/o/r/releases/"))
+        );
+    }
+}
