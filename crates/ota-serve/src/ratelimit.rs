@@ -1,0 +1,91 @@
+//! GitHub's primary rate-limit bookkeeping for `/repos` responses.
+//!
+//! Clients read `x-ratelimit-*` headers to pace themselves, so the server sends them like
+//! GitHub: a budget per hour, the number used in the current window and when it resets. The
+//! budget is generous and not enforced yet; enforcing it (answering 403/429 with
+//! `x-ratelimit-remaining: 0`) is a matter of checking [`Quota::remaining`] before answering,
+//! which is where a later fault-injection layer will hook in. Like GitHub, an authenticated
+//! request answered 304 is not charged.
+
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hyper::HeaderMap;
+use hyper::header::HeaderValue;
+
+/// Requests per hour the server advertises. Far above GitHub's 5,000 so that benchmarks never
+/// see a client throttle itself.
+pub(crate) const DEFAULT_LIMIT: u64 = 1_000_000;
+
+const WINDOW_SECS: u64 = 3600;
+
+pub(crate) struct RateLimiter {
+    limit: u64,
+    window: Mutex<Window>,
+}
+
+struct Window {
+    start: u64,
+    used: u64,
+}
+
+/// The state of the budget after a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quota {
+    pub limit: u64,
+    pub remaining: u64,
+    pub used: u64,
+    /// When the window resets, in UTC epoch seconds.
+    pub reset: u64,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(limit: u64) -> RateLimiter {
+        RateLimiter {
+            limit,
+            window: Mutex::new(Window {
+                start: now(),
+                used: 0,
+            }),
+        }
+    }
+
+    /// Charges one request (if `charge`) and returns the budget after it.
+    pub(crate) fn charge(&self, charge: bool) -> Quota {
+        let now = now();
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if now >= window.start + WINDOW_SECS {
+            window.start = now;
+            window.used = 0;
+        }
+        if charge {
+            window.used += 1;
+        }
+        Quota {
+            limit: self.limit,
+            remaining: self.limit.saturating_sub(window.used),
+            used: window.used,
+            reset: window.start + WINDOW_SECS,
+        }
+    }
+}
+
+impl Quota {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in [
+            ("x-ratelimit-limit", self.limit),
+            ("x-ratelimit-remaining", self.remaining),
+            ("x-ratelimit-used", self.used),
+            ("x-ratelimit-reset", self.reset),
+        ] {
+            headers.insert(name, HeaderValue::from(value));
+        }
+        headers.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

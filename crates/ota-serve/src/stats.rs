@@ -1,0 +1,280 @@
+//! Counting what the server did, so tests and benchmarks can assert on traffic: how many
+//! requests of each class, how many body bytes, how many 304s, and the real bytes on the socket.
+//!
+//! Request counts and body bytes are recorded per request after the reply is built. Wire bytes
+//! are counted by [`CountingIo`], a wrapper around each accepted `TcpStream`, so they include
+//! headers, chunking and anything a client sent that was never answered. Requests to the
+//! control endpoint `/_ota/stats` are not counted: their connection is marked and its bytes
+//! from that request on are left out (see [`ConnCounters::exclude_from_now`]).
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Most request records kept in [`Stats::log`]; older ones are dropped first, so a long-running
+/// mirror does not grow without bound. Counters are never dropped.
+pub const MAX_LOG_RECORDS: usize = 100_000;
+
+/// What kind of resource a request asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RequestClass {
+    /// The REST API under `/repos/` (JSON, including the SHA media type and raw blobs).
+    Api,
+    /// Raw file hosting under `/raw/`.
+    Raw,
+    /// Release asset bytes: `/{o}/{r}/releases/download/…` and
+    /// `/repos/{o}/{r}/releases/assets/{id}` asked for as `application/octet-stream`.
+    Asset,
+    /// Anything else (unknown paths).
+    Other,
+}
+
+/// A snapshot of the server's counters since start or the last reset.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    /// Requests answered (any class, any status).
+    pub requests: u64,
+    /// Requests of class [`RequestClass::Api`].
+    pub api_requests: u64,
+    /// Requests of class [`RequestClass::Raw`].
+    pub raw_requests: u64,
+    /// Requests of class [`RequestClass::Asset`].
+    pub asset_requests: u64,
+    /// Requests answered `304 Not Modified`.
+    pub not_modified: u64,
+    /// Response body bytes of all requests (after gzip; 0 for HEAD and 304).
+    pub body_bytes: u64,
+    /// Response body bytes of API requests.
+    pub api_body_bytes: u64,
+    /// Response body bytes of raw and asset requests.
+    pub file_body_bytes: u64,
+    /// Bytes read from client sockets, headers included.
+    pub wire_bytes_in: u64,
+    /// Bytes written to client sockets, headers included.
+    pub wire_bytes_out: u64,
+    /// The most recent requests, oldest first (at most [`MAX_LOG_RECORDS`]).
+    pub log: Vec<RequestRecord>,
+}
+
+/// One answered request.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestRecord {
+    /// `GET` or `HEAD` (or whatever was refused).
+    pub method: String,
+    /// The path as sent, with the query string.
+    pub path: String,
+    /// The status answered.
+    pub status: u16,
+    /// What kind of resource was asked for.
+    pub class: RequestClass,
+    /// Response body bytes (after gzip; 0 for HEAD and 304).
+    pub body_bytes: u64,
+    /// Whether the request carried an `Authorization` header (valid or not).
+    pub authorized: bool,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
+    /// The `If-None-Match` header, if any.
+    pub if_none_match: Option<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: u64,
+    api_requests: u64,
+    raw_requests: u64,
+    asset_requests: u64,
+    not_modified: u64,
+    body_bytes: u64,
+    api_body_bytes: u64,
+    file_body_bytes: u64,
+    log: VecDeque<RequestRecord>,
+}
+
+/// The server-wide recorder, shared by all connections.
+#[derive(Default)]
+pub(crate) struct Recorder {
+    counters: Mutex<Counters>,
+    wire_in: AtomicU64,
+    wire_out: AtomicU64,
+}
+
+impl Recorder {
+    fn lock(&self) -> MutexGuard<'_, Counters> {
+        // A panic while holding the lock cannot leave the counters inconsistent in a way that
+        // matters; keep serving.
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn record(&self, record: RequestRecord) {
+        let mut c = self.lock();
+        c.requests += 1;
+        c.body_bytes += record.body_bytes;
+        if record.status == 304 {
+            c.not_modified += 1;
+        }
+        match record.class {
+            RequestClass::Api => {
+                c.api_requests += 1;
+                c.api_body_bytes += record.body_bytes;
+            }
+            RequestClass::Raw => {
+                c.raw_requests += 1;
+                c.file_body_bytes += record.body_bytes;
+            }
+            RequestClass::Asset => {
+                c.asset_requests += 1;
+                c.file_body_bytes += record.body_bytes;
+            }
+            RequestClass::Other => {}
+        }
+        if c.log.len() == MAX_LOG_RECORDS {
+            c.log.pop_front();
+        }
+        c.log.push_back(record);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let c = self.lock();
+        Stats {
+            requests: c.requests,
+            api_requests: c.api_requests,
+            raw_requests: c.raw_requests,
+            asset_requests: c.asset_requests,
+            not_modified: c.not_modified,
+            body_bytes: c.body_bytes,
+            api_body_bytes: c.api_body_bytes,
+            file_body_bytes: c.file_body_bytes,
+            wire_bytes_in: self.wire_in.load(Ordering::Relaxed),
+            wire_bytes_out: self.wire_out.load(Ordering::Relaxed),
+            log: c.log.iter().cloned().collect(),
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        let mut c = self.lock();
+        *c = Counters::default();
+        self.wire_in.store(0, Ordering::Relaxed);
+        self.wire_out.store(0, Ordering::Relaxed);
+    }
+
+    /// Counters for a newly accepted connection.
+    pub(crate) fn connection(self: &Arc<Self>) -> Arc<ConnCounters> {
+        Arc::new(ConnCounters {
+            recorder: Arc::clone(self),
+            excluded: AtomicBool::new(false),
+            read_since_write: AtomicU64::new(0),
+        })
+    }
+}
+
+/// Per-connection wire counting.
+pub(crate) struct ConnCounters {
+    recorder: Arc<Recorder>,
+    excluded: AtomicBool,
+    /// Bytes read since the last write: with a client that waits for each response (all
+    /// HTTP/1.1 clients in practice), the bytes of the request being handled.
+    read_since_write: AtomicU64,
+}
+
+impl ConnCounters {
+    fn on_read(&self, n: u64) {
+        if !self.excluded.load(Ordering::Relaxed) {
+            self.read_since_write.fetch_add(n, Ordering::Relaxed);
+            self.recorder.wire_in.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn on_write(&self, n: u64) {
+        if !self.excluded.load(Ordering::Relaxed) {
+            self.read_since_write.store(0, Ordering::Relaxed);
+            self.recorder.wire_out.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Leaves this connection out of the wire counters from the request being handled on
+    /// (whose bytes are taken back out). Used for the stats endpoint, whose reply closes the
+    /// connection.
+    pub(crate) fn exclude_from_now(&self) {
+        if !self.excluded.swap(true, Ordering::Relaxed) {
+            let n = self.read_since_write.swap(0, Ordering::Relaxed);
+            let _ = self
+                .recorder
+                .wire_in
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(n))
+                });
+        }
+    }
+}
+
+/// A socket wrapper that counts bytes in and out. It is also the natural place for
+/// connection-level fault injection later (bandwidth caps, resets after N bytes, stalls).
+pub(crate) struct CountingIo<T> {
+    inner: T,
+    counters: Arc<ConnCounters>,
+}
+
+impl<T> CountingIo<T> {
+    pub(crate) fn new(inner: T, counters: Arc<ConnCounters>) -> CountingIo<T> {
+        CountingIo { inner, counters }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            self.counters.on_read((buf.filled().len() - before) as u64);
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            self.counters.on_write(n as u64);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = result {
+            self.counters.on_write(n as u64);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,226 @@
+//! Test helpers: git repositories built with the real `git` CLI (an independent writer, so
+//! reader bugs are not mirrored), a small HTTP client, and raw-socket requests for what a
+//! well-behaved client library refuses to send.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ota_serve::{Options, Server};
+
+/// A fixed time for commits: 2023-11-14T22:13:20Z.
+pub const T0: i64 = 1_700_000_000;
+
+/// A scratch git repository driven by the `git` CLI with an isolated configuration.
+pub struct Git {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    home: PathBuf,
+}
+
+impl Git {
+    /// `git init` with a work tree and `main` as the initial branch.
+    pub fn init() -> Git {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let path = dir.path().join("repo");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&path).unwrap();
+        let git = Git {
+            _dir: dir,
+            path,
+            home,
+        };
+        git.run(&["init", "-q"]);
+        git
+    }
+
+    fn command(&self, time: i64) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(&self.path)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_DATE", format!("@{time} +0000"))
+            .env("GIT_COMMITTER_DATE", format!("@{time} +0000"))
+            .args([
+                "-c",
+                "user.name=Test User",
+                "-c",
+                "user.email=test@example.com",
+                "-c",
+                "init.defaultBranch=main",
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "tag.gpgsign=false",
+                "-c",
+                "core.autocrlf=false",
+                "-c",
+                "protocol.file.allow=always",
+            ]);
+        cmd
+    }
+
+    /// Runs git at time `T0` and returns its trimmed stdout; panics with stderr on failure.
+    pub fn run(&self, args: &[&str]) -> String {
+        self.run_at(T0, args)
+    }
+
+    /// Runs git with author and committer dates set to `time`.
+    pub fn run_at(&self, time: i64, args: &[&str]) -> String {
+        let output = self.command(time).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
+    /// Writes a file into the work tree (creating directories).
+    pub fn write(&self, path: &str, bytes: &[u8]) {
+        let full = self.path.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, bytes).unwrap();
+    }
+
+    /// `git add -A && git commit` at `time`; returns the commit SHA.
+    pub fn commit_all(&self, message: &str, time: i64) -> String {
+        self.run_at(time, &["add", "-A"]);
+        self.run_at(time, &["commit", "-q", "--allow-empty", "-m", message]);
+        self.run(&["rev-parse", "HEAD"])
+    }
+
+    pub fn rev(&self, name: &str) -> String {
+        self.run(&["rev-parse", name])
+    }
+
+    /// A bare clone of this repository, in a new temporary directory.
+    pub fn bare_clone(&self) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("bare.git");
+        self.run(&[
+            "clone",
+            "-q",
+            "--bare",
+            self.path.to_str().unwrap(),
+            target.to_str().unwrap(),
+        ]);
+        (dir, target)
+    }
+}
+
+/// Starts a server on the repository at `path` with default options.
+pub fn serve(path: &Path) -> Server {
+    Server::start(Options::new(path)).unwrap()
+}
+
+/// A response read completely.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!("not JSON ({err}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).unwrap()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn read(mut response: ureq::http::Response<ureq::Body>) -> Resp {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `GET url` with extra headers (ureq adds a `User-Agent`).
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut request = agent().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    read(request.call().unwrap())
+}
+
+/// `HEAD url` with extra headers.
+pub fn head(url: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut request = agent().head(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    read(request.call().unwrap())
+}
+
+/// Sends `request` verbatim on a fresh connection and returns the status and everything the
+/// server sent (head and body). The request should say `Connection: close`.
+pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// `GET path` over a raw socket with a User-Agent, without any client-side normalisation.
+pub fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    raw_http(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: test\r\nConnection: close\r\n\r\n"
+        ),
+    )
+}
