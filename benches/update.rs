@@ -41,8 +41,22 @@ impl Bytes {
     /// Source-like text: words from a small vocabulary, compressible like code.
     fn text(&mut self, len: usize) -> Vec<u8> {
         const WORDS: [&str; 16] = [
-            "def ", "return ", "self", ".value", " = ", "(x)", "\n    ", "if ", "else:",
-            "import ", "sensor", "_read", "for i in ", "range(10)", ": ", "# note\n",
+            "def ",
+            "return ",
+            "self",
+            ".value",
+            " = ",
+            "(x)",
+            "\n    ",
+            "if ",
+            "else:",
+            "import ",
+            "sensor",
+            "_read",
+            "for i in ",
+            "range(10)",
+            ": ",
+            "# note\n",
         ];
         let mut out = Vec::with_capacity(len + 16);
         while out.len() < len {
@@ -81,7 +95,11 @@ fn small() -> Scenario {
     }
     v2.insert("app/module_new.py".into(), file(rng.text(6_000)));
     v2.remove("app/module_40.py");
-    Scenario { name: "small", v1, v2 }
+    Scenario {
+        name: "small",
+        v1,
+        v2,
+    }
 }
 
 /// 1,000 files, ~60 MB including three 4 MiB binaries; v2 edits 10, adds 2, deletes 2.
@@ -90,20 +108,30 @@ fn large() -> Scenario {
     let mut v1 = BTreeMap::new();
     for i in 0..997 {
         let len = 20_000 + (rng.next() % 56_000) as usize;
-        v1.insert(format!("pkg/d{:02}/file_{i:04}.py", i % 40), file(rng.text(len)));
+        v1.insert(
+            format!("pkg/d{:02}/file_{i:04}.py", i % 40),
+            file(rng.text(len)),
+        );
     }
     for name in ["firmware.bin", "model.bin", "assets.bin"] {
         v1.insert(format!("bin/{name}"), file(rng.binary(4 << 20)));
     }
     let mut v2 = v1.clone();
     for i in (0..997).step_by(100) {
-        v2.insert(format!("pkg/d{:02}/file_{i:04}.py", i % 40), file(rng.text(30_000)));
+        v2.insert(
+            format!("pkg/d{:02}/file_{i:04}.py", i % 40),
+            file(rng.text(30_000)),
+        );
     }
     v2.insert("pkg/new/a.py".into(), file(rng.text(10_000)));
     v2.insert("pkg/new/b.py".into(), file(rng.text(10_000)));
     v2.remove("pkg/d01/file_0001.py");
     v2.remove("pkg/d02/file_0002.py");
-    Scenario { name: "large", v1, v2 }
+    Scenario {
+        name: "large",
+        v1,
+        v2,
+    }
 }
 
 fn total(files: &BTreeMap<String, FileSpec>) -> u64 {
@@ -129,7 +157,9 @@ fn changed(s: &Scenario) -> u64 {
 
 fn same(a: &FileSpec, b: &FileSpec) -> bool {
     match (a, b) {
-        (FileSpec::File { bytes: x, exec: e }, FileSpec::File { bytes: y, exec: f }) => x == y && e == f,
+        (FileSpec::File { bytes: x, exec: e }, FileSpec::File { bytes: y, exec: f }) => {
+            x == y && e == f
+        }
         _ => false,
     }
 }
@@ -176,7 +206,13 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--scenario" => scenarios = vec![if args.next().unwrap() == "small" { "small" } else { "large" }],
+            "--scenario" => {
+                scenarios = vec![if args.next().unwrap() == "small" {
+                    "small"
+                } else {
+                    "large"
+                }]
+            }
             "--parallel" => parallel = args.next().unwrap().parse().unwrap(),
             _ => {} // `cargo bench` passes `--bench`.
         }
@@ -188,7 +224,9 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let repo_dir = dir.path().join("repo.git");
         let mut repo = RepoWriter::init(&repo_dir, true).unwrap();
-        let c1 = repo.commit("main", &scenario.v1, "v1", 1_767_225_600).unwrap();
+        let c1 = repo
+            .commit("main", &scenario.v1, "v1", 1_767_225_600)
+            .unwrap();
         repo.tag_lightweight("v1.0.0", &c1).unwrap();
         repo.set_head("main").unwrap();
         let server = Server::start(Options::new(&repo_dir)).unwrap();
@@ -204,8 +242,11 @@ fn main() {
         )
         .unwrap();
         rows.push(run_ota(&config, &server, scenario.name, "install"));
-        let c2 = repo.commit("main", &scenario.v2, "v2", 1_767_225_660).unwrap();
-        repo.tag_annotated("v2.0.0", &c2, "v2", 1_767_225_660).unwrap();
+        let c2 = repo
+            .commit("main", &scenario.v2, "v2", 1_767_225_660)
+            .unwrap();
+        repo.tag_annotated("v2.0.0", &c2, "v2", 1_767_225_660)
+            .unwrap();
         rows.push(run_ota(&config, &server, scenario.name, "update"));
         rows.push(run_ota(&config, &server, scenario.name, "no-op"));
         notes.push(format!(

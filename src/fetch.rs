@@ -75,7 +75,8 @@ impl Fetcher<'_> {
             for _ in 0..workers {
                 scope.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
-                        let Some((slot, entry, origin)) = work.get(next.fetch_add(1, Ordering::Relaxed))
+                        let Some((slot, entry, origin)) =
+                            work.get(next.fetch_add(1, Ordering::Relaxed))
                         else {
                             break;
                         };
@@ -149,7 +150,12 @@ impl Fetcher<'_> {
         };
         let mut file = self.create(entry, dest)?;
         let mut hasher = BlobHasher::new(entry.size);
-        let copied = stream(reader.take(entry.size + 1), &mut *file, &mut hasher, &AtomicBool::new(false));
+        let copied = stream(
+            reader.take(entry.size + 1),
+            &mut *file,
+            &mut hasher,
+            &AtomicBool::new(false),
+        );
         drop(file);
         match copied {
             Ok(n) if n == entry.size && hasher.finish() == entry.blob => Ok(true),
@@ -166,7 +172,12 @@ impl Fetcher<'_> {
             .map_err(|e| FetchError::io(dest, e))
     }
 
-    fn download_file(&self, entry: &Entry, dest: &Path, stop: &AtomicBool) -> Result<(), FetchError> {
+    fn download_file(
+        &self,
+        entry: &Entry,
+        dest: &Path,
+        stop: &AtomicBool,
+    ) -> Result<(), FetchError> {
         let mut file = self.create(entry, dest)?;
         let mut hasher = BlobHasher::new(entry.size);
         let mut written = 0u64;
@@ -179,7 +190,9 @@ impl Fetcher<'_> {
             if body.offset != written {
                 // The server sent the whole file again: start over.
                 drop(file);
-                self.fs.remove_file(dest).map_err(|e| FetchError::io(dest, e))?;
+                self.fs
+                    .remove_file(dest)
+                    .map_err(|e| FetchError::io(dest, e))?;
                 file = self.create(entry, dest)?;
                 hasher = BlobHasher::new(entry.size);
                 written = 0;
@@ -194,7 +207,10 @@ impl Fetcher<'_> {
                             path: entry.path.to_string(),
                             expected: entry.blob,
                             actual: None,
-                            message: format!("the server sent more than the {} bytes the tree declares", entry.size),
+                            message: format!(
+                                "the server sent more than the {} bytes the tree declares",
+                                entry.size
+                            ),
                         });
                     }
                     if written == entry.size {
@@ -346,7 +362,9 @@ pub enum FetchError {
         message: String,
     },
     /// The connection kept failing.
-    #[error("downloading {path}: {message} (gave up after {attempts} attempts); check the network and retry")]
+    #[error(
+        "downloading {path}: {message} (gave up after {attempts} attempts); check the network and retry"
+    )]
     Interrupted {
         /// The release path.
         path: String,

@@ -7,8 +7,8 @@
 //! sizes, and the request/byte counters that `ota` reports.
 
 use std::io::{self, Read};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -157,7 +157,8 @@ impl Http {
         limit: u64,
     ) -> Result<T, HttpError> {
         let bytes = self.get_bytes(url, Accept::Json, limit)?;
-        serde_json::from_slice(&bytes).map_err(|e| HttpError::new(url, ErrorKind::BadJson(e.to_string())))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| HttpError::new(url, ErrorKind::BadJson(e.to_string())))
     }
 
     /// GETs a small metadata body (at most `limit` bytes), with retries.
@@ -195,7 +196,10 @@ impl Http {
             let response = self.send(attempt_url, accept, Class::File, headers)?;
             let start = if response.status() == StatusCode::PARTIAL_CONTENT {
                 content_range_start(response.headers()).ok_or_else(|| {
-                    HttpError::new(url, ErrorKind::BadBody("206 without a valid Content-Range".into()))
+                    HttpError::new(
+                        url,
+                        ErrorKind::BadBody("206 without a valid Content-Range".into()),
+                    )
                 })?
             } else {
                 0
@@ -261,13 +265,15 @@ impl Http {
         }
     }
 
-
     /// Sleeps unless that would pass the update's deadline.
     pub fn sleep(&self, url: &str, delay: Duration) -> Result<(), HttpError> {
         if let Some(deadline) = self.deadline
             && Instant::now() + delay > deadline
         {
-            return Err(HttpError::new(url, ErrorKind::Deadline(self.net.update_timeout)));
+            return Err(HttpError::new(
+                url,
+                ErrorKind::Deadline(self.net.update_timeout),
+            ));
         }
         std::thread::sleep(delay);
         Ok(())
@@ -275,9 +281,10 @@ impl Http {
 
     fn check_deadline(&self, url: &str) -> Result<(), HttpError> {
         match self.deadline {
-            Some(d) if Instant::now() >= d => {
-                Err(HttpError::new(url, ErrorKind::Deadline(self.net.update_timeout)))
-            }
+            Some(d) if Instant::now() >= d => Err(HttpError::new(
+                url,
+                ErrorKind::Deadline(self.net.update_timeout),
+            )),
             _ => Ok(()),
         }
     }
@@ -296,7 +303,10 @@ impl Http {
             .header("Accept", accept.header())
             .header("X-GitHub-Api-Version", API_VERSION);
         if let Some(token) = &self.token
-            && self.token_hosts.iter().any(|h| host_of(url) == Some(h.as_str()))
+            && self
+                .token_hosts
+                .iter()
+                .any(|h| host_of(url) == Some(h.as_str()))
         {
             request = request.header("Authorization", format!("Bearer {}", token.expose()));
         }
@@ -349,7 +359,8 @@ impl Http {
         let remaining = header_u64(&headers, "x-ratelimit-remaining");
         let retry_after = header_u64(&headers, "retry-after").map(Duration::from_secs);
         let reset = header_u64(&headers, "x-ratelimit-reset");
-        let kind = if (status == 403 || status == 429) && (remaining == Some(0) || retry_after.is_some())
+        let kind = if (status == 403 || status == 429)
+            && (remaining == Some(0) || retry_after.is_some())
         {
             let wait = retry_after.or_else(|| {
                 reset.map(|r| Duration::from_secs(r.saturating_sub(crate::state::unix_now()) + 1))
@@ -383,7 +394,9 @@ struct Counted<R> {
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.counters.file_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.counters
+            .file_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -502,8 +515,14 @@ mod tests {
 
     #[test]
     fn hosts_are_extracted_without_credentials_or_paths() {
-        assert_eq!(host_of("https://api.github.com/repos/a/b"), Some("api.github.com"));
-        assert_eq!(host_of("http://127.0.0.1:8080/raw/x"), Some("127.0.0.1:8080"));
+        assert_eq!(
+            host_of("https://api.github.com/repos/a/b"),
+            Some("api.github.com")
+        );
+        assert_eq!(
+            host_of("http://127.0.0.1:8080/raw/x"),
+            Some("127.0.0.1:8080")
+        );
         assert_eq!(host_of("http://u:p@h:1?q"), Some("h:1"));
         assert_eq!(host_of("nope"), None);
     }

@@ -417,7 +417,9 @@ pub fn from_tree(
         if !filter.includes(path.as_str()) {
             continue;
         }
-        let size = raw.size.ok_or_else(|| ManifestError::MissingSize(path.clone()))?;
+        let size = raw
+            .size
+            .ok_or_else(|| ManifestError::MissingSize(path.clone()))?;
         entries.push(Entry {
             path,
             kind,
@@ -500,12 +502,31 @@ mod tests {
     fn hostile_paths_are_refused() {
         let reserved = [path(".ota")];
         for bad in [
-            "", "/etc/x", "../x", "a/../../x", "a//b", "a/", "./a", "a/.", "a\\b", "a\0b",
-            ".ota/x", ".ota", "a\nb",
+            "",
+            "/etc/x",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/",
+            "./a",
+            "a/.",
+            "a\\b",
+            "a\0b",
+            ".ota/x",
+            ".ota",
+            "a\nb",
         ] {
             assert!(RelPath::new(bad, &reserved).is_err(), "{bad:?} accepted");
         }
-        for good in ["a", "a/b.c", ".otax/y", "x/.ota/y", "..a", "a..b/c", "ünïcødé"] {
+        for good in [
+            "a",
+            "a/b.c",
+            ".otax/y",
+            "x/.ota/y",
+            "..a",
+            "a..b/c",
+            "ünïcødé",
+        ] {
             assert!(RelPath::new(good, &reserved).is_ok(), "{good:?} refused");
         }
     }

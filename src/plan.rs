@@ -257,7 +257,9 @@ pub fn plan(installed: &Manifest, target: &Manifest, survey: &Survey) -> Result<
                 Local::File { .. } | Local::Other => {
                     return Err(PlanError::Conflict {
                         path: change.path.clone(),
-                        reason: format!("needs the folder {dir}, but a file ota does not own is there"),
+                        reason: format!(
+                            "needs the folder {dir}, but a file ota does not own is there"
+                        ),
                     });
                 }
             }
@@ -416,10 +418,7 @@ mod tests {
         );
         let plan = plan(&installed, &target, &survey).unwrap();
         assert_eq!(plan.count(Action::Delete), 2);
-        assert_eq!(
-            plan.remove_dirs,
-            vec![(p("d/e"), 0o755), (p("d"), 0o755)]
-        );
+        assert_eq!(plan.remove_dirs, vec![(p("d/e"), 0o755), (p("d"), 0o755)]);
         assert_eq!(plan.unchanged, 1);
         assert_eq!(plan.download_bytes, 0);
     }
@@ -430,7 +429,11 @@ mod tests {
         let target = manifest(&[file("new/name", "content")]);
         let survey = disk(&[("old/name", "content")], &["old"]);
         let plan = plan(&installed, &target, &survey).unwrap();
-        let add = plan.changes.iter().find(|c| c.action == Action::Add).unwrap();
+        let add = plan
+            .changes
+            .iter()
+            .find(|c| c.action == Action::Add)
+            .unwrap();
         assert_eq!(add.origin, Some(Origin::Copy(p("old/name"))));
         assert_eq!(plan.download_bytes, 0);
         assert_eq!(plan.copy_bytes, 7);

@@ -94,7 +94,9 @@ pub fn survey(
     let mut out = Survey {
         paths: BTreeMap::new(),
         listings: BTreeMap::new(),
-        space: fs.space(root).map_err(|e| SurveyError::at(root.to_owned(), e))?,
+        space: fs
+            .space(root)
+            .map_err(|e| SurveyError::at(root.to_owned(), e))?,
     };
     let mut blocked: BTreeSet<RelPath> = BTreeSet::new();
     let mut to_list: BTreeSet<RelPath> = BTreeSet::new();

@@ -228,7 +228,10 @@ pub fn recover(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Recovery, 
 pub fn pending(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Option<Journal>, ApplyError> {
     let ctx = Ctx { fs, target, dirs };
     let path = dirs.journal_file();
-    match fs.metadata(&path).map_err(|e| ApplyError::io("inspect", &path, e))? {
+    match fs
+        .metadata(&path)
+        .map_err(|e| ApplyError::io("inspect", &path, e))?
+    {
         None => Ok(None),
         Some(_) => ctx.read_journal().map(Some),
     }
@@ -261,11 +264,13 @@ impl Ctx<'_> {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<(), ApplyError> {
-        self.fs.rename(from, to).map_err(|source| ApplyError::Rename {
-            from: from.to_owned(),
-            to: to.to_owned(),
-            source,
-        })
+        self.fs
+            .rename(from, to)
+            .map_err(|source| ApplyError::Rename {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                source,
+            })
     }
 
     /// Makes everything written so far durable: one `syncfs` for the whole filesystem.
@@ -278,7 +283,8 @@ impl Ctx<'_> {
     fn write_journal(&self, journal: &Journal) -> Result<(), ApplyError> {
         let path = self.dirs.journal_file();
         let tmp = fs::tmp_path(&path);
-        let bytes = serde_json::to_vec(journal).map_err(|e| ApplyError::io("encode", &path, e.into()))?;
+        let bytes =
+            serde_json::to_vec(journal).map_err(|e| ApplyError::io("encode", &path, e.into()))?;
         let io = |e| ApplyError::io("write", &path, e);
         ensure_dir(self.fs, &self.dirs.backup(&journal.txid))?;
         let mut file = self.fs.create(&tmp, false).map_err(io)?;
@@ -415,7 +421,11 @@ impl Ctx<'_> {
     /// Removes temp files a crash can leave in the state folder (from `write_atomic`).
     fn remove_temp_files(&self) -> Result<bool, ApplyError> {
         let mut removed = false;
-        for file in [self.dirs.journal_file(), self.dirs.state_file(), self.dirs.error_file()] {
+        for file in [
+            self.dirs.journal_file(),
+            self.dirs.state_file(),
+            self.dirs.error_file(),
+        ] {
             let tmp = fs::tmp_path(&file);
             if self.exists(&tmp)?.is_some() {
                 self.fs
@@ -451,7 +461,10 @@ impl Ctx<'_> {
 
 /// Creates `dir` unless it exists (its parent must exist).
 fn ensure_dir(fs: &dyn Fs, dir: &Path) -> Result<(), ApplyError> {
-    match fs.metadata(dir).map_err(|e| ApplyError::io("inspect", dir, e))? {
+    match fs
+        .metadata(dir)
+        .map_err(|e| ApplyError::io("inspect", dir, e))?
+    {
         Some(m) if m.kind == FileKind::Dir => Ok(()),
         Some(_) => Err(ApplyError::io(
             "create folder",
@@ -520,7 +533,9 @@ pub enum ApplyError {
         backup: PathBuf,
     },
     /// The update failed and so did the rollback; the journal remains for `ota recover`.
-    #[error("{cause}; rolling back also failed: {rollback}. The journal was kept: run `ota recover` once the cause is fixed")]
+    #[error(
+        "{cause}; rolling back also failed: {rollback}. The journal was kept: run `ota recover` once the cause is fixed"
+    )]
     RollbackFailed {
         /// What made the update fail.
         cause: Box<ApplyError>,

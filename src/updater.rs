@@ -17,9 +17,7 @@ use crate::manifest::{self, Manifest, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::source::Source;
 use crate::source::github::GitHub;
-use crate::state::{
-    Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339,
-};
+use crate::state::{Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339};
 use crate::survey;
 use crate::transaction::{self, Journal, Recovery, Transaction};
 
@@ -158,7 +156,8 @@ impl Updater {
     pub fn check(&self) -> Result<Check, Error> {
         self.recorded(|| {
             let installed = self.installed_if_any()?;
-            let available = self.source.resolve(&self.config.channel)?;
+            let known = installed.as_ref().map(|i| &i.release);
+            let available = self.source.resolve(&self.config.channel, known)?;
             Ok(match installed {
                 Some(i) if self.is_current(&i, &available) => Check::UpToDate(available),
                 other => Check::Available {
@@ -176,7 +175,11 @@ impl Updater {
             let _lock = self.prepare()?;
             let recovery = self.recover_locked()?;
             let installed = self.dirs.read_installed(&*self.fs)?;
-            let to = self.source.resolve(&self.config.channel)?;
+            let known = installed
+                .as_ref()
+                .filter(|_| !options.force)
+                .map(|i| &i.release);
+            let to = self.source.resolve(&self.config.channel, known)?;
             let from = installed.as_ref().map(|i| i.release.clone());
             let mut report = Report {
                 from,
@@ -198,9 +201,13 @@ impl Updater {
                 return Ok(Outcome::UpToDate(report));
             }
             let tree = self.source.tree(&report.to.commit)?;
-            let (target, warnings) = manifest::from_tree(tree, &self.config.filter, &self.reserved)?;
+            let (target, warnings) =
+                manifest::from_tree(tree, &self.config.filter, &self.reserved)?;
             report.warnings = warnings;
-            let owned = installed.as_ref().map(|i| i.files.clone()).unwrap_or_default();
+            let owned = installed
+                .as_ref()
+                .map(|i| i.files.clone())
+                .unwrap_or_default();
             let root = &self.config.target_dir;
             let facts = survey::survey(&*self.fs, root, &owned, &target, options.force)?;
             report.plan = plan::plan(&owned, &target, &facts)?;
@@ -255,7 +262,8 @@ impl Updater {
             previous: installed.map(|i| i.release),
             files: target,
         };
-        tx.commit(report.plan.ops(), new_state).map_err(Error::Apply)?;
+        tx.commit(report.plan.ops(), new_state)
+            .map_err(Error::Apply)?;
         tracing::info!(
             "installed {} {} ({}): {} added, {} replaced, {} deleted",
             report.to.ref_name,
@@ -281,9 +289,13 @@ impl Updater {
             .map_err(Error::Recover)?;
         match &outcome {
             Recovery::Clean => {}
-            Recovery::SweptLeftovers => tracing::info!("removed leftovers of an interrupted download"),
+            Recovery::SweptLeftovers => {
+                tracing::info!("removed leftovers of an interrupted download")
+            }
             Recovery::Completed(r) => tracing::warn!(
-                "finished an interrupted update to {} {}", r.ref_name, short(r)
+                "finished an interrupted update to {} {}",
+                r.ref_name,
+                short(r)
             ),
             Recovery::RolledBack(r) => tracing::warn!(
                 "rolled back an interrupted update to {} {}: the previous files are restored",
@@ -330,7 +342,9 @@ impl Updater {
     fn channel_matches(&self, release: &ReleaseId) -> bool {
         match &self.config.channel {
             Channel::Stable { .. } => release.channel == "stable",
-            Channel::Developer { branch } => release.channel == "developer" && release.ref_name == *branch,
+            Channel::Developer { branch } => {
+                release.channel == "developer" && release.ref_name == *branch
+            }
         }
     }
 
@@ -359,7 +373,10 @@ impl Updater {
             return Err(Error::Setup("the target or state folder vanished".into()));
         };
         if t.kind != FileKind::Dir {
-            return Err(Error::Setup(format!("target_dir {} is not a folder", target.display())));
+            return Err(Error::Setup(format!(
+                "target_dir {} is not a folder",
+                target.display()
+            )));
         }
         if t.dev != s.dev {
             return Err(Error::Setup(format!(
@@ -396,7 +413,10 @@ impl Updater {
             ),
         };
         if let Err(e) = recorded {
-            tracing::warn!("could not record the outcome in {}: {e}", self.dirs.error_file().display());
+            tracing::warn!(
+                "could not record the outcome in {}: {e}",
+                self.dirs.error_file().display()
+            );
         }
         result
     }

@@ -41,7 +41,11 @@ fn a_pinned_tag_installs_that_release() {
     for (tag, version) in [("v1.0.0", "1.0.0\n"), ("v2.0.0-rc.1", "2.0.0-rc.1\n")] {
         let device = Device::new(&server, &format!("tag = \"{tag}\""));
         device.ota_expect(&["update"], 0);
-        assert_eq!(installed_version(&device), version, "lightweight and annotated tags");
+        assert_eq!(
+            installed_version(&device),
+            version,
+            "lightweight and annotated tags"
+        );
     }
     let device = Device::new(&server, "tag = \"v9.9.9\"");
     let out = device.ota_expect(&["update"], 1);
@@ -63,9 +67,21 @@ fn developer_follows_the_branch_tip() {
     device.ota_expect(&["update"], 0);
     assert_eq!(installed_version(&device), "next\n");
     let stats = server.stats();
-    assert_eq!(stats.api_requests, 2, "commit of the branch, tree: {:#?}", stats.log);
-    let raw = stats.log.iter().find(|r| r.path.starts_with("/raw/")).unwrap();
-    assert!(raw.path.contains(&head), "files are fetched by commit SHA: {}", raw.path);
+    assert_eq!(
+        stats.api_requests, 2,
+        "commit of the branch, tree: {:#?}",
+        stats.log
+    );
+    let raw = stats
+        .log
+        .iter()
+        .find(|r| r.path.starts_with("/raw/"))
+        .unwrap();
+    assert!(
+        raw.path.contains(&head),
+        "files are fetched by commit SHA: {}",
+        raw.path
+    );
 
     // A feature branch with a slash in its name.
     repo.git(&["checkout", "-q", "-b", "feature/x"]);

@@ -52,9 +52,19 @@ fn the_original_ota_config_json_loads() {
     let (code, out) = status_with(dir.path(), "ota_config.json", ORIGINAL);
     assert_eq!(code, 0, "{out}");
     // target_dir defaults to the config file's folder.
-    assert!(out.contains(&format!("target:      {}", dir.path().display())), "{out}");
+    assert!(
+        out.contains(&format!("target:      {}", dir.path().display())),
+        "{out}"
+    );
     // Keys ota does not act on are named in warnings, never silently dropped.
-    for key in ["chunk", "stage_dir", "backup_dir", "force", "reset_mode", "debug"] {
+    for key in [
+        "chunk",
+        "stage_dir",
+        "backup_dir",
+        "force",
+        "reset_mode",
+        "debug",
+    ] {
         assert!(out.contains(key), "no warning names `{key}`:\n{out}");
     }
 
@@ -62,7 +72,10 @@ fn the_original_ota_config_json_loads() {
     assert_eq!(config.target_dir, dir.path());
     assert_eq!(config.channel, Channel::Stable { tag: None });
     let SourceConfig::Github(github) = &config.source;
-    assert_eq!((github.owner.as_str(), github.repo.as_str()), ("acme", "greenhouse"));
+    assert_eq!(
+        (github.owner.as_str(), github.repo.as_str()),
+        ("acme", "greenhouse")
+    );
     assert_eq!(github.token, None, "an empty token means none");
     assert_eq!(config.network.retries, 3);
     assert_eq!(config.network.connect_timeout.as_secs(), 10);
@@ -74,22 +87,41 @@ fn config_errors_name_the_key_and_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let base = "target_dir = \"app\"\n[source]\nowner = \"acme\"\nrepo = \"app\"\n";
     let cases = [
-        (format!("{base}ownr = \"x\"\n"), vec!["source.ownr", "source.owner"]),
-        (format!("{base}[network]\nretries = \"many\"\n"), vec!["network.retries"]),
-        (format!("{base}[network]\nparallel = 0\n"), vec!["network.parallel"]),
         (
-            "target_dir = \"app\"\n[source]\nowner = \"YOUR_GITHUB_USERNAME\"\nrepo = \"app\"\n".into(),
+            format!("{base}ownr = \"x\"\n"),
+            vec!["source.ownr", "source.owner"],
+        ),
+        (
+            format!("{base}[network]\nretries = \"many\"\n"),
+            vec!["network.retries"],
+        ),
+        (
+            format!("{base}[network]\nparallel = 0\n"),
+            vec!["network.parallel"],
+        ),
+        (
+            "target_dir = \"app\"\n[source]\nowner = \"YOUR_GITHUB_USERNAME\"\nrepo = \"app\"\n"
+                .into(),
             vec!["source.owner", "YOUR_GITHUB_USERNAME"],
         ),
-        ("[source]\nowner = \"acme\"\nrepo = \"app\"\n".into(), vec!["target_dir"]),
-        (format!("chanel = \"developer\"\n{base}"), vec!["chanel", "channel"]),
+        (
+            "[source]\nowner = \"acme\"\nrepo = \"app\"\n".into(),
+            vec!["target_dir"],
+        ),
+        (
+            format!("chanel = \"developer\"\n{base}"),
+            vec!["chanel", "channel"],
+        ),
         (format!("ignore = [\"../up\"]\n{base}"), vec!["ignore[0]"]),
     ];
     for (text, needles) in cases {
         let (code, out) = status_with(dir.path(), "ota.toml", &text);
         assert_eq!(code, 1, "{text}\n{out}");
         for needle in needles {
-            assert!(out.contains(needle), "error for\n{text}\ndoes not name {needle:?}:\n{out}");
+            assert!(
+                out.contains(needle),
+                "error for\n{text}\ndoes not name {needle:?}:\n{out}"
+            );
         }
     }
 }

@@ -4,7 +4,8 @@
 use crate::util::{Device, GitRepo, Raw, serve};
 
 /// Installs a good v1.0.0, then serves `entries` as v2.0.0 and expects the update to be
-/// refused with an error naming `needle`, the tree untouched and nothing left behind.
+/// refused with an error naming `needle` (the first bad entry: a folder's own entry comes
+/// before the files in it), the tree untouched and nothing left behind.
 fn refused(entries: &[Raw], needle: &str) {
     let mut repo = GitRepo::new();
     repo.write("main.py", "print(1)\n");
@@ -34,7 +35,7 @@ fn a_parent_folder_component_is_refused() {
             Raw::Blob(F, "main.py", b"print(2)\n"),
             Raw::Tree("..", vec![Raw::Blob(F, "escaped", b"pwned\n")]),
         ],
-        "../escaped",
+        "\"..\"",
     );
 }
 
@@ -45,7 +46,7 @@ fn a_path_into_the_state_folder_is_refused() {
             Raw::Blob(F, "main.py", b"print(2)\n"),
             Raw::Tree(".ota", vec![Raw::Blob(F, "state.json", b"{}")]),
         ],
-        ".ota/state.json",
+        "\".ota\"",
     );
 }
 
@@ -57,31 +58,37 @@ fn a_backslash_is_refused() {
 #[test]
 fn an_empty_component_is_refused() {
     refused(
-        &[Raw::Tree("a", vec![Raw::Tree("", vec![Raw::Blob(F, "b", b"x\n")])])],
-        "a//b",
+        &[Raw::Tree(
+            "a",
+            vec![Raw::Tree("", vec![Raw::Blob(F, "b", b"x\n")])],
+        )],
+        "\"a/\" has an empty component",
     );
 }
 
 #[test]
 fn an_absolute_path_is_refused() {
     refused(
-        &[Raw::Tree("", vec![Raw::Tree("etc", vec![Raw::Blob(F, "x", b"x\n")])])],
-        "/etc/x",
+        &[Raw::Tree(
+            "",
+            vec![Raw::Tree("etc", vec![Raw::Blob(F, "x", b"x\n")])],
+        )],
+        "\"\" is empty",
     );
 }
 
 #[test]
 fn a_duplicate_path_is_refused() {
     refused(
-        &[Raw::Blob(F, "twice", b"one\n"), Raw::Blob(F, "twice", b"two\n")],
+        &[
+            Raw::Blob(F, "twice", b"one\n"),
+            Raw::Blob(F, "twice", b"two\n"),
+        ],
         "twice",
     );
 }
 
 #[test]
 fn a_dot_component_is_refused() {
-    refused(
-        &[Raw::Tree(".", vec![Raw::Blob(F, "x", b"x\n")])],
-        "./x",
-    );
+    refused(&[Raw::Tree(".", vec![Raw::Blob(F, "x", b"x\n")])], "\".\"");
 }

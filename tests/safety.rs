@@ -155,10 +155,17 @@ fn a_kill_at_any_step_recovers_the_exact_old_or_new_tree() {
         if tree == old {
             saw_old += 1;
         } else {
-            assert_eq!(tree, new, "kill at change {kill_at}: neither old nor new ({recovered:?})");
+            assert_eq!(
+                tree, new,
+                "kill at change {kill_at}: neither old nor new ({recovered:?})"
+            );
             saw_new += 1;
         }
-        assert!(device.leftovers().is_empty(), "kill at change {kill_at}: {:?}", device.leftovers());
+        assert!(
+            device.leftovers().is_empty(),
+            "kill at change {kill_at}: {:?}",
+            device.leftovers()
+        );
         let status = updater(&device, Box::new(RealFs)).status().unwrap();
         let on_disk = if tree == old { "v1.0.0" } else { "v2.0.0" };
         assert_eq!(status.installed.unwrap().release.ref_name, on_disk);

@@ -1,6 +1,6 @@
 //! Installing and updating: what lands on disk, and what it costs on the wire.
 
-use crate::util::{GitRepo, Node, serve, Device};
+use crate::util::{Device, GitRepo, Node, serve};
 
 /// A small application at v1.0.0 (lightweight tag).
 fn app_v1() -> GitRepo {
@@ -35,18 +35,33 @@ fn install_then_update_fetches_only_what_changed() {
 
     device.ota_expect(&["update"], 0);
     assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
-    assert_eq!(server.stats().raw_requests, 7, "every file of v1 downloaded once");
+    assert_eq!(
+        server.stats().raw_requests,
+        7,
+        "every file of v1 downloaded once"
+    );
 
     app_v2(&mut repo);
     server.reset_stats();
     let out = device.ota_expect(&["update"], 0);
     assert!(out.contains("v2.0.0"), "{out}");
     assert_eq!(device.tree(), repo.snapshot("v2.0.0"));
-    assert!(!device.target.join("docs").exists(), "emptied folders are removed");
+    assert!(
+        !device.target.join("docs").exists(),
+        "emptied folders are removed"
+    );
 
     let stats = server.stats();
-    assert_eq!(stats.api_requests, 3, "releases/latest, commit of the tag, tree: {:#?}", stats.log);
-    assert_eq!(stats.raw_requests, 2, "only main.py and lib/new.py: {:#?}", stats.log);
+    assert_eq!(
+        stats.api_requests, 3,
+        "releases/latest, commit of the tag, tree: {:#?}",
+        stats.log
+    );
+    assert_eq!(
+        stats.raw_requests, 2,
+        "only main.py and lib/new.py: {:#?}",
+        stats.log
+    );
     let mut fetched: Vec<&str> = stats
         .log
         .iter()
@@ -140,7 +155,10 @@ fn exec_bits_and_empty_files_are_kept() {
         device.tree().get("bin/run"),
         Some(&Node::File(b"#!/bin/sh\necho run\n".to_vec(), true))
     );
-    assert_eq!(device.tree().get("empty.txt"), Some(&Node::File(Vec::new(), false)));
+    assert_eq!(
+        device.tree().get("empty.txt"),
+        Some(&Node::File(Vec::new(), false))
+    );
 
     // Only the mode changes: the content is copied locally, nothing is downloaded.
     repo.write("bin/run", "#!/bin/sh\necho run\n");
@@ -176,7 +194,8 @@ fn symlinks_inside_the_target_are_installed() {
     );
 
     // Retarget a link.
-    repo.write("lib/other.py", "OTHER = 1\n").symlink("current.py", "lib/other.py");
+    repo.write("lib/other.py", "OTHER = 1\n")
+        .symlink("current.py", "lib/other.py");
     repo.commit("retarget");
     repo.tag("v1.1.0");
     device.ota_expect(&["update"], 0);
@@ -191,11 +210,15 @@ fn a_symlink_leaving_the_target_rejects_the_update() {
     device.ota_expect(&["update"], 0);
     let before = device.tree();
 
-    repo.write("main.py", "print('evil')\n").symlink("lib/passwd", "../../etc/passwd");
+    repo.write("main.py", "print('evil')\n")
+        .symlink("lib/passwd", "../../etc/passwd");
     repo.commit("escape");
     repo.tag("v6.6.6");
     let out = device.ota_expect(&["update"], 1);
-    assert!(out.contains("lib/passwd"), "the error names the link: {out}");
+    assert!(
+        out.contains("lib/passwd"),
+        "the error names the link: {out}"
+    );
     assert_eq!(device.tree(), before, "nothing was written");
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
     let error = device.last_error().unwrap();
@@ -208,13 +231,21 @@ fn submodules_are_skipped_with_a_warning() {
     repo.write("main.py", "print(1)\n");
     repo.commit("base");
     let sha = repo.head();
-    repo.git(&["update-index", "--add", "--cacheinfo", &format!("160000,{sha},vendor/lib")]);
+    repo.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{sha},vendor/lib"),
+    ]);
     repo.git(&["commit", "-q", "-m", "submodule"]);
     repo.tag("v1.0.0");
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let out = device.ota_expect(&["update"], 0);
-    assert!(out.contains("vendor/lib") && out.contains("submodule"), "{out}");
+    assert!(
+        out.contains("vendor/lib") && out.contains("submodule"),
+        "{out}"
+    );
     assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
     assert!(!device.target.join("vendor").exists());
 }
@@ -239,12 +270,21 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 fn allow_and_ignore_choose_the_installed_files() {
     let repo = app_v1();
     let server = serve(repo.path());
-    let device = Device::new(&server, "allow = [\"lib/\", \"main.py\", \"*.txt\"]\nignore = [\"old.txt\"]");
+    let device = Device::new(
+        &server,
+        "allow = [\"lib/\", \"main.py\", \"*.txt\"]\nignore = [\"old.txt\"]",
+    );
     device.ota_expect(&["update"], 0);
     let paths: Vec<String> = device.tree().into_keys().collect();
     assert_eq!(
         paths,
-        ["docs/only/readme.txt", "empty.txt", "lib/keep.py", "lib/util.py", "main.py"]
+        [
+            "docs/only/readme.txt",
+            "empty.txt",
+            "lib/keep.py",
+            "lib/util.py",
+            "main.py"
+        ]
     );
 }
 
@@ -257,11 +297,19 @@ fn force_repairs_a_file_changed_on_the_device() {
     // Same size, different bytes: only a content check finds it.
     std::fs::write(device.target.join("main.py"), "print('XX')\n").unwrap();
     device.ota_expect(&["update"], 0);
-    assert_ne!(device.tree(), repo.snapshot("v1.0.0"), "a plain update trusts its records");
+    assert_ne!(
+        device.tree(),
+        repo.snapshot("v1.0.0"),
+        "a plain update trusts its records"
+    );
     server.reset_stats();
     device.ota_expect(&["update", "--force"], 0);
     assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
-    assert_eq!(server.stats().raw_requests, 1, "only the damaged file is fetched");
+    assert_eq!(
+        server.stats().raw_requests,
+        1,
+        "only the damaged file is fetched"
+    );
 }
 
 #[test]
@@ -273,7 +321,8 @@ fn status_shows_the_installed_release_and_the_last_error() {
     assert!(out.contains("nothing yet"), "{out}");
     device.ota_expect(&["update"], 0);
     let out = device.ota_expect(&["status", "--json"], 0);
-    let json: serde_json::Value = serde_json::from_str(&out[..out.rfind('}').unwrap() + 1]).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&out[..out.rfind('}').unwrap() + 1]).unwrap();
     assert_eq!(json["installed"]["release"]["ref"], "v1.0.0");
     assert_eq!(json["installed"]["files"], 7);
     assert!(json["last_error"].is_null());

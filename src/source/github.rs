@@ -32,7 +32,11 @@ const SMALL_LIMIT: u64 = 64 << 10;
 const MAX_TAG_DEPTH: usize = 8;
 
 /// Characters left as they are in a URL path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A GitHub (or compatible) repository.
 pub struct GitHub {
@@ -100,7 +104,10 @@ impl GitHub {
                 (true, None) => SourceError::NoRelease {
                     repo: self.full_name(),
                 },
-                _ => SourceError::Http { what: what.clone(), source: e },
+                _ => SourceError::Http {
+                    what: what.clone(),
+                    source: e,
+                },
             }
         })?;
         // `releases/latest` never answers a draft or prerelease, but a pinned tag can.
@@ -108,7 +115,10 @@ impl GitHub {
             return Err(self.protocol(&what, format!("release {} is a draft", release.tag_name)));
         }
         if tag.is_none() && release.prerelease {
-            return Err(self.protocol(&what, format!("release {} is a prerelease", release.tag_name)));
+            return Err(self.protocol(
+                &what,
+                format!("release {} is a prerelease", release.tag_name),
+            ));
         }
         Ok(release.tag_name)
     }
@@ -120,10 +130,18 @@ impl GitHub {
             Ok(body) => {
                 let text = String::from_utf8_lossy(&body);
                 ObjectId::from_hex(text.trim()).map(Some).ok_or_else(|| {
-                    HttpError::new(&url, ErrorKind::BadBody(format!("not a commit SHA: {:?}", truncate(&text))))
+                    HttpError::new(
+                        &url,
+                        ErrorKind::BadBody(format!("not a commit SHA: {:?}", truncate(&text))),
+                    )
                 })
             }
-            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Status { status: 422, .. }) => {
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ErrorKind::NotFound | ErrorKind::Status { status: 422, .. }
+                ) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -155,7 +173,9 @@ impl GitHub {
                     object = tag.object;
                 }
                 other => {
-                    return Err(self.protocol(&what, format!("the tag points at a {other}, not a commit")));
+                    return Err(
+                        self.protocol(&what, format!("the tag points at a {other}, not a commit"))
+                    );
                 }
             }
         }
@@ -209,11 +229,18 @@ impl GitHub {
         Ok(())
     }
 
-    fn entry(&self, what: &str, prefix: &str, raw: TreeEntryJson) -> Result<TreeEntry, SourceError> {
-        let mode = u32::from_str_radix(&raw.mode, 8)
-            .map_err(|_| self.protocol(what, format!("bad mode {:?} for {:?}", raw.mode, raw.path)))?;
-        let id = ObjectId::from_hex(&raw.sha)
-            .ok_or_else(|| self.protocol(what, format!("bad SHA {:?} for {:?}", raw.sha, raw.path)))?;
+    fn entry(
+        &self,
+        what: &str,
+        prefix: &str,
+        raw: TreeEntryJson,
+    ) -> Result<TreeEntry, SourceError> {
+        let mode = u32::from_str_radix(&raw.mode, 8).map_err(|_| {
+            self.protocol(what, format!("bad mode {:?} for {:?}", raw.mode, raw.path))
+        })?;
+        let id = ObjectId::from_hex(&raw.sha).ok_or_else(|| {
+            self.protocol(what, format!("bad SHA {:?} for {:?}", raw.sha, raw.path))
+        })?;
         Ok(TreeEntry {
             path: format!("{prefix}{}", raw.path),
             mode,
@@ -228,10 +255,20 @@ impl GitHub {
 }
 
 impl Source for GitHub {
-    fn resolve(&self, channel: &Channel) -> Result<ReleaseId, SourceError> {
+    fn resolve(
+        &self,
+        channel: &Channel,
+        known: Option<&ReleaseId>,
+    ) -> Result<ReleaseId, SourceError> {
         match channel {
             Channel::Stable { tag } => {
                 let tag_name = self.release_tag(tag.as_deref())?;
+                if let Some(known) = known
+                    && known.channel == "stable"
+                    && known.ref_name == tag_name
+                {
+                    return Ok(known.clone());
+                }
                 let what = format!("resolving tag {tag_name} of {}", self.full_name());
                 let commit = match self
                     .commit_of(&format!("tags/{tag_name}"))
@@ -279,10 +316,18 @@ impl Source for GitHub {
                 .download(&self.blob_url(entry), Accept::RawBlob, offset)
                 .map_err(self.http_error(what));
         }
-        let url = format!("{}/{}/{}", self.raw, commit, encode_path(entry.path.as_str()));
+        let url = format!(
+            "{}/{}/{}",
+            self.raw,
+            commit,
+            encode_path(entry.path.as_str())
+        );
         match self.http.download(&url, Accept::Bytes, offset) {
             Err(e) if e.kind == ErrorKind::NotFound && self.has_token => {
-                tracing::info!("raw hosting has no {}; using the blob API (private repository?)", entry.path);
+                tracing::info!(
+                    "raw hosting has no {}; using the blob API (private repository?)",
+                    entry.path
+                );
                 self.blobs_only.store(true, Ordering::Relaxed);
                 self.http
                     .download(&self.blob_url(entry), Accept::RawBlob, offset)

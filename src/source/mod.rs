@@ -15,8 +15,15 @@ use crate::state::ReleaseId;
 
 /// A release host.
 pub trait Source: Send + Sync {
-    /// Which release the channel points at now.
-    fn resolve(&self, channel: &Channel) -> Result<ReleaseId, SourceError>;
+    /// Which release the channel points at now. `known` is the installed release: when the
+    /// channel still names it (same tag), the source may return it without looking further,
+    /// so that an up-to-date check costs one request. Release tags are taken not to move;
+    /// `ota update --force` passes `None` to look again.
+    fn resolve(
+        &self,
+        channel: &Channel,
+        known: Option<&ReleaseId>,
+    ) -> Result<ReleaseId, SourceError>;
     /// The full tree of `commit` (every entry, unfiltered, unvalidated).
     fn tree(&self, commit: &ObjectId) -> Result<Vec<TreeEntry>, SourceError>;
     /// The bytes of `entry` at `commit`, from `offset`.

@@ -170,7 +170,12 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
     };
     for entry in entries {
         let path = entry.unwrap().path();
-        let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
         if rel == ".ota" {
             continue;
         }
@@ -194,7 +199,12 @@ pub fn read_dirs(root: &Path) -> Vec<String> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
             if rel == ".ota" {
                 continue;
             }
@@ -297,7 +307,10 @@ impl Device {
         for sub in ["stage", "backup"] {
             if let Ok(entries) = std::fs::read_dir(state.join(sub)) {
                 for e in entries {
-                    out.push(format!("{sub}/{}", e.unwrap().file_name().to_string_lossy()));
+                    out.push(format!(
+                        "{sub}/{}",
+                        e.unwrap().file_name().to_string_lossy()
+                    ));
                 }
             }
         }

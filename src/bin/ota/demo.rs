@@ -45,7 +45,11 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
 
     step("2. Serving it over a GitHub-compatible API (ota serve)");
     let server = Server::start(Options::new(&repo_dir)).context("starting ota serve")?;
-    println!("   api_url = {}\n   raw_url = {}", server.api_url(), server.raw_url());
+    println!(
+        "   api_url = {}\n   raw_url = {}",
+        server.api_url(),
+        server.raw_url()
+    );
 
     step("3. A device follows the stable channel");
     let config_path = device_dir.join("ota.toml");
@@ -142,13 +146,25 @@ fn file(text: &str) -> FileSpec {
 
 fn v1_files() -> BTreeMap<String, FileSpec> {
     let mut files = BTreeMap::new();
-    files.insert("main.py".into(), file("from lib import sensors\n\nprint('greenhouse v1', sensors.read())\n"));
+    files.insert(
+        "main.py".into(),
+        file("from lib import sensors\n\nprint('greenhouse v1', sensors.read())\n"),
+    );
     files.insert("lib/__init__.py".into(), file(""));
-    files.insert("lib/sensors.py".into(), file("def read():\n    return {'temp_c': 21.5, 'humidity': 0.61}\n"));
+    files.insert(
+        "lib/sensors.py".into(),
+        file("def read():\n    return {'temp_c': 21.5, 'humidity': 0.61}\n"),
+    );
     files.insert("lib/net.py".into(), file("RETRIES = 3\n"));
-    files.insert("config/defaults.json".into(), file("{\"interval_sec\": 60}\n"));
+    files.insert(
+        "config/defaults.json".into(),
+        file("{\"interval_sec\": 60}\n"),
+    );
     files.insert("assets/logo.txt".into(), file("[greenhouse]\n"));
-    files.insert("tests/test_sensors.py".into(), file("def test_read(): pass\n"));
+    files.insert(
+        "tests/test_sensors.py".into(),
+        file("def test_read(): pass\n"),
+    );
     files.insert(
         "bin/start".into(),
         FileSpec::File {
@@ -161,8 +177,14 @@ fn v1_files() -> BTreeMap<String, FileSpec> {
 }
 
 fn edit_to_v2(files: &mut BTreeMap<String, FileSpec>) {
-    files.insert("main.py".into(), file("from lib import sensors, display\n\ndisplay.show(sensors.read())\n"));
-    files.insert("lib/display.py".into(), file("def show(values):\n    print('greenhouse v2', values)\n"));
+    files.insert(
+        "main.py".into(),
+        file("from lib import sensors, display\n\ndisplay.show(sensors.read())\n"),
+    );
+    files.insert(
+        "lib/display.py".into(),
+        file("def show(values):\n    print('greenhouse v2', values)\n"),
+    );
     files.remove("assets/logo.txt");
 }
 

@@ -24,7 +24,8 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every error message is complete on its own; the chain would repeat it.
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -16,13 +16,20 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> anyhow::Result<()> {
             Outcome::Planned(_) => "planned",
             Outcome::Updated(_) => "updated",
         };
-        println!("{}", serde_json::to_string_pretty(&report_json(state, report))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(state, report))?
+        );
         return Ok(());
     }
     match outcome {
         Outcome::UpToDate(r) => println!("up to date: {}", release(&r.to)),
         Outcome::Planned(r) => {
-            println!("plan for {} → {} (dry run, nothing changed):", from(r), release(&r.to));
+            println!(
+                "plan for {} → {} (dry run, nothing changed):",
+                from(r),
+                release(&r.to)
+            );
             for change in &r.plan.changes {
                 let what = match change.action {
                     Action::Add => "add",
@@ -126,7 +133,9 @@ pub fn check(check: &Check, as_json: bool) -> anyhow::Result<()> {
             available,
         } => println!(
             "update available: {} → {}",
-            installed.as_ref().map_or("nothing installed".into(), release),
+            installed
+                .as_ref()
+                .map_or("nothing installed".into(), release),
             release(available)
         ),
     }
@@ -178,7 +187,10 @@ pub fn status(status: &Status, as_json: bool) -> anyhow::Result<()> {
         );
     }
     match &status.last_error {
-        Some(e) => println!("last error:  {} [{}/{}] {}", e.time, e.phase, e.kind, e.message),
+        Some(e) => println!(
+            "last error:  {} [{}/{}] {}",
+            e.time, e.phase, e.kind, e.message
+        ),
         None => println!("last error:  none"),
     }
     Ok(())
