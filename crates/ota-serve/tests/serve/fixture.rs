@@ -209,7 +209,7 @@ fn many_files_are_written_quickly() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = RepoWriter::init(dir.path(), true).unwrap();
     let mut files = BTreeMap::new();
-    for i in 0..2000 {
+    for i in 0..1000 {
         files.insert(
             format!("d{}/e{}/f{i}.txt", i % 10, i % 7),
             file(format!("file {i}\n").as_bytes()),
@@ -221,7 +221,7 @@ fn many_files_are_written_quickly() {
     let count = git(dir.path(), &["ls-tree", "-r", "--name-only", &c])
         .lines()
         .count();
-    assert_eq!(count, 2000);
+    assert_eq!(count, 1000);
 }
 
 #[test]

@@ -113,7 +113,7 @@ fn start_fails_fast_on_a_bad_repository() {
 #[test]
 fn concurrent_clients_get_correct_bodies() {
     let s = sample();
-    let big: Vec<u8> = (0..3_000_000u32)
+    let big: Vec<u8> = (0..600_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     s.git.write("big.bin", &big);

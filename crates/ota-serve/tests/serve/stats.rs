@@ -153,3 +153,33 @@ fn asset_requests_are_their_own_class() {
     assert_eq!(stats.api_requests, 2, "release JSON and asset JSON");
     assert_eq!(stats.file_body_bytes, 2000);
 }
+
+#[test]
+fn wire_bytes_are_exactly_what_crossed_the_socket() {
+    let s = sample();
+    let server = serve(&s.git.path);
+    let addr = server.addr();
+    let requests = [
+        format!(
+            "GET /raw/o/r/main/README.md HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "GET /repos/o/r/releases HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "HEAD /repos/o/r HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
+        ),
+    ];
+    let mut sent = 0;
+    let mut received = 0;
+    for request in &requests {
+        let (status, text) = crate::util::raw_http(addr, request);
+        assert_eq!(status, 200);
+        sent += request.len() as u64;
+        received += text.len() as u64;
+    }
+    let stats = server.stats();
+    assert_eq!(stats.wire_bytes_in, sent);
+    assert_eq!(stats.wire_bytes_out, received);
+    assert_eq!(stats.requests, 3);
+}

@@ -153,6 +153,10 @@ fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
+        // Never ask for compression implicitly: if ureq's `gzip` feature is on (feature
+        // unification in a workspace build), it would also decompress behind our back.
+        // Tests that want gzip send the header themselves over a raw socket.
+        .accept_encoding("")
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into()
@@ -213,6 +217,47 @@ pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// A response read from a raw socket, bytes untouched.
+pub struct RawResp {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// `GET path` with extra header lines over a raw socket; the body is returned as sent.
+pub fn raw_get_bytes(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResp {
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(out[..split].to_vec()).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    RawResp {
+        status,
+        head,
+        body: out[split + 4..].to_vec(),
+    }
 }
 
 /// `GET path` over a raw socket with a User-Agent, without any client-side normalisation.
