@@ -422,6 +422,9 @@ impl Updater {
     }
 }
 
+/// How long to wait for the lock before reporting another ota process at work.
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
 /// An exclusive `flock` on the state folder's lock file, released on drop.
 struct Lock {
     _file: File,
@@ -435,10 +438,20 @@ impl Lock {
             .write(true)
             .open(path)
             .map_err(|e| Error::Setup(format!("cannot open {}: {e}", path.display())))?;
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(Lock { _file: file }),
-            Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Busy(path.display().to_string())),
-            Err(e) => Err(Error::Setup(format!("cannot lock {}: {e}", path.display()))),
+        // A lock can be held for a moment by a process that is not ota at all: a child forked
+        // by a program that embeds ota keeps the descriptor until it execs. Wait that out.
+        let patience = Instant::now() + LOCK_PATIENCE;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Lock { _file: file }),
+                Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < patience => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(Error::Busy(path.display().to_string()));
+                }
+                Err(e) => return Err(Error::Setup(format!("cannot lock {}: {e}", path.display()))),
+            }
         }
     }
 }
