@@ -172,6 +172,9 @@ impl Fetcher<'_> {
             .map_err(|e| FetchError::io(dest, e))
     }
 
+    /// Downloads a file, resuming after each interruption. An attempt that brought no new
+    /// byte counts against `retries`; one that made progress does not, so a file survives
+    /// any number of drops as long as bytes keep arriving (the update deadline still holds).
     fn download_file(
         &self,
         entry: &Entry,
@@ -181,11 +184,13 @@ impl Fetcher<'_> {
         let mut file = self.create(entry, dest)?;
         let mut hasher = BlobHasher::new(entry.size);
         let mut written = 0u64;
-        let mut failures = 0u32;
+        let mut validator: Option<String> = None;
+        let mut fruitless = 0u32;
+        let mut drops = 0u32;
         loop {
             let body = self
                 .source
-                .open(&self.commit, entry, written)
+                .open(&self.commit, entry, written, validator.as_deref())
                 .map_err(FetchError::Source)?;
             if body.offset != written {
                 // The server sent the whole file again: start over.
@@ -197,6 +202,10 @@ impl Fetcher<'_> {
                 hasher = BlobHasher::new(entry.size);
                 written = 0;
             }
+            if validator.is_none() {
+                validator = body.validator;
+            }
+            let before = written;
             let limit = entry.size - written + 1;
             let outcome = stream(body.reader.take(limit), &mut *file, &mut hasher, stop);
             let interruption = match outcome {
@@ -225,20 +234,24 @@ impl Fetcher<'_> {
                     error.to_string()
                 }
             };
-            if failures >= self.net.retries {
+            drops += 1;
+            if written > before {
+                fruitless = 0;
+            } else {
+                fruitless += 1;
+            }
+            if fruitless > self.net.retries {
                 return Err(FetchError::Interrupted {
                     path: entry.path.to_string(),
-                    attempts: failures + 1,
+                    attempts: drops,
                     message: interruption,
                 });
             }
-            failures += 1;
-            let delay = backoff(self.net, failures - 1);
+            let delay = backoff(self.net, fruitless);
             tracing::warn!(
-                "downloading {}: {interruption}; resuming at byte {written} in {:.1}s (retry {failures}/{})",
+                "downloading {}: {interruption}; resuming at byte {written} in {:.1}s (interruption {drops})",
                 entry.path,
                 delay.as_secs_f64(),
-                self.net.retries
             );
             std::thread::sleep(delay);
         }
@@ -264,7 +277,7 @@ impl Fetcher<'_> {
         }
         let body = self
             .source
-            .open(&self.commit, entry, 0)
+            .open(&self.commit, entry, 0, None)
             .map_err(FetchError::Source)?;
         let mut target = Vec::new();
         body.reader

@@ -18,6 +18,8 @@ use crate::config::{NetworkConfig, Token};
 
 /// The API version GitHub documents for these endpoints.
 const API_VERSION: &str = "2022-11-28";
+/// Wait after a secondary rate limit that gives no `retry-after` (GitHub: at least a minute).
+const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
 /// Largest error body read to extract a message.
 const ERROR_BODY_LIMIT: u64 = 64 << 10;
 
@@ -89,11 +91,43 @@ struct Counters {
     retries: AtomicU64,
 }
 
+/// A small answer, read whole.
+pub struct Answer {
+    /// The body.
+    pub body: Vec<u8>,
+    /// Its `ETag`, for a later conditional request.
+    pub etag: Option<String>,
+    /// Its `Content-Type`.
+    pub content_type: Option<String>,
+}
+
+impl Answer {
+    /// Parses the body as JSON; the error says what arrived instead.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, HttpError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            let start: String = String::from_utf8_lossy(&self.body[..self.body.len().min(60)])
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            HttpError::new(
+                url,
+                ErrorKind::BadJson(format!(
+                    "{e}; got {} bytes of {} starting {start:?}",
+                    self.body.len(),
+                    self.content_type.as_deref().unwrap_or("no content type"),
+                )),
+            )
+        })
+    }
+}
+
 /// A response whose body is streamed.
 pub struct Download {
     /// Offset in the file where this body starts: the offset asked for, or 0 when the
     /// server ignored the range and sent the whole file.
     pub offset: u64,
+    /// The response's strong `ETag`, to guard a resume with `If-Range`.
+    pub validator: Option<String>,
     /// The body (already decompressed).
     pub reader: Box<dyn Read + Send>,
 }
@@ -156,44 +190,84 @@ impl Http {
         url: &str,
         limit: u64,
     ) -> Result<T, HttpError> {
-        let bytes = self.get_bytes(url, Accept::Json, limit)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| HttpError::new(url, ErrorKind::BadJson(e.to_string())))
+        let answer = self
+            .get(url, Accept::Json, limit, None)?
+            .ok_or_else(|| not_modified(url))?;
+        answer.json(url)
     }
 
     /// GETs a small metadata body (at most `limit` bytes), with retries.
     pub fn get_bytes(&self, url: &str, accept: Accept, limit: u64) -> Result<Vec<u8>, HttpError> {
+        let answer = self
+            .get(url, accept, limit, None)?
+            .ok_or_else(|| not_modified(url))?;
+        Ok(answer.body)
+    }
+
+    /// GETs a small metadata body, conditionally when `etag` is given: `Ok(None)` means the
+    /// server answered 304 Not Modified (GitHub does not count an authenticated 304 against
+    /// the rate limit).
+    pub fn get(
+        &self,
+        url: &str,
+        accept: Accept,
+        limit: u64,
+        etag: Option<&str>,
+    ) -> Result<Option<Answer>, HttpError> {
+        let condition: Vec<(&str, &str)> = etag.map(|e| ("If-None-Match", e)).into_iter().collect();
         self.with_retries(url, |attempt_url| {
-            let response = self.send(attempt_url, accept, Class::Api, &[])?;
-            let mut bytes = Vec::new();
+            let response = self.send(attempt_url, accept, Class::Api, &condition)?;
+            if response.status() == StatusCode::NOT_MODIFIED {
+                return Ok(None);
+            }
+            let etag = header_str(response.headers(), "etag");
+            let content_type = header_str(response.headers(), "content-type");
+            let mut body = Vec::new();
             response
                 .into_body()
                 .into_reader()
                 .take(limit + 1)
-                .read_to_end(&mut bytes)
+                .read_to_end(&mut body)
                 .map_err(|e| HttpError::new(url, ErrorKind::Transport(e.to_string())))?;
             self.counters
                 .api_bytes
-                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            if bytes.len() as u64 > limit {
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+            if body.len() as u64 > limit {
                 return Err(HttpError::new(url, ErrorKind::TooLarge(limit)));
             }
-            Ok(bytes)
+            Ok(Some(Answer {
+                body,
+                etag,
+                content_type,
+            }))
         })
     }
 
-    /// Opens a file body from `offset` (a `Range` request when > 0), with retries for the
-    /// request itself. Errors while reading the body are the caller's to retry (resume).
-    pub fn download(&self, url: &str, accept: Accept, offset: u64) -> Result<Download, HttpError> {
+    /// Opens a file body from `offset` (a `Range` request when > 0, guarded by `If-Range`
+    /// with the validator of the first response when it had a strong one), with retries for
+    /// the request itself. Errors while reading the body are the caller's to retry (resume).
+    pub fn download(
+        &self,
+        url: &str,
+        accept: Accept,
+        offset: u64,
+        if_range: Option<&str>,
+    ) -> Result<Download, HttpError> {
         self.with_retries(url, |attempt_url| {
             let range = format!("bytes={offset}-");
-            let headers: &[(&str, &str)] = if offset > 0 {
+            let mut headers: Vec<(&str, &str)> = Vec::new();
+            if offset > 0 {
                 // A range counts bytes of the encoded body: ask for no encoding.
-                &[("Range", &range), ("Accept-Encoding", "identity")]
-            } else {
-                &[]
-            };
-            let response = self.send(attempt_url, accept, Class::File, headers)?;
+                headers.push(("Range", &range));
+                headers.push(("Accept-Encoding", "identity"));
+                if let Some(validator) = if_range {
+                    headers.push(("If-Range", validator));
+                }
+            }
+            let response = self.send(attempt_url, accept, Class::File, &headers)?;
+            if response.status() == StatusCode::NOT_MODIFIED {
+                return Err(not_modified(url));
+            }
             let start = if response.status() == StatusCode::PARTIAL_CONTENT {
                 content_range_start(response.headers()).ok_or_else(|| {
                     HttpError::new(
@@ -210,12 +284,16 @@ impl Http {
                     ErrorKind::BadBody(format!("asked for bytes from {offset}, got from {start}")),
                 ));
             }
+            // Only a strong validator may guard a range (RFC 9110, If-Range).
+            let validator = header_str(response.headers(), "etag").filter(|e| !e.starts_with("W/"));
             let reader = Counted {
                 inner: response.into_body().into_reader(),
                 counters: Arc::clone(&self.counters),
+                deadline: self.deadline,
             };
             Ok(Download {
                 offset: start,
+                validator,
                 reader: Box::new(reader),
             })
         })
@@ -324,7 +402,7 @@ impl Http {
             .map_err(|e| HttpError::new(url, ErrorKind::Transport(describe(&e))))?;
         self.note_quota(response.headers());
         let status = response.status();
-        if status.is_success() {
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok(response);
         }
         Err(self.status_error(url, response))
@@ -359,12 +437,21 @@ impl Http {
         let remaining = header_u64(&headers, "x-ratelimit-remaining");
         let retry_after = header_u64(&headers, "retry-after").map(Duration::from_secs);
         let reset = header_u64(&headers, "x-ratelimit-reset");
+        let secondary = message
+            .as_deref()
+            .is_some_and(|m| m.to_ascii_lowercase().contains("rate limit"));
         let kind = if (status == 403 || status == 429)
-            && (remaining == Some(0) || retry_after.is_some())
+            && (remaining == Some(0) || retry_after.is_some() || secondary)
         {
-            let wait = retry_after.or_else(|| {
-                reset.map(|r| Duration::from_secs(r.saturating_sub(crate::state::unix_now()) + 1))
-            });
+            // GitHub: honour retry-after; else wait for the reset; a secondary limit that
+            // gives neither asks for at least a minute.
+            let wait = retry_after
+                .or_else(|| {
+                    reset.map(|r| {
+                        Duration::from_secs(r.saturating_sub(crate::state::unix_now()) + 1)
+                    })
+                })
+                .or(Some(SECONDARY_LIMIT_WAIT));
             ErrorKind::RateLimited { reset, wait }
         } else if status == 404 {
             ErrorKind::NotFound
@@ -385,20 +472,39 @@ pub fn backoff(net: &NetworkConfig, tries: u32) -> Duration {
     ceiling.mul_f64(fastrand::f64())
 }
 
-/// Counts file body bytes as they are read.
+/// Counts file body bytes as they are read, and stops a body that outlives the update's
+/// deadline (a trickle that never stalls long enough for the read timeout).
 struct Counted<R> {
     inner: R,
     counters: Arc<Counters>,
+    deadline: Option<Instant>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the update's deadline (update_timeout_sec) passed",
+            ));
+        }
         let n = self.inner.read(buf)?;
         self.counters
             .file_bytes
             .fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
+}
+
+fn not_modified(url: &str) -> HttpError {
+    HttpError::new(
+        url,
+        ErrorKind::BadBody("304 Not Modified to an unconditional request".into()),
+    )
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    Some(headers.get(name)?.to_str().ok()?.to_owned())
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {

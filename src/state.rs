@@ -6,6 +6,7 @@
 //! stage/<txid>/     downloaded, verified files waiting to be placed
 //! backup/<txid>/    files displaced by an open transaction
 //! last_error.json   the last failure (time, phase, kind, message); cleared by a success
+//! cache.json        what the last check saw: the channel answer's ETag, the rate-limit quota
 //! lock              held (flock) by the process that changes the target
 //! ```
 //!
@@ -19,7 +20,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{self, Fs};
+use crate::http::Quota;
 use crate::manifest::{Manifest, ObjectId};
+use crate::source::Validator;
 
 /// Largest `state.json` ota reads (a manifest of 100,000 files fits).
 const STATE_LIMIT: u64 = 64 << 20;
@@ -56,6 +59,11 @@ impl StateDir {
     /// `last_error.json`.
     pub fn error_file(&self) -> PathBuf {
         self.root.join("last_error.json")
+    }
+
+    /// `cache.json`.
+    pub fn cache_file(&self) -> PathBuf {
+        self.root.join("cache.json")
     }
 
     /// `lock`.
@@ -102,6 +110,24 @@ impl StateDir {
     /// Records a failure in `last_error.json`.
     pub fn write_last_error(&self, fs: &dyn Fs, error: &LastError) -> Result<(), StateError> {
         write_json(fs, &self.error_file(), error)
+    }
+
+    /// Reads `cache.json`; a missing or unreadable cache is an empty one (it only saves
+    /// requests).
+    pub fn read_cache(&self, fs: &dyn Fs) -> Cache {
+        match read_json(fs, &self.cache_file(), ERROR_LIMIT) {
+            Ok(Some(cache)) => cache,
+            Ok(None) => Cache::default(),
+            Err(e) => {
+                tracing::warn!("ignoring {}: {e}", self.cache_file().display());
+                Cache::default()
+            }
+        }
+    }
+
+    /// Replaces `cache.json`.
+    pub fn write_cache(&self, fs: &dyn Fs, cache: &Cache) -> Result<(), StateError> {
+        write_json(fs, &self.cache_file(), cache)
     }
 
     /// Removes `last_error.json` after a success.
@@ -197,6 +223,17 @@ pub struct LastError {
     pub kind: String,
     /// The full error message (never contains secrets).
     pub message: String,
+}
+
+/// Contents of `cache.json`: nothing here is needed for correctness.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cache {
+    /// The last answer about the channel, for a conditional check.
+    pub validator: Option<Validator>,
+    /// The rate limit as last reported by the API.
+    pub quota: Option<Quota>,
+    /// When the source was last asked (RFC 3339, UTC).
+    pub last_check: Option<String>,
 }
 
 /// The time now as RFC 3339 UTC with seconds.

@@ -418,21 +418,27 @@ impl Ctx<'_> {
             .map_err(|e| ApplyError::io("sync", self.dirs.root(), e))
     }
 
-    /// Removes temp files a crash can leave in the state folder (from `write_atomic`).
+    /// Removes the `*.tmp` files a crash can leave in the state folder (from
+    /// `fs::write_atomic`: state, journal, last error, cache).
     fn remove_temp_files(&self) -> Result<bool, ApplyError> {
+        let root = self.dirs.root();
+        if self.exists(root)?.is_none() {
+            return Ok(false);
+        }
         let mut removed = false;
-        for file in [
-            self.dirs.journal_file(),
-            self.dirs.state_file(),
-            self.dirs.error_file(),
-        ] {
-            let tmp = fs::tmp_path(&file);
-            if self.exists(&tmp)?.is_some() {
-                self.fs
-                    .remove_file(&tmp)
-                    .map_err(|e| ApplyError::io("remove", &tmp, e))?;
-                removed = true;
+        let names = self
+            .fs
+            .read_dir(root)
+            .map_err(|e| ApplyError::io("list", root, e))?;
+        for name in names {
+            if !name.to_string_lossy().ends_with(".tmp") {
+                continue;
             }
+            let tmp = root.join(name);
+            self.fs
+                .remove_file(&tmp)
+                .map_err(|e| ApplyError::io("remove", &tmp, e))?;
+            removed = true;
         }
         Ok(removed)
     }

@@ -17,7 +17,7 @@ use crate::manifest::{self, Manifest, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::source::Source;
 use crate::source::github::GitHub;
-use crate::state::{Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339};
+use crate::state::{Cache, Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339};
 use crate::survey;
 use crate::transaction::{self, Journal, Recovery, Transaction};
 
@@ -98,6 +98,8 @@ pub struct Status {
     pub pending: Option<Journal>,
     /// The last failure, if not cleared by a success since.
     pub last_error: Option<LastError>,
+    /// What the last check saw (time, rate-limit quota).
+    pub cache: Cache,
 }
 
 /// Runs ota's commands for one configuration.
@@ -156,8 +158,7 @@ impl Updater {
     pub fn check(&self) -> Result<Check, Error> {
         self.recorded(|| {
             let installed = self.installed_if_any()?;
-            let known = installed.as_ref().map(|i| &i.release);
-            let available = self.source.resolve(&self.config.channel, known)?;
+            let available = self.resolve(installed.as_ref(), false)?;
             Ok(match installed {
                 Some(i) if self.is_current(&i, &available) => Check::UpToDate(available),
                 other => Check::Available {
@@ -175,11 +176,7 @@ impl Updater {
             let _lock = self.prepare()?;
             let recovery = self.recover_locked()?;
             let installed = self.dirs.read_installed(&*self.fs)?;
-            let known = installed
-                .as_ref()
-                .filter(|_| !options.force)
-                .map(|i| &i.release);
-            let to = self.source.resolve(&self.config.channel, known)?;
+            let to = self.resolve(installed.as_ref(), options.force)?;
             let from = installed.as_ref().map(|i| i.release.clone());
             let mut report = Report {
                 from,
@@ -222,6 +219,34 @@ impl Updater {
             report.elapsed = started.elapsed();
             Ok(Outcome::Updated(report))
         })
+    }
+
+    /// Asks the source what the channel names now: conditionally when `cache.json` holds a
+    /// validator for it, and reusing the installed release's commit when its tag is still
+    /// current, unless `fresh`. Remembers the new validator, the rate-limit quota and the
+    /// time of the check.
+    fn resolve(&self, installed: Option<&Installed>, fresh: bool) -> Result<ReleaseId, Error> {
+        let fs = &*self.fs;
+        let mut cache = self.dirs.read_cache(fs);
+        let (known, cached) = match fresh {
+            true => (None, None),
+            false => (installed.map(|i| &i.release), cache.validator.as_ref()),
+        };
+        let result = self.source.resolve(&self.config.channel, known, cached);
+        if let Ok(resolved) = &result {
+            cache.validator = resolved.validator.clone();
+        }
+        let quota = self.source.quota();
+        if quota.remaining.is_some() {
+            cache.quota = Some(quota);
+        }
+        cache.last_check = Some(now_rfc3339());
+        if matches!(fs.metadata(self.dirs.root()), Ok(Some(_)))
+            && let Err(e) = self.dirs.write_cache(fs, &cache)
+        {
+            tracing::warn!("could not save {}: {e}", self.dirs.cache_file().display());
+        }
+        Ok(result?.release)
     }
 
     /// Fetches into a new transaction and commits it.
@@ -319,6 +344,7 @@ impl Updater {
                 installed: None,
                 pending: None,
                 last_error: None,
+                cache: Cache::default(),
             });
         }
         Ok(Status {
@@ -327,6 +353,7 @@ impl Updater {
             pending: transaction::pending(fs, &self.config.target_dir, &self.dirs)
                 .map_err(Error::Recover)?,
             last_error: self.dirs.read_last_error(fs)?,
+            cache: self.dirs.read_cache(fs),
         })
     }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
-use super::{Source, SourceError};
+use super::{Resolved, Source, SourceError, Validator};
 use crate::config::{Channel, GithubConfig, NetworkConfig};
 use crate::http::{Accept, Download, ErrorKind, Http, HttpError, Quota, Usage, host_of};
 use crate::manifest::{Entry, Kind, ObjectId, TreeEntry};
@@ -88,15 +88,28 @@ impl GitHub {
         }
     }
 
-    /// The published release with `tag`, or the latest: its tag name.
-    fn release_tag(&self, tag: Option<&str>) -> Result<String, SourceError> {
+    /// The published release with `tag`, or the latest: its tag name, or `Unchanged` when a
+    /// conditional request with `cached` was answered 304.
+    fn release_tag(
+        &self,
+        tag: Option<&str>,
+        cached: Option<&Validator>,
+    ) -> Result<Asked, SourceError> {
         let url = match tag {
             Some(t) => format!("{}/releases/tags/{}", self.api, encode(t)),
             None => format!("{}/releases/latest", self.api),
         };
         let what = format!("looking up the release of {}", self.full_name());
-        let release: ReleaseJson = self.http.get_json(&url, RELEASE_LIMIT).map_err(|e| {
-            match (e.kind == ErrorKind::NotFound, tag) {
+        let cached = cached.filter(|c| c.url == url);
+        let answer = self
+            .http
+            .get(
+                &url,
+                Accept::Json,
+                RELEASE_LIMIT,
+                cached.map(|c| c.etag.as_str()),
+            )
+            .map_err(|e| match (e.kind == ErrorKind::NotFound, tag) {
                 (true, Some(t)) => SourceError::TagNotFound {
                     repo: self.full_name(),
                     tag: t.to_owned(),
@@ -108,8 +121,15 @@ impl GitHub {
                     what: what.clone(),
                     source: e,
                 },
+            })?;
+        let answer = match (answer, cached) {
+            (Some(answer), _) => answer,
+            (None, Some(cached)) => return Ok(Asked::Unchanged(cached.clone())),
+            (None, None) => {
+                return Err(self.protocol(&what, "304 Not Modified to an unconditional request"));
             }
-        })?;
+        };
+        let release: ReleaseJson = answer.json(&url).map_err(self.http_error(what.clone()))?;
         // `releases/latest` never answers a draft or prerelease, but a pinned tag can.
         if release.draft {
             return Err(self.protocol(&what, format!("release {} is a draft", release.tag_name)));
@@ -120,21 +140,48 @@ impl GitHub {
                 format!("release {} is a prerelease", release.tag_name),
             ));
         }
-        Ok(release.tag_name)
+        Ok(Asked::Answer {
+            value: release.tag_name,
+            url,
+            etag: answer.etag,
+        })
     }
 
-    /// `commits/{reference}` with the sha media type: the commit a ref points at.
-    fn commit_of(&self, reference: &str) -> Result<Option<ObjectId>, HttpError> {
+    /// `commits/{reference}` with the sha media type: the commit a ref points at (`None`
+    /// when the ref does not exist), or `Unchanged` after a 304 to `cached`.
+    fn commit_of(
+        &self,
+        reference: &str,
+        cached: Option<&Validator>,
+    ) -> Result<Option<Asked<ObjectId>>, HttpError> {
         let url = format!("{}/commits/{}", self.api, encode_path(reference));
-        match self.http.get_bytes(&url, Accept::Sha, SMALL_LIMIT) {
-            Ok(body) => {
-                let text = String::from_utf8_lossy(&body);
-                ObjectId::from_hex(text.trim()).map(Some).ok_or_else(|| {
+        let cached = cached.filter(|c| c.url == url);
+        match self.http.get(
+            &url,
+            Accept::Sha,
+            SMALL_LIMIT,
+            cached.map(|c| c.etag.as_str()),
+        ) {
+            Ok(None) => match cached {
+                Some(cached) => Ok(Some(Asked::Unchanged(cached.clone()))),
+                None => Err(HttpError::new(
+                    &url,
+                    ErrorKind::BadBody("304 Not Modified to an unconditional request".into()),
+                )),
+            },
+            Ok(Some(answer)) => {
+                let text = String::from_utf8_lossy(&answer.body);
+                let commit = ObjectId::from_hex(text.trim()).ok_or_else(|| {
                     HttpError::new(
                         &url,
                         ErrorKind::BadBody(format!("not a commit SHA: {:?}", truncate(&text))),
                     )
-                })
+                })?;
+                Ok(Some(Asked::Answer {
+                    value: commit,
+                    url,
+                    etag: answer.etag,
+                }))
             }
             Err(e)
                 if matches!(
@@ -259,44 +306,55 @@ impl Source for GitHub {
         &self,
         channel: &Channel,
         known: Option<&ReleaseId>,
-    ) -> Result<ReleaseId, SourceError> {
+        cached: Option<&Validator>,
+    ) -> Result<Resolved, SourceError> {
         match channel {
             Channel::Stable { tag } => {
-                let tag_name = self.release_tag(tag.as_deref())?;
-                if let Some(known) = known
-                    && known.channel == "stable"
-                    && known.ref_name == tag_name
-                {
-                    return Ok(known.clone());
-                }
-                let what = format!("resolving tag {tag_name} of {}", self.full_name());
-                let commit = match self
-                    .commit_of(&format!("tags/{tag_name}"))
-                    .map_err(self.http_error(what))?
-                {
-                    Some(commit) => commit,
-                    None => self.peel_tag(&tag_name)?,
+                let (tag_name, url, etag) = match self.release_tag(tag.as_deref(), cached)? {
+                    Asked::Unchanged(cached) => return Ok(unchanged(cached)),
+                    Asked::Answer { value, url, etag } => (value, url, etag),
                 };
-                Ok(ReleaseId {
-                    channel: "stable".into(),
-                    ref_name: tag_name,
-                    commit,
-                })
+                let release = match known {
+                    Some(k) if k.channel == "stable" && k.ref_name == tag_name => k.clone(),
+                    _ => {
+                        let what = format!("resolving tag {tag_name} of {}", self.full_name());
+                        let commit = match self
+                            .commit_of(&format!("tags/{tag_name}"), None)
+                            .map_err(self.http_error(what))?
+                        {
+                            Some(Asked::Answer { value, .. }) => value,
+                            _ => self.peel_tag(&tag_name)?,
+                        };
+                        ReleaseId {
+                            channel: "stable".into(),
+                            ref_name: tag_name,
+                            commit,
+                        }
+                    }
+                };
+                Ok(resolved(release, url, etag))
             }
             Channel::Developer { branch } => {
                 let what = format!("looking up branch {branch} of {}", self.full_name());
-                let commit = self
-                    .commit_of(branch)
+                match self
+                    .commit_of(branch, cached)
                     .map_err(self.http_error(what))?
-                    .ok_or_else(|| SourceError::BranchNotFound {
+                {
+                    Some(Asked::Unchanged(cached)) => Ok(unchanged(cached)),
+                    Some(Asked::Answer { value, url, etag }) => Ok(resolved(
+                        ReleaseId {
+                            channel: "developer".into(),
+                            ref_name: branch.clone(),
+                            commit: value,
+                        },
+                        url,
+                        etag,
+                    )),
+                    None => Err(SourceError::BranchNotFound {
                         repo: self.full_name(),
                         branch: branch.clone(),
-                    })?;
-                Ok(ReleaseId {
-                    channel: "developer".into(),
-                    ref_name: branch.clone(),
-                    commit,
-                })
+                    }),
+                }
             }
         }
     }
@@ -308,12 +366,18 @@ impl Source for GitHub {
         Ok(out)
     }
 
-    fn open(&self, commit: &ObjectId, entry: &Entry, offset: u64) -> Result<Download, SourceError> {
+    fn open(
+        &self,
+        commit: &ObjectId,
+        entry: &Entry,
+        offset: u64,
+        validator: Option<&str>,
+    ) -> Result<Download, SourceError> {
         let what = format!("downloading {}", entry.path);
         if entry.kind == Kind::Symlink || self.blobs_only.load(Ordering::Relaxed) {
             return self
                 .http
-                .download(&self.blob_url(entry), Accept::RawBlob, offset)
+                .download(&self.blob_url(entry), Accept::RawBlob, offset, validator)
                 .map_err(self.http_error(what));
         }
         let url = format!(
@@ -322,7 +386,7 @@ impl Source for GitHub {
             commit,
             encode_path(entry.path.as_str())
         );
-        match self.http.download(&url, Accept::Bytes, offset) {
+        match self.http.download(&url, Accept::Bytes, offset, validator) {
             Err(e) if e.kind == ErrorKind::NotFound && self.has_token => {
                 tracing::info!(
                     "raw hosting has no {}; using the blob API (private repository?)",
@@ -330,7 +394,7 @@ impl Source for GitHub {
                 );
                 self.blobs_only.store(true, Ordering::Relaxed);
                 self.http
-                    .download(&self.blob_url(entry), Accept::RawBlob, offset)
+                    .download(&self.blob_url(entry), Accept::RawBlob, offset, validator)
                     .map_err(self.http_error(what))
             }
             other => other.map_err(self.http_error(what)),
@@ -348,6 +412,35 @@ impl Source for GitHub {
     fn quota(&self) -> Quota {
         self.http.quota()
     }
+}
+
+/// The answer to a possibly conditional request.
+enum Asked<T = String> {
+    /// 304: what this validator named still holds.
+    Unchanged(Validator),
+    /// A fresh answer.
+    Answer {
+        value: T,
+        url: String,
+        etag: Option<String>,
+    },
+}
+
+/// The release a validator named, after a 304 to it.
+fn unchanged(cached: Validator) -> Resolved {
+    Resolved {
+        release: cached.release.clone(),
+        validator: Some(cached),
+    }
+}
+
+fn resolved(release: ReleaseId, url: String, etag: Option<String>) -> Resolved {
+    let validator = etag.map(|etag| Validator {
+        url,
+        etag,
+        release: release.clone(),
+    });
+    Resolved { release, validator }
 }
 
 /// Percent-encodes one path segment.

@@ -8,6 +8,8 @@
 
 pub mod github;
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::Channel;
 use crate::http::{Download, HttpError, Quota, Usage};
 use crate::manifest::{Entry, ObjectId, TreeEntry};
@@ -15,25 +17,56 @@ use crate::state::ReleaseId;
 
 /// A release host.
 pub trait Source: Send + Sync {
-    /// Which release the channel points at now. `known` is the installed release: when the
-    /// channel still names it (same tag), the source may return it without looking further,
-    /// so that an up-to-date check costs one request. Release tags are taken not to move;
-    /// `ota update --force` passes `None` to look again.
+    /// Which release the channel points at now, in as few requests as possible:
+    /// - `cached` is the validator of the last answer; when its URL is the one to ask, the
+    ///   request is conditional, and a 304 returns the release it named (one request, which
+    ///   GitHub does not count against the rate limit when authenticated);
+    /// - `known` is the installed release: when the channel still names its tag, it is
+    ///   returned without looking up the commit again (release tags are taken not to move;
+    ///   `ota update --force` passes `None` for both to look again).
     fn resolve(
         &self,
         channel: &Channel,
         known: Option<&ReleaseId>,
-    ) -> Result<ReleaseId, SourceError>;
+        cached: Option<&Validator>,
+    ) -> Result<Resolved, SourceError>;
     /// The full tree of `commit` (every entry, unfiltered, unvalidated).
     fn tree(&self, commit: &ObjectId) -> Result<Vec<TreeEntry>, SourceError>;
-    /// The bytes of `entry` at `commit`, from `offset`.
-    fn open(&self, commit: &ObjectId, entry: &Entry, offset: u64) -> Result<Download, SourceError>;
+    /// The bytes of `entry` at `commit`, from `offset`; a resume passes the `validator` of
+    /// the first answer so the server can refuse a range of a different representation.
+    fn open(
+        &self,
+        commit: &ObjectId,
+        entry: &Entry,
+        offset: u64,
+        validator: Option<&str>,
+    ) -> Result<Download, SourceError>;
     /// A short name of what is followed, e.g. `acme/app`.
     fn name(&self) -> String;
     /// Requests and bytes used so far.
     fn usage(&self) -> Usage;
     /// The last rate-limit state seen, if the host reports one.
     fn quota(&self) -> Quota;
+}
+
+/// What `resolve` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The release the channel points at.
+    pub release: ReleaseId,
+    /// What to send next time to ask "has it changed?" conditionally.
+    pub validator: Option<Validator>,
+}
+
+/// The `ETag` of a channel's answer, and the release that answer named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validator {
+    /// The URL asked.
+    pub url: String,
+    /// Its `ETag`.
+    pub etag: String,
+    /// The release it named.
+    pub release: ReleaseId,
 }
 
 /// A source that could not answer.

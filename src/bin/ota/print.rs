@@ -160,6 +160,8 @@ pub fn status(status: &Status, as_json: bool) -> anyhow::Result<()> {
             "installed": installed,
             "recovery_pending": status.pending.as_ref().map(|j| &j.release),
             "last_error": status.last_error,
+            "last_check": status.cache.last_check,
+            "rate_limit": status.cache.quota,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
