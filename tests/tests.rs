@@ -8,5 +8,6 @@ mod util;
 mod channels;
 mod config;
 mod hostile;
+mod network;
 mod safety;
 mod update;

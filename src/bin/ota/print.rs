@@ -195,6 +195,23 @@ pub fn status(status: &Status, as_json: bool) -> anyhow::Result<()> {
         ),
         None => println!("last error:  none"),
     }
+    if let Some(time) = &status.cache.last_check {
+        println!("last check:  {time}");
+    }
+    if let Some(q) = &status.cache.quota {
+        let reset = q.reset.map_or("?".into(), |r| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(r),
+            )
+            .to_string()
+        });
+        let num = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
+        println!(
+            "rate limit:  {} of {} requests left, resets at {reset}",
+            num(q.remaining),
+            num(q.limit)
+        );
+    }
     Ok(())
 }
 
