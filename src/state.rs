@@ -223,6 +223,16 @@ pub struct LastError {
     pub kind: String,
     /// The full error message (never contains secrets).
     pub message: String,
+    /// Failures in a row, this one included (a success resets it by removing the file).
+    #[serde(default = "one")]
+    pub consecutive: u32,
+    /// When the first of those failures happened.
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Contents of `cache.json`: nothing here is needed for correctness.

@@ -429,15 +429,23 @@ impl Updater {
         let recorded = match &result {
             Ok(_) => self.dirs.clear_last_error(fs),
             Err(Error::Busy(_)) => Ok(()),
-            Err(e) => self.dirs.write_last_error(
-                fs,
-                &LastError {
-                    time: now_rfc3339(),
-                    phase: e.phase().into(),
-                    kind: e.kind().into(),
-                    message: e.to_string(),
-                },
-            ),
+            Err(e) => {
+                let time = now_rfc3339();
+                let before = self.dirs.read_last_error(fs).ok().flatten();
+                self.dirs.write_last_error(
+                    fs,
+                    &LastError {
+                        phase: e.phase().into(),
+                        kind: e.kind().into(),
+                        message: e.to_string(),
+                        consecutive: before
+                            .as_ref()
+                            .map_or(1, |b| b.consecutive.saturating_add(1)),
+                        since: Some(before.and_then(|b| b.since).unwrap_or_else(|| time.clone())),
+                        time,
+                    },
+                )
+            }
         };
         if let Err(e) = recorded {
             tracing::warn!(

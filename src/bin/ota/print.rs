@@ -189,10 +189,19 @@ pub fn status(status: &Status, as_json: bool) -> anyhow::Result<()> {
         );
     }
     match &status.last_error {
-        Some(e) => println!(
-            "last error:  {} [{}/{}] {}",
-            e.time, e.phase, e.kind, e.message
-        ),
+        Some(e) => {
+            println!(
+                "last error:  {} [{}/{}] {}",
+                e.time, e.phase, e.kind, e.message
+            );
+            if e.consecutive > 1 {
+                println!(
+                    "             {} failures in a row since {}",
+                    e.consecutive,
+                    e.since.as_deref().unwrap_or("?")
+                );
+            }
+        }
         None => println!("last error:  none"),
     }
     if let Some(time) = &status.cache.last_check {
