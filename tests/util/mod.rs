@@ -192,32 +192,6 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
     }
 }
 
-/// Every folder under `root` (relative), skipping `.ota`.
-pub fn read_dirs(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_owned();
-            if rel == ".ota" {
-                continue;
-            }
-            if std::fs::symlink_metadata(&path).unwrap().is_dir() {
-                out.push(rel);
-                stack.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Serves `repo` on 127.0.0.1 with an ephemeral port.
 pub fn serve(repo: &Path) -> Server {
     let mut options = Options::new(repo);
