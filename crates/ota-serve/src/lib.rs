@@ -12,13 +12,18 @@
 //! - raw files under `/raw/{owner}/{repo}/{ref}/{path}` with `Range` and gzip;
 //! - ETags and `If-None-Match` on everything, rate-limit headers on `/repos`, a token check
 //!   that answers 404 like a private repository, and request statistics for benchmarks
-//!   (also as JSON at `/_ota/stats`).
+//!   (also as JSON at `/_ota/stats`);
+//! - [`fault`] injection on purpose, on the real socket: latency, a shared bandwidth cap,
+//!   resets and truncations after N bytes, stalls, flipped bytes, 5xx and rate-limit answers,
+//!   a wrong `Content-Length`, redirects and replaced bodies, per path pattern.
 //!
 //! [`fixture::RepoWriter`] writes repositories (commits, tags, HEAD) without the `git` CLI,
 //! for the demo and benchmarks.
 //!
 //! # Modules
-//! - `server`: runtime, accept loop, connections, the delivery seam for fault injection;
+//! - `server`: runtime, accept loop, connections, the delivery seam;
+//! - [`fault`]: fault rules, their syntax, matching and counters;
+//! - `wire`: response bodies and the socket under hyper, where faults touch bytes;
 //! - `routes`: dispatch and the checks every request passes (method, User-Agent, names, token);
 //! - `api`, `raw`: the endpoints; `model`: GitHub's JSON shapes;
 //! - `http`: conditional requests, ranges, gzip, HEAD — applied to every reply in one place;
@@ -52,6 +57,7 @@
 mod api;
 mod assets;
 mod error;
+pub mod fault;
 pub mod fixture;
 mod git;
 mod http;
@@ -63,6 +69,7 @@ mod routes;
 mod server;
 mod stats;
 mod version;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,6 +102,9 @@ pub struct Options {
     /// to the download URL on another host name (`localhost` ↔ `127.0.0.1`) instead of 200,
     /// like GitHub's redirect to its storage host.
     pub redirect_assets: bool,
+    /// Fault-injection rules (see [`fault`]); they can be replaced while running with
+    /// [`Server::set_faults`].
+    pub faults: Vec<fault::Fault>,
 }
 
 impl std::fmt::Debug for Options {
@@ -109,6 +119,7 @@ impl std::fmt::Debug for Options {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_tree_entries", &self.max_tree_entries)
             .field("redirect_assets", &self.redirect_assets)
+            .field("faults", &self.faults)
             .finish()
     }
 }
@@ -125,6 +136,7 @@ impl Options {
             token: None,
             max_tree_entries: None,
             redirect_assets: false,
+            faults: Vec::new(),
         }
     }
 }

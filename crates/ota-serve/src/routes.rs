@@ -18,7 +18,7 @@ use crate::http::{self, Fail, Reply, Req};
 use crate::model::Links;
 use crate::ratelimit::{self, RateLimiter};
 use crate::stats::{Recorder, RequestClass};
-use crate::{Error, Options, api, raw};
+use crate::{Error, Options, api, fault, raw};
 
 /// GitHub's answer to a request without `User-Agent`.
 const NO_USER_AGENT: &str = "Request forbidden by administrative rules. Please make sure your request has a User-Agent header (https://docs.github.com/en/rest/overview/resources-in-the-rest-api#user-agent-required). Check https://developer.github.com for other possible causes.\n";
@@ -37,6 +37,7 @@ pub(crate) struct App {
     pub assets: Option<AssetStore>,
     pub stats: Arc<Recorder>,
     pub rate: RateLimiter,
+    pub faults: fault::Rules,
     /// Signs redirect targets of assets, so they work without the token (like GitHub's
     /// pre-signed storage URLs).
     secret: String,
@@ -61,6 +62,7 @@ impl App {
             assets,
             stats: Arc::new(Recorder::default()),
             rate: RateLimiter::new(ratelimit::DEFAULT_LIMIT),
+            faults: fault::Rules::new(options.faults.clone()),
             secret: random_secret(),
             raw_etags: Mutex::new(HashMap::new()),
         })

@@ -2,42 +2,37 @@
 //! connections with keep-alive, and the one place where a finished reply is handed to the
 //! connection ([`deliver`]).
 //!
-//! Per request: the head is copied into a [`Req`], the git/file work runs on the blocking pool
-//! (`routes::handle`), the outcome is recorded in the stats, and [`deliver`] turns the reply
-//! into a hyper response whose body is streamed in chunks by [`ReplyBody`]. Fault injection
-//! (latency, bandwidth caps, truncation, flipped bytes, resets, 5xx/429 answers, wrong
-//! `Content-Length`, redirects) belongs in `deliver` (per request pattern) and in
-//! `stats::CountingIo` (per connection); nothing else needs to change for it.
+//! Per request: the head is copied into a [`Req`], the fault rules decide what to do to it
+//! (`fault::Rules::plan`, in arrival order), the git/file work runs on the blocking pool
+//! (`routes::handle`), a fault may replace the answer, the outcome is recorded in the stats, a
+//! fault's latency is waited (asynchronously), and [`deliver`] turns the reply into a hyper
+//! response whose body is streamed and shaped by `wire::Body`. Each connection's socket is
+//! `wire::WireIo` over `stats::CountingIo`, which carries out what a body arms (resets, clean
+//! closes, stall barriers).
 
 use std::convert::Infallible;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::http::{self, Body, Reply, Req};
+use crate::fault::{self, Fault};
+use crate::http::{self, Reply, Req};
 use crate::routes::{self, App};
 use crate::stats::{ConnCounters, CountingIo, RequestRecord, Stats};
+use crate::wire::{self, Body, Wire, WireIo};
 use crate::{Error, Options};
 
 /// A client has this long to send a complete request head (also the idle keep-alive limit).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Body chunk size: big enough to be cheap, small enough to interleave connections.
-const CHUNK: usize = 64 * 1024;
 
 /// The control endpoint for benchmarks (not counted in the stats).
 const STATS_PATH: &str = "/_ota/stats";
@@ -105,6 +100,17 @@ impl Server {
     /// Zeroes the counters and clears the request log.
     pub fn reset_stats(&self) {
         self.app.stats.reset();
+    }
+
+    /// Replaces the fault rules, for requests from now on (responses already being sent keep
+    /// theirs). Counters of `skip` and `times` start afresh.
+    pub fn set_faults(&self, faults: Vec<Fault>) {
+        self.app.faults.set(faults);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.app.faults.set(Vec::new());
     }
 
     /// Stops accepting, closes connections and joins the server thread.
@@ -246,9 +252,9 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, stop: impl Future<Out
         tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(stream, Arc::clone(&app)));
+                    tokio::spawn(serve_connection(stream, peer.ip(), Arc::clone(&app)));
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -260,18 +266,34 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>, stop: impl Future<Out
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, app: Arc<App>) {
-    // For requests without `Host` (HTTP/1.0): the address the client connected to.
+/// What a request handler knows about its connection.
+struct Conn {
+    counters: Arc<ConnCounters>,
+    wire: Arc<Wire>,
+    /// The client's address (named in rate-limit messages).
+    peer: IpAddr,
+    /// For requests without `Host` (HTTP/1.0): the address the client connected to.
+    local: String,
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, peer: IpAddr, app: Arc<App>) {
     let local = stream
         .local_addr()
         .map_or_else(|_| "127.0.0.1".to_string(), |a| a.to_string());
-    let counters = app.stats.connection();
-    let io = TokioIo::new(CountingIo::new(stream, Arc::clone(&counters)));
+    let conn = Arc::new(Conn {
+        counters: app.stats.connection(),
+        wire: Wire::new(),
+        peer,
+        local,
+    });
+    let io = TokioIo::new(WireIo::new(
+        CountingIo::new(stream, Arc::clone(&conn.counters)),
+        Arc::clone(&conn.wire),
+    ));
     let service = service_fn(move |request| {
         let app = Arc::clone(&app);
-        let counters = Arc::clone(&counters);
-        let local = local.clone();
-        async move { Ok::<_, Infallible>(handle(app, counters, local, request).await) }
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(handle(app, conn, request).await) }
     });
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -286,10 +308,10 @@ async fn serve_connection(stream: tokio::net::TcpStream, app: Arc<App>) {
 
 async fn handle(
     app: Arc<App>,
-    counters: Arc<ConnCounters>,
-    local: String,
+    conn: Arc<Conn>,
     request: hyper::Request<Incoming>,
-) -> Response<ReplyBody> {
+) -> Response<Body> {
+    let arrived = tokio::time::Instant::now();
     let (parts, _body) = request.into_parts();
     // The authority the client used: from an absolute URI, else `Host`, else the socket. It
     // goes into URLs and headers we send back, so anything but a plain host[:port] is ignored.
@@ -302,7 +324,7 @@ async fn handle(
             Some(host.to_string())
         })
         .filter(|h| plain_authority(h))
-        .unwrap_or(local);
+        .unwrap_or_else(|| conn.local.clone());
     let req = Req {
         method: parts.method,
         path: parts.uri.path().to_string(),
@@ -311,9 +333,10 @@ async fn handle(
         host,
     };
     if req.path == STATS_PATH {
-        counters.exclude_from_now();
-        return into_response(stats_reply(&app, &req));
+        conn.counters.exclude_from_now();
+        return wire::plain(stats_reply(&app, &req));
     }
+    let mut plan = app.faults.plan(&req.path_and_query(), &req.host);
     let mut record = RequestRecord {
         method: req.method.to_string(),
         path: req.path_and_query(),
@@ -323,6 +346,7 @@ async fn handle(
         authorized: req.headers.contains_key(header::AUTHORIZATION),
         range: req.header(header::RANGE).map(str::to_string),
         if_none_match: req.header(header::IF_NONE_MATCH).map(str::to_string),
+        faults: Vec::new(),
     };
     let req = Arc::new(req);
     let (worker, request) = (Arc::clone(&app), Arc::clone(&req));
@@ -333,11 +357,31 @@ async fn handle(
             Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error")
         }
     };
+    let reply = match &plan.answer {
+        Some(answer) => fault::answer(answer, &req, reply, conn.peer),
+        None => reply,
+    };
     record.status = reply.status.as_u16();
     record.class = reply.class;
-    record.body_bytes = reply.body.len();
+    record.body_bytes = match plan.shape.cut {
+        Some((at, _)) => reply.body.len().min(at),
+        None => reply.body.len(),
+    };
+    record.faults = std::mem::take(&mut plan.names);
     app.stats.record(record);
-    deliver(&req, reply)
+    let first = conn.wire.first_response();
+    if !plan.latency.is_zero() {
+        // A round trip before the head; a new connection's handshake costs another.
+        let wait = if first {
+            plan.latency.saturating_mul(2)
+        } else {
+            plan.latency
+        };
+        if let Some(until) = arrived.checked_add(wait) {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+    deliver(reply, plan, &conn.wire)
 }
 
 fn plain_authority(host: &str) -> bool {
@@ -367,107 +411,10 @@ fn stats_reply(app: &App, req: &Req) -> Reply {
 }
 
 /// The seam between "what to answer" and "what goes on the wire": every reply (except the
-/// stats endpoint's) passes here exactly once, with the request it answers and its final
-/// status, headers and body. A fault-injection layer matches `req` against its patterns here
-/// and rewrites the reply (status, headers, a body wrapper that delays, throttles, truncates
-/// or corrupts) before it is handed to hyper.
-fn deliver(req: &Req, reply: Reply) -> Response<ReplyBody> {
-    let _ = req;
-    into_response(reply)
-}
-
-fn into_response(reply: Reply) -> Response<ReplyBody> {
-    let body = match reply.body {
-        Body::Empty => ReplyBody::Empty,
-        Body::Bytes(bytes) => ReplyBody::Bytes(bytes),
-        Body::File { file, len } => ReplyBody::File {
-            file: tokio::fs::File::from_std(file),
-            remaining: len,
-            buf: Vec::new(),
-        },
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = reply.status;
-    *response.headers_mut() = reply.headers;
-    response
-}
-
-/// A response body streamed in chunks of at most [`CHUNK`] bytes.
-pub(crate) enum ReplyBody {
-    Empty,
-    Bytes(Bytes),
-    File {
-        file: tokio::fs::File,
-        remaining: u64,
-        buf: Vec<u8>,
-    },
-}
-
-impl hyper::body::Body for ReplyBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.get_mut() {
-            ReplyBody::Empty => Poll::Ready(None),
-            ReplyBody::Bytes(bytes) => {
-                if bytes.is_empty() {
-                    return Poll::Ready(None);
-                }
-                let chunk = bytes.split_to(bytes.len().min(CHUNK));
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
-            }
-            ReplyBody::File {
-                file,
-                remaining,
-                buf,
-            } => {
-                if *remaining == 0 {
-                    return Poll::Ready(None);
-                }
-                let want = usize::try_from(*remaining).unwrap_or(CHUNK).min(CHUNK);
-                buf.resize(want, 0);
-                let mut read_buf = ReadBuf::new(&mut buf[..want]);
-                match Pin::new(file).poll_read(cx, &mut read_buf) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Err(err)) => Poll::Ready(Some(Err(err))),
-                    Poll::Ready(Ok(())) => {
-                        let n = read_buf.filled().len();
-                        if n == 0 {
-                            // The file shrank since its length was taken.
-                            return Poll::Ready(Some(Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "asset file is shorter than announced",
-                            ))));
-                        }
-                        *remaining -= n as u64;
-                        Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(
-                            read_buf.filled(),
-                        )))))
-                    }
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ReplyBody::Empty => true,
-            ReplyBody::Bytes(bytes) => bytes.is_empty(),
-            ReplyBody::File { remaining, .. } => *remaining == 0,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ReplyBody::Empty => SizeHint::with_exact(0),
-            ReplyBody::Bytes(bytes) => SizeHint::with_exact(bytes.len() as u64),
-            ReplyBody::File { remaining, .. } => SizeHint::with_exact(*remaining),
-        }
-    }
+/// stats endpoint's) passes here exactly once, with its final status, headers and body (a
+/// fault's replacement answer included) and what the faults do to its bytes.
+fn deliver(reply: Reply, plan: fault::Plan, wire: &Arc<Wire>) -> Response<Body> {
+    wire::respond(reply, plan.shape, wire)
 }
 
 #[cfg(test)]

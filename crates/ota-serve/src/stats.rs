@@ -73,7 +73,9 @@ pub struct RequestRecord {
     pub status: u16,
     /// What kind of resource was asked for.
     pub class: RequestClass,
-    /// Response body bytes (after gzip; 0 for HEAD and 304).
+    /// Response body bytes (after gzip; 0 for HEAD and 304). With faults: the body answered,
+    /// up to a `reset-after`/`truncate` cut. What really crossed the socket is in
+    /// [`Stats::wire_bytes_out`].
     pub body_bytes: u64,
     /// Whether the request carried an `Authorization` header (valid or not).
     pub authorized: bool,
@@ -81,6 +83,9 @@ pub struct RequestRecord {
     pub range: Option<String>,
     /// The `If-None-Match` header, if any.
     pub if_none_match: Option<String>,
+    /// The faults applied to this request, in the CLI's syntax without pattern and counters
+    /// (e.g. `reset-after:1000`, `latency:50ms`); empty if none.
+    pub faults: Vec<String>,
 }
 
 #[derive(Default)]
@@ -213,8 +218,8 @@ impl ConnCounters {
     }
 }
 
-/// A socket wrapper that counts bytes in and out. It is also the natural place for
-/// connection-level fault injection later (bandwidth caps, resets after N bytes, stalls).
+/// A socket wrapper that counts bytes in and out. Connection-level faults happen in
+/// `wire::WireIo`, which wraps this one, so whatever a fault lets through is counted.
 pub(crate) struct CountingIo<T> {
     inner: T,
     counters: Arc<ConnCounters>,
@@ -223,6 +228,11 @@ pub(crate) struct CountingIo<T> {
 impl<T> CountingIo<T> {
     pub(crate) fn new(inner: T, counters: Arc<ConnCounters>) -> CountingIo<T> {
         CountingIo { inner, counters }
+    }
+
+    /// The wrapped socket (for socket options; bytes must go through the wrapper).
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
     }
 }
 
