@@ -92,3 +92,42 @@ fn a_duplicate_path_is_refused() {
 fn a_dot_component_is_refused() {
     refused(&[Raw::Tree(".", vec![Raw::Blob(F, "x", b"x\n")])], "\".\"");
 }
+
+/// A NUL cannot be stored in a git tree, so a hostile server makes one up: the tree answer
+/// itself is replaced.
+#[test]
+fn a_nul_in_a_path_is_refused() {
+    use ota_serve::fault::{Action, Fault};
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "print(1)\n");
+    repo.commit("good");
+    repo.tag("v1.0.0");
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    device.ota_expect(&["update"], 0);
+    let before = device.tree();
+
+    repo.write("main.py", "print(2)\n");
+    repo.commit("v2");
+    repo.tag("v2.0.0");
+    let blob = repo.git(&["rev-parse", "v2.0.0:main.py"]);
+    let tree = format!(
+        r#"{{"sha":"{0}","truncated":false,"tree":[
+            {{"path":"main.py","mode":"100644","type":"blob","sha":"{1}","size":9}},
+            {{"path":"evil\u0000.py","mode":"100644","type":"blob","sha":"{1}","size":9}}]}}"#,
+        "0".repeat(40),
+        blob.trim()
+    );
+    server.set_faults(vec![Fault::new(
+        "*/git/trees/*",
+        Action::Body {
+            bytes: tree.into_bytes(),
+            content_type: "application/json".into(),
+        },
+    )]);
+    let out = device.ota_expect(&["update"], 1);
+    assert!(out.contains("NUL"), "{out}");
+    assert_eq!(device.tree(), before);
+    assert!(device.leftovers().is_empty());
+    assert_eq!(device.last_error().unwrap()["kind"], "invalid_release");
+}
