@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo bench --bench update                      # small and large scenarios
 //! cargo bench --bench update -- --scenario large --parallel 1
+//! cargo bench --bench update -- --latency-ms 50                      # sequential vs parallel
+//! cargo bench --bench update -- --latency-ms 50 --bandwidth 2000000  # and a 2 MB/s link
 //! ```
 //!
 //! Each step runs the real `ota` binary (release build) as a child process; the server's
@@ -15,8 +17,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use ota_serve::fault::{Action, Fault};
 use ota_serve::fixture::{FileSpec, RepoWriter};
 use ota_serve::{Options, Server, Stats};
 
@@ -200,69 +203,65 @@ fn run_ota(config: &Path, server: &Server, scenario: &'static str, step: &'stati
     }
 }
 
-fn main() {
-    let mut scenarios = vec!["small", "large"];
-    let mut parallel = 4usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--scenario" => {
-                scenarios = vec![if args.next().unwrap() == "small" {
-                    "small"
-                } else {
-                    "large"
-                }]
-            }
-            "--parallel" => parallel = args.next().unwrap().parse().unwrap(),
-            _ => {} // `cargo bench` passes `--bench`.
-        }
-    }
-    let mut rows = Vec::new();
-    let mut notes = Vec::new();
-    for name in scenarios {
-        let scenario = if name == "small" { small() } else { large() };
+/// A scenario's two releases in a fresh bare repository, served on loopback.
+struct Bench {
+    dir: tempfile::TempDir,
+    repo: RepoWriter,
+    server: Server,
+}
+
+impl Bench {
+    fn new(scenario: &Scenario) -> Bench {
         let dir = tempfile::tempdir().unwrap();
         let repo_dir = dir.path().join("repo.git");
         let mut repo = RepoWriter::init(&repo_dir, true).unwrap();
-        let c1 = repo
-            .commit("main", &scenario.v1, "v1", 1_767_225_600)
-            .unwrap();
+        let c1 = repo.commit("main", &scenario.v1, "v1", V1_TIME).unwrap();
         repo.tag_lightweight("v1.0.0", &c1).unwrap();
         repo.set_head("main").unwrap();
         let server = Server::start(Options::new(&repo_dir)).unwrap();
-        let config = dir.path().join("ota.toml");
+        Bench { dir, repo, server }
+    }
+
+    /// A fresh device folder and its config; returns the config's path.
+    fn device(&self, name: &str, parallel: usize) -> std::path::PathBuf {
+        let root = self.dir.path().join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let config = root.join("ota.toml");
         std::fs::write(
             &config,
             format!(
                 "target_dir = {:?}\n[source]\nowner = \"bench\"\nrepo = \"app\"\napi_url = \"{}\"\nraw_url = \"{}\"\n[network]\nparallel = {parallel}\n",
-                dir.path().join("app"),
-                server.api_url(),
-                server.raw_url()
+                root.join("app"),
+                self.server.api_url(),
+                self.server.raw_url()
             ),
         )
         .unwrap();
-        rows.push(run_ota(&config, &server, scenario.name, "install"));
-        let c2 = repo
-            .commit("main", &scenario.v2, "v2", 1_767_225_660)
-            .unwrap();
-        repo.tag_annotated("v2.0.0", &c2, "v2", 1_767_225_660)
-            .unwrap();
-        rows.push(run_ota(&config, &server, scenario.name, "update"));
-        rows.push(run_ota(&config, &server, scenario.name, "no-op"));
-        notes.push(format!(
-            "{}: {} files, {} bytes; v2 changes {} bytes",
-            scenario.name,
-            scenario.v1.len(),
-            total(&scenario.v1),
-            changed(&scenario)
-        ));
+        config
     }
-    println!("parallel = {parallel}");
-    for note in notes {
-        println!("{note}");
+
+    /// Publishes v2.0.0 (once).
+    fn publish_v2(&mut self, scenario: &Scenario) {
+        let c2 = self
+            .repo
+            .commit("main", &scenario.v2, "v2", V2_TIME)
+            .unwrap();
+        self.repo
+            .tag_annotated("v2.0.0", &c2, "v2", V2_TIME)
+            .unwrap();
     }
+}
+
+const V1_TIME: i64 = 1_767_225_600;
+const V2_TIME: i64 = V1_TIME + 60;
+
+fn scenario(name: &str) -> Scenario {
+    if name == "small" { small() } else { large() }
+}
+
+fn print_rows(rows: &[Row]) {
     println!(
-        "\n| scenario | step | API requests | API bytes | file requests | file bytes (wire body) | file bytes (decoded) | wire bytes (in+out) | wall (s) | peak RSS (MiB) |"
+        "| scenario | step | API requests | API bytes | file requests | file bytes (wire body) | file bytes (decoded) | wire bytes (in+out) | wall (s) | peak RSS (MiB) |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
@@ -282,5 +281,103 @@ fn main() {
                 .map(|b| format!("{:.1}", b as f64 / (1 << 20) as f64))
                 .unwrap_or_else(|| "n/a".into()),
         );
+    }
+}
+
+/// Install, update, no-op for each scenario on a clean loopback.
+fn costs(names: &[&str], parallel: usize) {
+    let mut rows = Vec::new();
+    println!("parallel = {parallel}");
+    for name in names {
+        let scenario = scenario(name);
+        let mut bench = Bench::new(&scenario);
+        let config = bench.device("device", parallel);
+        rows.push(run_ota(&config, &bench.server, scenario.name, "install"));
+        bench.publish_v2(&scenario);
+        rows.push(run_ota(&config, &bench.server, scenario.name, "update"));
+        rows.push(run_ota(&config, &bench.server, scenario.name, "no-op"));
+        println!(
+            "{}: {} files, {} bytes; v2 changes {} bytes",
+            scenario.name,
+            scenario.v1.len(),
+            total(&scenario.v1),
+            changed(&scenario)
+        );
+    }
+    println!();
+    print_rows(&rows);
+}
+
+/// Wall time of install and update under an injected round-trip latency (and optionally a
+/// shared bandwidth cap), sequential against parallel; and the no-op check's cost.
+fn network(names: &[&str], latency: Duration, bandwidth: Option<u64>) {
+    println!(
+        "latency {} ms per request{}",
+        latency.as_millis(),
+        bandwidth.map_or(String::new(), |b| format!(", link capped at {b} bytes/s"))
+    );
+    println!(
+        "\n| scenario | parallel | install (s) | update (s) | no-op requests | no-op wire bytes | no-op status |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    for name in names {
+        let scenario = scenario(name);
+        let mut bench = Bench::new(&scenario);
+        let mut faults = vec![Fault::new("*", Action::Latency(latency))];
+        if let Some(rate) = bandwidth {
+            faults.push(Fault::new("*", Action::Bandwidth(rate)));
+        }
+        bench.server.set_faults(faults);
+        let devices: Vec<_> = [1, 4]
+            .iter()
+            .map(|&p| (p, bench.device(&format!("p{p}"), p)))
+            .collect();
+        let installs: Vec<Row> = devices
+            .iter()
+            .map(|(_, c)| run_ota(c, &bench.server, scenario.name, "install"))
+            .collect();
+        bench.publish_v2(&scenario);
+        for ((parallel, config), install) in devices.iter().zip(installs) {
+            let update = run_ota(config, &bench.server, scenario.name, "update");
+            let noop = run_ota(config, &bench.server, scenario.name, "no-op");
+            let status = noop.stats.log.first().map_or(0, |r| r.status);
+            println!(
+                "| {} | {} | {:.2} | {:.2} | {} | {} | {} |",
+                scenario.name,
+                parallel,
+                install.wall,
+                update.wall,
+                noop.stats.requests,
+                noop.stats.wire_bytes_in + noop.stats.wire_bytes_out,
+                status
+            );
+        }
+    }
+}
+
+fn main() {
+    let mut names = vec!["small", "large"];
+    let mut parallel = 4usize;
+    let mut latency_ms: Option<u64> = None;
+    let mut bandwidth: Option<u64> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--scenario" => {
+                names = vec![if args.next().unwrap() == "small" {
+                    "small"
+                } else {
+                    "large"
+                }]
+            }
+            "--parallel" => parallel = args.next().unwrap().parse().unwrap(),
+            "--latency-ms" => latency_ms = Some(args.next().unwrap().parse().unwrap()),
+            "--bandwidth" => bandwidth = Some(args.next().unwrap().parse().unwrap()),
+            _ => {} // `cargo bench` passes `--bench`.
+        }
+    }
+    match latency_ms {
+        None => costs(&names, parallel),
+        Some(ms) => network(&names, Duration::from_millis(ms), bandwidth),
     }
 }
