@@ -2,10 +2,10 @@
 //!
 //! Clients read `x-ratelimit-*` headers to pace themselves, so the server sends them like
 //! GitHub: a budget per hour, the number used in the current window and when it resets. The
-//! budget is generous and not enforced yet; enforcing it (answering 403/429 with
-//! `x-ratelimit-remaining: 0`) is a matter of checking [`Quota::remaining`] before answering,
-//! which is where a later fault-injection layer will hook in. Like GitHub, an authenticated
-//! request answered 304 is not charged.
+//! budget is generous and never enforced: an exhausted budget (403/429 with
+//! `x-ratelimit-remaining: 0`) is a fault a test asks for (`fault::Action::RateLimit`, whose
+//! answer advertises the same [`DEFAULT_LIMIT`]). Like GitHub, an authenticated request
+//! answered 304 is not charged.
 
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -68,6 +68,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             options.assets = a.assets;
             options.owner = a.owner;
             options.name = a.name;
+            options.faults = a.faults;
             ota_serve::run(options)?;
             Ok(ExitCode::SUCCESS)
         }
