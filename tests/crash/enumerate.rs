@@ -278,14 +278,27 @@ impl<'a> Enumerator<'a> {
                 })
                 .collect();
             let crash = Crash { k, lost, data };
-            self.top("random subset", &dur, &crash, must_new, self.knobs.depth_other);
+            self.top(
+                "random subset",
+                &dur,
+                &crash,
+                must_new,
+                self.knobs.depth_other,
+            );
             if self.done() {
                 return;
             }
         }
     }
 
-    fn top(&mut self, family: &'static str, dur: &Durability, crash: &Crash, must_new: bool, depth: u32) {
+    fn top(
+        &mut self,
+        family: &'static str,
+        dur: &Durability,
+        crash: &Crash,
+        must_new: bool,
+        depth: u32,
+    ) {
         *self.stats.by_family.entry(family).or_default() += 1;
         let tree = materialize(&self.p.base, &self.p.log, dur, crash);
         self.trail.push(format!(
@@ -394,7 +407,11 @@ impl<'a> Enumerator<'a> {
         } else if !must_new && listing == p.old.listing {
             &p.old
         } else {
-            let want = if must_new { "new (committed)" } else { "old or new" };
+            let want = if must_new {
+                "new (committed)"
+            } else {
+                "old or new"
+            };
             return Err(format!(
                 "the target is not the {want} release: vs old {}; vs new {}",
                 diff(&p.old.listing, &listing),
@@ -420,10 +437,19 @@ impl<'a> Enumerator<'a> {
             ));
         }
         let owned: BTreeSet<String> = installed
-            .map(|i| i.files.entries().iter().map(|e| e.path.to_string()).collect())
+            .map(|i| {
+                i.files
+                    .entries()
+                    .iter()
+                    .map(|e| e.path.to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         if owned != side.owned {
-            return Err(format!("state.json owns {owned:?}, expected {:?}", side.owned));
+            return Err(format!(
+                "state.json owns {owned:?}, expected {:?}",
+                side.owned
+            ));
         }
         for (path, _) in after.listing(p.dirs.root(), &[]) {
             let leftover = path == "journal.json"

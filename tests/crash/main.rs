@@ -145,8 +145,18 @@ fn enumerate_all(prepared: &[scenario::Prepared], long: bool) -> bool {
     println!("crash: enumeration (power-loss model: see tests/crash/sim.rs and SAFETY.md)");
     println!(
         "{:<36} {:>5} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>5}",
-        "scenario", "ops", "prefix", "dur-only", "reorder", "partial", "random", "rec-d1", "rec-d2",
-        "total", "old/new", "viol"
+        "scenario",
+        "ops",
+        "prefix",
+        "dur-only",
+        "reorder",
+        "partial",
+        "random",
+        "rec-d1",
+        "rec-d2",
+        "total",
+        "old/new",
+        "viol"
     );
     let mut total = Stats::default();
     for (i, stats, _) in &results {
@@ -200,7 +210,10 @@ fn enumerate_all(prepared: &[scenario::Prepared], long: bool) -> bool {
         fresh_failures.len(),
         fresh_time.as_secs_f64()
     );
-    println!("crash: violations = {}", total.violations.len() + fresh_failures.len());
+    println!(
+        "crash: violations = {}",
+        total.violations.len() + fresh_failures.len()
+    );
     for v in total.violations.iter().take(10) {
         println!("VIOLATION:\n{v}");
     }

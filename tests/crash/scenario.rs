@@ -78,7 +78,10 @@ fn base() -> Vec<(&'static str, FileSpec)> {
     ]
 }
 
-fn with(mut files: Vec<(&'static str, FileSpec)>, extra: Vec<(&'static str, FileSpec)>) -> Vec<(&'static str, FileSpec)> {
+fn with(
+    mut files: Vec<(&'static str, FileSpec)>,
+    extra: Vec<(&'static str, FileSpec)>,
+) -> Vec<(&'static str, FileSpec)> {
     for (p, f) in extra {
         files.retain(|(q, _)| *q != p);
         files.push((p, f));
@@ -86,7 +89,10 @@ fn with(mut files: Vec<(&'static str, FileSpec)>, extra: Vec<(&'static str, File
     files
 }
 
-fn without(mut files: Vec<(&'static str, FileSpec)>, gone: &[&str]) -> Vec<(&'static str, FileSpec)> {
+fn without(
+    mut files: Vec<(&'static str, FileSpec)>,
+    gone: &[&str],
+) -> Vec<(&'static str, FileSpec)> {
     files.retain(|(p, _)| !gone.contains(p));
     files
 }
@@ -96,7 +102,10 @@ pub fn all() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "first-install-empty",
-            releases: vec![release(with(base(), vec![("data/blob.bin", file(big(1, 150_000)))]))],
+            releases: vec![release(with(
+                base(),
+                vec![("data/blob.bin", file(big(1, 150_000)))],
+            ))],
             user: vec![],
             installed: None,
             updates: vec![0],
@@ -105,7 +114,10 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "first-install-over-user-files",
-            releases: vec![release(with(base(), vec![("config/default.toml", file("a = 1\n"))]))],
+            releases: vec![release(with(
+                base(),
+                vec![("config/default.toml", file("a = 1\n"))],
+            ))],
             user: vec![
                 // Unowned, not in the release: never touched.
                 User::File("notes.txt", b"mine\n"),
@@ -203,7 +215,11 @@ pub fn all() -> Vec<Scenario> {
             releases: vec![
                 release(with(
                     base(),
-                    vec![("a.txt", file("a\n")), ("b.txt", file("b\n")), ("latest", link("a.txt"))],
+                    vec![
+                        ("a.txt", file("a\n")),
+                        ("b.txt", file("b\n")),
+                        ("latest", link("a.txt")),
+                    ],
                 )),
                 release(with(
                     base(),
@@ -235,7 +251,10 @@ pub fn all() -> Vec<Scenario> {
                 )),
                 release(with(
                     base(),
-                    vec![("d/inner.txt", file("d is a folder\n")), ("e", file("e is a file\n"))],
+                    vec![
+                        ("d/inner.txt", file("d is a folder\n")),
+                        ("e", file("e is a file\n")),
+                    ],
                 )),
             ],
             user: vec![],
@@ -271,7 +290,10 @@ pub fn all() -> Vec<Scenario> {
                 release(base()),
                 release(with(
                     base(),
-                    vec![("main.py", file("print('v2')\n")), ("v2/new.txt", file("v2\n"))],
+                    vec![
+                        ("main.py", file("print('v2')\n")),
+                        ("v2/new.txt", file("v2\n")),
+                    ],
                 )),
                 release(with(
                     without(base(), &["lib/util.py"]),
@@ -375,7 +397,13 @@ pub fn outcome_of(label: &str, tree: &Tree, target: &Path, dirs: &StateDir) -> S
         listing: tree.listing(target, &[".ota"]),
         release: installed.as_ref().map(|i| i.release.clone()),
         owned: installed
-            .map(|i| i.files.entries().iter().map(|e| e.path.to_string()).collect())
+            .map(|i| {
+                i.files
+                    .entries()
+                    .iter()
+                    .map(|e| e.path.to_string())
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }
@@ -435,7 +463,12 @@ pub fn prepare(sc: &Scenario) -> Prepared {
         update(&config, &tag(i), fs.clone()).expect("the starting release installs");
         base = fs.live();
         let want = expected_files(&sc.releases[i], &sc.user);
-        assert_eq!(files_only(&base.listing(&target, &[".ota"])), want, "{}: start", sc.name);
+        assert_eq!(
+            files_only(&base.listing(&target, &[".ota"])),
+            want,
+            "{}: start",
+            sc.name
+        );
     }
     (sc.tweak)(&mut base, &target);
 
@@ -464,7 +497,9 @@ pub fn prepare(sc: &Scenario) -> Prepared {
                 let stage = state.join("stage");
                 let mut staged = 0;
                 fs.set_hook(move |_, rec| {
-                    if matches!(rec.op, Op::Create { .. }) && Path::new(&rec.path).starts_with(&stage) {
+                    if matches!(rec.op, Op::Create { .. })
+                        && Path::new(&rec.path).starts_with(&stage)
+                    {
                         staged += 1;
                         if staged == after + 1
                             && let Some(s) = slot.lock().expect("lock").take()
@@ -480,7 +515,12 @@ pub fn prepare(sc: &Scenario) -> Prepared {
         match (&got, n == last && sc.stop_server_after.is_some()) {
             (Ok(_), false) => result = "update returned Ok".into(),
             (Err(e), true) => result = format!("update failed as intended: {e}"),
-            (got, _) => panic!("{}: update to {} ended {:?}", sc.name, tag(u), got.as_ref().err()),
+            (got, _) => panic!(
+                "{}: update to {} ended {:?}",
+                sc.name,
+                tag(u),
+                got.as_ref().err()
+            ),
         }
     }
     let log = fs.log();
@@ -499,8 +539,16 @@ pub fn prepare(sc: &Scenario) -> Prepared {
     } else {
         (outcome_of("new", &end, &target, &dirs), true)
     };
-    let want = expected_files(&sc.releases[*sc.updates.last().expect("an update")], &sc.user);
-    assert_eq!(files_only(&new.listing), want, "{}: the new release", sc.name);
+    let want = expected_files(
+        &sc.releases[*sc.updates.last().expect("an update")],
+        &sc.user,
+    );
+    assert_eq!(
+        files_only(&new.listing),
+        want,
+        "{}: the new release",
+        sc.name
+    );
     let commit_sync = (crash_from..log.len().saturating_sub(1)).find(|&i| {
         matches!(&log[i].op, Op::Rename { to_name, .. } if to_name == "state.json")
             && matches!(log[i + 1].op, Op::SyncDir { .. })

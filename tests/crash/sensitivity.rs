@@ -119,10 +119,16 @@ pub fn run(prepared: &[Prepared]) -> bool {
         }
     }
     println!();
-    println!("crash: sensitivity summary (per protocol step: scenarios where its removal is caught)");
+    println!(
+        "crash: sensitivity summary (per protocol step: scenarios where its removal is caught)"
+    );
     let mut ok = true;
     for (step, (caught, all, _)) in &by_step {
-        let verdict = if *caught > 0 { "needed" } else { "NEVER CAUGHT" };
+        let verdict = if *caught > 0 {
+            "needed"
+        } else {
+            "NEVER CAUGHT"
+        };
         ok &= *caught > 0;
         println!("  {step:<52} caught in {caught:>2}/{all:<2} {verdict}");
     }

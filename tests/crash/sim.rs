@@ -141,7 +141,9 @@ impl Tree {
             let next = self
                 .entries(dir)
                 .and_then(|e| e.get(*name).copied())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, path.display().to_string()))?;
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, path.display().to_string())
+                })?;
             match self.nodes.get(&next) {
                 Some(Node::Dir { .. }) => dir = next,
                 Some(Node::Link(_)) => {
@@ -196,7 +198,9 @@ impl Tree {
             mode,
         });
         let name = path.file_name().expect("a name").to_owned();
-        self.entries_mut(parent).expect("a folder").insert(name, ino);
+        self.entries_mut(parent)
+            .expect("a folder")
+            .insert(name, ino);
     }
 
     /// Creates a symlink (setup only, not logged).
@@ -204,7 +208,9 @@ impl Tree {
         let parent = self.mkdir_all(path.parent().expect("a parent"), 0o755);
         let ino = self.alloc(Node::Link(target.as_bytes().to_vec()));
         let name = path.file_name().expect("a name").to_owned();
-        self.entries_mut(parent).expect("a folder").insert(name, ino);
+        self.entries_mut(parent)
+            .expect("a folder")
+            .insert(name, ino);
     }
 
     /// Changes a folder's mode (setup only, not logged).
@@ -339,9 +345,17 @@ pub enum Op {
         mode: u32,
     },
     /// `rmdir(2)`.
-    Rmdir { parent: Ino, name: OsString, ino: Ino },
+    Rmdir {
+        parent: Ino,
+        name: OsString,
+        ino: Ino,
+    },
     /// `unlink(2)`.
-    Unlink { parent: Ino, name: OsString, ino: Ino },
+    Unlink {
+        parent: Ino,
+        name: OsString,
+        ino: Ino,
+    },
     /// `rename(2)`.
     Rename {
         from: Ino,
@@ -718,7 +732,11 @@ impl Fs for SimFs {
             .expect("a folder")
             .remove(&name);
         state.tree.nodes.remove(&ino);
-        self.record(state, Op::Rmdir { parent, name, ino }, path.display().to_string());
+        self.record(
+            state,
+            Op::Rmdir { parent, name, ino },
+            path.display().to_string(),
+        );
         Ok(())
     }
 
@@ -738,7 +756,11 @@ impl Fs for SimFs {
             .expect("a folder")
             .remove(&name);
         state.tree.nodes.remove(&ino);
-        self.record(state, Op::Unlink { parent, name, ino }, path.display().to_string());
+        self.record(
+            state,
+            Op::Unlink { parent, name, ino },
+            path.display().to_string(),
+        );
         Ok(())
     }
 
@@ -916,7 +938,10 @@ pub fn materialize(base: &Tree, log: &[Rec], dur: &Durability, crash: &Crash) ->
     }
     for (i, rec) in log[..crash.k].iter().enumerate() {
         let lost = crash.lost.contains(&i);
-        debug_assert!(!lost || !dur.durable(i, crash.k), "a durable op cannot be lost");
+        debug_assert!(
+            !lost || !dur.durable(i, crash.k),
+            "a durable op cannot be lost"
+        );
         if let Op::Write { ino, offset, data } = &rec.op
             && crash.data.contains_key(ino)
         {
