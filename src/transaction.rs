@@ -12,7 +12,8 @@
 //! 4. **Phase 2**: each staged file is renamed to its place in the target. One `syncfs`.
 //! 5. **Commit**: `state.json` (the new release and owned files, tagged with the txid) is
 //!    replaced atomically: write temp, fsync, rename, fsync folder (invariant 4).
-//! 6. **Cleanup**: backups and the stage are removed, then the journal.
+//! 6. **Cleanup**: the journal is removed and its folder fsynced, then the backups and the
+//!    stage are removed (what a crash leaves of them belongs to no journal and is swept).
 //!
 //! Renames only go between the target and the state folder, which are on one filesystem, so
 //! each is atomic. Phase 1 and phase 2 are separated by a barrier, so no crash can persist a
@@ -402,11 +403,14 @@ impl Ctx<'_> {
         self.finish(txid)
     }
 
-    /// Step 6: removes the transaction's backup and stage folders, then the journal.
+    /// Step 6: removes the journal (durably), then the transaction's backup and stage
+    /// folders.
+    ///
+    /// The journal must go first. Undoing a `Place` reads "staged file gone, something at
+    /// the path" as "placed", so a journal that outlives any staged file would make the next
+    /// recovery move whatever is at that path now (after a rollback: the restored original)
+    /// into the stage and delete it. Without a journal, recovery sweeps what is left here.
     fn finish(&self, txid: &str) -> Result<(), ApplyError> {
-        for dir in [self.dirs.backup(txid), self.dirs.stage(txid)] {
-            fs::remove_tree(self.fs, &dir).map_err(|e| ApplyError::io("remove", &dir, e))?;
-        }
         let journal = self.dirs.journal_file();
         if self.exists(&journal)?.is_some() {
             self.fs
@@ -415,7 +419,11 @@ impl Ctx<'_> {
         }
         self.fs
             .sync_dir(self.dirs.root())
-            .map_err(|e| ApplyError::io("sync", self.dirs.root(), e))
+            .map_err(|e| ApplyError::io("sync", self.dirs.root(), e))?;
+        for dir in [self.dirs.backup(txid), self.dirs.stage(txid)] {
+            fs::remove_tree(self.fs, &dir).map_err(|e| ApplyError::io("remove", &dir, e))?;
+        }
+        Ok(())
     }
 
     /// Removes temp files a crash can leave in the state folder (from `write_atomic`).
