@@ -22,7 +22,9 @@
 //!
 //! # Recovery
 //! With a journal present: if `state.json` carries the journal's txid the update committed,
-//! and recovery finishes step 6. Otherwise it undoes the operations in reverse order. Every
+//! and recovery finishes step 6. Otherwise it undoes the operations in reverse order, in two
+//! passes separated by a barrier like phases 2 and 1 (placed files back to the stage, then
+//! displaced files back from the backup), and then does step 6. Every
 //! undo step looks at where the file is now before moving it (a staged file is either still
 //! in the stage or in the target; a displaced file either in the backup or still in place),
 //! so running recovery again, or crashing inside it, is harmless (invariant 5). Without a
@@ -352,55 +354,73 @@ impl Ctx<'_> {
     }
 
     /// Undoes `journal`'s operations in reverse order, then cleans up. Idempotent.
+    ///
+    /// Two passes with a barrier between them, mirroring phases 2 and 1: placed files go
+    /// back to the stage (and created folders are removed), then displaced files come back
+    /// from the backup (and removed folders are recreated). Without the barrier a crash could
+    /// persist a restore over the path while losing the move that had emptied it; the next
+    /// recovery would then take the restored original for the placed file, move it into the
+    /// stage and delete it.
     fn undo(&self, journal: &Journal) -> Result<(), ApplyError> {
         let txid = &journal.txid;
-        for op in journal.ops.iter().rev() {
-            match op {
-                Op::Place { path, slot } => {
-                    let staged = self.staged(txid, slot);
-                    let at = self.at(path);
-                    if self.exists(&staged)?.is_none() && self.exists(&at)?.is_some() {
-                        self.rename(&at, &staged)?;
-                    }
-                }
-                Op::CreateDir { path } => {
-                    let at = self.at(path);
-                    let is_empty_dir = match self.exists(&at)? {
-                        Some(m) if m.kind == FileKind::Dir => self
-                            .fs
-                            .read_dir(&at)
-                            .map_err(|e| ApplyError::io("list", &at, e))?
-                            .is_empty(),
-                        _ => false,
-                    };
-                    if is_empty_dir {
-                        self.fs
-                            .remove_dir(&at)
-                            .map_err(|e| ApplyError::io("remove folder", &at, e))?;
-                    }
-                }
-                Op::RemoveDir { path, mode } => {
-                    let at = self.at(path);
-                    if self.exists(&at)?.is_none() {
-                        self.fs
-                            .create_dir(&at, *mode)
-                            .map_err(|e| ApplyError::io("recreate folder", &at, e))?;
-                    }
-                }
-                Op::Displace { path, slot } => {
-                    let backup = self.backed_up(txid, slot);
-                    let at = self.at(path);
-                    if self.exists(&backup)?.is_some() {
-                        if self.exists(&at)?.is_some() {
-                            return Err(ApplyError::RestoreBlocked { path: at, backup });
-                        }
-                        self.rename(&backup, &at)?;
-                    }
-                }
-            }
+        let unplace = |op: &&Op| matches!(op, Op::Place { .. } | Op::CreateDir { .. });
+        for op in journal.ops.iter().rev().filter(unplace) {
+            self.undo_one(txid, op)?;
+        }
+        self.barrier()?;
+        for op in journal.ops.iter().rev().filter(|op| !unplace(op)) {
+            self.undo_one(txid, op)?;
         }
         self.barrier()?;
         self.finish(txid)
+    }
+
+    /// Undoes one operation if it had happened (see [`Ctx::undo`]).
+    fn undo_one(&self, txid: &str, op: &Op) -> Result<(), ApplyError> {
+        match op {
+            Op::Place { path, slot } => {
+                let staged = self.staged(txid, slot);
+                let at = self.at(path);
+                if self.exists(&staged)?.is_none() && self.exists(&at)?.is_some() {
+                    self.rename(&at, &staged)?;
+                }
+            }
+            Op::CreateDir { path } => {
+                let at = self.at(path);
+                let is_empty_dir = match self.exists(&at)? {
+                    Some(m) if m.kind == FileKind::Dir => self
+                        .fs
+                        .read_dir(&at)
+                        .map_err(|e| ApplyError::io("list", &at, e))?
+                        .is_empty(),
+                    _ => false,
+                };
+                if is_empty_dir {
+                    self.fs
+                        .remove_dir(&at)
+                        .map_err(|e| ApplyError::io("remove folder", &at, e))?;
+                }
+            }
+            Op::RemoveDir { path, mode } => {
+                let at = self.at(path);
+                if self.exists(&at)?.is_none() {
+                    self.fs
+                        .create_dir(&at, *mode)
+                        .map_err(|e| ApplyError::io("recreate folder", &at, e))?;
+                }
+            }
+            Op::Displace { path, slot } => {
+                let backup = self.backed_up(txid, slot);
+                let at = self.at(path);
+                if self.exists(&backup)?.is_some() {
+                    if self.exists(&at)?.is_some() {
+                        return Err(ApplyError::RestoreBlocked { path: at, backup });
+                    }
+                    self.rename(&backup, &at)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Step 6: removes the journal (durably), then the transaction's backup and stage
