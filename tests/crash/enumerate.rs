@@ -176,11 +176,30 @@ pub fn describe(log: &[Rec], crash: &Crash) -> String {
     s
 }
 
+/// What a crash point demands of the recovered disk, beyond old-or-new.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Must {
+    /// The update had committed (its commit point's folder fsync had returned).
+    pub new: bool,
+    /// A failure had been recorded durably in `last_error.json`.
+    pub error: bool,
+}
+
+impl Must {
+    /// The demands of a crash after `k` operations of `p`'s run.
+    pub fn at(p: &Prepared, k: usize) -> Must {
+        Must {
+            new: p.commit_sync.is_some_and(|c| k > c),
+            error: p.error_sync.is_some_and(|c| k > c),
+        }
+    }
+}
+
 /// Runs the enumeration of one prepared scenario.
 pub struct Enumerator<'a> {
     p: &'a Prepared,
     knobs: Knobs,
-    memo: HashMap<(u128, bool), u32>,
+    memo: HashMap<(u128, Must), u32>,
     trail: Vec<String>,
     pub stats: Stats,
     /// Recovered trees of prefix states (for fresh updates), by digest.
@@ -223,7 +242,7 @@ impl<'a> Enumerator<'a> {
         let n = log.len();
         let mut rng = fastrand::Rng::with_seed(self.knobs.seed);
         for k in p.crash_from..=n {
-            let must_new = p.commit_sync.is_some_and(|c| k > c);
+            let must = Must::at(p, k);
             let mut families: Vec<(&'static str, Crash, u32)> = vec![
                 ("prefix", Crash::prefix(k), self.knobs.depth),
                 ("durable-only", durable_only(log, &dur, k), self.knobs.depth),
@@ -255,7 +274,7 @@ impl<'a> Enumerator<'a> {
                 }
             }
             for (family, crash, depth) in families {
-                self.top(family, &dur, &crash, must_new, depth);
+                self.top(family, &dur, &crash, must, depth);
                 if self.done() {
                     return;
                 }
@@ -263,7 +282,7 @@ impl<'a> Enumerator<'a> {
         }
         for _ in 0..self.knobs.random {
             let k = rng.usize(p.crash_from..=n);
-            let must_new = p.commit_sync.is_some_and(|c| k > c);
+            let must = Must::at(p, k);
             let keep = [0.1, 0.3, 0.5, 0.7, 0.9][rng.usize(0..5)];
             let lost = dur
                 .volatile(k)
@@ -278,13 +297,7 @@ impl<'a> Enumerator<'a> {
                 })
                 .collect();
             let crash = Crash { k, lost, data };
-            self.top(
-                "random subset",
-                &dur,
-                &crash,
-                must_new,
-                self.knobs.depth_other,
-            );
+            self.top("random subset", &dur, &crash, must, self.knobs.depth_other);
             if self.done() {
                 return;
             }
@@ -296,7 +309,7 @@ impl<'a> Enumerator<'a> {
         family: &'static str,
         dur: &Durability,
         crash: &Crash,
-        must_new: bool,
+        must: Must,
         depth: u32,
     ) {
         *self.stats.by_family.entry(family).or_default() += 1;
@@ -305,17 +318,17 @@ impl<'a> Enumerator<'a> {
             "{}: {family} crash {}{}",
             self.p.name,
             describe(&self.p.log, crash),
-            if must_new { " (update committed)" } else { "" }
+            if must.new { " (update committed)" } else { "" }
         ));
         let keep = family == "prefix";
-        self.check(&tree, depth, must_new, keep);
+        self.check(&tree, depth, must, keep);
         self.trail.pop();
     }
 
     /// Recovers `tree`, checks the result, then crashes the recovery at each of its
     /// operations down to `depth` more levels.
-    fn check(&mut self, tree: &Tree, depth: u32, must_new: bool, keep: bool) {
-        let key = (tree.digest(), must_new);
+    fn check(&mut self, tree: &Tree, depth: u32, must: Must, keep: bool) {
+        let key = (tree.digest(), must);
         if !keep && self.memo.get(&key).is_some_and(|&d| d >= depth) {
             return;
         }
@@ -328,7 +341,7 @@ impl<'a> Enumerator<'a> {
             return;
         }
         let after = fs.live();
-        if let Err(v) = self.verify(&after, must_new) {
+        if let Err(v) = self.verify(&after, must) {
             self.violation(v);
             return;
         }
@@ -378,7 +391,7 @@ impl<'a> Enumerator<'a> {
                         "recovery {level} crashed {}",
                         describe(&log, &crash)
                     ));
-                    self.check(&t, depth - 1, must_new, false);
+                    self.check(&t, depth - 1, must, false);
                     self.trail.pop();
                     if self.done() {
                         return;
@@ -399,15 +412,15 @@ impl<'a> Enumerator<'a> {
     }
 
     /// The invariant after the final recovery.
-    fn verify(&mut self, after: &Tree, must_new: bool) -> Result<(), String> {
+    fn verify(&mut self, after: &Tree, must: Must) -> Result<(), String> {
         let p = self.p;
         let listing = after.listing(&p.target, &[".ota"]);
         let side: &Side = if p.new_allowed && listing == p.new.listing {
             &p.new
-        } else if !must_new && listing == p.old.listing {
+        } else if !must.new && listing == p.old.listing {
             &p.old
         } else {
-            let want = if must_new {
+            let want = if must.new {
                 "new (committed)"
             } else {
                 "old or new"
@@ -450,6 +463,15 @@ impl<'a> Enumerator<'a> {
                 "state.json owns {owned:?}, expected {:?}",
                 side.owned
             ));
+        }
+        // `ota status` reads last_error.json: it must parse, and a failure recorded before
+        // the crash must still be reported after it.
+        let error = p
+            .dirs
+            .read_last_error(&fs)
+            .map_err(|e| format!("last_error.json unreadable: {e}"))?;
+        if must.error && error.is_none() {
+            return Err("the failure recorded in last_error.json before the crash is gone".into());
         }
         for (path, _) in after.listing(p.dirs.root(), &[]) {
             let leftover = path == "journal.json"

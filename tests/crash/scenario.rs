@@ -338,6 +338,8 @@ pub struct Prepared {
     pub crash_from: usize,
     /// Index of the commit point's folder fsync (crash after it: the new release must be in).
     pub commit_sync: Option<usize>,
+    /// Index of the folder fsync that made `last_error.json` durable, if the run failed.
+    pub error_sync: Option<usize>,
     /// The tree before the crashed update, and after it.
     pub old: Side,
     pub new: Side,
@@ -549,11 +551,16 @@ pub fn prepare(sc: &Scenario) -> Prepared {
         "{}: the new release",
         sc.name
     );
-    let commit_sync = (crash_from..log.len().saturating_sub(1)).find(|&i| {
-        matches!(&log[i].op, Op::Rename { to_name, .. } if to_name == "state.json")
-            && matches!(log[i + 1].op, Op::SyncDir { .. })
-    });
-    let commit_sync = commit_sync.map(|i| i + 1);
+    let sync_after_rename_to = |file: &str| {
+        (crash_from..log.len().saturating_sub(1))
+            .find(|&i| {
+                matches!(&log[i].op, Op::Rename { to_name, .. } if to_name == file)
+                    && matches!(log[i + 1].op, Op::SyncDir { .. })
+            })
+            .map(|i| i + 1)
+    };
+    let commit_sync = sync_after_rename_to("state.json");
+    let error_sync = sync_after_rename_to("last_error.json");
     Prepared {
         name: sc.name,
         dir,
@@ -563,6 +570,7 @@ pub fn prepare(sc: &Scenario) -> Prepared {
         log,
         crash_from,
         commit_sync,
+        error_sync,
         fresh: new.clone(),
         old,
         new,

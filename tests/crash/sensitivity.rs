@@ -25,7 +25,7 @@ fn knobs(disabled: BTreeSet<usize>, recovery: Option<String>, seed: u64) -> Knob
     Knobs {
         drop_one: true,
         partial: true,
-        random: 2_000,
+        random: 500,
         depth: if recovery.is_some() { 2 } else { 1 },
         depth_other: 1,
         recovery_drop_one: recovery.is_some(),
