@@ -48,10 +48,20 @@ fn main() -> ExitCode {
         let scenarios = scenario::all();
         let prepared: Vec<scenario::Prepared> = scenarios.iter().map(scenario::prepare).collect();
         println!(
-            "crash: {} scenarios recorded in {:.1}s",
+            "crash: {} scenarios recorded in {:.1}s (real Updater, GitHub source, ota_serve::Server on 127.0.0.1, simulated fs):",
             prepared.len(),
             t.elapsed().as_secs_f64()
         );
+        for p in &prepared {
+            println!(
+                "  {:<34} {:>3} ops under test (of {}), commit point at op {}: {}",
+                p.name,
+                p.log.len() - p.crash_from,
+                p.log.len(),
+                p.commit_sync.map_or("-".to_owned(), |c| format!("#{c}")),
+                p.result
+            );
+        }
         if part("enumerate") {
             failed |= !enumerate_all(&prepared, long);
         }

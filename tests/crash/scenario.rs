@@ -327,7 +327,8 @@ pub struct Side {
 /// A scenario with its recorded run.
 pub struct Prepared {
     pub name: &'static str,
-    pub dir: tempfile::TempDir,
+    /// Holds the real folder (lock file) and the repository while the scenario lives.
+    pub _dir: tempfile::TempDir,
     pub target: PathBuf,
     pub dirs: StateDir,
     /// The durable disk before the recorded run.
@@ -348,7 +349,8 @@ pub struct Prepared {
     /// What a fresh, healthy update ends with.
     pub fresh: Side,
     pub fresh_tag: String,
-    pub server: Server,
+    /// Serves the repository while the scenario lives.
+    pub _server: Server,
     pub config: Config,
     /// How the update under test ended.
     pub result: String,
@@ -563,7 +565,7 @@ pub fn prepare(sc: &Scenario) -> Prepared {
     let error_sync = sync_after_rename_to("last_error.json");
     Prepared {
         name: sc.name,
-        dir,
+        _dir: dir,
         target,
         dirs,
         base,
@@ -576,7 +578,7 @@ pub fn prepare(sc: &Scenario) -> Prepared {
         new,
         new_allowed,
         fresh_tag,
-        server,
+        _server: server,
         config,
         result,
     }

@@ -43,13 +43,13 @@ pub fn run(prepared: &[Prepared]) -> bool {
     let mut recovery_steps: BTreeSet<String> = BTreeSet::new();
     for (i, p) in prepared.iter().enumerate() {
         let labels = step_labels(&p.log, false);
-        for s in p.crash_from..p.log.len() {
-            if p.log[s].op.is_sync() {
+        for (s, (rec, label)) in p.log.iter().zip(labels).enumerate().skip(p.crash_from) {
+            if rec.op.is_sync() {
                 jobs.push(Job {
                     scenario: i,
                     index: Some(s),
-                    step: labels[s].clone(),
-                    what: p.log[s].describe(),
+                    step: label,
+                    what: rec.describe(),
                 });
             }
         }

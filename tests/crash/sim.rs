@@ -117,11 +117,6 @@ impl Tree {
         }
     }
 
-    /// The node at `ino`.
-    pub fn node(&self, ino: Ino) -> Option<&Node> {
-        self.nodes.get(&ino)
-    }
-
     /// Resolves `path` (absolute, no `..`, no symlink before the last component) to
     /// (parent folder, name, inode at that name).
     fn lookup(&self, path: &Path) -> io::Result<(Ino, OsString, Option<Ino>)> {
@@ -197,16 +192,6 @@ impl Tree {
             data: Arc::new(data.to_vec()),
             mode,
         });
-        let name = path.file_name().expect("a name").to_owned();
-        self.entries_mut(parent)
-            .expect("a folder")
-            .insert(name, ino);
-    }
-
-    /// Creates a symlink (setup only, not logged).
-    pub fn put_link(&mut self, path: &Path, target: &str) {
-        let parent = self.mkdir_all(path.parent().expect("a parent"), 0o755);
-        let ino = self.alloc(Node::Link(target.as_bytes().to_vec()));
         let name = path.file_name().expect("a name").to_owned();
         self.entries_mut(parent)
             .expect("a folder")
@@ -438,11 +423,14 @@ impl Rec {
     }
 }
 
+/// Called after each logged change with its index.
+type Hook = Box<dyn FnMut(usize, &Rec) + Send>;
+
 struct State {
     tree: Tree,
     log: Vec<Rec>,
     /// Called after each logged change with its index (fault injection).
-    hook: Option<Box<dyn FnMut(usize, &Rec) + Send>>,
+    hook: Option<Hook>,
 }
 
 /// The simulated filesystem; cheap to clone (clones share the tree and the log).
