@@ -17,7 +17,8 @@ pub struct Knobs {
     pub partial: bool,
     /// Seeded random subsets of non-durable effects.
     pub random: usize,
-    /// Recovery crash depth below prefix and durable-only states of the run.
+    /// Recovery crash depth below prefix and durable-only states of the run (2: a crash in
+    /// the recovery of a crashed recovery).
     pub depth: u32,
     /// Recovery crash depth below the other families.
     pub depth_other: u32,

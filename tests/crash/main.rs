@@ -96,7 +96,7 @@ fn enumerate_all(prepared: &[scenario::Prepared], long: bool) -> bool {
         partial: true,
         random: if long { 10 * RANDOM } else { RANDOM },
         depth: 2,
-        depth_other: 1,
+        depth_other: 2,
         recovery_drop_one: true,
         disabled: Default::default(),
         recovery_disabled: None,
