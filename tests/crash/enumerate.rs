@@ -415,12 +415,13 @@ impl<'a> Enumerator<'a> {
     /// The invariant after the final recovery.
     fn verify(&mut self, after: &Tree, must: Must) -> Result<(), String> {
         let p = self.p;
-        let listing = after.listing(&p.target, &[".ota"]);
-        let side: &Side = if p.new_allowed && listing == p.new.listing {
+        let digest = after.digest_below(&p.target, &[".ota"]);
+        let side: &Side = if p.new_allowed && digest == p.new.digest {
             &p.new
-        } else if !must.new && listing == p.old.listing {
+        } else if !must.new && digest == p.old.digest {
             &p.old
         } else {
+            let listing = after.listing(&p.target, &[".ota"]);
             let want = if must.new {
                 "new (committed)"
             } else {

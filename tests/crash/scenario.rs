@@ -320,6 +320,8 @@ pub fn tag(i: usize) -> String {
 pub struct Side {
     pub label: String,
     pub listing: BTreeMap<String, Entry>,
+    /// `Tree::digest_below` of the target, `.ota` skipped.
+    pub digest: u128,
     pub release: Option<ReleaseId>,
     pub owned: BTreeSet<String>,
 }
@@ -399,6 +401,7 @@ pub fn outcome_of(label: &str, tree: &Tree, target: &Path, dirs: &StateDir) -> S
     Side {
         label: label.to_owned(),
         listing: tree.listing(target, &[".ota"]),
+        digest: tree.digest_below(target, &[".ota"]),
         release: installed.as_ref().map(|i| i.release.clone()),
         owned: installed
             .map(|i| {
