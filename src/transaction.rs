@@ -12,16 +12,22 @@
 //! 4. **Phase 2**: each staged file is renamed to its place in the target. One `syncfs`.
 //! 5. **Commit**: `state.json` (the new release and owned files, tagged with the txid) is
 //!    replaced atomically: write temp, fsync, rename, fsync folder (invariant 4).
-//! 6. **Cleanup**: backups and the stage are removed, then the journal.
+//! 6. **Cleanup**: the journal is removed, then the backups and the stage (what a crash
+//!    leaves of them belongs to no journal and is swept). After a rollback the journal's
+//!    removal is fsynced before the rest goes; after a commit it need not be.
 //!
 //! Renames only go between the target and the state folder, which are on one filesystem, so
 //! each is atomic. Phase 1 and phase 2 are separated by a barrier, so no crash can persist a
-//! placement while losing the displacement it depends on. Durability costs three `syncfs`
-//! and two folder fsyncs per update, whatever the number of files (invariant 7).
+//! placement while losing the displacement it depends on. Durability costs three `syncfs`,
+//! two folder fsyncs and one file fsync per update, whatever the number of files
+//! (invariant 7). Each of them is needed: the crash enumeration (`tests/crash`) switches
+//! each one off in turn and finds a crash that breaks the target.
 //!
 //! # Recovery
 //! With a journal present: if `state.json` carries the journal's txid the update committed,
-//! and recovery finishes step 6. Otherwise it undoes the operations in reverse order. Every
+//! and recovery finishes step 6. Otherwise it undoes the operations in reverse order, in two
+//! passes separated by a barrier like phases 2 and 1 (placed files back to the stage, then
+//! displaced files back from the backup), and then does step 6. Every
 //! undo step looks at where the file is now before moving it (a staged file is either still
 //! in the stage or in the target; a displaced file either in the backup or still in place),
 //! so running recovery again, or crashing inside it, is harmless (invariant 5). Without a
@@ -185,7 +191,7 @@ impl<'a> Transaction<'a> {
                 },
             });
         }
-        if let Err(e) = ctx.finish(&journal.txid) {
+        if let Err(e) = ctx.finish(&journal.txid, Cleanup::Committed) {
             // Committed: the new release is in place. What is left is removed by the next
             // command's recovery.
             tracing::warn!("update committed, but cleaning up failed: {e}");
@@ -208,7 +214,7 @@ pub fn recover(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Recovery, 
             let journal = ctx.read_journal()?;
             let installed = dirs.read_installed(fs).map_err(ApplyError::State)?;
             if installed.is_some_and(|s| s.txid == journal.txid) {
-                ctx.finish(&journal.txid)?;
+                ctx.finish(&journal.txid, Cleanup::Committed)?;
                 Some(Recovery::Completed(journal.release))
             } else {
                 ctx.undo(&journal)?;
@@ -235,6 +241,15 @@ pub fn pending(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Option<Jou
         None => Ok(None),
         Some(_) => ctx.read_journal().map(Some),
     }
+}
+
+/// Why a transaction's leftovers are being removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cleanup {
+    /// `state.json` names the transaction.
+    Committed,
+    /// The old tree was restored.
+    RolledBack,
 }
 
 /// The pieces every step needs.
@@ -351,71 +366,102 @@ impl Ctx<'_> {
     }
 
     /// Undoes `journal`'s operations in reverse order, then cleans up. Idempotent.
+    ///
+    /// Two passes with a barrier between them, mirroring phases 2 and 1: placed files go
+    /// back to the stage (and created folders are removed), then displaced files come back
+    /// from the backup (and removed folders are recreated). Without the barrier a crash could
+    /// persist a restore over the path while losing the move that had emptied it; the next
+    /// recovery would then take the restored original for the placed file, move it into the
+    /// stage and delete it.
     fn undo(&self, journal: &Journal) -> Result<(), ApplyError> {
         let txid = &journal.txid;
-        for op in journal.ops.iter().rev() {
-            match op {
-                Op::Place { path, slot } => {
-                    let staged = self.staged(txid, slot);
-                    let at = self.at(path);
-                    if self.exists(&staged)?.is_none() && self.exists(&at)?.is_some() {
-                        self.rename(&at, &staged)?;
-                    }
+        let unplace = |op: &&Op| matches!(op, Op::Place { .. } | Op::CreateDir { .. });
+        for op in journal.ops.iter().rev().filter(unplace) {
+            self.undo_one(txid, op)?;
+        }
+        self.barrier()?;
+        for op in journal.ops.iter().rev().filter(|op| !unplace(op)) {
+            self.undo_one(txid, op)?;
+        }
+        self.barrier()?;
+        self.finish(txid, Cleanup::RolledBack)
+    }
+
+    /// Undoes one operation if it had happened (see [`Ctx::undo`]).
+    fn undo_one(&self, txid: &str, op: &Op) -> Result<(), ApplyError> {
+        match op {
+            Op::Place { path, slot } => {
+                let staged = self.staged(txid, slot);
+                let at = self.at(path);
+                if self.exists(&staged)?.is_none() && self.exists(&at)?.is_some() {
+                    self.rename(&at, &staged)?;
                 }
-                Op::CreateDir { path } => {
-                    let at = self.at(path);
-                    let is_empty_dir = match self.exists(&at)? {
-                        Some(m) if m.kind == FileKind::Dir => self
-                            .fs
-                            .read_dir(&at)
-                            .map_err(|e| ApplyError::io("list", &at, e))?
-                            .is_empty(),
-                        _ => false,
-                    };
-                    if is_empty_dir {
-                        self.fs
-                            .remove_dir(&at)
-                            .map_err(|e| ApplyError::io("remove folder", &at, e))?;
-                    }
+            }
+            Op::CreateDir { path } => {
+                let at = self.at(path);
+                let is_empty_dir = match self.exists(&at)? {
+                    Some(m) if m.kind == FileKind::Dir => self
+                        .fs
+                        .read_dir(&at)
+                        .map_err(|e| ApplyError::io("list", &at, e))?
+                        .is_empty(),
+                    _ => false,
+                };
+                if is_empty_dir {
+                    self.fs
+                        .remove_dir(&at)
+                        .map_err(|e| ApplyError::io("remove folder", &at, e))?;
                 }
-                Op::RemoveDir { path, mode } => {
-                    let at = self.at(path);
-                    if self.exists(&at)?.is_none() {
-                        self.fs
-                            .create_dir(&at, *mode)
-                            .map_err(|e| ApplyError::io("recreate folder", &at, e))?;
-                    }
+            }
+            Op::RemoveDir { path, mode } => {
+                let at = self.at(path);
+                if self.exists(&at)?.is_none() {
+                    self.fs
+                        .create_dir(&at, *mode)
+                        .map_err(|e| ApplyError::io("recreate folder", &at, e))?;
                 }
-                Op::Displace { path, slot } => {
-                    let backup = self.backed_up(txid, slot);
-                    let at = self.at(path);
-                    if self.exists(&backup)?.is_some() {
-                        if self.exists(&at)?.is_some() {
-                            return Err(ApplyError::RestoreBlocked { path: at, backup });
-                        }
-                        self.rename(&backup, &at)?;
+            }
+            Op::Displace { path, slot } => {
+                let backup = self.backed_up(txid, slot);
+                let at = self.at(path);
+                if self.exists(&backup)?.is_some() {
+                    if self.exists(&at)?.is_some() {
+                        return Err(ApplyError::RestoreBlocked { path: at, backup });
                     }
+                    self.rename(&backup, &at)?;
                 }
             }
         }
-        self.barrier()?;
-        self.finish(txid)
+        Ok(())
     }
 
-    /// Step 6: removes the transaction's backup and stage folders, then the journal.
-    fn finish(&self, txid: &str) -> Result<(), ApplyError> {
-        for dir in [self.dirs.backup(txid), self.dirs.stage(txid)] {
-            fs::remove_tree(self.fs, &dir).map_err(|e| ApplyError::io("remove", &dir, e))?;
-        }
+    /// Step 6: removes the journal, then the transaction's backup and stage folders.
+    ///
+    /// The journal must go first. Undoing a `Place` reads "staged file gone, something at
+    /// the path" as "placed", so a journal that outlives any staged file would make the next
+    /// recovery move whatever is at that path now (after a rollback: the restored original)
+    /// into the stage and delete it. Without a journal, recovery sweeps what is left here.
+    ///
+    /// After a rollback the journal's removal is made durable before anything else goes.
+    /// After a commit it needs no fsync: a journal that comes back after a crash names the
+    /// txid `state.json` carries, and recovery only finishes this cleanup again (the next
+    /// update's journal barrier makes the removal durable anyway).
+    fn finish(&self, txid: &str, cleanup: Cleanup) -> Result<(), ApplyError> {
         let journal = self.dirs.journal_file();
         if self.exists(&journal)?.is_some() {
             self.fs
                 .remove_file(&journal)
                 .map_err(|e| ApplyError::io("remove", &journal, e))?;
         }
-        self.fs
-            .sync_dir(self.dirs.root())
-            .map_err(|e| ApplyError::io("sync", self.dirs.root(), e))
+        if cleanup == Cleanup::RolledBack {
+            self.fs
+                .sync_dir(self.dirs.root())
+                .map_err(|e| ApplyError::io("sync", self.dirs.root(), e))?;
+        }
+        for dir in [self.dirs.backup(txid), self.dirs.stage(txid)] {
+            fs::remove_tree(self.fs, &dir).map_err(|e| ApplyError::io("remove", &dir, e))?;
+        }
+        Ok(())
     }
 
     /// Removes the `*.tmp` files a crash can leave in the state folder (from
