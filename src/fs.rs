@@ -105,16 +105,32 @@ pub fn read_small(fs: &dyn Fs, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 /// rename it over `path`, fsync the folder. After a crash, `path` holds either the old or
 /// the new bytes; the `.tmp` may remain and is removed by recovery.
 pub fn write_atomic(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(fs, path, bytes, true)
+}
+
+/// Replaces `path` with `bytes` atomically but not durably: readers see the old or the new
+/// bytes, never a mix, but a power cut may bring back the old ones or leave an empty file.
+/// For files that only save work (`cache.json`): no fsync for what nothing depends on.
+pub fn write_replace(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(fs, path, bytes, false)
+}
+
+fn replace(fs: &dyn Fs, path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let tmp = tmp_path(path);
     if fs.metadata(&tmp)?.is_some() {
         fs.remove_file(&tmp)?;
     }
     let mut file = fs.create(&tmp, false)?;
     file.write_all(bytes)?;
-    file.sync()?;
+    if durable {
+        file.sync()?;
+    }
     drop(file);
     fs.rename(&tmp, path)?;
-    fs.sync_dir(parent(path))
+    if durable {
+        fs.sync_dir(parent(path))?;
+    }
+    Ok(())
 }
 
 /// The temporary name [`write_atomic`] uses for `path`.

@@ -126,8 +126,15 @@ impl StateDir {
     }
 
     /// Replaces `cache.json`.
+    /// Not durable: a cache lost to a power cut costs one request, and a stale one is still
+    /// right (an `ETag` names the answer it came with).
     pub fn write_cache(&self, fs: &dyn Fs, cache: &Cache) -> Result<(), StateError> {
-        write_json(fs, &self.cache_file(), cache)
+        let path = self.cache_file();
+        let bytes = serde_json::to_vec_pretty(cache).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        fs::write_replace(fs, &path, &bytes).map_err(|source| StateError::Io { path, source })
     }
 
     /// Removes `last_error.json` after a success.
