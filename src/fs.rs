@@ -300,3 +300,25 @@ impl Fs for RealFs {
         })
     }
 }
+
+/// The kind of filesystem holding `path`, if it is one whose renames are not atomic across a
+/// power cut (the FAT family, NTFS through ntfs3). Linux only; `None` elsewhere or unknown.
+pub fn non_atomic_rename_fs(path: &Path) -> Option<&'static str> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // The field's integer type differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
+        let magic = (rustix::fs::statfs(path).ok()?.f_type as u64) & 0xffff_ffff;
+        match magic {
+            0x4d44 => Some("vfat"),
+            0x2011_bab0 => Some("exfat"),
+            0x7366_746e => Some("ntfs3"),
+            _ => None,
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = path;
+        None
+    }
+}

@@ -415,6 +415,13 @@ impl Updater {
                 target.display()
             )));
         }
+        if let Some(kind) = crate::fs::non_atomic_rename_fs(target) {
+            tracing::warn!(
+                "{} is on {kind}, whose renames are not atomic across a power cut: ota cannot \
+                 keep the target safe there (see SAFETY.md). Prefer ext4, XFS, btrfs or f2fs",
+                target.display()
+            );
+        }
         Lock::take(&self.dirs.lock_file())
     }
 
