@@ -66,10 +66,9 @@ fn files_travel_compressed_and_on_few_connections() {
     let repo = one_release();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
-    let out = device.ota_expect(&["update", "--json"], 0);
-    let report: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("{}"))
-        .or_else(|_| serde_json::from_str(&out[..out.rfind('}').unwrap() + 1]))
-        .unwrap();
+    let out = device.ota(&["update", "--json"]);
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let stats = server.stats();
     let main = stats
         .log
@@ -87,4 +86,79 @@ fn files_travel_compressed_and_on_few_connections() {
         size + 6,
         "decoded bytes are the files' sizes"
     );
+}
+
+#[test]
+fn a_truncated_tree_is_completed_by_walking_sub_trees() {
+    let mut repo = GitRepo::new();
+    for dir in ["a", "a/b", "c", "c/d/e"] {
+        for i in 0..3 {
+            repo.write(&format!("{dir}/f{i}.txt"), format!("{dir} {i}\n"));
+        }
+    }
+    repo.write("top.txt", "top\n");
+    repo.commit("v1");
+    repo.tag("v1.0.0");
+    // The server lists at most 5 entries per recursive tree answer.
+    let server = crate::util::serve_with(repo.path(), |o| o.max_tree_entries = Some(5));
+    let device = Device::new(&server, "");
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    let trees = server
+        .stats()
+        .log
+        .iter()
+        .filter(|r| r.path.contains("/git/trees/"))
+        .count();
+    assert!(
+        trees > 1,
+        "sub-trees were fetched one by one ({trees} tree requests)"
+    );
+}
+
+#[test]
+fn the_token_goes_only_to_the_configured_hosts_and_never_into_a_log() {
+    let repo = one_release();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    let token = "ghp_0123456789abcdefSECRETtokenVALUE";
+    device.configure("source", &format!("token = \"{token}\""));
+    // Even when the log asks for everything, HTTP client internals included.
+    for log in ["trace", "ureq=trace,ureq_proto=trace,ota=trace"] {
+        let out = device.ota_logging(&["update", "--force", "-vv"], log);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("GET "), "the log is verbose");
+        assert!(
+            !text.contains("SECRETtoken"),
+            "the token leaked with RUST_LOG={log}:\n{text}"
+        );
+    }
+    assert!(server.stats().log.iter().all(|r| r.authorized));
+    let status = device.ota_expect(&["status", "--json"], 0);
+    assert!(!status.contains("SECRETtoken"));
+}
+
+#[test]
+fn a_state_dir_on_another_filesystem_is_refused_with_a_clear_error() {
+    let elsewhere = std::path::Path::new("/dev/shm");
+    let repo = one_release();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    std::fs::create_dir_all(&device.target).unwrap();
+    let dev =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).unwrap());
+    if !elsewhere.is_dir() || dev(elsewhere) == dev(&device.target) {
+        eprintln!("skipped: no second filesystem at /dev/shm");
+        return;
+    }
+    let state = tempfile::tempdir_in(elsewhere).unwrap();
+    device.configure("", &format!("state_dir = {:?}", state.path()));
+    let out = device.ota_expect(&["update"], 1);
+    assert!(out.contains("different filesystem"), "{out}");
+    assert!(device.tree().is_empty(), "nothing was installed");
 }

@@ -194,9 +194,15 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
 
 /// Serves `repo` on 127.0.0.1 with an ephemeral port.
 pub fn serve(repo: &Path) -> Server {
+    serve_with(repo, |_| {})
+}
+
+/// Serves `repo` as `acme/app` with options adjusted by `adjust`.
+pub fn serve_with(repo: &Path, adjust: impl FnOnce(&mut Options)) -> Server {
     let mut options = Options::new(repo);
     options.owner = Some("acme".into());
     options.name = Some("app".into());
+    adjust(&mut options);
     Server::start(options).unwrap()
 }
 
@@ -236,14 +242,31 @@ impl Device {
 
     /// Runs the real `ota` binary with this device's config.
     pub fn ota(&self, args: &[&str]) -> Output {
+        self.ota_logging(args, "ota=debug")
+    }
+
+    /// Runs the real `ota` binary with `RUST_LOG` set to `log`.
+    pub fn ota_logging(&self, args: &[&str], log: &str) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ota"));
         cmd.args(args)
             .arg("--config")
             .arg(&self.config)
             .env_remove("OTA_TOKEN")
             .env_remove("OTA_CONFIG")
-            .env("RUST_LOG", "ota=debug");
+            .env("RUST_LOG", log);
         cmd.output().unwrap()
+    }
+
+    /// Adds `line` to the config file right after `[section]`, or at the top for "".
+    pub fn configure(&self, section: &str, line: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = if section.is_empty() {
+            format!("{line}\n{text}")
+        } else {
+            let header = format!("[{section}]\n");
+            text.replacen(&header, &format!("{header}{line}\n"), 1)
+        };
+        std::fs::write(&self.config, text).unwrap();
     }
 
     /// Runs `ota` and asserts it exits with `code`; returns stdout + stderr.

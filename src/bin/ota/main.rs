@@ -97,7 +97,14 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => "ota=debug,ota_serve=debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // At trace level the HTTP client dumps the raw bytes it sends, `Authorization` header
+    // included. The token must never reach a log, whatever RUST_LOG asks for.
+    for clamp in ["ureq=debug", "ureq_proto=debug"] {
+        if let Ok(directive) = clamp.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
