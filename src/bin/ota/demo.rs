@@ -115,8 +115,9 @@ fn step(title: &str) {
 fn served(server: &Server) {
     let s = server.stats();
     println!(
-        "   server answered {} requests: {} API ({} B), {} file ({} B)",
+        "   server answered {} request{}: {} API ({} B), {} file ({} B)",
         s.requests,
+        if s.requests == 1 { "" } else { "s" },
         s.api_requests,
         s.api_body_bytes,
         s.raw_requests + s.asset_requests,

@@ -99,10 +99,16 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // At trace level the HTTP client dumps the raw bytes it sends, `Authorization` header
-    // included. The token must never reach a log, whatever RUST_LOG asks for.
-    for clamp in ["ureq=debug", "ureq_proto=debug"] {
-        if let Ok(directive) = clamp.parse() {
-            filter = filter.add_directive(directive);
+    // included (its debug level redacts headers). The token must never reach a log, whatever
+    // RUST_LOG asks for: hold the client at debug when anything asks for trace.
+    if filter
+        .max_level_hint()
+        .is_none_or(|level| level >= tracing_subscriber::filter::LevelFilter::TRACE)
+    {
+        for clamp in ["ureq=debug", "ureq_proto=debug"] {
+            if let Ok(directive) = clamp.parse() {
+                filter = filter.add_directive(directive);
+            }
         }
     }
     tracing_subscriber::fmt()
