@@ -102,12 +102,7 @@ fn switching_channel_reinstalls_from_the_new_channel() {
     let server = serve(repo.path());
     let device = Device::new(&server, "channel = \"stable\"");
     device.ota_expect(&["update"], 0);
-    let stable_config = std::fs::read_to_string(&device.config).unwrap();
-    std::fs::write(
-        &device.config,
-        stable_config.replace("channel = \"stable\"", "channel = \"developer\""),
-    )
-    .unwrap();
+    device.edit_config("channel = \"stable\"", "channel = \"developer\"");
     device.ota_expect(&["check"], 100);
     device.ota_expect(&["update"], 0);
     assert_eq!(installed_version(&device), "tip of main\n");

@@ -158,12 +158,8 @@ fn a_truncated_body_is_resumed() {
 #[test]
 fn a_stall_longer_than_the_read_timeout_is_cut_and_resumed() {
     let s = setup("");
-    let config = std::fs::read_to_string(&s.device.config).unwrap();
-    std::fs::write(
-        &s.device.config,
-        config.replace("http_timeout_sec = 5", "http_timeout_sec = 1"),
-    )
-    .unwrap();
+    s.device
+        .edit_config("http_timeout_sec = 5", "http_timeout_sec = 1");
     s.server.set_faults(vec![fault(
         "*/big.bin",
         Action::Stall {
@@ -313,15 +309,8 @@ fn a_body_that_keeps_lying_about_its_length_fails_cleanly() {
 #[test]
 fn raw_redirects_are_followed_without_the_token() {
     let s = setup("");
-    let config = std::fs::read_to_string(&s.device.config).unwrap();
-    std::fs::write(
-        &s.device.config,
-        config.replace(
-            "repo = \"app\"\n",
-            "repo = \"app\"\ntoken = \"ghp_loopbacktesttoken0123456789\"\n",
-        ),
-    )
-    .unwrap();
+    s.device
+        .configure("source", "token = \"ghp_loopbacktesttoken0123456789\"");
     let mirror = serve(s.repo.path());
     let to = mirror.addr().to_string();
     s.server
@@ -373,12 +362,7 @@ fn latency_and_a_bandwidth_cap_only_slow_things_down() {
 #[test]
 fn the_update_deadline_stops_a_trickle() {
     let s = setup("");
-    let config = std::fs::read_to_string(&s.device.config).unwrap();
-    std::fs::write(
-        &s.device.config,
-        config.replace("[network]\n", "[network]\nupdate_timeout_sec = 2\n"),
-    )
-    .unwrap();
+    s.device.configure("network", "update_timeout_sec = 2");
     s.server
         .set_faults(vec![fault("*/big.bin", Action::Bandwidth(20_000), None)]);
     let out = s.fails_cleanly("network");

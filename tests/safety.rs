@@ -138,8 +138,7 @@ fn a_kill_at_any_step_recovers_the_exact_old_or_new_tree() {
     for kill_at in 0.. {
         let device = Device::new(&server, "tag = \"v1.0.0\"");
         device.ota_expect(&["update"], 0);
-        let text = std::fs::read_to_string(&device.config).unwrap();
-        std::fs::write(&device.config, text.replace("tag = \"v1.0.0\"", "")).unwrap();
+        device.edit_config("tag = \"v1.0.0\"", "");
 
         let killed = KilledAt::new(kill_at);
         let result = updater(&device, Box::new(killed)).update(UpdateOptions::default());

@@ -257,6 +257,16 @@ impl Device {
         cmd.output().unwrap()
     }
 
+    /// Replaces `from` (which must be there) with `to` in the config file.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(
+            text.contains(from),
+            "{from:?} is not in the config:\n{text}"
+        );
+        std::fs::write(&self.config, text.replacen(from, to, 1)).unwrap();
+    }
+
     /// Adds `line` to the config file right after `[section]`, or at the top for "".
     pub fn configure(&self, section: &str, line: &str) {
         let text = std::fs::read_to_string(&self.config).unwrap();
