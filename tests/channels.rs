@@ -107,3 +107,30 @@ fn switching_channel_reinstalls_from_the_new_channel() {
     device.ota_expect(&["update"], 0);
     assert_eq!(installed_version(&device), "tip of main\n");
 }
+
+/// Hosts whose commits endpoint does not take `tags/{tag}` (it answers 404 there) still
+/// work: the tag is peeled through `git/ref/tags` and `git/tags`, annotated or not.
+#[test]
+fn tags_are_peeled_through_refs_when_the_commits_endpoint_cannot() {
+    use ota_serve::fault::{Action, Fault};
+    let repo = releases();
+    let server = serve(repo.path());
+    server.set_faults(vec![Fault::new("*/commits/tags/*", Action::Status(404))]);
+    for (tag, version) in [("v1.0.0", "1.0.0\n"), ("v1.1.0", "1.1.0\n")] {
+        let device = Device::new(&server, &format!("tag = \"{tag}\""));
+        server.reset_stats();
+        device.ota_expect(&["update"], 0);
+        assert_eq!(installed_version(&device), version);
+        let log = server.stats().log;
+        assert!(
+            log.iter().any(|r| r.path.contains("/git/ref/tags/")),
+            "{log:#?}"
+        );
+        let peeled = log.iter().any(|r| r.path.contains("/git/tags/"));
+        assert_eq!(
+            peeled,
+            tag == "v1.1.0",
+            "only the annotated tag needs git/tags"
+        );
+    }
+}
