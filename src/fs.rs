@@ -68,8 +68,6 @@ pub trait Fs: Send + Sync {
     fn read_link(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates a new file (fails if `path` exists) with mode 0644, or 0755 if `executable`.
     fn create(&self, path: &Path, executable: bool) -> io::Result<Box<dyn WriteFile>>;
-    /// Opens an existing file to append to it (an interrupted download being resumed).
-    fn append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
     /// Creates a symbolic link at `link` pointing to `target`.
     fn symlink(&self, target: &[u8], link: &Path) -> io::Result<()>;
     /// Creates one directory with `mode`.
@@ -240,14 +238,6 @@ impl Fs for RealFs {
             .open(path)?;
         // The umask may have masked bits off; the release's mode is what must land.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
-        Ok(Box::new(RealFile(file)))
-    }
-
-    fn append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
-        let file = OpenOptions::new()
-            .append(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(path)?;
         Ok(Box::new(RealFile(file)))
     }
 

@@ -657,20 +657,6 @@ impl Fs for SimFs {
         }))
     }
 
-    fn append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
-        let state = self.lock();
-        let ino = state.tree.lookup(path)?.2.ok_or_else(|| not_found(path))?;
-        let Node::File { data, .. } = &state.tree.nodes[&ino] else {
-            return Err(invalid(path, "not a regular file"));
-        };
-        Ok(Box::new(SimFile {
-            fs: self.clone(),
-            ino,
-            pos: data.len() as u64,
-            path: path.display().to_string(),
-        }))
-    }
-
     fn symlink(&self, target: &[u8], link: &Path) -> io::Result<()> {
         let mut state = self.lock();
         let (parent, name, at) = state.tree.lookup(link)?;
