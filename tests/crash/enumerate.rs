@@ -451,15 +451,7 @@ impl<'a> Enumerator<'a> {
                 release.map(|r| r.ref_name)
             ));
         }
-        let owned: BTreeSet<String> = installed
-            .map(|i| {
-                i.files
-                    .entries()
-                    .iter()
-                    .map(|e| e.path.to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let owned = crate::scenario::owned_paths(installed.as_ref());
         if owned != side.owned {
             return Err(format!(
                 "state.json owns {owned:?}, expected {:?}",

@@ -395,6 +395,19 @@ fn start_server(repo: &Path) -> Server {
 }
 
 /// What a tree holds, as an outcome.
+/// The paths `state.json` says ota owns.
+pub fn owned_paths(installed: Option<&ota::state::Installed>) -> BTreeSet<String> {
+    installed
+        .map(|i| {
+            i.files
+                .entries()
+                .iter()
+                .map(|e| e.path.to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn outcome_of(label: &str, tree: &Tree, target: &Path, dirs: &StateDir) -> Side {
     let fs = SimFs::new(tree.clone());
     let installed = dirs.read_installed(&fs).expect("state.json reads");
@@ -403,15 +416,7 @@ pub fn outcome_of(label: &str, tree: &Tree, target: &Path, dirs: &StateDir) -> S
         listing: tree.listing(target, &[".ota"]),
         digest: tree.digest_below(target, &[".ota"]),
         release: installed.as_ref().map(|i| i.release.clone()),
-        owned: installed
-            .map(|i| {
-                i.files
-                    .entries()
-                    .iter()
-                    .map(|e| e.path.to_string())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        owned: owned_paths(installed.as_ref()),
     }
 }
 

@@ -203,6 +203,17 @@ pub fn head(url: &str, headers: &[(&str, &str)]) -> Resp {
 /// Sends `request` verbatim on a fresh connection and returns the status and everything the
 /// server sent (head and body). The request should say `Connection: close`.
 pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let text = String::from_utf8_lossy(&exchange(addr, request)).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes it.
+fn exchange(addr: SocketAddr, request: &str) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -210,13 +221,7 @@ pub fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
     stream.write_all(request.as_bytes()).unwrap();
     let mut out = Vec::new();
     stream.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    out
 }
 
 /// A response read from a raw socket, bytes untouched.
@@ -243,13 +248,7 @@ pub fn raw_get_bytes(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> 
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).unwrap();
+    let out = exchange(addr, &request);
     let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8(out[..split].to_vec()).unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
