@@ -143,6 +143,19 @@ impl Updater {
 
     /// Calls `callback` as an update stages its files (see [`Progress`]), from the download
     /// threads, one call at a time; keep it quick. Replaces any earlier callback.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = ota::config::Config::load("/etc/ota.toml".as_ref())?;
+    /// let mut updater = ota::Updater::new(config);
+    /// updater.on_progress(|p| {
+    ///     let (files, bytes) = (p.files_done * 100 / p.files_total.max(1), p.bytes_done);
+    ///     eprintln!("{files}% of the files, {bytes} of {} bytes", p.bytes_total);
+    /// });
+    /// updater.update(ota::UpdateOptions::default())?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on_progress(&mut self, callback: impl Fn(Progress) + Send + Sync + 'static) {
         self.progress = Some(Box::new(callback));
     }
