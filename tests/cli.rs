@@ -170,9 +170,11 @@ fn on_a_terminal(device: &Device, args: &str, env: &[(&str, &str)]) -> Option<St
         cmd.env(key, value);
     }
     match cmd.output() {
-        Ok(out) => Some(text(&out.stdout)),
-        Err(e) => {
-            eprintln!("skipped: cannot run `script` for a terminal: {e}");
+        Ok(out) if !out.stdout.is_empty() => {
+            Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+        other => {
+            eprintln!("skipped: `script` cannot give ota a terminal here: {other:?}");
             None
         }
     }

@@ -149,9 +149,11 @@ fn update_on_a_terminal(device: &Device, extra: &str) -> Option<String> {
         .env("TERM", "xterm-256color")
         .output();
     match out {
-        Ok(out) => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Err(e) => {
-            eprintln!("skipped: cannot run `script` for a terminal: {e}");
+        Ok(out) if !out.stdout.is_empty() => {
+            Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+        other => {
+            eprintln!("skipped: `script` cannot give ota a terminal here: {other:?}");
             None
         }
     }
