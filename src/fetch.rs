@@ -9,6 +9,9 @@
 //!
 //! Content the plan found on disk (a moved file, a changed exec bit) is copied from there
 //! instead, verified the same way; if the local copy turns out to differ, it is downloaded.
+//!
+//! A [`Progress`] callback, when given, hears about every chunk written and every file
+//! finished, one call at a time, so that a program can draw a bar or log a line.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -36,6 +39,61 @@ pub struct Fetched {
     pub copied: usize,
 }
 
+/// How far staging an update's files has come: what an [`Updater::on_progress`] callback
+/// receives, from the download threads, one call at a time.
+///
+/// Counts cover every file the update stages, downloaded or copied from local content.
+/// `bytes_done` can go back when a server ignores a resume and a file starts over; when all
+/// files are staged, `files_done == files_total` and `bytes_done == bytes_total`.
+///
+/// [`Updater::on_progress`]: crate::Updater::on_progress
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Files staged so far.
+    pub files_done: usize,
+    /// Files the update stages.
+    pub files_total: usize,
+    /// Bytes staged so far.
+    pub bytes_done: u64,
+    /// Bytes the update stages (the sum of the files' sizes).
+    pub bytes_total: u64,
+}
+
+/// A progress callback. Downloads run in parallel threads, hence `Send + Sync`.
+pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
+
+/// The running [`Progress`] of one fetch, reported after each change. The lock serialises
+/// the callback, so it sees the counts in order.
+struct Tally<'a> {
+    now: Mutex<Progress>,
+    report: Option<&'a ProgressFn>,
+}
+
+impl Tally<'_> {
+    fn change(&self, update: impl FnOnce(&mut Progress)) {
+        let Some(report) = self.report else {
+            return;
+        };
+        // A callback that panicked left plain numbers behind; go on with them.
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        update(&mut now);
+        report(*now);
+    }
+
+    fn bytes(&self, n: u64) {
+        self.change(|p| p.bytes_done = p.bytes_done.saturating_add(n));
+    }
+
+    fn take_back(&self, n: u64) {
+        self.change(|p| p.bytes_done = p.bytes_done.saturating_sub(n));
+    }
+
+    fn file_done(&self) {
+        self.change(|p| p.files_done += 1);
+    }
+}
+
 /// Everything fetching needs.
 pub struct Fetcher<'a> {
     /// Where bytes come from.
@@ -50,6 +108,8 @@ pub struct Fetcher<'a> {
     pub manifest: &'a Manifest,
     /// Retries, backoff, parallelism.
     pub net: &'a NetworkConfig,
+    /// Told how far staging has come.
+    pub progress: Option<&'a ProgressFn>,
 }
 
 impl Fetcher<'_> {
@@ -71,6 +131,15 @@ impl Fetcher<'_> {
         let downloaded = AtomicUsize::new(0);
         let copied = AtomicUsize::new(0);
         let workers = self.net.parallel.clamp(1, work.len().max(1));
+        let tally = Tally {
+            now: Mutex::new(Progress {
+                files_total: work.len(),
+                bytes_total: work.iter().map(|(_, e, _)| e.size).sum(),
+                ..Progress::default()
+            }),
+            report: self.progress,
+        };
+        tally.change(|_| {});
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {
@@ -81,7 +150,11 @@ impl Fetcher<'_> {
                             break;
                         };
                         let dest = stage_path(slot);
-                        match self.fetch_one(entry, origin, &dest, &stop) {
+                        let done = self.fetch_one(entry, origin, &dest, &stop, &tally);
+                        if done.is_ok() {
+                            tally.file_done();
+                        }
+                        match done {
                             Ok(true) => copied.fetch_add(1, Ordering::Relaxed),
                             Ok(false) => downloaded.fetch_add(1, Ordering::Relaxed),
                             Err(e) => {
@@ -114,17 +187,22 @@ impl Fetcher<'_> {
         origin: &Origin,
         dest: &Path,
         stop: &AtomicBool,
+        tally: &Tally,
     ) -> Result<bool, FetchError> {
         if let Origin::Copy(from) = origin {
             if self.copy_local(entry, &self.target.join(from.as_str()), dest)? {
                 tracing::debug!("staged {} from local {}", entry.path, from);
+                tally.bytes(entry.size);
                 return Ok(true);
             }
             tracing::info!("{from} changed on disk; downloading {} instead", entry.path);
         }
         match entry.kind {
-            Kind::Symlink => self.download_link(entry, dest)?,
-            Kind::File | Kind::Executable => self.download_file(entry, dest, stop)?,
+            Kind::Symlink => {
+                self.download_link(entry, dest)?;
+                tally.bytes(entry.size);
+            }
+            Kind::File | Kind::Executable => self.download_file(entry, dest, stop, tally)?,
         }
         tracing::debug!("downloaded {} ({} bytes)", entry.path, entry.size);
         Ok(false)
@@ -155,6 +233,7 @@ impl Fetcher<'_> {
             &mut *file,
             &mut hasher,
             &AtomicBool::new(false),
+            &|_| {},
         );
         drop(file);
         match copied {
@@ -180,6 +259,7 @@ impl Fetcher<'_> {
         entry: &Entry,
         dest: &Path,
         stop: &AtomicBool,
+        tally: &Tally,
     ) -> Result<(), FetchError> {
         let mut file = self.create(entry, dest)?;
         let mut hasher = BlobHasher::new(entry.size);
@@ -200,6 +280,7 @@ impl Fetcher<'_> {
                     .map_err(|e| FetchError::io(dest, e))?;
                 file = self.create(entry, dest)?;
                 hasher = BlobHasher::new(entry.size);
+                tally.take_back(written);
                 written = 0;
             }
             if validator.is_none() {
@@ -207,7 +288,13 @@ impl Fetcher<'_> {
             }
             let before = written;
             let limit = entry.size - written + 1;
-            let outcome = stream(body.reader.take(limit), &mut *file, &mut hasher, stop);
+            let outcome = stream(
+                body.reader.take(limit),
+                &mut *file,
+                &mut hasher,
+                stop,
+                &|n| tally.bytes(n),
+            );
             let interruption = match outcome {
                 Ok(n) => {
                     written += n;
@@ -332,12 +419,14 @@ enum StreamError {
     Stopped,
 }
 
-/// Copies `reader` into `file` through a fixed buffer, hashing; returns bytes copied.
+/// Copies `reader` into `file` through a fixed buffer, hashing and telling `written` about
+/// each chunk; returns bytes copied.
 fn stream(
     mut reader: impl Read,
     file: &mut dyn WriteFile,
     hasher: &mut BlobHasher,
     stop: &AtomicBool,
+    written: &dyn Fn(u64),
 ) -> Result<u64, StreamError> {
     let mut buf = vec![0u8; BUFFER];
     let mut total = 0u64;
@@ -354,6 +443,7 @@ fn stream(
         hasher.update(&buf[..n]);
         file.write_all(&buf[..n]).map_err(StreamError::Write)?;
         total += n as u64;
+        written(n as u64);
     }
 }
 

@@ -35,4 +35,5 @@ pub mod transaction;
 pub mod updater;
 
 pub use error::Error;
+pub use fetch::Progress;
 pub use updater::{Check, Outcome, Report, Status, UpdateOptions, Updater};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Channel, Config, SourceConfig};
 use crate::error::Error;
-use crate::fetch::Fetcher;
+use crate::fetch::{Fetcher, Progress, ProgressFn};
 use crate::fs::{FileKind, Fs, RealFs};
 use crate::http::{Quota, Usage};
 use crate::manifest::{self, Manifest, RelPath};
@@ -109,6 +109,7 @@ pub struct Updater {
     source: Box<dyn Source>,
     dirs: StateDir,
     reserved: Vec<RelPath>,
+    progress: Option<Box<ProgressFn>>,
 }
 
 impl Updater {
@@ -136,7 +137,27 @@ impl Updater {
             source,
             dirs,
             reserved,
+            progress: None,
         }
+    }
+
+    /// Calls `callback` as an update stages its files (see [`Progress`]), from the download
+    /// threads, one call at a time; keep it quick. Replaces any earlier callback.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = ota::config::Config::load("/etc/ota.toml".as_ref())?;
+    /// let mut updater = ota::Updater::new(config);
+    /// updater.on_progress(|p| {
+    ///     let (files, bytes) = (p.files_done * 100 / p.files_total.max(1), p.bytes_done);
+    ///     eprintln!("{files}% of the files, {bytes} of {} bytes", p.bytes_total);
+    /// });
+    /// updater.update(ota::UpdateOptions::default())?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_progress(&mut self, callback: impl Fn(Progress) + Send + Sync + 'static) {
+        self.progress = Some(Box::new(callback));
     }
 
     /// The configuration.
@@ -265,6 +286,7 @@ impl Updater {
             commit: report.to.commit,
             manifest: &target,
             net: &self.config.network,
+            progress: self.progress.as_deref(),
         };
         let fetched = match fetcher.fetch(&report.plan, &|slot| tx.stage_path(slot)) {
             Ok(f) => f,

@@ -291,7 +291,26 @@ fn a_wrong_content_length_is_caught_and_the_file_completes() {
             Action::WrongLength(delta),
             Some(1),
         )]);
-        s.completes();
+        let out = s.completes();
+        let requests = s.big_requests();
+        // The fault fired: the first answer's head declared a length `delta` off its body.
+        let lied = &requests[0];
+        assert_eq!(lied.faults, [format!("wrong-length:{delta}")], "{lied:?}");
+        let declared = lied.content_length.expect("the head declares a length");
+        assert_eq!(
+            declared as i64,
+            lied.body_bytes as i64 + delta,
+            "the declared length is off by {delta}: {lied:?}"
+        );
+        if delta < 0 {
+            // Short by 1000 bytes: the client saw the body end early and fetched the rest.
+            assert_eq!(requests.len(), 2, "{requests:#?}");
+            assert!(requests[1].range.is_some(), "{:?}", requests[1]);
+            assert!(out.contains("resuming at byte"), "{out}");
+        } else {
+            // Every byte arrived before the connection closed: the digest accepted them.
+            assert_eq!(requests.len(), 1, "{requests:#?}");
+        }
     }
 }
 
@@ -357,6 +376,17 @@ fn latency_and_a_bandwidth_cap_only_slow_things_down() {
         fault("*", Action::Bandwidth(1_000_000), None),
     ]);
     s.completes();
+    // Both faults fired, on every request, the big file's included.
+    let log = s.server.stats().log;
+    assert!(log.len() > 2, "{log:#?}");
+    for r in &log {
+        assert_eq!(r.faults, ["latency:30ms", "bandwidth:1000000"], "{r:?}");
+    }
+    let big: u64 = s.big_requests().iter().map(|r| r.body_bytes).sum();
+    assert!(
+        big >= BIG as u64 / 2,
+        "the big file went through the cap: {big} bytes"
+    );
 }
 
 #[test]

@@ -6,9 +6,11 @@
 mod util;
 
 mod channels;
+mod cli;
 mod config;
 mod faults;
 mod hostile;
 mod network;
+mod progress;
 mod safety;
 mod update;

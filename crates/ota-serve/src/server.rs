@@ -347,6 +347,7 @@ async fn handle(
         range: req.header(header::RANGE).map(str::to_string),
         if_none_match: req.header(header::IF_NONE_MATCH).map(str::to_string),
         faults: Vec::new(),
+        content_length: None,
     };
     let req = Arc::new(req);
     let (worker, request) = (Arc::clone(&app), Arc::clone(&req));
@@ -368,20 +369,26 @@ async fn handle(
         None => reply.body.len(),
     };
     record.faults = std::mem::take(&mut plan.names);
-    app.stats.record(record);
     let first = conn.wire.first_response();
-    if !plan.latency.is_zero() {
+    let latency = plan.latency;
+    let response = deliver(reply, plan, &conn.wire);
+    record.content_length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    app.stats.record(record);
+    if !latency.is_zero() {
         // A round trip before the head; a new connection's handshake costs another.
         let wait = if first {
-            plan.latency.saturating_mul(2)
+            latency.saturating_mul(2)
         } else {
-            plan.latency
+            latency
         };
         if let Some(until) = arrived.checked_add(wait) {
             tokio::time::sleep_until(until).await;
         }
     }
-    deliver(reply, plan, &conn.wire)
+    response
 }
 
 fn plain_authority(host: &str) -> bool {

@@ -86,6 +86,9 @@ pub struct RequestRecord {
     /// The faults applied to this request, in the CLI's syntax without pattern and counters
     /// (e.g. `reset-after:1000`, `latency:50ms`); empty if none.
     pub faults: Vec<String>,
+    /// The `Content-Length` the response head declared, if any: after a `wrong-length`
+    /// fault, not the body's length (proof that the fault took effect).
+    pub content_length: Option<u64>,
 }
 
 #[derive(Default)]

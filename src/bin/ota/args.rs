@@ -41,6 +41,18 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
+impl Command {
+    /// Whether the command was asked for JSON output (`--json`).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Update(a) => a.json,
+            Command::Check(a) => a.json,
+            Command::Status(a) => a.json,
+            _ => false,
+        }
+    }
+}
+
 /// Where the configuration is.
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {

@@ -1,12 +1,18 @@
 //! The `ota` command: parses arguments, calls the library, prints, maps errors to exit codes.
 //!
 //! Exit codes: 0 success (or up to date), 1 error, 2 bad usage, 100 `check` found an update.
+//!
+//! Results go to stdout through checked writes; logs, the progress bar and the final error
+//! to stderr (see `log`). A closed stdout (`ota status | head -0`) ends the command quietly.
 
 mod args;
 #[cfg(feature = "serve")]
 mod demo;
+mod log;
 mod print;
+mod progress;
 
+use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,38 +20,81 @@ use ota::config::Config;
 use ota::{Check, Updater};
 
 use args::{Args, Command};
+use log::Stderr;
 
 /// `ota check` found an update.
 const EXIT_UPDATE_AVAILABLE: u8 = 100;
 
+/// The result could not be written to stdout.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to standard output: {0}")]
+struct OutputError(#[from] io::Error);
+
 fn main() -> ExitCode {
-    let args = Args::parse();
-    init_logging(args.verbose, args.quiet);
-    match run(args) {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => return usage(&e),
+    };
+    let json = args.command.json();
+    let stderr = log::init(args.verbose, args.quiet);
+    let result = run(args, &stderr);
+    stderr.clear_bar();
+    match result {
         Ok(code) => code,
-        Err(e) => {
-            // Every error message is complete on its own; the chain would repeat it.
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e, json, &stderr),
     }
 }
 
-fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// Prints clap's help, version or usage error, and exits with clap's code; a stdout that
+/// cannot take the help is an error like any other.
+fn usage(e: &clap::Error) -> ExitCode {
+    if let Err(error) = e.print() {
+        return fail(&OutputError(error).into(), false, &Stderr::default());
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+}
+
+/// Reports a failed command: `error: …` on stderr and, with `--json`, the same error as a
+/// JSON object on stdout. Exit code 1.
+fn fail(error: &anyhow::Error, json: bool, stderr: &Stderr) -> ExitCode {
+    let output = error.downcast_ref::<OutputError>();
+    if output.is_some_and(|OutputError(e)| e.kind() == io::ErrorKind::BrokenPipe) {
+        // Whoever read the output has stopped listening (`| head`): nothing to report.
+        return ExitCode::SUCCESS;
+    }
+    // Every error message is complete on its own; the chain would repeat it.
+    let message = error.to_string();
+    stderr.error(&message);
+    if json && output.is_none() {
+        let ota = error.downcast_ref::<ota::Error>();
+        let phase = ota.map(ota::Error::phase);
+        let kind = ota.map_or("other", ota::Error::kind);
+        // stdout failing as well leaves the message on stderr, which is all there is to do.
+        let _ = print::error_json(phase, kind, &message);
+    }
+    ExitCode::FAILURE
+}
+
+fn run(args: Args, stderr: &Stderr) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Update(a) => {
-            let updater = updater(&a.config.config)?;
+            let mut updater = updater(&a.config.config)?;
+            updater.on_progress(progress::reporter(stderr.clone(), args.quiet));
             let outcome = updater.update(ota::UpdateOptions {
                 force: a.force,
                 dry_run: a.dry_run,
             })?;
-            print::outcome(&outcome, a.json)?;
+            stderr.clear_bar();
+            for warning in &outcome.report().warnings {
+                tracing::warn!("{warning}");
+            }
+            print::outcome(&outcome, a.json).map_err(OutputError)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(a) => {
             let updater = updater(&a.config.config)?;
             let check = updater.check()?;
-            print::check(&check, a.json)?;
+            print::check(&check, a.json).map_err(OutputError)?;
             Ok(match check {
                 Check::UpToDate(_) => ExitCode::SUCCESS,
                 Check::Available { .. } => ExitCode::from(EXIT_UPDATE_AVAILABLE),
@@ -53,12 +102,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Status(a) => {
             let updater = updater(&a.config.config)?;
-            print::status(&updater.status()?, a.json)?;
+            print::status(&updater.status()?, a.json).map_err(OutputError)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Recover(a) => {
             let updater = updater(&a.config.config)?;
-            print::recovery(&updater.recover()?);
+            print::recovery(&updater.recover()?).map_err(OutputError)?;
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "serve")]
@@ -81,39 +130,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads the config, logs its warnings, and builds the updater.
-fn updater(path: &std::path::Path) -> anyhow::Result<Updater> {
+fn updater(path: &std::path::Path) -> Result<Updater, ota::Error> {
     let config = Config::load(path)?;
     for warning in &config.warnings {
         tracing::warn!("{}: {warning}", path.display());
     }
     Ok(Updater::new(config))
-}
-
-fn init_logging(verbose: u8, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "ota=info,ota_serve=info",
-        (false, 1) => "ota=debug,ota_serve=debug",
-        _ => "trace",
-    };
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // At trace level the HTTP client dumps the raw bytes it sends, `Authorization` header
-    // included (its debug level redacts headers). The token must never reach a log, whatever
-    // RUST_LOG asks for: hold the client at debug when anything asks for trace.
-    if filter
-        .max_level_hint()
-        .is_none_or(|level| level >= tracing_subscriber::filter::LevelFilter::TRACE)
-    {
-        for clamp in ["ureq=debug", "ureq_proto=debug"] {
-            if let Ok(directive) = clamp.parse() {
-                filter = filter.add_directive(directive);
-            }
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }

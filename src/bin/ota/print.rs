@@ -1,4 +1,9 @@
 //! What the commands print on stdout: short text for people, `--json` for machines.
+//!
+//! Every write is checked: a full disk or a closed pipe is an error returned to the caller,
+//! never a panic (which `println!` would be). Warnings and errors go to the log (stderr).
+
+use std::io::{self, Write};
 
 use ota::plan::{Action, Origin};
 use ota::state::ReleaseId;
@@ -7,8 +12,28 @@ use ota::updater::short;
 use ota::{Check, Outcome, Report, Status};
 use serde_json::json;
 
+/// Standard output, locked for one command's result.
+fn stdout() -> io::StdoutLock<'static> {
+    io::stdout().lock()
+}
+
+/// Writes `value` as pretty JSON and a newline.
+fn write_json(out: &mut impl Write, value: &serde_json::Value) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    out.flush()
+}
+
+/// Prints a failed command's error as JSON (`--json`): the stage, the cause and the
+/// message, the names `last_error.json` uses.
+pub fn error_json(phase: Option<&str>, kind: &str, message: &str) -> io::Result<()> {
+    let value = json!({"error": {"phase": phase, "kind": kind, "message": message}});
+    write_json(&mut stdout(), &value)
+}
+
 /// Prints an update's outcome.
-pub fn outcome(outcome: &Outcome, as_json: bool) -> anyhow::Result<()> {
+pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
+    let out = &mut stdout();
     let report = outcome.report();
     if as_json {
         let state = match outcome {
@@ -16,20 +41,17 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> anyhow::Result<()> {
             Outcome::Planned(_) => "planned",
             Outcome::Updated(_) => "updated",
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report_json(state, report))?
-        );
-        return Ok(());
+        return write_json(out, &report_json(state, report));
     }
     match outcome {
-        Outcome::UpToDate(r) => println!("up to date: {}", release(&r.to)),
+        Outcome::UpToDate(r) => writeln!(out, "up to date: {}", release(&r.to))?,
         Outcome::Planned(r) => {
-            println!(
+            writeln!(
+                out,
                 "plan for {} → {} (dry run, nothing changed):",
                 from(r),
                 release(&r.to)
-            );
+            )?;
             for change in &r.plan.changes {
                 let what = match change.action {
                     Action::Add => "add",
@@ -43,41 +65,41 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> anyhow::Result<()> {
                     None => String::new(),
                 };
                 match size {
-                    Some(size) => println!("  {what:8} {} {}{how}", change.path, bytes(size)),
-                    None => println!("  {what:8} {}", change.path),
+                    Some(size) => writeln!(out, "  {what:8} {} {}{how}", change.path, bytes(size))?,
+                    None => writeln!(out, "  {what:8} {}", change.path)?,
                 }
             }
-            summary(r);
+            summary(out, r)?;
         }
         Outcome::Updated(r) => {
-            println!("updated {} → {}", from(r), release(&r.to));
-            summary(r);
+            writeln!(out, "updated {} → {}", from(r), release(&r.to))?;
+            summary(out, r)?;
         }
     }
-    for warning in &report.warnings {
-        println!("warning: {warning}");
-    }
-    Ok(())
+    out.flush()
 }
 
-fn summary(r: &Report) {
+fn summary(out: &mut impl Write, r: &Report) -> io::Result<()> {
     let p = &r.plan;
-    println!(
+    writeln!(
+        out,
         "  {} added, {} replaced, {} deleted, {} unchanged, {} adopted",
         p.count(Action::Add),
         p.count(Action::Replace),
         p.count(Action::Delete),
         p.unchanged,
         p.adopted
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  files: {} to download, {} copied locally; needs {} free",
         bytes(p.download_bytes),
         bytes(p.copy_bytes),
         bytes(p.space_needed)
-    );
+    )?;
     let u = &r.usage;
-    println!(
+    writeln!(
+        out,
         "  network: {} metadata requests ({}), {} file requests ({}), {} retries, {:.2}s",
         u.api_requests,
         bytes(u.api_bytes),
@@ -85,7 +107,7 @@ fn summary(r: &Report) {
         bytes(u.file_bytes),
         u.retries,
         r.elapsed.as_secs_f64()
-    );
+    )
 }
 
 fn report_json(state: &str, r: &Report) -> serde_json::Value {
@@ -115,35 +137,41 @@ fn report_json(state: &str, r: &Report) -> serde_json::Value {
 }
 
 /// Prints a check's result.
-pub fn check(check: &Check, as_json: bool) -> anyhow::Result<()> {
+pub fn check(check: &Check, as_json: bool) -> io::Result<()> {
+    let out = &mut stdout();
     match check {
-        Check::UpToDate(r) if as_json => {
-            println!("{}", json!({"update_available": false, "installed": r}))
-        }
-        Check::UpToDate(r) => println!("up to date: {}", release(r)),
+        Check::UpToDate(r) if as_json => writeln!(
+            out,
+            "{}",
+            json!({"update_available": false, "installed": r})
+        )?,
+        Check::UpToDate(r) => writeln!(out, "up to date: {}", release(r))?,
         Check::Available {
             installed,
             available,
-        } if as_json => println!(
+        } if as_json => writeln!(
+            out,
             "{}",
             json!({"update_available": true, "installed": installed, "available": available})
-        ),
+        )?,
         Check::Available {
             installed,
             available,
-        } => println!(
+        } => writeln!(
+            out,
             "update available: {} → {}",
             installed
                 .as_ref()
                 .map_or("nothing installed".into(), release),
             release(available)
-        ),
+        )?,
     }
-    Ok(())
+    out.flush()
 }
 
 /// Prints `ota status`.
-pub fn status(status: &Status, as_json: bool) -> anyhow::Result<()> {
+pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
+    let out = &mut stdout();
     if as_json {
         let installed = status.installed.as_ref().map(|i| {
             json!({
@@ -163,49 +191,52 @@ pub fn status(status: &Status, as_json: bool) -> anyhow::Result<()> {
             "last_check": status.cache.last_check,
             "rate_limit": status.cache.quota,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
+        return write_json(out, &value);
     }
-    println!("target:      {}", status.target.display());
+    writeln!(out, "target:      {}", status.target.display())?;
     match &status.installed {
         Some(i) => {
-            println!("installed:   {}", release(&i.release));
-            println!("             from {} at {}", i.source, i.installed_at);
-            println!(
+            writeln!(out, "installed:   {}", release(&i.release))?;
+            writeln!(out, "             from {} at {}", i.source, i.installed_at)?;
+            writeln!(
+                out,
                 "             {} files, {}",
                 i.files.len(),
                 bytes(i.files.total_bytes())
-            );
+            )?;
             if let Some(prev) = &i.previous {
-                println!("previous:    {}", release(prev));
+                writeln!(out, "previous:    {}", release(prev))?;
             }
         }
-        None => println!("installed:   nothing yet"),
+        None => writeln!(out, "installed:   nothing yet")?,
     }
     if let Some(journal) = &status.pending {
-        println!(
+        writeln!(
+            out,
             "pending:     an interrupted update to {}; the next `ota update` or `ota recover` finishes or undoes it",
             release(&journal.release)
-        );
+        )?;
     }
     match &status.last_error {
         Some(e) => {
-            println!(
+            writeln!(
+                out,
                 "last error:  {} [{}/{}] {}",
                 e.time, e.phase, e.kind, e.message
-            );
+            )?;
             if e.consecutive > 1 {
-                println!(
+                writeln!(
+                    out,
                     "             {} failures in a row since {}",
                     e.consecutive,
                     e.since.as_deref().unwrap_or("?")
-                );
+                )?;
             }
         }
-        None => println!("last error:  none"),
+        None => writeln!(out, "last error:  none")?,
     }
     if let Some(time) = &status.cache.last_check {
-        println!("last check:  {time}");
+        writeln!(out, "last check:  {time}")?;
     }
     if let Some(q) = &status.cache.quota {
         let reset = q.reset.map_or("?".into(), |r| {
@@ -215,26 +246,32 @@ pub fn status(status: &Status, as_json: bool) -> anyhow::Result<()> {
             .to_string()
         });
         let num = |n: Option<u64>| n.map_or("?".into(), |n| n.to_string());
-        println!(
+        writeln!(
+            out,
             "rate limit:  {} of {} requests left, resets at {reset}",
             num(q.remaining),
             num(q.limit)
-        );
+        )?;
     }
-    Ok(())
+    out.flush()
 }
 
 /// Prints what `ota recover` did.
-pub fn recovery(recovery: &Recovery) {
+pub fn recovery(recovery: &Recovery) -> io::Result<()> {
+    let out = &mut stdout();
     match recovery {
-        Recovery::Clean => println!("nothing to recover"),
-        Recovery::SweptLeftovers => println!("removed leftovers of an interrupted download"),
-        Recovery::Completed(r) => println!("finished the interrupted update to {}", release(r)),
-        Recovery::RolledBack(r) => println!(
+        Recovery::Clean => writeln!(out, "nothing to recover")?,
+        Recovery::SweptLeftovers => writeln!(out, "removed leftovers of an interrupted download")?,
+        Recovery::Completed(r) => {
+            writeln!(out, "finished the interrupted update to {}", release(r))?
+        }
+        Recovery::RolledBack(r) => writeln!(
+            out,
             "undid the interrupted update to {}: the previous release is back in place",
             release(r)
-        ),
+        )?,
     }
+    out.flush()
 }
 
 /// This process's peak resident memory so far (Linux: `VmHWM`), for fleet telemetry and
