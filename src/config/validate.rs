@@ -1,0 +1,820 @@
+//! From the file as written ([`File`]) to a [`Config`]: every value checked, once, with the
+//! key's name in the error, and every default resolved.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{ConfigError, closest, leaf};
+use super::file::{self, File, Number};
+use super::{
+    Channel, Config, Format, GithubConfig, Limits, NetworkConfig, SourceConfig, TOKEN_ENV, Token,
+    readable_by_others,
+};
+use crate::filter::Filter;
+
+/// Largest token file ota reads, in bytes.
+const MAX_TOKEN_FILE_SIZE: u64 = 64 << 10;
+
+/// Longest token ota accepts, in bytes (GitHub's are under 300).
+const MAX_TOKEN_LEN: usize = 4096;
+
+/// GitHub's own hosts: the defaults of `api_url` and `raw_url`.
+const GITHUB_API: &str = "https://api.github.com";
+const GITHUB_RAW: &str = "https://raw.githubusercontent.com";
+
+/// The state of one validation: how the file was written, and the warnings so far.
+pub(super) struct Check<'a> {
+    pub format: Format,
+    /// The original updater's flat format: keys are named as written there.
+    pub legacy: bool,
+    /// For the original format: (new key, key as written) of each key it set.
+    pub written: Vec<(&'static str, &'static str)>,
+    /// The config file's folder (absolute, normalised).
+    pub base_dir: PathBuf,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Check<'_> {
+    /// The key as the user wrote it: the new format's dotted key, or the flat key.
+    fn key(&self, name: &str) -> String {
+        if !self.legacy {
+            return name.to_owned();
+        }
+        let written = self.written.iter().find(|(new, _)| *new == name);
+        written.map_or(leaf(name), |(_, flat)| flat).to_owned()
+    }
+
+    /// An example of `key = value` in the file's syntax.
+    fn example(&self, name: &str, value: &str) -> String {
+        let key = self.key(name);
+        match (self.format, self.legacy, name.split_once('.')) {
+            (Format::Toml, false, Some((table, leaf))) => {
+                format!("`{leaf} = {value}` under `[{table}]`")
+            }
+            (Format::Toml, _, _) => format!("`{key} = {value}`"),
+            (Format::Json, false, Some((table, leaf))) => {
+                format!("`\"{table}\": {{\"{leaf}\": {value}}}`")
+            }
+            (Format::Json, _, _) => format!("`\"{key}\": {value}`"),
+        }
+    }
+
+    fn invalid(&self, name: &str, why: String) -> ConfigError {
+        let key = self.key(name);
+        ConfigError::invalid(&key, format!("`{key}` {why}"))
+    }
+
+    fn integer(
+        &self,
+        name: &str,
+        value: Option<Number>,
+        range: RangeInclusive<u64>,
+    ) -> Result<Option<u64>, ConfigError> {
+        let (low, high) = (*range.start(), *range.end());
+        match value {
+            None => Ok(None),
+            Some(Number::Int(n)) => match u64::try_from(n) {
+                Ok(n) if range.contains(&n) => Ok(Some(n)),
+                _ => Err(self.invalid(
+                    name,
+                    format!("is {n}, but it must be between {low} and {high}"),
+                )),
+            },
+            Some(Number::Float(f)) => Err(self.invalid(
+                name,
+                format!("is {f}, but it must be a whole number between {low} and {high}"),
+            )),
+        }
+    }
+
+    fn seconds(
+        &self,
+        name: &str,
+        value: Option<Number>,
+        range: RangeInclusive<u64>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let secs = self.integer(name, value, range)?;
+        Ok(secs.map_or(default, Duration::from_secs))
+    }
+
+    /// Rejects a template's placeholder.
+    fn no_placeholder(&self, name: &str, value: &str) -> Result<(), ConfigError> {
+        if is_placeholder(value) {
+            Err(self.placeholder(name, Some(value.to_owned())))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn placeholder(&self, name: &str, value: Option<String>) -> ConfigError {
+        let hint = match name {
+            "source.owner" => "set it to the GitHub user or organisation that owns the repository",
+            "source.repo" => "set it to the name of the repository",
+            "source.token" | TOKEN_ENV => {
+                "set it to a GitHub token that can read the repository, or remove it (a \
+                 public repository needs none)"
+            }
+            "branch" => "set it to the branch the developer channel follows",
+            "tag" => {
+                "set it to the release tag to install, or remove it to follow the latest release"
+            }
+            "target_dir" => "set it to the directory ota keeps up to date",
+            _ => "replace it with the real value",
+        };
+        ConfigError::Placeholder {
+            key: match name {
+                TOKEN_ENV => name.to_owned(),
+                _ => self.key(name),
+            },
+            value,
+            hint: hint.to_owned(),
+        }
+    }
+
+    /// Turns the file into a [`Config`], checking each value; also tells whether the token
+    /// was written in the config itself.
+    pub(super) fn build(mut self, file: File) -> Result<(Config, bool), ConfigError> {
+        let target_dir = match &file.target_dir {
+            Some(dir) => self.path("target_dir", dir)?,
+            None if self.legacy => self.base_dir.clone(),
+            None => {
+                return Err(ConfigError::Missing {
+                    key: "target_dir".to_owned(),
+                    hint: format!(
+                        "set it to the directory ota keeps up to date, e.g. {}",
+                        self.example("target_dir", "\"/opt/app\"")
+                    ),
+                });
+            }
+        };
+        if target_dir.parent().is_none() {
+            return Err(self.invalid(
+                "target_dir",
+                "is the filesystem root; set it to the application's own directory".to_owned(),
+            ));
+        }
+        let channel = self.channel(file.channel, file.branch, file.tag)?;
+        let (allow, ignore) = (
+            file.allow.unwrap_or_default(),
+            file.ignore.unwrap_or_default(),
+        );
+        let filter = Filter::new(&allow, &ignore).map_err(|err| ConfigError::Invalid {
+            key: err.key(),
+            message: err.to_string(),
+        })?;
+        let state_dir = self.state_dir(file.state_dir, &target_dir)?;
+        let (source, inline_token) = self.source(file.source)?;
+        let network = self.network(file.network)?;
+        let limits = Limits {
+            max_tree_kb: self.integer("limits.max_tree_kb", file.limits.max_tree_kb, 1..=32_768)?,
+            max_tree_files: self.integer(
+                "limits.max_tree_files",
+                file.limits.max_tree_files,
+                1..=10_000_000,
+            )?,
+        };
+        let config = Config {
+            target_dir,
+            state_dir,
+            channel,
+            filter,
+            source,
+            network,
+            limits,
+            warnings: self.warnings,
+        };
+        Ok((config, inline_token))
+    }
+
+    fn channel(
+        &mut self,
+        channel: Option<String>,
+        branch: Option<String>,
+        tag: Option<String>,
+    ) -> Result<Channel, ConfigError> {
+        for (name, value) in [("branch", &branch), ("tag", &tag)] {
+            if let Some(value) = value {
+                self.no_placeholder(name, value)?;
+                check_ref_name(value, name)
+                    .map_err(|why| self.invalid(name, format!("is {value:?}, which {why}")))?;
+            }
+        }
+        match channel.as_deref().unwrap_or("stable") {
+            "stable" => {
+                if branch.is_some() {
+                    self.warnings.push(format!(
+                        "`{}` is not used with the stable channel, which follows releases; set \
+                         `{}` to \"developer\" to follow the branch",
+                        self.key("branch"),
+                        self.key("channel")
+                    ));
+                }
+                Ok(Channel::Stable { tag })
+            }
+            "developer" if tag.is_some() => Err(self.invalid(
+                "tag",
+                format!(
+                    "pins a release, which only the stable channel installs; remove it, or set \
+                     `{}` to \"stable\"",
+                    self.key("channel")
+                ),
+            )),
+            "developer" => Ok(Channel::Developer {
+                branch: branch.unwrap_or_else(|| "main".to_owned()),
+            }),
+            other => {
+                let suggestion = closest(other, &["stable", "developer"])
+                    .map(|c| format!("; did you mean \"{c}\"?"))
+                    .unwrap_or_default();
+                Err(self.invalid(
+                    "channel",
+                    format!(
+                        "is {other:?}, but it must be \"stable\" (the latest release) or \
+                         \"developer\" (the tip of `branch`){suggestion}"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// A directory path: absolute, lexically normalised.
+    fn path(&self, name: &str, value: &str) -> Result<PathBuf, ConfigError> {
+        let why = if value.trim().is_empty() {
+            Some("is empty; set it to a directory or remove it".to_owned())
+        } else if value.contains('\0') {
+            Some("contains a NUL character".to_owned())
+        } else if value.starts_with('~') {
+            Some(format!(
+                "is {value:?}, but ota does not expand `~`; write the absolute path"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(self.invalid(name, why));
+        }
+        self.no_placeholder(name, value)?;
+        Ok(normalize(&self.base_dir.join(value)))
+    }
+
+    fn state_dir(
+        &mut self,
+        dir: Option<String>,
+        target_dir: &Path,
+    ) -> Result<PathBuf, ConfigError> {
+        let Some(dir) = dir else {
+            return Ok(target_dir.join(".ota"));
+        };
+        let state_dir = self.path("state_dir", &dir)?;
+        let problem = if state_dir == target_dir {
+            Some("is target_dir itself; ota's state must not mix with the application's files")
+        } else if target_dir.starts_with(&state_dir) {
+            Some(
+                "contains target_dir; put it inside target_dir (the default is \
+                 `<target_dir>/.ota`) or beside it",
+            )
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(ConfigError::invalid(
+                "state_dir",
+                format!("`state_dir` ({}) {problem}", state_dir.display()),
+            ));
+        }
+        if state_dir.starts_with(target_dir) && state_dir != target_dir.join(".ota") {
+            self.warnings.push(format!(
+                "`state_dir` ({}) is inside target_dir but is not `.ota`: a release must never \
+                 contain files under it",
+                state_dir.display()
+            ));
+        }
+        Ok(state_dir)
+    }
+
+    fn source(&mut self, source: file::Source) -> Result<(SourceConfig, bool), ConfigError> {
+        if let Some(kind) = source.kind.filter(|kind| kind != "github") {
+            return Err(self.invalid(
+                "source.kind",
+                format!(
+                    "is {kind:?}, but the only kind ota supports is \"github\" (GitHub or a \
+                     compatible server); remove it or set it to \"github\""
+                ),
+            ));
+        }
+        let owner = self.github_name("source.owner", source.owner, "\"acme\"")?;
+        let repo = self.github_name("source.repo", source.repo, "\"app\"")?;
+        let (token, inline) = self.token(source.token, source.token_file)?;
+        let has_token = token.is_some();
+        let api_url = self.url("source.api_url", source.api_url, has_token)?;
+        let raw_url = self.url("source.raw_url", source.raw_url, has_token)?;
+        let raw_url = match (raw_url, &api_url) {
+            (Some(raw), _) => raw,
+            (None, None) => GITHUB_RAW.to_owned(),
+            (None, Some(api)) => self.raw_url_of(api)?,
+        };
+        let api_url = api_url.unwrap_or_else(|| GITHUB_API.to_owned());
+        let github = GithubConfig {
+            owner,
+            repo,
+            token,
+            api_url,
+            raw_url,
+        };
+        Ok((SourceConfig::Github(github), inline))
+    }
+
+    /// Where a host whose API is at `api` (normalised) serves raw files, when that is
+    /// certain: GitHub's own, GitHub Enterprise (`https://HOST/api/v3` → `https://HOST/raw`)
+    /// and `ota serve` (API at the root, raw files under `/raw`).
+    fn raw_url_of(&self, api: &str) -> Result<String, ConfigError> {
+        let path_start = api.find("://").map_or(0, |i| i + 3);
+        let has_path = api[path_start..].contains('/');
+        if api == GITHUB_API {
+            Ok(GITHUB_RAW.to_owned())
+        } else if let Some(host) = api.strip_suffix("/api/v3") {
+            Ok(format!("{host}/raw"))
+        } else if !has_path {
+            Ok(format!("{api}/raw"))
+        } else {
+            let (api_key, raw_key) = (self.key("source.api_url"), self.key("source.raw_url"));
+            Err(ConfigError::invalid(
+                &raw_key,
+                format!(
+                    "`{api_key}` is {api:?}, whose raw file address ota cannot tell, and \
+                     `{raw_key}` is not set, so files would be fetched from GitHub instead: set \
+                     `{raw_key}` to where this host serves raw files (GitHub Enterprise: \
+                     `https://HOST/raw`; `ota serve`: `{{api_url}}/raw`)"
+                ),
+            ))
+        }
+    }
+
+    /// A GitHub user, organisation or repository name.
+    fn github_name(
+        &self,
+        name: &str,
+        value: Option<String>,
+        example: &str,
+    ) -> Result<String, ConfigError> {
+        let what = if name == "source.owner" {
+            "the GitHub user or organisation that owns the repository"
+        } else {
+            "the name of the repository"
+        };
+        let Some(value) = value else {
+            return Err(ConfigError::Missing {
+                key: self.key(name),
+                hint: format!("set it to {what}, e.g. {}", self.example(name, example)),
+            });
+        };
+        self.no_placeholder(name, &value)?;
+        let invalid = |why: String| Err(self.invalid(name, why));
+        if value.is_empty() {
+            return invalid(format!("is empty: set it to {what}"));
+        }
+        let split = value.split_once('/');
+        if let Some((owner, repo)) = split
+            .filter(|(owner, repo)| !owner.is_empty() && !repo.is_empty() && !repo.contains('/'))
+        {
+            return invalid(format!(
+                "is {value:?}, which looks like owner/repository: set `{}` to {owner:?} and \
+                 `{}` to {repo:?}",
+                self.key("source.owner"),
+                self.key("source.repo")
+            ));
+        }
+        if let Some(bad) = value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return invalid(format!(
+                "is {value:?}, which contains {bad:?}; GitHub names hold only letters, digits, \
+                 `-`, `_` and `.`"
+            ));
+        }
+        if value == "." || value == ".." {
+            return invalid(format!("is {value:?}, which is not a GitHub name"));
+        }
+        if value.len() > 100 {
+            return invalid(format!(
+                "is {} characters long; GitHub names are at most 100",
+                value.len()
+            ));
+        }
+        if let Some(stem) = value.strip_suffix(".git").filter(|_| name == "source.repo") {
+            return invalid(format!(
+                "is {value:?}: give the repository's name without `.git`, {stem:?}"
+            ));
+        }
+        Ok(value)
+    }
+
+    /// The token, from `token`, `token_file` or `OTA_TOKEN`, in that order; and whether it was
+    /// written in the config itself. Never puts the token in an error or a warning.
+    fn token(
+        &mut self,
+        inline: Option<String>,
+        file: Option<String>,
+    ) -> Result<(Option<Token>, bool), ConfigError> {
+        let inline = inline
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+        let (secret, name) = match (inline, file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "source.token",
+                    "`source.token` and `source.token_file` are both set: keep one \
+                     (`token_file` keeps the secret out of this file)"
+                        .to_owned(),
+                ));
+            }
+            (Some(token), None) => (token, "source.token"),
+            (None, Some(file)) => (self.read_token_file(&file)?, "source.token_file"),
+            (None, None) => match (self.env)(TOKEN_ENV).map(|t| t.trim().to_owned()) {
+                Some(token) if !token.is_empty() => (token, TOKEN_ENV),
+                _ => return Ok((None, false)),
+            },
+        };
+        let key = match name {
+            TOKEN_ENV => format!("the environment variable `{TOKEN_ENV}`"),
+            _ => format!("`{}`", self.key(name)),
+        };
+        if is_placeholder(&secret) {
+            // Shown only when it cannot be a real token pasted into a template (`<ghp_…>`).
+            let shown = (secret.len() <= 40 && !secret.chars().any(|c| c.is_ascii_digit()))
+                .then_some(secret);
+            if name == "source.token_file" {
+                let shown = shown.map(|s| format!(" `{s}`")).unwrap_or_default();
+                return Err(ConfigError::invalid(
+                    &self.key(name),
+                    format!(
+                        "the file named by {key} still holds a placeholder{shown}: put a GitHub \
+                         token that can read the repository in it"
+                    ),
+                ));
+            }
+            return Err(self.placeholder(name, shown));
+        }
+        let why = if secret.len() > MAX_TOKEN_LEN {
+            Some(format!("is longer than {MAX_TOKEN_LEN} bytes"))
+        } else if secret.chars().any(|c| !c.is_ascii_graphic()) {
+            Some(
+                "contains a space, a control character or a non-ASCII character, which cannot \
+                 be sent in an HTTP header"
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let subject = match name {
+                "source.token_file" => format!("the token in the file named by {key}"),
+                _ => format!("the token in {key}"),
+            };
+            return Err(ConfigError::invalid(
+                &self.key(name),
+                format!("{subject} {why}; check that it was copied whole"),
+            ));
+        }
+        Ok((Some(Token::new(secret)), name == "source.token"))
+    }
+
+    fn read_token_file(&mut self, file: &str) -> Result<String, ConfigError> {
+        use std::io::Read as _;
+        let key = self.key("source.token_file");
+        let path = self.path("source.token_file", file)?;
+        let fail = |why: String| {
+            let message = format!(
+                "cannot read the token from `{key}` ({}): {why}",
+                path.display()
+            );
+            ConfigError::invalid(&key, message)
+        };
+        let io_fail =
+            |err: std::io::Error| fail(format!("{err}; check the path and its permissions"));
+        let file = std::fs::File::open(&path).map_err(io_fail)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_TOKEN_FILE_SIZE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_fail)?;
+        if bytes.len() as u64 > MAX_TOKEN_FILE_SIZE {
+            return Err(fail(format!(
+                "it is larger than {MAX_TOKEN_FILE_SIZE} bytes, so it is not a token file"
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| fail("it is not text; it must hold only the token".to_owned()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(fail(
+                "it is empty; put the token in it, or remove `token_file`".to_owned(),
+            ));
+        }
+        if readable_by_others(&path) {
+            self.warnings.push(format!(
+                "the token file {} can be read by every user on this system; restrict it \
+                 (`chmod 600`)",
+                path.display()
+            ));
+        }
+        Ok(token.to_owned())
+    }
+
+    /// An `http://` or `https://` base URL, normalised: lower-case scheme and host, no
+    /// default port, no trailing `/`.
+    fn url(
+        &mut self,
+        name: &str,
+        value: Option<String>,
+        has_token: bool,
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let url = parse_base_url(&value).map_err(|why| {
+            // The URL is not echoed when it may carry a secret (`user:pass@`, `?access_token=`).
+            match value.contains(['@', '?', '#']) {
+                true => self.invalid(name, why),
+                false => self.invalid(name, format!("is {value:?}, which {why}")),
+            }
+        })?;
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+        if url.scheme() == "http" && !url.host().is_some_and(|host| is_local_host(&host)) {
+            let token = if has_token { " and the token" } else { "" };
+            self.warnings.push(format!(
+                "`{}` uses plain http:// to {host}, which is not on the local network: \
+                 releases{token} travel unencrypted and can be altered on the way; use https://",
+                self.key(name)
+            ));
+        }
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let path = url.path().trim_end_matches('/');
+        Ok(Some(format!(
+            "{}://{}{port}{path}",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        )))
+    }
+
+    fn network(&mut self, n: file::Network) -> Result<NetworkConfig, ConfigError> {
+        let d = NetworkConfig::default();
+        let network = NetworkConfig {
+            connect_timeout: self.seconds(
+                "network.connect_timeout_sec",
+                n.connect_timeout_sec,
+                1..=3600,
+                d.connect_timeout,
+            )?,
+            http_timeout: self.seconds(
+                "network.http_timeout_sec",
+                n.http_timeout_sec,
+                1..=3600,
+                d.http_timeout,
+            )?,
+            retries: self
+                .integer("network.retries", n.retries, 0..=100)?
+                .map_or(d.retries, |n| n as u32),
+            backoff: self.seconds("network.backoff_sec", n.backoff_sec, 0..=3600, d.backoff)?,
+            max_backoff: self.seconds(
+                "network.max_backoff_sec",
+                n.max_backoff_sec,
+                0..=3600,
+                d.max_backoff,
+            )?,
+            max_wait: self.seconds("network.max_wait_sec", n.max_wait_sec, 0..=3600, d.max_wait)?,
+            update_timeout: self.seconds(
+                "network.update_timeout_sec",
+                n.update_timeout_sec,
+                1..=86_400,
+                d.update_timeout,
+            )?,
+            parallel: self
+                .integer("network.parallel", n.parallel, 1..=64)?
+                .map_or(d.parallel, |n| n as usize),
+            user_agent: match n.user_agent {
+                Some(agent) => self.user_agent(agent)?,
+                None => d.user_agent,
+            },
+        };
+        if network.backoff > network.max_backoff {
+            let (backoff, max) = (
+                self.key("network.backoff_sec"),
+                self.key("network.max_backoff_sec"),
+            );
+            return Err(ConfigError::invalid(
+                &backoff,
+                format!(
+                    "`{backoff}` ({}) is larger than `{max}` ({}); the first delay cannot \
+                     exceed the cap, so lower `{backoff}` or raise `{max}`",
+                    network.backoff.as_secs(),
+                    network.max_backoff.as_secs()
+                ),
+            ));
+        }
+        Ok(network)
+    }
+
+    fn user_agent(&self, agent: String) -> Result<String, ConfigError> {
+        let agent = agent.trim().to_owned();
+        let why = if agent.is_empty() {
+            "is empty; remove it to send ota's own (`ota/VERSION`)"
+        } else if agent.len() > 256 {
+            "is longer than 256 bytes"
+        } else if agent.chars().any(|c| !(c == ' ' || c.is_ascii_graphic())) {
+            "contains a control character or a non-ASCII character, which cannot be sent in an \
+             HTTP header"
+        } else {
+            return Ok(agent);
+        };
+        Err(self.invalid("network.user_agent", why.to_owned()))
+    }
+}
+
+/// Whether a value is a template's placeholder rather than a real value. The rule, case
+/// insensitive, after trimming spaces:
+/// - it starts with `YOUR_` or `YOUR-` (`YOUR_GITHUB_USERNAME`, `your-token-here`);
+/// - it is wrapped in `<…>`, `{{…}}` or `${…}` (`<owner>`, `{{ repo }}`, `${OTA_TOKEN}`:
+///   ota expands no variables);
+/// - it is `CHANGE_ME`, `CHANGEME`, `REPLACE_ME`, `TODO`, `FIXME`, `TBD` or `PLACEHOLDER`
+///   (with `_`, `-` or nothing between the words), `...` or `…`, or three or more `x`.
+pub fn is_placeholder(value: &str) -> bool {
+    let v = value.trim().to_ascii_lowercase();
+    let wrapped = |open: &str, close: &str| {
+        v.len() > open.len() + close.len() && v.starts_with(open) && v.ends_with(close)
+    };
+    let squashed: String = v
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-' | ' '))
+        .collect();
+    v.starts_with("your_")
+        || v.starts_with("your-")
+        || wrapped("<", ">")
+        || wrapped("{{", "}}")
+        || wrapped("${", "}")
+        || matches!(
+            squashed.as_str(),
+            "changeme" | "replaceme" | "todo" | "fixme" | "tbd" | "placeholder"
+        )
+        || v == "..."
+        || v == "…"
+        || (v.len() >= 3 && v.chars().all(|c| c == 'x'))
+}
+
+/// Checks a branch or tag name against git's ref-name rules (`git check-ref-format`), plus
+/// no leading `-`. Returns why it is not valid.
+pub(super) fn check_ref_name(name: &str, what: &str) -> Result<(), String> {
+    let prefix = if what == "branch" {
+        "refs/heads/"
+    } else {
+        "refs/tags/"
+    };
+    if let Some(short) = name.strip_prefix(prefix) {
+        return Err(format!(
+            "is a full ref; give the {what} name alone, {short:?}"
+        ));
+    }
+    let why = if name.is_empty() {
+        "is empty".to_owned()
+    } else if name == "@" {
+        "is `@`, which git does not allow as a name".to_owned()
+    } else if name.len() > 255 {
+        "is longer than 255 bytes".to_owned()
+    } else if name.starts_with('-') {
+        "starts with `-`".to_owned()
+    } else if name.starts_with('/') || name.ends_with('/') {
+        "starts or ends with `/`".to_owned()
+    } else if name.ends_with('.') {
+        "ends with `.`".to_owned()
+    } else if name.contains("..") {
+        "contains `..`".to_owned()
+    } else if name.contains("@{") {
+        "contains `@{`".to_owned()
+    } else if name.contains("//") {
+        "contains `//`".to_owned()
+    } else if let Some(c) = name.chars().find(|c| {
+        c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+    }) {
+        if c.is_ascii_control() {
+            "contains a control character".to_owned()
+        } else {
+            format!("contains {c:?}")
+        }
+    } else if name.split('/').any(|part| part.starts_with('.')) {
+        "has a part that starts with `.`".to_owned()
+    } else if name.split('/').any(|part| part.ends_with(".lock")) {
+        "has a part that ends with `.lock`".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(format!("is not a valid git {what} name: it {why}"))
+}
+
+/// Parses an `http(s)://host[:port][/path]` base URL with the `url` crate, plus the rules of
+/// a base URL: no credentials, query or fragment. The error says why it is not one.
+fn parse_base_url(text: &str) -> Result<url::Url, String> {
+    use url::ParseError as E;
+    // The url crate would drop spaces and tabs silently, and read `https:///x` as host `x`.
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains a space or a control character".to_owned());
+    }
+    if text
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.starts_with('/'))
+    {
+        return Err("has no host".to_owned());
+    }
+    let url = url::Url::parse(text).map_err(|e| {
+        match e {
+            E::RelativeUrlWithoutBase => "does not start with https:// (or http://)",
+            E::EmptyHost => "has no host",
+            E::InvalidPort => "has a port that is not a number from 1 to 65535",
+            E::InvalidIpv6Address => {
+                "has something in brackets that is not an IPv6 address, or no closing `]`"
+            }
+            _ => "is not a valid URL: its host name is not valid",
+        }
+        .to_owned()
+    })?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!(
+            "uses the scheme {:?}; ota speaks only https:// and http://",
+            url.scheme()
+        ));
+    }
+    let host = url.host_str().unwrap_or_default();
+    if host.is_empty() {
+        Err("has no host".to_owned())
+    } else if url.query().is_some() || url.fragment().is_some() {
+        Err(
+            "has a query or fragment (`?…` or `#…`), which a base URL cannot have; remove it"
+                .to_owned(),
+        )
+    } else if !url.username().is_empty() || url.password().is_some() {
+        Err(
+            "holds credentials before an `@`; remove them and give the token in `token`, \
+             `token_file` or OTA_TOKEN"
+                .to_owned(),
+        )
+    } else if url.port() == Some(0) {
+        Err("has the port 0; a port is a number from 1 to 65535".to_owned())
+    } else if matches!(url.host(), Some(url::Host::Domain(_)))
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        Err(format!(
+            "has the host {host:?}, which is not a valid host name"
+        ))
+    } else {
+        Ok(url)
+    }
+}
+
+/// Whether plain HTTP to this host stays on the machine or the local network: loopback,
+/// private and link-local addresses, `localhost`, single-label names and the local-only
+/// domains `.local`, `.lan`, `.internal`, `.home.arpa`, `.localhost`.
+fn is_local_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => is_local_v4(*ip),
+        url::Host::Ipv6(ip) => {
+            ip.is_loopback()
+                || ip.is_unique_local()
+                || ip.is_unicast_link_local()
+                || ip.to_ipv4_mapped().is_some_and(is_local_v4)
+        }
+        url::Host::Domain(name) => {
+            let name = name.trim_end_matches('.');
+            name == "localhost"
+                || !name.contains('.')
+                || [".localhost", ".local", ".lan", ".internal", ".home.arpa"]
+                    .iter()
+                    .any(|suffix| name.ends_with(suffix))
+                || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+fn is_local_v4(ip: Ipv4Addr) -> bool {
+    ip.is_loopback() || ip.is_private() || ip.is_link_local()
+}
+
+/// Lexical normalisation: drops `.`, resolves `..` against the part before it (never above
+/// the root). Does not touch the disk.
+pub(super) fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
