@@ -1252,3 +1252,150 @@ fn the_reference_documents_every_key() {
         assert!(reference.contains(&format!("`{key}`")), "{key}");
     }
 }
+
+#[test]
+fn raw_url_follows_api_url_when_certain() {
+    let raw_of = |api: &str| github(&api_only(api).unwrap()).raw_url.clone();
+    assert_eq!(
+        raw_of("https://ghe.example.com/api/v3/"),
+        "https://ghe.example.com/raw"
+    );
+    assert_eq!(
+        raw_of("http://192.168.1.5:8080"),
+        "http://192.168.1.5:8080/raw"
+    );
+    assert_eq!(
+        raw_of("https://api.github.com"),
+        "https://raw.githubusercontent.com"
+    );
+    let config = toml(&minimal(
+        "",
+        "api_url = \"https://git.example.com/api/v1\"\nraw_url = \"https://files.example.com\"",
+    ))
+    .unwrap();
+    assert_eq!(github(&config).raw_url, "https://files.example.com");
+}
+
+fn api_only(url: &str) -> Result<Config, ConfigError> {
+    toml(&minimal("", &format!("api_url = {url:?}")))
+}
+
+#[test]
+fn raw_url_that_cannot_be_derived_is_required() {
+    let e = api_only("https://git.example.com/api/v1").unwrap_err();
+    assert_eq!(e.key(), Some("source.raw_url"));
+    let text = e.to_string();
+    for needle in [
+        "`source.api_url`",
+        "`source.raw_url` is not set",
+        "https://HOST/raw",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+}
+
+#[test]
+fn limits() {
+    let config = toml(&minimal("", "")).unwrap();
+    assert_eq!(config.limits, Limits::default());
+    let text = format!(
+        "{}\n[limits]\nmax_tree_kb = 64\nmax_tree_files = 500\n",
+        minimal("", "")
+    );
+    let config = toml(&text).unwrap();
+    assert_eq!(
+        (config.limits.max_tree_kb, config.limits.max_tree_files),
+        (Some(64), Some(500))
+    );
+    let e = err(&format!("{}\n[limits]\nmax_tree_kb = 0\n", minimal("", "")));
+    assert_eq!(e.key(), Some("limits.max_tree_kb"));
+    assert!(e.to_string().contains("between 1 and 32768"), "{e}");
+    let e = err(&format!(
+        "{}\n[limits]\nmax_tree_file = 3\n",
+        minimal("", "")
+    ));
+    assert!(
+        e.to_string()
+            .contains("did you mean `limits.max_tree_files`?"),
+        "{e}"
+    );
+}
+
+#[test]
+fn user_agent() {
+    let config = toml(&minimal("", "")).unwrap();
+    assert!(config.network.user_agent.starts_with("ota/"));
+    let config = toml(&with_network("user_agent = \"greenhouse/2.1 (ota)\"")).unwrap();
+    assert_eq!(config.network.user_agent, "greenhouse/2.1 (ota)");
+    for bad in ["", "caf\u{e9}", "a\tb"] {
+        let e = err(&with_network(&format!("user_agent = {bad:?}")));
+        assert_eq!(e.key(), Some("network.user_agent"), "{bad:?}");
+    }
+}
+
+#[test]
+fn original_format_acts_on_its_newer_keys() {
+    let text = original().replace(
+        "\"debug\": false",
+        r#""_debug_comment": "x", "debug": false, "http_retries": 7, "user_agent": "pico-ota/1.0",
+           "max_tree_size_kb": 48, "max_tree_files": null"#,
+    );
+    let config = json(&text).unwrap();
+    assert_eq!(config.network.retries, 7, "http_retries wins over retries");
+    assert_eq!(config.network.user_agent, "pico-ota/1.0");
+    assert_eq!(config.limits.max_tree_kb, Some(48));
+    assert_eq!(config.limits.max_tree_files, None, "null is no limit");
+    let e = json(&text.replace("\"http_retries\": 7", "\"http_retries\": 700")).unwrap_err();
+    assert_eq!(e.key(), Some("http_retries"), "named as written: {e}");
+    let e = json(&text.replace("48", "0")).unwrap_err();
+    assert_eq!(e.key(), Some("max_tree_size_kb"), "{e}");
+}
+
+#[test]
+fn original_format_drops_a_leading_slash_of_a_pattern() {
+    let text = original()
+        .replace("[\"main.py\", \"lib/\"]", "[\"/main.py\", \"/lib/\"]")
+        .replace("[\"tests/\"]", "[\"/lib/tests/\"]");
+    let config = json(&text).unwrap();
+    assert!(config.filter.includes("main.py"));
+    assert!(config.filter.includes("lib/x.py"));
+    assert!(
+        !config.filter.includes("library.py"),
+        "`/lib/` is the folder"
+    );
+    assert!(!config.filter.includes("lib/tests/t.py"));
+    let e = err(&minimal("allow = [\"/lib/\"]", ""));
+    assert_eq!(e.key(), Some("allow[0]"), "the new format keeps the rule");
+}
+
+#[test]
+fn original_format_comments_and_unused_values_of_any_shape() {
+    let text = original().replace(
+        "\"debug\": false",
+        r#""debug": false, "_owner_comment": {"nested": [1, {"x": null}]},
+           "delete_patterns": ["*.tmp", {"odd": 1}], "manifest_key": null"#,
+    );
+    let config = json(&text).unwrap();
+    let warnings = config.warnings.join("\n");
+    assert!(
+        warnings.contains("`delete_patterns` is not used"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("`manifest_key` is not used"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("a later version"), "{warnings}");
+}
+
+#[test]
+fn original_keys_in_the_new_format_say_why() {
+    let e = err(&minimal("min_free_storage = 1000", ""));
+    assert_eq!(e.key(), Some("min_free_storage"));
+    assert!(e.to_string().contains("resource guards"), "{e}");
+    let e = err(&minimal("user_agent = \"x\"", ""));
+    assert!(
+        e.to_string().contains("write it as `network.user_agent`"),
+        "{e}"
+    );
+}

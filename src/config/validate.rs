@@ -29,7 +29,8 @@ pub(super) struct Check<'a> {
     pub format: Format,
     /// The original updater's flat format: keys are named as written there.
     pub legacy: bool,
-    /// For the original format: (new key, key as written) of each key it set.
+    /// For the original format: (new key, key as written) of each key it set; the last
+    /// one of a new key is the one that took effect.
     pub written: Vec<(&'static str, &'static str)>,
     /// The config file's folder (absolute, normalised).
     pub base_dir: PathBuf,
@@ -43,7 +44,7 @@ impl Check<'_> {
         if !self.legacy {
             return name.to_owned();
         }
-        let written = self.written.iter().find(|(new, _)| *new == name);
+        let written = self.written.iter().rev().find(|(new, _)| *new == name);
         written.map_or(leaf(name), |(_, flat)| flat).to_owned()
     }
 
