@@ -184,7 +184,8 @@ pub(super) fn data_error(path: &str, message: &str, format: Format) -> ConfigErr
         .strip_prefix("invalid type: ")
         .and_then(|m| m.rsplit_once(", expected "))
     else {
-        return ConfigError::invalid(key, format!("`{key}` cannot be used: {message}"));
+        // A number out of its range says so itself ("is 500, but it must be between …").
+        return ConfigError::invalid(key, format!("`{key}` {message}"));
     };
     let found_kind = [
         ("boolean", "a boolean"),

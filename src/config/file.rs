@@ -4,7 +4,7 @@
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 /// The whole file (new format). Every key is optional here; [`super::validate`] decides what
-/// is required and fills the defaults.
+/// is required and fills the defaults. A number's type gives its range.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 pub(super) struct File {
@@ -37,14 +37,14 @@ pub(super) struct Source {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 pub(super) struct Network {
-    pub connect_timeout_sec: Option<Number>,
-    pub http_timeout_sec: Option<Number>,
-    pub retries: Option<Number>,
-    pub backoff_sec: Option<Number>,
-    pub max_backoff_sec: Option<Number>,
-    pub max_wait_sec: Option<Number>,
-    pub update_timeout_sec: Option<Number>,
-    pub parallel: Option<Number>,
+    pub connect_timeout_sec: Option<Ranged<1, 3600>>,
+    pub http_timeout_sec: Option<Ranged<1, 3600>>,
+    pub retries: Option<Ranged<0, 100>>,
+    pub backoff_sec: Option<Ranged<0, 3600>>,
+    pub max_backoff_sec: Option<Ranged<0, 3600>>,
+    pub max_wait_sec: Option<Ranged<0, 3600>>,
+    pub update_timeout_sec: Option<Ranged<1, 86_400>>,
+    pub parallel: Option<Ranged<1, 64>>,
     pub user_agent: Option<String>,
 }
 
@@ -52,8 +52,8 @@ pub(super) struct Network {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 pub(super) struct Limits {
-    pub max_tree_kb: Option<Number>,
-    pub max_tree_files: Option<Number>,
+    pub max_tree_kb: Option<Ranged<1, 32_768>>,
+    pub max_tree_files: Option<Ranged<1, 10_000_000>>,
 }
 
 /// The tables of the new format, each with its keys.
@@ -112,125 +112,65 @@ impl<'de> Deserializer<'de> for Introspect<'_> {
     }
 }
 
-/// Any value, skipped. Unlike serde's `IgnoredAny`, it does not count as an ignored key, nor
-/// do the keys inside it.
-pub(super) struct Anything;
-
-impl<'de> Deserialize<'de> for Anything {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Anything, D::Error> {
-        deserializer.deserialize_any(AnythingVisitor)
-    }
-}
-
-struct AnythingVisitor;
-
-impl<'de> Visitor<'de> for AnythingVisitor {
-    type Value = Anything;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Anything, E> {
-        Ok(Anything)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Anything, E> {
-        Ok(Anything)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Anything, E> {
-        Ok(Anything)
-    }
-
-    fn visit_i128<E>(self, _: i128) -> Result<Anything, E> {
-        Ok(Anything)
-    }
-
-    fn visit_u128<E>(self, _: u128) -> Result<Anything, E> {
-        Ok(Anything)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Anything, E> {
-        Ok(Anything)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Anything, E> {
-        Ok(Anything)
-    }
-
-    fn visit_unit<E>(self) -> Result<Anything, E> {
-        Ok(Anything)
-    }
-
-    fn visit_none<E>(self) -> Result<Anything, E> {
-        Ok(Anything)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Anything, D::Error> {
-        Anything::deserialize(deserializer)
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Anything, A::Error> {
-        while seq.next_element::<Anything>()?.is_some() {}
-        Ok(Anything)
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Anything, A::Error> {
-        while map.next_entry::<Anything, Anything>()?.is_some() {}
-        Ok(Anything)
-    }
-}
-
-/// A number as written: whole or not, in or out of range. The range is checked later, where
-/// the key's name and bounds are known, so that `-1` and `2.5` get an error naming both.
+/// A whole number from `LO` to `HI`, as a key's type: the range is declared with the key. A
+/// number out of range, or with a fraction, is an error that gives the number and the range.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Number {
-    Int(i128),
-    Float(f64),
-}
+pub(super) struct Ranged<const LO: u64, const HI: u64>(pub u64);
 
 /// How a string that holds a number shows in a type error ([`super::error`] reads it back,
 /// to suggest dropping the quotes).
 pub(super) const QUOTED_NUMBER: &str = "string holding a number";
 
-impl<'de> Deserialize<'de> for Number {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Number, D::Error> {
-        deserializer.deserialize_any(NumberVisitor)
+impl<'de, const LO: u64, const HI: u64> Deserialize<'de> for Ranged<LO, HI> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RangedVisitor::<LO, HI>)
     }
 }
 
-struct NumberVisitor;
+struct RangedVisitor<const LO: u64, const HI: u64>;
 
-impl Visitor<'_> for NumberVisitor {
-    type Value = Number;
+impl<const LO: u64, const HI: u64> RangedVisitor<LO, HI> {
+    fn check<E: de::Error>(n: i128) -> Result<Ranged<LO, HI>, E> {
+        match u64::try_from(n) {
+            Ok(n) if (LO..=HI).contains(&n) => Ok(Ranged(n)),
+            _ => Err(E::custom(format!(
+                "is {n}, but it must be between {LO} and {HI}"
+            ))),
+        }
+    }
+}
+
+impl<const LO: u64, const HI: u64> Visitor<'_> for RangedVisitor<LO, HI> {
+    type Value = Ranged<LO, HI>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an integer")
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Number, E> {
-        Ok(Number::Int(v.into()))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Self::check(v.into())
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Number, E> {
-        Ok(Number::Int(v.into()))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Self::check(v.into())
     }
 
-    fn visit_i128<E>(self, v: i128) -> Result<Number, E> {
-        Ok(Number::Int(v))
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+        Self::check(v)
     }
 
-    fn visit_u128<E>(self, v: u128) -> Result<Number, E> {
-        Ok(Number::Int(i128::try_from(v).unwrap_or(i128::MAX)))
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
+        Self::check(i128::try_from(v).unwrap_or(i128::MAX))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Number, E> {
-        Ok(Number::Float(v))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Err(E::custom(format!(
+            "is {v}, but it must be a whole number between {LO} and {HI}"
+        )))
     }
 
     /// Never puts the string in the error: it may be the token in the wrong place.
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Number, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         let numeric = v.trim().parse::<i64>().is_ok();
         let found = if numeric { QUOTED_NUMBER } else { "string" };
         Err(E::invalid_type(de::Unexpected::Other(found), &self))

@@ -296,7 +296,7 @@ fn parse_config(
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // First the syntax, and which format: the original's is flat, with `owner` or `repo` at
     // the top and no `source` table.
-    let top: BTreeMap<String, file::Anything> = read(text, format, false)?;
+    let top: BTreeMap<String, serde_json::Value> = read(text, format, false)?;
     let legacy =
         (top.contains_key("owner") || top.contains_key("repo")) && !top.contains_key("source");
     let (file, written, warnings) = if legacy {

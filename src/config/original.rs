@@ -4,7 +4,7 @@
 //! new-format key it sets, or a key ota does not act on, with why (the warning). Switching a
 //! key from "warn" to "act" is moving its line from one list to the other.
 
-use super::file::{Anything, File, Number};
+use super::file::{File, Ranged};
 
 /// A key that ota does not act on: only whether it was written (even as `null`) matters.
 #[derive(Debug, Default)]
@@ -12,7 +12,8 @@ struct Seen(bool);
 
 impl<'de> serde::Deserialize<'de> for Seen {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Seen, D::Error> {
-        Anything::deserialize(deserializer).map(|_| Seen(true))
+        // A `Value`, not serde's `IgnoredAny`: that would count as an ignored (unknown) key.
+        serde_json::Value::deserialize(deserializer).map(|_| Seen(true))
     }
 }
 
@@ -64,16 +65,16 @@ original_format! {
         branch: String => branch,
         allow: Vec<String> => allow,
         ignore: Vec<String> => ignore,
-        connect_timeout_sec: Number => network.connect_timeout_sec,
-        http_timeout_sec: Number => network.http_timeout_sec,
-        retries: Number => network.retries,
+        connect_timeout_sec: Ranged<1, 3600> => network.connect_timeout_sec,
+        http_timeout_sec: Ranged<1, 3600> => network.http_timeout_sec,
+        retries: Ranged<0, 100> => network.retries,
         // After `retries`, so that it wins when both are set.
-        http_retries: Number => network.retries,
-        backoff_sec: Number => network.backoff_sec,
-        max_backoff_sec: Number => network.max_backoff_sec,
+        http_retries: Ranged<0, 100> => network.retries,
+        backoff_sec: Ranged<0, 3600> => network.backoff_sec,
+        max_backoff_sec: Ranged<0, 3600> => network.max_backoff_sec,
         user_agent: String => network.user_agent,
-        max_tree_size_kb: Number => limits.max_tree_kb,
-        max_tree_files: Number => limits.max_tree_files,
+        max_tree_size_kb: Ranged<1, 32_768> => limits.max_tree_kb,
+        max_tree_files: Ranged<1, 10_000_000> => limits.max_tree_files,
     }
     unused {
         chunk: "ota streams every download through its own fixed-size buffer",

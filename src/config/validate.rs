@@ -1,13 +1,12 @@
 //! From the file as written ([`File`]) to a [`Config`]: every value checked, once, with the
 //! key's name in the error, and every default resolved.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::ops::RangeInclusive;
+use std::net::Ipv4Addr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, closest, leaf};
-use super::file::{self, File, Number};
+use super::file::{self, File, Ranged};
 use super::{
     Channel, Config, Format, GithubConfig, Limits, NetworkConfig, SourceConfig, TOKEN_ENV, Token,
     readable_by_others,
@@ -66,40 +65,6 @@ impl Check<'_> {
     fn invalid(&self, name: &str, why: String) -> ConfigError {
         let key = self.key(name);
         ConfigError::invalid(&key, format!("`{key}` {why}"))
-    }
-
-    fn integer(
-        &self,
-        name: &str,
-        value: Option<Number>,
-        range: RangeInclusive<u64>,
-    ) -> Result<Option<u64>, ConfigError> {
-        let (low, high) = (*range.start(), *range.end());
-        match value {
-            None => Ok(None),
-            Some(Number::Int(n)) => match u64::try_from(n) {
-                Ok(n) if range.contains(&n) => Ok(Some(n)),
-                _ => Err(self.invalid(
-                    name,
-                    format!("is {n}, but it must be between {low} and {high}"),
-                )),
-            },
-            Some(Number::Float(f)) => Err(self.invalid(
-                name,
-                format!("is {f}, but it must be a whole number between {low} and {high}"),
-            )),
-        }
-    }
-
-    fn seconds(
-        &self,
-        name: &str,
-        value: Option<Number>,
-        range: RangeInclusive<u64>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        let secs = self.integer(name, value, range)?;
-        Ok(secs.map_or(default, Duration::from_secs))
     }
 
     /// Rejects a template's placeholder.
@@ -171,12 +136,8 @@ impl Check<'_> {
         let (source, inline_token) = self.source(file.source)?;
         let network = self.network(file.network)?;
         let limits = Limits {
-            max_tree_kb: self.integer("limits.max_tree_kb", file.limits.max_tree_kb, 1..=32_768)?,
-            max_tree_files: self.integer(
-                "limits.max_tree_files",
-                file.limits.max_tree_files,
-                1..=10_000_000,
-            )?,
+            max_tree_kb: file.limits.max_tree_kb.map(|n| n.0),
+            max_tree_files: file.limits.max_tree_files.map(|n| n.0),
         };
         let config = Config {
             target_dir,
@@ -565,38 +526,14 @@ impl Check<'_> {
     fn network(&mut self, n: file::Network) -> Result<NetworkConfig, ConfigError> {
         let d = NetworkConfig::default();
         let network = NetworkConfig {
-            connect_timeout: self.seconds(
-                "network.connect_timeout_sec",
-                n.connect_timeout_sec,
-                1..=3600,
-                d.connect_timeout,
-            )?,
-            http_timeout: self.seconds(
-                "network.http_timeout_sec",
-                n.http_timeout_sec,
-                1..=3600,
-                d.http_timeout,
-            )?,
-            retries: self
-                .integer("network.retries", n.retries, 0..=100)?
-                .map_or(d.retries, |n| n as u32),
-            backoff: self.seconds("network.backoff_sec", n.backoff_sec, 0..=3600, d.backoff)?,
-            max_backoff: self.seconds(
-                "network.max_backoff_sec",
-                n.max_backoff_sec,
-                0..=3600,
-                d.max_backoff,
-            )?,
-            max_wait: self.seconds("network.max_wait_sec", n.max_wait_sec, 0..=3600, d.max_wait)?,
-            update_timeout: self.seconds(
-                "network.update_timeout_sec",
-                n.update_timeout_sec,
-                1..=86_400,
-                d.update_timeout,
-            )?,
-            parallel: self
-                .integer("network.parallel", n.parallel, 1..=64)?
-                .map_or(d.parallel, |n| n as usize),
+            connect_timeout: secs(n.connect_timeout_sec, d.connect_timeout),
+            http_timeout: secs(n.http_timeout_sec, d.http_timeout),
+            retries: n.retries.map_or(d.retries, |n| n.0 as u32),
+            backoff: secs(n.backoff_sec, d.backoff),
+            max_backoff: secs(n.max_backoff_sec, d.max_backoff),
+            max_wait: secs(n.max_wait_sec, d.max_wait),
+            update_timeout: secs(n.update_timeout_sec, d.update_timeout),
+            parallel: n.parallel.map_or(d.parallel, |n| n.0 as usize),
             user_agent: match n.user_agent {
                 Some(agent) => self.user_agent(agent)?,
                 None => d.user_agent,
@@ -636,6 +573,14 @@ impl Check<'_> {
     }
 }
 
+/// A number of seconds, or the default.
+fn secs<const LO: u64, const HI: u64>(
+    value: Option<Ranged<LO, HI>>,
+    default: Duration,
+) -> Duration {
+    value.map_or(default, |secs| Duration::from_secs(secs.0))
+}
+
 /// Whether a value is a template's placeholder rather than a real value. The rule, case
 /// insensitive, after trimming spaces:
 /// - it starts with `YOUR_` or `YOUR-` (`YOUR_GITHUB_USERNAME`, `your-token-here`);
@@ -668,7 +613,7 @@ pub fn is_placeholder(value: &str) -> bool {
 
 /// Checks a branch or tag name against git's ref-name rules (`git check-ref-format`), plus
 /// no leading `-`. Returns why it is not valid.
-pub(super) fn check_ref_name(name: &str, what: &str) -> Result<(), String> {
+fn check_ref_name(name: &str, what: &str) -> Result<(), String> {
     let prefix = if what == "branch" {
         "refs/heads/"
     } else {
@@ -795,7 +740,6 @@ fn is_local_host(host: &url::Host<&str>) -> bool {
                 || [".localhost", ".local", ".lan", ".internal", ".home.arpa"]
                     .iter()
                     .any(|suffix| name.ends_with(suffix))
-                || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
         }
     }
 }
@@ -818,4 +762,66 @@ pub(super) fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_rule() {
+        for p in [
+            "YOUR_GITHUB_USERNAME",
+            "YOUR_REPO_NAME",
+            "YOUR_TOKEN",
+            "your-token-here",
+            "<owner>",
+            "< your repo >",
+            "{{ owner }}",
+            "${OTA_TOKEN}",
+            "CHANGE_ME",
+            "changeme",
+            "Change-Me",
+            "REPLACE_ME",
+            "TODO",
+            "fixme",
+            "TBD",
+            "placeholder",
+            "xxx",
+            "XXXXXXXX",
+            "...",
+            "…",
+            "  YOUR_X  ",
+        ] {
+            assert!(is_placeholder(p), "{p}");
+        }
+        for p in [
+            "acme", "app", "yourself", "your", "xx", "x", "todo-app", "mytodo", "<", "<>", "main",
+            "v1.0", "ghp_abc", "tbd2",
+        ] {
+            assert!(!is_placeholder(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn ref_names_follow_git_rules() {
+        for good in [
+            "main",
+            "feature/x",
+            "v1.4.0",
+            "release-2024.10",
+            "a_b",
+            "日本",
+        ] {
+            check_ref_name(good, "branch").unwrap();
+        }
+        for bad in [
+            "", "@", "-x", "/x", "x/", "x.", "a..b", "a@{b", "a//b", "a b", "a~1", "a^", "a:b",
+            "a?", "a*", "a[b", "a\\b", "a\tb", "a\u{7f}", ".hidden", "x/.y", "x.lock", "x.lock/y",
+        ] {
+            assert!(check_ref_name(bad, "branch").is_err(), "{bad:?}");
+        }
+        let why = check_ref_name("refs/heads/main", "branch").unwrap_err();
+        assert!(why.contains("\"main\""), "{why}");
+    }
 }
