@@ -309,8 +309,8 @@ impl Check<'_> {
                 format!(
                     "`{api_key}` is {api:?}, whose raw file address ota cannot tell, and \
                      `{raw_key}` is not set, so files would be fetched from GitHub instead: set \
-                     `{raw_key}` to where this host serves raw files (GitHub Enterprise: \
-                     `https://HOST/raw`; `ota serve`: `{{api_url}}/raw`)"
+                     `{raw_key}` to where this host serves raw files (on GitHub Enterprise, \
+                     `https://HOST/raw`)"
                 ),
             ))
         }
