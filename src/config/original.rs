@@ -22,7 +22,8 @@ macro_rules! original_format {
         acted { $($key:ident: $ty:ty => $($path:ident).+,)* }
         unused { $($unused:ident: $why:expr,)* }
     ) => {
-        /// The original's keys. Comment keys (`_…`, `//…`) are skipped before this is read.
+        /// The original's keys. Comment keys (`_…`, `//…`) are not fields: serde skips them
+        /// and `read` does not count them as unknown.
         #[derive(Debug, Default, serde::Deserialize)]
         #[serde(default)]
         pub(super) struct Original {
