@@ -6,14 +6,16 @@
 //!
 //! One job per file: `file` is the new format as serde reads it (the one list of its keys),
 //! `original` the original's flat format mapped onto it, `validate` turns either into a
-//! [`Config`], and `error` says what is wrong and what to do. A key no struct reads is an
-//! error that suggests the closest valid one, because a misspelt key silently falling back
-//! to its default is the kind of mistake that only shows on a device in the field.
+//! [`Config`] (with `base_url` for the URLs), and `error` says what is wrong and what to do.
+//! A key no struct reads is an error that suggests the closest valid one, because a misspelt
+//! key silently falling back to its default is the kind of mistake that only shows on a
+//! device in the field.
 //!
 //! The reference below is also `docs/config-reference.md`, ready for the README.
 //!
 #![doc = include_str!("../../docs/config-reference.md")]
 
+mod base_url;
 mod error;
 mod file;
 mod original;

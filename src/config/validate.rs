@@ -1,10 +1,10 @@
 //! From the file as written ([`File`]) to a [`Config`]: every value checked, once, with the
 //! key's name in the error, and every default resolved.
 
-use std::net::Ipv4Addr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use super::base_url;
 use super::error::{ConfigError, closest, leaf};
 use super::file::{self, File, Ranged};
 use super::{
@@ -18,10 +18,6 @@ const MAX_TOKEN_FILE_SIZE: u64 = 64 << 10;
 
 /// Longest token ota accepts, in bytes (GitHub's are under 300).
 const MAX_TOKEN_LEN: usize = 4096;
-
-/// GitHub's own hosts: the defaults of `api_url` and `raw_url`.
-const GITHUB_API: &str = "https://api.github.com";
-const GITHUB_RAW: &str = "https://raw.githubusercontent.com";
 
 /// The state of one validation: how the file was written, and the warnings so far.
 pub(super) struct Check<'a> {
@@ -276,10 +272,10 @@ impl Check<'_> {
         let raw_url = self.url("source.raw_url", source.raw_url, has_token)?;
         let raw_url = match (raw_url, &api_url) {
             (Some(raw), _) => raw,
-            (None, None) => GITHUB_RAW.to_owned(),
+            (None, None) => base_url::GITHUB_RAW.to_owned(),
             (None, Some(api)) => self.raw_url_of(api)?,
         };
-        let api_url = api_url.unwrap_or_else(|| GITHUB_API.to_owned());
+        let api_url = api_url.unwrap_or_else(|| base_url::GITHUB_API.to_owned());
         let github = GithubConfig {
             owner,
             repo,
@@ -290,21 +286,11 @@ impl Check<'_> {
         Ok((SourceConfig::Github(github), inline))
     }
 
-    /// Where a host whose API is at `api` (normalised) serves raw files, when that is
-    /// certain: GitHub's own, GitHub Enterprise (`https://HOST/api/v3` → `https://HOST/raw`)
-    /// and `ota serve` (API at the root, raw files under `/raw`).
+    /// `raw_url` when only `api_url` is set: derived when certain, else an error naming both.
     fn raw_url_of(&self, api: &str) -> Result<String, ConfigError> {
-        let path_start = api.find("://").map_or(0, |i| i + 3);
-        let has_path = api[path_start..].contains('/');
-        if api == GITHUB_API {
-            Ok(GITHUB_RAW.to_owned())
-        } else if let Some(host) = api.strip_suffix("/api/v3") {
-            Ok(format!("{host}/raw"))
-        } else if !has_path {
-            Ok(format!("{api}/raw"))
-        } else {
+        base_url::raw_for(api).ok_or_else(|| {
             let (api_key, raw_key) = (self.key("source.api_url"), self.key("source.raw_url"));
-            Err(ConfigError::invalid(
+            ConfigError::invalid(
                 &raw_key,
                 format!(
                     "`{api_key}` is {api:?}, whose raw file address ota cannot tell, and \
@@ -312,8 +298,8 @@ impl Check<'_> {
                      `{raw_key}` to where this host serves raw files (on GitHub Enterprise, \
                      `https://HOST/raw`)"
                 ),
-            ))
-        }
+            )
+        })
     }
 
     /// A GitHub user, organisation or repository name.
@@ -487,8 +473,8 @@ impl Check<'_> {
         Ok(token.to_owned())
     }
 
-    /// An `http://` or `https://` base URL, normalised: lower-case scheme and host, no
-    /// default port, no trailing `/`.
+    /// An `http://` or `https://` base URL, normalised (see [`base_url::parse`]); plain
+    /// HTTP off the local network is a warning.
     fn url(
         &mut self,
         name: &str,
@@ -498,29 +484,23 @@ impl Check<'_> {
         let Some(value) = value else {
             return Ok(None);
         };
-        let url = parse_base_url(&value).map_err(|why| {
+        let url = base_url::parse(&value).map_err(|why| {
             // The URL is not echoed when it may carry a secret (`user:pass@`, `?access_token=`).
             match value.contains(['@', '?', '#']) {
                 true => self.invalid(name, why),
                 false => self.invalid(name, format!("is {value:?}, which {why}")),
             }
         })?;
-        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
-        if url.scheme() == "http" && !url.host().is_some_and(|host| is_local_host(&host)) {
+        if url.scheme == "http" && !url.local {
             let token = if has_token { " and the token" } else { "" };
             self.warnings.push(format!(
-                "`{}` uses plain http:// to {host}, which is not on the local network: \
+                "`{}` uses plain http:// to {}, which is not on the local network: \
                  releases{token} travel unencrypted and can be altered on the way; use https://",
-                self.key(name)
+                self.key(name),
+                url.host
             ));
         }
-        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-        let path = url.path().trim_end_matches('/');
-        Ok(Some(format!(
-            "{}://{}{port}{path}",
-            url.scheme(),
-            url.host_str().unwrap_or_default()
-        )))
+        Ok(Some(url.normalized))
     }
 
     fn network(&mut self, n: file::Network) -> Result<NetworkConfig, ConfigError> {
@@ -658,94 +638,6 @@ fn check_ref_name(name: &str, what: &str) -> Result<(), String> {
         return Ok(());
     };
     Err(format!("is not a valid git {what} name: it {why}"))
-}
-
-/// Parses an `http(s)://host[:port][/path]` base URL with the `url` crate, plus the rules of
-/// a base URL: no credentials, query or fragment. The error says why it is not one.
-fn parse_base_url(text: &str) -> Result<url::Url, String> {
-    use url::ParseError as E;
-    // The url crate would drop spaces and tabs silently, and read `https:///x` as host `x`.
-    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("contains a space or a control character".to_owned());
-    }
-    if text
-        .split_once("://")
-        .is_some_and(|(_, rest)| rest.starts_with('/'))
-    {
-        return Err("has no host".to_owned());
-    }
-    let url = url::Url::parse(text).map_err(|e| {
-        match e {
-            E::RelativeUrlWithoutBase => "does not start with https:// (or http://)",
-            E::EmptyHost => "has no host",
-            E::InvalidPort => "has a port that is not a number from 1 to 65535",
-            E::InvalidIpv6Address => {
-                "has something in brackets that is not an IPv6 address, or no closing `]`"
-            }
-            _ => "is not a valid URL: its host name is not valid",
-        }
-        .to_owned()
-    })?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(format!(
-            "uses the scheme {:?}; ota speaks only https:// and http://",
-            url.scheme()
-        ));
-    }
-    let host = url.host_str().unwrap_or_default();
-    if host.is_empty() {
-        Err("has no host".to_owned())
-    } else if url.query().is_some() || url.fragment().is_some() {
-        Err(
-            "has a query or fragment (`?…` or `#…`), which a base URL cannot have; remove it"
-                .to_owned(),
-        )
-    } else if !url.username().is_empty() || url.password().is_some() {
-        Err(
-            "holds credentials before an `@`; remove them and give the token in `token`, \
-             `token_file` or OTA_TOKEN"
-                .to_owned(),
-        )
-    } else if url.port() == Some(0) {
-        Err("has the port 0; a port is a number from 1 to 65535".to_owned())
-    } else if matches!(url.host(), Some(url::Host::Domain(_)))
-        && !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-    {
-        Err(format!(
-            "has the host {host:?}, which is not a valid host name"
-        ))
-    } else {
-        Ok(url)
-    }
-}
-
-/// Whether plain HTTP to this host stays on the machine or the local network: loopback,
-/// private and link-local addresses, `localhost`, single-label names and the local-only
-/// domains `.local`, `.lan`, `.internal`, `.home.arpa`, `.localhost`.
-fn is_local_host(host: &url::Host<&str>) -> bool {
-    match host {
-        url::Host::Ipv4(ip) => is_local_v4(*ip),
-        url::Host::Ipv6(ip) => {
-            ip.is_loopback()
-                || ip.is_unique_local()
-                || ip.is_unicast_link_local()
-                || ip.to_ipv4_mapped().is_some_and(is_local_v4)
-        }
-        url::Host::Domain(name) => {
-            let name = name.trim_end_matches('.');
-            name == "localhost"
-                || !name.contains('.')
-                || [".localhost", ".local", ".lan", ".internal", ".home.arpa"]
-                    .iter()
-                    .any(|suffix| name.ends_with(suffix))
-        }
-    }
-}
-
-fn is_local_v4(ip: Ipv4Addr) -> bool {
-    ip.is_loopback() || ip.is_private() || ip.is_link_local()
 }
 
 /// Lexical normalisation: drops `.`, resolves `..` against the part before it (never above
