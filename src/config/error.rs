@@ -267,6 +267,8 @@ pub(super) fn unknown_key(
              `owner`/`repo`, and `{key}` exists only in the new format{new_name}; to use it, \
              move the file to the new format, with `owner` and `repo` in a `source` {noun}"
         )
+    } else if let Some(new) = Original::new_name(key).filter(|_| !legacy) {
+        format!("`{key}` is the original format's name of `{new}`: write it as `{new}`")
     } else if let Some(why) = Original::why_unused(key) {
         format!("`{key}` is not used: {why}; remove it")
     } else {

@@ -48,6 +48,14 @@ macro_rules! original_format {
                 (written, warnings)
             }
 
+            /// The new format's key for `key`, if it is a key of the original ota acts on.
+            pub(super) fn new_name(key: &str) -> Option<&'static str> {
+                [$((stringify!($key), stringify!($($path).+)),)*]
+                    .into_iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, new)| new)
+            }
+
             /// Why ota does not act on `key`, if it is such a key of the original.
             pub(super) fn why_unused(key: &str) -> Option<&'static str> {
                 [$((stringify!($unused), $why),)*].into_iter().find(|(k, _)| *k == key).map(|(_, why)| why)

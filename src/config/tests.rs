@@ -1327,6 +1327,12 @@ fn original_keys_in_the_new_format_say_why() {
     let e = err(&minimal("min_free_storage = 1000", ""));
     assert_eq!(e.key(), Some("min_free_storage"));
     assert!(e.to_string().contains("resource guards"), "{e}");
+    let e = err(&minimal("max_tree_size_kb = 64", ""));
+    assert_eq!(
+        e.to_string(),
+        "unknown key `max_tree_size_kb`: `max_tree_size_kb` is the original format's name of \
+         `limits.max_tree_kb`: write it as `limits.max_tree_kb`"
+    );
     let e = err(&minimal("user_agent = \"x\"", ""));
     assert!(
         e.to_string().contains("write it as `network.user_agent`"),
