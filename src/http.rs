@@ -149,7 +149,7 @@ impl Http {
     pub fn new(net: &NetworkConfig, token: Option<Token>, token_hosts: Vec<String>) -> Http {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .user_agent(concat!("ota/", env!("CARGO_PKG_VERSION")))
+            .user_agent(net.user_agent.as_str())
             .timeout_connect(Some(net.connect_timeout))
             .timeout_recv_response(Some(net.http_timeout))
             .timeout_per_read(Some(net.http_timeout))

@@ -116,7 +116,9 @@ impl Updater {
     /// An updater for `config` with the real filesystem and the configured source.
     pub fn new(config: Config) -> Updater {
         let source: Box<dyn Source> = match &config.source {
-            SourceConfig::Github(github) => Box::new(GitHub::new(github, &config.network)),
+            SourceConfig::Github(github) => {
+                Box::new(GitHub::new(github, &config.network).with_limits(&config.limits))
+            }
         };
         Updater::with_parts(config, source, Box::new(RealFs))
     }

@@ -17,7 +17,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
 use super::{Resolved, Source, SourceError, Validator};
-use crate::config::{Channel, GithubConfig, NetworkConfig};
+use crate::config::{Channel, GithubConfig, Limits, NetworkConfig};
 use crate::http::{Accept, Download, ErrorKind, Http, HttpError, Quota, Usage, host_of};
 use crate::manifest::{Entry, Kind, ObjectId, TreeEntry};
 use crate::state::ReleaseId;
@@ -50,6 +50,8 @@ pub struct GitHub {
     /// Set once raw hosting answered 404 with a token: use the blob API from then on.
     blobs_only: AtomicBool,
     has_token: bool,
+    /// The config's limits on the tree (`max_tree_kb`, `max_tree_files`).
+    limits: Limits,
 }
 
 impl GitHub {
@@ -69,7 +71,14 @@ impl GitHub {
             repo: config.repo.clone(),
             blobs_only: AtomicBool::new(false),
             has_token: config.token.is_some(),
+            limits: Limits::default(),
         }
+    }
+
+    /// Refuses trees over the config's limits (none by default).
+    pub fn with_limits(mut self, limits: &Limits) -> GitHub {
+        self.limits = limits.clone();
+        self
     }
 
     fn full_name(&self) -> String {
@@ -236,9 +245,25 @@ impl GitHub {
             encode(sha),
             if recursive { "?recursive=1" } else { "" }
         );
-        self.http
-            .get_json(&url, TREE_LIMIT)
-            .map_err(self.http_error(format!("reading the file tree of {}", self.full_name())))
+        let what = format!("reading the file tree of {}", self.full_name());
+        let answer = self
+            .http
+            .get(&url, Accept::Json, TREE_LIMIT, None)
+            .map_err(self.http_error(what.clone()))?
+            .ok_or_else(|| self.protocol(&what, "304 Not Modified to an unconditional request"))?;
+        let size = answer.body.len() as u64;
+        if let Some(limit) = self.limits.max_tree_kb.filter(|kb| size > kb * 1024) {
+            return Err(self.protocol(
+                &what,
+                format!(
+                    "the tree response is {} KiB ({size} bytes), more than the limit of {limit} \
+                     KiB set by `max_tree_kb` (`max_tree_size_kb` in the original format); \
+                     raise the limit, or remove it for none",
+                    size.div_ceil(1024)
+                ),
+            ));
+        }
+        answer.json(&url).map_err(self.http_error(what))
     }
 
     /// Collects `tree` into `out` under `prefix`; a truncated listing is completed by
@@ -363,6 +388,16 @@ impl Source for GitHub {
         let tree = self.tree_json(&commit.to_hex(), true)?;
         let mut out = Vec::new();
         self.collect(tree, "", &mut out, 0)?;
+        let files = out.iter().filter(|entry| entry.mode != 0o040000).count() as u64;
+        if let Some(limit) = self.limits.max_tree_files.filter(|max| files > *max) {
+            return Err(self.protocol(
+                &format!("reading the file tree of {}", self.full_name()),
+                format!(
+                    "the release holds {files} files, more than the limit of {limit} set by \
+                     `max_tree_files`; raise the limit, or remove it for none"
+                ),
+            ));
+        }
         Ok(out)
     }
 

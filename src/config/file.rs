@@ -1,0 +1,193 @@
+//! The config file as written: every key of the new format, read by serde. This is the one
+//! place that lists the keys; the "did you mean" hints read the lists from these structs.
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+/// The whole file (new format). Every key is optional here; [`super::validate`] decides what
+/// is required and fills the defaults. A number's type gives its range.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct File {
+    pub target_dir: Option<String>,
+    pub channel: Option<String>,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub allow: Option<Vec<String>>,
+    pub ignore: Option<Vec<String>>,
+    pub state_dir: Option<String>,
+    pub source: Source,
+    pub network: Network,
+    pub limits: Limits,
+}
+
+/// `[source]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Source {
+    pub kind: Option<String>,
+    pub owner: Option<String>,
+    pub repo: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+    pub api_url: Option<String>,
+    pub raw_url: Option<String>,
+}
+
+/// `[network]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Network {
+    pub connect_timeout_sec: Option<Ranged<1, 3600>>,
+    pub http_timeout_sec: Option<Ranged<1, 3600>>,
+    pub retries: Option<Ranged<0, 100>>,
+    pub backoff_sec: Option<Ranged<0, 3600>>,
+    pub max_backoff_sec: Option<Ranged<0, 3600>>,
+    pub max_wait_sec: Option<Ranged<0, 3600>>,
+    pub update_timeout_sec: Option<Ranged<1, 86_400>>,
+    pub parallel: Option<Ranged<1, 64>>,
+    pub user_agent: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Limits {
+    pub max_tree_kb: Option<Ranged<1, 32_768>>,
+    pub max_tree_files: Option<Ranged<1, 10_000_000>>,
+}
+
+/// The tables of the new format, each with its keys.
+pub(super) fn tables() -> [(&'static str, &'static [&'static str]); 3] {
+    [
+        ("source", fields::<Source>()),
+        ("network", fields::<Network>()),
+        ("limits", fields::<Limits>()),
+    ]
+}
+
+/// Every key of the new format, dotted (`source.owner`), in the order of the structs.
+pub(super) fn all_keys() -> Vec<String> {
+    let tables = tables();
+    let mut keys = Vec::new();
+    for key in fields::<File>() {
+        match tables.iter().find(|(table, _)| table == key) {
+            Some((table, inner)) => keys.extend(inner.iter().map(|k| format!("{table}.{k}"))),
+            None => keys.push((*key).to_owned()),
+        }
+    }
+    keys
+}
+
+/// The keys a struct reads, as serde's derive hands them to `deserialize_struct`.
+pub(super) fn fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Introspect(&mut fields));
+    fields
+}
+
+/// A deserializer with no data that records the field list it is asked for.
+struct Introspect<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> Deserializer<'de> for Introspect<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("only structs are introspected"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(de::Error::custom("introspected"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+/// A whole number from `LO` to `HI`, as a key's type: the range is declared with the key. A
+/// number out of range, or with a fraction, is an error that gives the number and the range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Ranged<const LO: u64, const HI: u64>(pub u64);
+
+/// How a string that holds a number shows in a type error ([`super::error`] reads it back,
+/// to suggest dropping the quotes).
+pub(super) const QUOTED_NUMBER: &str = "string holding a number";
+
+impl<'de, const LO: u64, const HI: u64> Deserialize<'de> for Ranged<LO, HI> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RangedVisitor::<LO, HI>)
+    }
+}
+
+struct RangedVisitor<const LO: u64, const HI: u64>;
+
+impl<const LO: u64, const HI: u64> RangedVisitor<LO, HI> {
+    fn check<E: de::Error>(n: i128) -> Result<Ranged<LO, HI>, E> {
+        match u64::try_from(n) {
+            Ok(n) if (LO..=HI).contains(&n) => Ok(Ranged(n)),
+            _ => Err(E::custom(format!(
+                "is {n}, but it must be between {LO} and {HI}"
+            ))),
+        }
+    }
+}
+
+impl<const LO: u64, const HI: u64> Visitor<'_> for RangedVisitor<LO, HI> {
+    type Value = Ranged<LO, HI>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Self::check(v.into())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Self::check(v.into())
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+        Self::check(v)
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
+        Self::check(i128::try_from(v).unwrap_or(i128::MAX))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Err(E::custom(format!(
+            "is {v}, but it must be a whole number between {LO} and {HI}"
+        )))
+    }
+
+    /// Never puts the string in the error: it may be the token in the wrong place.
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let numeric = v.trim().parse::<i64>().is_ok();
+        let found = if numeric { QUOTED_NUMBER } else { "string" };
+        Err(E::invalid_type(de::Unexpected::Other(found), &self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_lists_come_from_the_structs() {
+        assert_eq!(fields::<Limits>(), ["max_tree_kb", "max_tree_files"]);
+        let keys = all_keys();
+        assert!(keys.contains(&"source.owner".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"network.parallel".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"target_dir".to_owned()), "{keys:?}");
+        assert!(!keys.contains(&"source".to_owned()), "{keys:?}");
+    }
+}

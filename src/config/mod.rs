@@ -1,0 +1,389 @@
+//! What to keep up to date, from where: the validated configuration.
+//!
+//! A config file is TOML, or JSON with the same keys; the original MicroPython updater's flat
+//! `ota_config.json` loads too. Every value is checked here, once, with the key's name in the
+//! error, and every default is resolved here: nothing downstream reads raw config values.
+//!
+//! One job per file: `file` is the new format as serde reads it (the one list of its keys),
+//! `original` the original's flat format mapped onto it, `validate` turns either into a
+//! [`Config`] (with `base_url` for the URLs), and `error` says what is wrong and what to do.
+//! A key no struct reads is an error that suggests the closest valid one, because a misspelt
+//! key silently falling back to its default is the kind of mistake that only shows on a
+//! device in the field.
+//!
+//! The reference below is also `docs/config-reference.md`, ready for the README.
+//!
+#![doc = include_str!("../../docs/config-reference.md")]
+
+mod base_url;
+mod error;
+mod file;
+mod original;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+pub use error::ConfigError;
+pub use validate::is_placeholder;
+
+use crate::filter::Filter;
+
+/// The environment variable that supplies the token when the config file has none.
+pub const TOKEN_ENV: &str = "OTA_TOKEN";
+
+/// Largest config file ota reads, in bytes.
+pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
+
+/// A fully validated configuration. Built only by [`Config::load`] / [`Config::parse`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The directory kept equal to the release (absolute).
+    pub target_dir: PathBuf,
+    /// Where ota keeps its state, journal, stage and backups (absolute; on the target's
+    /// filesystem). Defaults to `<target_dir>/.ota`.
+    pub state_dir: PathBuf,
+    /// Which release to follow.
+    pub channel: Channel,
+    /// Which paths of a release ota installs (`allow` / `ignore`).
+    pub filter: Filter,
+    /// Where releases come from.
+    pub source: SourceConfig,
+    /// Timeouts, retries and parallelism.
+    pub network: NetworkConfig,
+    /// Limits on what a release may hold (`[limits]`).
+    pub limits: Limits,
+    /// Things worth telling the user that are not errors: keys of the original format that
+    /// ota does not act on, and the like. The CLI logs each one.
+    pub warnings: Vec<String>,
+}
+
+/// Which release to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    /// The latest published GitHub release (no drafts, no prereleases), or one pinned tag.
+    Stable {
+        /// Pin to this release's tag instead of following the latest.
+        tag: Option<String>,
+    },
+    /// The tip commit of a branch.
+    Developer {
+        /// The branch to follow.
+        branch: String,
+    },
+}
+
+/// Where releases come from.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// The GitHub REST API (or a compatible host such as GitHub Enterprise or `ota serve`).
+    Github(GithubConfig),
+}
+
+/// The GitHub source.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GithubConfig {
+    /// Repository owner (user or organisation).
+    pub owner: String,
+    /// Repository name.
+    pub repo: String,
+    /// API token, if any: from `token`, `token_file` or `OTA_TOKEN`.
+    pub token: Option<Token>,
+    /// API base URL without a trailing slash, e.g. `https://api.github.com`.
+    pub api_url: String,
+    /// Raw file base URL without a trailing slash, e.g. `https://raw.githubusercontent.com`.
+    pub raw_url: String,
+}
+
+/// A secret that never prints: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a secret.
+    pub fn new(secret: String) -> Token {
+        Token(secret)
+    }
+
+    /// The secret itself, for the one place that needs it: the `Authorization` header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Network behaviour.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct NetworkConfig {
+    /// Time allowed to open a connection (`connect_timeout_sec`, default 20).
+    pub connect_timeout: Duration,
+    /// Time allowed for one read or one request's headers without progress
+    /// (`http_timeout_sec`, default 20).
+    pub http_timeout: Duration,
+    /// Attempts after the first for a failed request (`retries`, default 5).
+    pub retries: u32,
+    /// Base of the exponential backoff (`backoff_sec`, default 1).
+    pub backoff: Duration,
+    /// Cap of one backoff delay (`max_backoff_sec`, default 60).
+    pub max_backoff: Duration,
+    /// Longest wait ota accepts for a rate-limit reset or a `retry-after` (`max_wait_sec`,
+    /// default 300); a longer one fails the check instead of waiting.
+    pub max_wait: Duration,
+    /// Deadline of one whole update, from the first request to the commit
+    /// (`update_timeout_sec`, default 3600).
+    pub update_timeout: Duration,
+    /// Downloads run at once (`parallel`, default 4).
+    pub parallel: usize,
+    /// The `User-Agent` of every request (`user_agent`, default `ota/VERSION`).
+    pub user_agent: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            connect_timeout: Duration::from_secs(20),
+            http_timeout: Duration::from_secs(20),
+            retries: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            max_wait: Duration::from_secs(300),
+            update_timeout: Duration::from_secs(3600),
+            parallel: 4,
+            user_agent: concat!("ota/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// Limits on what a release may hold; `None` is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest file-tree response accepted, in KiB (`max_tree_kb`).
+    pub max_tree_kb: Option<u64>,
+    /// Most files a release may hold (`max_tree_files`).
+    pub max_tree_files: Option<u64>,
+}
+
+/// The syntax of a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML (the default).
+    Toml,
+    /// JSON, with the same keys and nested objects for the tables.
+    Json,
+}
+
+impl Format {
+    /// The syntax of a file: JSON when its first non-blank character is `{` or, failing that,
+    /// when its name ends in `.json`; TOML otherwise.
+    pub fn detect(path: &Path, text: &str) -> Format {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let json_name = path
+            .extension()
+            .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
+        match text.trim_start().chars().next() {
+            Some('{') => Format::Json,
+            _ if json_name => Format::Json,
+            _ => Format::Toml,
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Toml => "TOML",
+            Format::Json => "JSON",
+        })
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file: JSON when its first non-blank character is `{` or
+    /// its name ends in `.json`, TOML otherwise (see [`Format::detect`]). Relative paths in it
+    /// resolve against the file's folder; the token may come from the `OTA_TOKEN` environment
+    /// variable. Errors carry the file's path.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_config_file(path)?;
+        let absolute = std::path::absolute(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        let base_dir = absolute.parent().unwrap_or(Path::new("/"));
+        let format = Format::detect(path, &text);
+        let in_file = |error| ConfigError::InFile {
+            path: path.to_owned(),
+            error: Box::new(error),
+        };
+        let (mut config, inline_token) =
+            parse_config(&text, format, base_dir, &|name| std::env::var(name).ok())
+                .map_err(in_file)?;
+        if inline_token && readable_by_others(path) {
+            config.warnings.push(format!(
+                "{} holds the token and can be read by every user on this system: restrict \
+                 it (`chmod 600`), or move the token to `token_file` or the `{TOKEN_ENV}` \
+                 environment variable",
+                path.display()
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Validates a config given as text. `base_dir` is the config file's folder: relative
+    /// paths resolve against it (a relative `base_dir` against the current directory). `env`
+    /// looks up environment variables; [`Config::load`] passes the real environment.
+    pub fn parse(
+        text: &str,
+        format: Format,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        parse_config(text, format, base_dir, env).map(|(config, _)| config)
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let read_error = |error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_SIZE {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| ConfigError::NotText {
+        path: path.to_owned(),
+    })
+}
+
+/// Whether a file's mode lets users other than its owner and group read it.
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o004 != 0)
+}
+
+/// [`Config::parse`], also telling whether the token was written in the config text itself.
+fn parse_config(
+    text: &str,
+    format: Format,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, bool), ConfigError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // First the syntax, and which format: the original's is flat, with `owner` or `repo` at
+    // the top and no `source` table.
+    let top: BTreeMap<String, serde_json::Value> = read(text, format, false)?;
+    let legacy =
+        (top.contains_key("owner") || top.contains_key("repo")) && !top.contains_key("source");
+    let (file, written, warnings) = if legacy {
+        read::<original::Original>(text, format, true)?.into_file()
+    } else {
+        (read(text, format, false)?, Vec::new(), Vec::new())
+    };
+    let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_owned());
+    let check = validate::Check {
+        format,
+        legacy,
+        written,
+        base_dir: validate::normalize(&base_dir),
+        env,
+        warnings,
+    };
+    check.build(file)
+}
+
+/// Reads the text into `T`. A key `T` does not read is an error (the first one, with a hint),
+/// unless it is a comment: a key starting with `_` or `//`, at any level. Type errors name
+/// the key's path. Parser messages give the position, never the text of the line (it may
+/// hold the token).
+fn read<T: DeserializeOwned>(text: &str, format: Format, legacy: bool) -> Result<T, ConfigError> {
+    let mut unknown: Vec<(Option<String>, String)> = Vec::new();
+    let mut note = |path: serde_ignored::Path<'_>| {
+        if let serde_ignored::Path::Map { parent, key } = path
+            && !key.starts_with('_')
+            && !key.starts_with("//")
+        {
+            let section = match parent {
+                serde_ignored::Path::Root => None,
+                parent => Some(parent.to_string()),
+            };
+            unknown.push((section, key));
+        }
+    };
+    let syntax = |message: String| ConfigError::Syntax { format, message };
+    let result = match format {
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let value = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+                &mut de, &mut note,
+            ));
+            match value {
+                Ok(value) => de.end().map(|()| value).map_err(|e| syntax(e.to_string())),
+                Err(e) if e.inner().is_data() => {
+                    let message = e.inner().to_string();
+                    let message = message.rsplit_once(" at line ").map_or(&*message, |m| m.0);
+                    Err(error::data_error(&e.path().to_string(), message, format))
+                }
+                Err(e) => Err(syntax(e.inner().to_string())),
+            }
+        }
+        Format::Toml => {
+            let de = toml::Deserializer::parse(text).map_err(|e| syntax(toml_message(text, &e)))?;
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
+                .map_err(|e| {
+                    // The toml crate hands a date over as a map; its text tells them apart.
+                    let value = e.inner().span().and_then(|span| text.get(span));
+                    let date = value.is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()));
+                    let message = match e.inner().message().strip_prefix("invalid type: map") {
+                        Some(rest) if date => format!("invalid type: date{rest}"),
+                        _ => e.inner().message().to_owned(),
+                    };
+                    error::data_error(&e.path().to_string(), &message, format)
+                })
+        }
+    };
+    match unknown.into_iter().next() {
+        Some((section, key)) => Err(error::unknown_key(section.as_deref(), &key, legacy, format)),
+        None => result,
+    }
+}
+
+/// A TOML parser message with the line and column of the problem.
+fn toml_message(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end();
+    match err.span().and_then(|span| text.get(..span.start)) {
+        Some(before) => {
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before[line_start..].chars().count() + 1;
+            format!("{message} at line {line} column {column}")
+        }
+        None => message.to_owned(),
+    }
+}

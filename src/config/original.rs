@@ -1,0 +1,173 @@
+//! The original MicroPython updater's flat `ota_config.json`, mapped onto the new format.
+//!
+//! Each key of the original is one line of [`Original`]: either a key ota acts on, with the
+//! new-format key it sets, or a key ota does not act on, with why (the warning). Switching a
+//! key from "warn" to "act" is moving its line from one list to the other.
+
+use super::file::{File, Ranged};
+
+/// A key that ota does not act on: only whether it was written (even as `null`) matters.
+#[derive(Debug, Default)]
+struct Seen(bool);
+
+impl<'de> serde::Deserialize<'de> for Seen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Seen, D::Error> {
+        // A `Value`, not serde's `IgnoredAny`: that would count as an ignored (unknown) key.
+        serde_json::Value::deserialize(deserializer).map(|_| Seen(true))
+    }
+}
+
+macro_rules! original_format {
+    (
+        acted { $($key:ident: $ty:ty => $($path:ident).+,)* }
+        unused { $($unused:ident: $why:expr,)* }
+    ) => {
+        /// The original's keys. Comment keys (`_…`, `//…`) are not fields: serde skips them
+        /// and `read` does not count them as unknown.
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(default)]
+        pub(super) struct Original {
+            $($key: Option<$ty>,)*
+            $($unused: Seen,)*
+        }
+
+        impl Original {
+            /// Sets the new format's keys from the acted-on keys; returns, for each one set,
+            /// the new key and the key as written (for error messages).
+            fn fill(self, file: &mut File) -> (Vec<(&'static str, &'static str)>, Vec<String>) {
+                let mut written = Vec::new();
+                $(if let Some(value) = self.$key {
+                    file.$($path).+ = Some(value);
+                    written.push((stringify!($($path).+), stringify!($key)));
+                })*
+                let warnings = [$((stringify!($unused), self.$unused.0, $why),)*]
+                    .into_iter()
+                    .filter(|(_, seen, _)| *seen)
+                    .map(|(key, _, why)| format!("`{key}` is not used: {why}"))
+                    .collect();
+                (written, warnings)
+            }
+
+            /// The new format's key for `key`, if it is a key of the original ota acts on.
+            pub(super) fn new_name(key: &str) -> Option<&'static str> {
+                [$((stringify!($key), stringify!($($path).+)),)*]
+                    .into_iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, new)| new)
+            }
+
+            /// Why ota does not act on `key`, if it is such a key of the original.
+            pub(super) fn why_unused(key: &str) -> Option<&'static str> {
+                [$((stringify!($unused), $why),)*].into_iter().find(|(k, _)| *k == key).map(|(_, why)| why)
+            }
+        }
+    };
+}
+
+original_format! {
+    acted {
+        target_dir: String => target_dir,
+        owner: String => source.owner,
+        repo: String => source.repo,
+        token: String => source.token,
+        channel: String => channel,
+        branch: String => branch,
+        allow: Vec<String> => allow,
+        ignore: Vec<String> => ignore,
+        connect_timeout_sec: Ranged<1, 3600> => network.connect_timeout_sec,
+        http_timeout_sec: Ranged<1, 3600> => network.http_timeout_sec,
+        retries: Ranged<0, 100> => network.retries,
+        // After `retries`, so that it wins when both are set.
+        http_retries: Ranged<0, 100> => network.retries,
+        backoff_sec: Ranged<0, 3600> => network.backoff_sec,
+        max_backoff_sec: Ranged<0, 3600> => network.max_backoff_sec,
+        user_agent: String => network.user_agent,
+        max_tree_size_kb: Ranged<1, 32_768> => limits.max_tree_kb,
+        max_tree_files: Ranged<1, 10_000_000> => limits.max_tree_files,
+    }
+    unused {
+        chunk: "ota streams every download through its own fixed-size buffer",
+        stage_dir: "ota stages under state_dir (`<target_dir>/.ota/stage` by default) so that \
+            renames stay on one filesystem",
+        backup_dir: "ota keeps the displaced files under state_dir (`<target_dir>/.ota/backup` \
+            by default), on the target's filesystem",
+        force: "run `ota update --force` to reinstall",
+        reset_mode: "ota never resets the device; restart the application from your service \
+            manager after an update",
+        debug: "run ota with `-v` or set `RUST_LOG=ota=debug`",
+        ssid: "ota uses the system's network connection; configure Wi-Fi in the operating system",
+        password: "ota uses the system's network connection; configure Wi-Fi in the operating \
+            system and remove the password from this file",
+        cellular_enabled: "ota uses the system's network connection, whatever the link; \
+            configure the modem in the operating system",
+        lora_enabled: "ota uses the system's network connection, whatever the link; configure \
+            the radio in the operating system",
+        battery_adc_pin: "ota reads no hardware pins; a later version reads the battery level \
+            from the operating system for `min_battery_percent`",
+        battery_divider_ratio: "ota reads no hardware pins; a later version reads the battery \
+            level from the operating system for `min_battery_percent`",
+        battery_v_min: "ota reads no hardware pins; a later version reads the battery level \
+            from the operating system for `min_battery_percent`",
+        battery_v_max: "ota reads no hardware pins; a later version reads the battery level \
+            from the operating system for `min_battery_percent`",
+        min_cpu_mhz: "ota does not set the CPU clock; the operating system manages it",
+        min_free_storage: "ota has no resource guards yet (a later version adds them); \
+            meanwhile it refuses, before downloading, an update whose files do not fit on the \
+            target's filesystem",
+        min_free_mem: "ota has no resource guards yet (a later version adds them); meanwhile \
+            it streams every download, so its memory use does not grow with file sizes",
+        min_battery_percent: "ota has no resource guards yet (a later version adds them); \
+            meanwhile an update cut by power loss is finished or rolled back on the next run",
+        manifest_key: "ota does not verify signed manifests yet (a later version adds them); \
+            meanwhile every file is checked against its git blob id from the release's tree: \
+            use https:// so that the tree cannot be altered on the way",
+        enable_delta_updates: "ota has no binary deltas yet (a later version adds them); it \
+            already downloads only the files that changed",
+        delete_patterns: "ota deletes the files it installed that a new release no longer \
+            has, and never touches files it did not install; remove other files yourself",
+        watchdog_timeout_ms: "ota bounds each update by `update_timeout_sec` (new format, \
+            default 3600) and feeds no watchdog yet (a later version adds one); meanwhile \
+            leave the watchdog to the system",
+        status_led_pin: "ota drives no status LED yet (a later version adds one); meanwhile \
+            it reports through its exit code, its log and the state files under state_dir",
+        rollout_percent: "ota has no staged rollout yet (a later version adds it); meanwhile \
+            pin a `tag` (new format) on the devices that should wait",
+        min_update_interval_sec: "ota has no schedule yet (a later version adds one); \
+            meanwhile run it from a timer (a systemd timer or cron) at the interval you want",
+        update_window_start_hour: "ota has no update window yet (a later version adds one); \
+            meanwhile run it from a timer only in the hours you want",
+        update_window_end_hour: "ota has no update window yet (a later version adds one); \
+            meanwhile run it from a timer only in the hours you want",
+        error_history_limit: "ota keeps the last error only (`last_error.json` under \
+            state_dir; a later version keeps a history)",
+        max_crashes_before_delay: "ota has no crash delay yet (a later version adds one); \
+            meanwhile let the service manager space restarts (`RestartSec=` in systemd)",
+        max_update_attempts: "ota retries each request `retries` times; run it again later \
+            (from a timer) to retry a whole update",
+        retry_backoff_sec: "retries back off from `backoff_sec` up to `max_backoff_sec`",
+        file_retries: "each download is retried `retries` times like every request",
+        file_backoff_sec: "downloads back off from `backoff_sec` up to `max_backoff_sec` like \
+            every request",
+        log_file: "ota logs to standard error; redirect it, or read it from the system journal",
+        progress_callback: "ota logs its progress (more with `-v`)",
+    }
+}
+
+impl Original {
+    /// The new-format file this one means, the keys as written (new key, flat key) and a
+    /// warning for each key ota does not act on. `target_dir` defaults to the config's
+    /// folder (the caller's job). A leading `/` in a pattern is dropped, as the original
+    /// does: there, `/lib/` is the folder `lib`.
+    pub(super) fn into_file(self) -> (File, Vec<(&'static str, &'static str)>, Vec<String>) {
+        let mut file = File::default();
+        let (written, warnings) = self.fill(&mut file);
+        for list in [&mut file.allow, &mut file.ignore].into_iter().flatten() {
+            for pattern in list.iter_mut() {
+                if let Some(relative) = pattern.strip_prefix('/') {
+                    *pattern = relative.trim_start_matches('/').to_owned();
+                }
+            }
+        }
+        (file, written, warnings)
+    }
+}
