@@ -29,7 +29,7 @@ const MAX_LINK: u64 = 4096;
 
 /// What fetching did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// Files downloaded.
     pub downloaded: usize,
     /// Files copied from local content.
@@ -37,7 +37,7 @@ pub struct Fetched {
 }
 
 /// Everything fetching needs.
-pub struct Fetcher<'a> {
+pub(crate) struct Fetcher<'a> {
     /// Where bytes come from.
     pub source: &'a dyn Source,
     /// The filesystem.
@@ -54,7 +54,7 @@ pub struct Fetcher<'a> {
 
 impl Fetcher<'_> {
     /// Stages every added or replaced file of `plan`; `stage_path(slot)` names the file.
-    pub fn fetch(
+    pub(crate) fn fetch(
         &self,
         plan: &Plan,
         stage_path: &(dyn Fn(&str) -> PathBuf + Sync),

@@ -7,6 +7,7 @@ mod util;
 
 mod channels;
 mod config;
+mod embed;
 mod faults;
 mod hostile;
 mod network;
