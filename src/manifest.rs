@@ -504,6 +504,18 @@ mod tests {
     }
 
     #[test]
+    fn sizes_whose_sum_overflows_are_refused() {
+        let mut a = entry("a");
+        let mut b = entry("b");
+        a.size = 1 << 63;
+        b.size = 1 << 63;
+        assert!(Manifest::new(vec![a.clone(), entry("b")]).is_ok());
+        let err = Manifest::new(vec![a, b]).unwrap_err();
+        assert_eq!(err, ManifestError::Oversized(path("b")));
+        assert!(err.to_string().contains("broken or hostile"), "{err}");
+    }
+
+    #[test]
     fn blob_ids_match_git() {
         assert_eq!(
             ObjectId::for_blob(b"").to_hex(),

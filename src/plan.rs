@@ -494,4 +494,23 @@ mod tests {
         survey.space.available += 1;
         assert!(plan(&Manifest::default(), &target, &survey).is_ok());
     }
+
+    /// Sizes come from the network: one that overflows when rounded up to a block asks for
+    /// all the space there is, and is refused as such.
+    #[test]
+    fn a_size_that_overflows_in_blocks_is_refused_for_space() {
+        let mut huge = file("a", "1");
+        huge.size = u64::MAX - 1;
+        let target = manifest(&[huge]);
+        let mut survey = disk(&[], &[]);
+        survey.space.available = 1 << 40;
+        let err = plan(&Manifest::default(), &target, &survey).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::NoSpace {
+                needed: u64::MAX,
+                available: 1 << 40
+            }
+        );
+    }
 }
