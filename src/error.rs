@@ -1,19 +1,23 @@
-//! The library's error: one variant per pipeline stage, each carrying that stage's error.
+//! The library's error: one variant per pipeline stage, each carrying that stage's error
+//! (re-exported here, so that a program can match on any of them).
 //!
 //! [`Error::phase`] and [`Error::kind`] give the stable names written to `last_error.json`
 //! and shown by `ota status`, so a fleet operator can count failures by cause.
 
 use std::io;
 
-use crate::config::ConfigError;
-use crate::fetch::FetchError;
-use crate::http::ErrorKind as HttpKind;
-use crate::manifest::ManifestError;
-use crate::plan::PlanError;
-use crate::source::SourceError;
-use crate::state::StateError;
-use crate::survey::SurveyError;
-use crate::transaction::ApplyError;
+pub use crate::config::ConfigError;
+pub use crate::fetch::FetchError;
+pub use crate::filter::{FilterError, PatternList};
+pub use crate::http::{ErrorKind as HttpErrorKind, HttpError};
+pub use crate::manifest::{ManifestError, PathError, PathProblem};
+pub use crate::plan::PlanError;
+pub use crate::source::SourceError;
+pub use crate::state::StateError;
+pub use crate::survey::SurveyError;
+pub use crate::transaction::ApplyError;
+
+use HttpErrorKind as HttpKind;
 
 /// Anything that stops an ota command.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +51,9 @@ pub enum Error {
     /// A file could not be staged.
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    /// Changing the target failed (and was rolled back unless said otherwise).
-    #[error("applying the update failed and the old release was restored: {0}")]
+    /// Changing the target failed. It was rolled back, except after
+    /// [`ApplyError::RollbackFailed`], whose message says so and what to do.
+    #[error("{}", apply_message(.0))]
     Apply(#[source] ApplyError),
     /// The state folder could not be read or written.
     #[error(transparent)]
@@ -101,9 +106,26 @@ impl Error {
     }
 }
 
+fn apply_message(error: &ApplyError) -> String {
+    match error {
+        ApplyError::RollbackFailed { cause, rollback } => format!(
+            "applying the update failed and the old release could NOT be restored: the target \
+             may hold a mix of old and new files. The update failed because: {cause}; rolling \
+             back failed because: {rollback}. The journal was kept: fix the cause, then run \
+             `ota recover` to finish undoing the update"
+        ),
+        ApplyError::State(e) => format!(
+            "applying the update failed at its last step, saving the installed state ({e}); \
+             recovery then finished or undid it: `ota status` shows which release is installed"
+        ),
+        other => format!("applying the update failed and the old release was restored: {other}"),
+    }
+}
+
 fn source_kind(error: &SourceError) -> &'static str {
     match error {
-        SourceError::NoRelease { .. }
+        SourceError::RepoNotFound { .. }
+        | SourceError::NoRelease { .. }
         | SourceError::TagNotFound { .. }
         | SourceError::BranchNotFound { .. } => "not_found",
         SourceError::Protocol { .. } => "protocol",

@@ -32,7 +32,7 @@ const MAX_LINK: u64 = 4096;
 
 /// What fetching did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// Files downloaded.
     pub downloaded: usize,
     /// Files copied from local content.
@@ -61,7 +61,7 @@ pub struct Progress {
 }
 
 /// A progress callback. Downloads run in parallel threads, hence `Send + Sync`.
-pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
+pub(crate) type ProgressFn = dyn Fn(Progress) + Send + Sync;
 
 /// The running [`Progress`] of one fetch, reported after each change. The lock serialises
 /// the callback, so it sees the counts in order.
@@ -95,7 +95,7 @@ impl Tally<'_> {
 }
 
 /// Everything fetching needs.
-pub struct Fetcher<'a> {
+pub(crate) struct Fetcher<'a> {
     /// Where bytes come from.
     pub source: &'a dyn Source,
     /// The filesystem.
@@ -114,7 +114,7 @@ pub struct Fetcher<'a> {
 
 impl Fetcher<'_> {
     /// Stages every added or replaced file of `plan`; `stage_path(slot)` names the file.
-    pub fn fetch(
+    pub(crate) fn fetch(
         &self,
         plan: &Plan,
         stage_path: &(dyn Fn(&str) -> PathBuf + Sync),

@@ -40,7 +40,7 @@ pub struct Filter {
 
 impl Filter {
     /// Compiles the two lists; an error names the bad pattern, its list and its index.
-    pub fn new(allow: &[String], ignore: &[String]) -> Result<Filter, FilterError> {
+    pub(crate) fn new(allow: &[String], ignore: &[String]) -> Result<Filter, FilterError> {
         Ok(Filter {
             allow: Matcher::new(PatternList::Allow, allow)?,
             ignore: Matcher::new(PatternList::Ignore, ignore)?,
@@ -70,7 +70,7 @@ impl Filter {
     /// The digest is the first 8 bytes of SHA-1 over `ota-filter-v1`, then for each list
     /// (`allow`, then `ignore`) a NUL, the list's name and, for each sorted, deduplicated
     /// pattern, a NUL and the pattern (NUL cannot occur in a pattern).
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let mut hasher = Sha1::new();
         hasher.update(b"ota-filter-v1");
         for (name, matcher) in [("allow", &self.allow), ("ignore", &self.ignore)] {

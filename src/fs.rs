@@ -87,7 +87,7 @@ pub trait Fs: Send + Sync {
 }
 
 /// Reads a whole small file (state, journal), refusing anything over `limit` bytes.
-pub fn read_small(fs: &dyn Fs, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+pub(crate) fn read_small(fs: &dyn Fs, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     fs.open(path)?.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
@@ -102,14 +102,14 @@ pub fn read_small(fs: &dyn Fs, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 /// Replaces `path` with `bytes` atomically and durably: write `<path>.tmp`, fsync it,
 /// rename it over `path`, fsync the folder. After a crash, `path` holds either the old or
 /// the new bytes; the `.tmp` may remain and is removed by recovery.
-pub fn write_atomic(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace(fs, path, bytes, true)
 }
 
 /// Replaces `path` with `bytes` atomically but not durably: readers see the old or the new
 /// bytes, never a mix, but a power cut may bring back the old ones or leave an empty file.
 /// For files that only save work (`cache.json`): no fsync for what nothing depends on.
-pub fn write_replace(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_replace(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace(fs, path, bytes, false)
 }
 
@@ -132,14 +132,14 @@ fn replace(fs: &dyn Fs, path: &Path, bytes: &[u8], durable: bool) -> io::Result<
 }
 
 /// The temporary name [`write_atomic`] uses for `path`.
-pub fn tmp_path(path: &Path) -> std::path::PathBuf {
+pub(crate) fn tmp_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(".tmp");
     path.with_file_name(name)
 }
 
 /// Removes `path` and everything below it (without following symlinks). Missing is fine.
-pub fn remove_tree(fs: &dyn Fs, path: &Path) -> io::Result<()> {
+pub(crate) fn remove_tree(fs: &dyn Fs, path: &Path) -> io::Result<()> {
     match fs.metadata(path)? {
         None => Ok(()),
         Some(meta) if meta.kind == FileKind::Dir => {
@@ -153,7 +153,7 @@ pub fn remove_tree(fs: &dyn Fs, path: &Path) -> io::Result<()> {
 }
 
 /// The folder holding `path` (`/` for a top-level path).
-pub fn parent(path: &Path) -> &Path {
+pub(crate) fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("/"))
 }
 
@@ -293,7 +293,7 @@ impl Fs for RealFs {
 
 /// The kind of filesystem holding `path`, if it is one whose renames are not atomic across a
 /// power cut (the FAT family, NTFS through ntfs3). Linux only; `None` elsewhere or unknown.
-pub fn non_atomic_rename_fs(path: &Path) -> Option<&'static str> {
+pub(crate) fn non_atomic_rename_fs(path: &Path) -> Option<&'static str> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // The field's integer type differs between architectures.

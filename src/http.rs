@@ -25,7 +25,7 @@ const ERROR_BODY_LIMIT: u64 = 64 << 10;
 
 /// What a request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accept {
+pub(crate) enum Accept {
     /// `application/vnd.github+json`.
     Json,
     /// `application/vnd.github.sha`: a bare commit SHA.
@@ -49,7 +49,7 @@ impl Accept {
 
 /// Which counter a request adds to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     /// Metadata: releases, refs, commits, trees.
     Api,
     /// File content.
@@ -69,6 +69,19 @@ pub struct Usage {
     pub file_bytes: u64,
     /// Retries made after a failed attempt.
     pub retries: u64,
+}
+
+impl Usage {
+    /// What was used after `earlier` was taken from the same counters.
+    pub fn since(&self, earlier: &Usage) -> Usage {
+        Usage {
+            api_requests: self.api_requests.saturating_sub(earlier.api_requests),
+            api_bytes: self.api_bytes.saturating_sub(earlier.api_bytes),
+            file_requests: self.file_requests.saturating_sub(earlier.file_requests),
+            file_bytes: self.file_bytes.saturating_sub(earlier.file_bytes),
+            retries: self.retries.saturating_sub(earlier.retries),
+        }
+    }
 }
 
 /// The last rate-limit headers seen from the API.
@@ -92,7 +105,7 @@ struct Counters {
 }
 
 /// A small answer, read whole.
-pub struct Answer {
+pub(crate) struct Answer {
     /// The body.
     pub body: Vec<u8>,
     /// Its `ETag`, for a later conditional request.
@@ -103,7 +116,7 @@ pub struct Answer {
 
 impl Answer {
     /// Parses the body as JSON; the error says what arrived instead.
-    pub fn json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, HttpError> {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, HttpError> {
         serde_json::from_slice(&self.body).map_err(|e| {
             let start: String = String::from_utf8_lossy(&self.body[..self.body.len().min(60)])
                 .chars()
@@ -133,20 +146,21 @@ pub struct Download {
 }
 
 /// The client. Cheap to share between download threads.
-pub struct Http {
+pub(crate) struct Http {
     agent: ureq::Agent,
     token: Option<Token>,
     /// Hosts (`host[:port]`) that may receive the token.
     token_hosts: Vec<String>,
     net: NetworkConfig,
-    deadline: Option<Instant>,
+    /// When the current operation must end (see [`Http::start_operation`]).
+    deadline: Mutex<Option<Instant>>,
     counters: Arc<Counters>,
     quota: Mutex<Quota>,
 }
 
 impl Http {
     /// A client for `net`; `token` goes only to requests whose host is in `token_hosts`.
-    pub fn new(net: &NetworkConfig, token: Option<Token>, token_hosts: Vec<String>) -> Http {
+    pub(crate) fn new(net: &NetworkConfig, token: Option<Token>, token_hosts: Vec<String>) -> Http {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .user_agent(net.user_agent.as_str())
@@ -161,14 +175,27 @@ impl Http {
             token,
             token_hosts,
             net: net.clone(),
-            deadline: Some(Instant::now() + net.update_timeout),
+            deadline: Mutex::new(None),
             counters: Arc::default(),
             quota: Mutex::new(Quota::default()),
         }
     }
 
+    /// Starts an operation (one check or update): requests, waits and body reads fail once
+    /// `deadline` has passed. Each operation gets its own, so a long-lived client (a daemon
+    /// embedding ota) is not bound by the deadline of its first operation.
+    pub(crate) fn start_operation(&self, deadline: Instant) {
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = Some(deadline);
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline.lock().ok().and_then(|d| *d)
+    }
+
     /// Requests and bytes used so far.
-    pub fn usage(&self) -> Usage {
+    pub(crate) fn usage(&self) -> Usage {
         let c = &self.counters;
         Usage {
             api_requests: c.api_requests.load(Ordering::Relaxed),
@@ -180,12 +207,12 @@ impl Http {
     }
 
     /// The last rate-limit state the API reported.
-    pub fn quota(&self) -> Quota {
+    pub(crate) fn quota(&self) -> Quota {
         self.quota.lock().map(|q| q.clone()).unwrap_or_default()
     }
 
     /// GETs `url` and parses a JSON body of at most `limit` bytes.
-    pub fn get_json<T: serde::de::DeserializeOwned>(
+    pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         url: &str,
         limit: u64,
@@ -196,18 +223,10 @@ impl Http {
         answer.json(url)
     }
 
-    /// GETs a small metadata body (at most `limit` bytes), with retries.
-    pub fn get_bytes(&self, url: &str, accept: Accept, limit: u64) -> Result<Vec<u8>, HttpError> {
-        let answer = self
-            .get(url, accept, limit, None)?
-            .ok_or_else(|| not_modified(url))?;
-        Ok(answer.body)
-    }
-
     /// GETs a small metadata body, conditionally when `etag` is given: `Ok(None)` means the
     /// server answered 304 Not Modified (GitHub does not count an authenticated 304 against
     /// the rate limit).
-    pub fn get(
+    pub(crate) fn get(
         &self,
         url: &str,
         accept: Accept,
@@ -246,7 +265,7 @@ impl Http {
     /// Opens a file body from `offset` (a `Range` request when > 0, guarded by `If-Range`
     /// with the validator of the first response when it had a strong one), with retries for
     /// the request itself. Errors while reading the body are the caller's to retry (resume).
-    pub fn download(
+    pub(crate) fn download(
         &self,
         url: &str,
         accept: Accept,
@@ -289,7 +308,7 @@ impl Http {
             let reader = Counted {
                 inner: response.into_body().into_reader(),
                 counters: Arc::clone(&self.counters),
-                deadline: self.deadline,
+                deadline: self.deadline(),
             };
             Ok(Download {
                 offset: start,
@@ -344,8 +363,8 @@ impl Http {
     }
 
     /// Sleeps unless that would pass the update's deadline.
-    pub fn sleep(&self, url: &str, delay: Duration) -> Result<(), HttpError> {
-        if let Some(deadline) = self.deadline
+    pub(crate) fn sleep(&self, url: &str, delay: Duration) -> Result<(), HttpError> {
+        if let Some(deadline) = self.deadline()
             && Instant::now() + delay > deadline
         {
             return Err(HttpError::new(
@@ -358,7 +377,7 @@ impl Http {
     }
 
     fn check_deadline(&self, url: &str) -> Result<(), HttpError> {
-        match self.deadline {
+        match self.deadline() {
             Some(d) if Instant::now() >= d => Err(HttpError::new(
                 url,
                 ErrorKind::Deadline(self.net.update_timeout),
@@ -464,7 +483,7 @@ impl Http {
 
 /// Full-jitter exponential backoff before retry number `tries + 1`: uniform in
 /// `[0, min(max_backoff, backoff * 2^tries)]`, so that a fleet behind one NAT spreads out.
-pub fn backoff(net: &NetworkConfig, tries: u32) -> Duration {
+pub(crate) fn backoff(net: &NetworkConfig, tries: u32) -> Duration {
     let ceiling = net
         .backoff
         .saturating_mul(1u32 << tries.min(20))
@@ -519,7 +538,7 @@ fn content_range_start(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// `host[:port]` of an `http(s)://` URL.
-pub fn host_of(url: &str) -> Option<&str> {
+pub(crate) fn host_of(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
@@ -570,7 +589,7 @@ pub enum ErrorKind {
         wait: Option<Duration>,
     },
     /// Any other non-2xx answer.
-    #[error("HTTP {status}{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("{}", status_message(*status, message.as_deref()))]
     Status {
         /// The status code.
         status: u16,
@@ -592,6 +611,24 @@ pub enum ErrorKind {
     /// The whole-update deadline passed.
     #[error("the update took longer than update_timeout_sec ({}s); stopping", .0.as_secs())]
     Deadline(Duration),
+}
+
+fn status_message(status: u16, message: Option<&str>) -> String {
+    let said = message.map(|m| format!(": {m}")).unwrap_or_default();
+    let hint = match status {
+        401 => {
+            ". The host wants valid credentials: set a token that can read the repository \
+             (`token` or `token_file` in [source], or the OTA_TOKEN environment variable), or \
+             check the one set"
+        }
+        403 => {
+            ". Access denied: a private repository needs a token that can read it (`token` or \
+             `token_file` in [source], or the OTA_TOKEN environment variable); if one is set, \
+             check its permissions"
+        }
+        _ => "",
+    };
+    format!("HTTP {status}{said}{hint}")
 }
 
 fn rate_limited(reset: Option<u64>) -> String {

@@ -1,6 +1,43 @@
 //! ota keeps a directory on a headless device equal to a release published on GitHub (the
 //! latest release, a pinned tag, or a branch tip), and never leaves it broken.
 //!
+//! # Embedding
+//! Load a [`config::Config`], build an [`Updater`], and call [`Updater::check`],
+//! [`Updater::update`], [`Updater::recover`] or [`Updater::status`] as often as needed:
+//! each call is one operation with its own deadline (`update_timeout_sec`) and its own
+//! figures, so one `Updater` can serve a daemon for its whole life.
+//!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! use ota::config::Config;
+//! use ota::{Check, Outcome, UpdateOptions, Updater};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let config = Config::load(Path::new("/etc/ota.toml"))?;
+//!     let updater = Updater::new(config);
+//!     match updater.check() {
+//!         Ok(Check::UpToDate(release)) => println!("up to date: {}", release.ref_name),
+//!         Ok(Check::Available { available, reason, .. }) => {
+//!             println!("{} is available ({reason})", available.ref_name);
+//!             match updater.update(UpdateOptions::default())? {
+//!                 Outcome::Updated(report) => println!(
+//!                     "installed {}: {} files downloaded",
+//!                     report.to.ref_name, report.downloaded
+//!                 ),
+//!                 Outcome::UpToDate(_) | Outcome::Planned(_) => {}
+//!             }
+//!         }
+//!         // `phase` and `kind` are stable names, also written to `last_error.json`.
+//!         Err(e) => eprintln!("{} [{}/{}]", e, e.phase(), e.kind()),
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A program that needs another filesystem (a simulation, an overlay) or another release
+//! host passes its own [`fs::Fs`] or [`source::Source`] to [`Updater::with_parts`].
+//!
 //! # Module map
 //! Data flows one way; each stage is one module:
 //!
@@ -8,32 +45,44 @@
 //! config ─> source ─> manifest ─> survey + plan ─> fetch ─> transaction ─> state
 //! ```
 //!
+//! Public:
 //! - [`config`]: the validated configuration (TOML, JSON, or the original updater's JSON).
-//! - [`filter`]: which release paths are installed (`allow` / `ignore`).
-//! - [`source`]: where releases come from ([`source::github`]); [`http`] is its client.
-//! - [`manifest`]: a release's file list, every path validated once.
-//! - [`survey`]: what is on disk now, at the paths an update touches.
-//! - [`plan`]: the pure decision of what changes.
-//! - [`fetch`]: stages new files, verified against their git blob ids.
-//! - [`transaction`]: the journaled, crash-safe swap, and recovery.
+//! - [`source`]: where releases come from: the [`source::Source`] trait and
+//!   [`source::GitHub`].
 //! - [`fs`]: the narrow filesystem seam the transaction goes through.
-//! - [`state`]: ota's own folder: installed release, owned files, last error.
-//! - [`updater`]: runs the pipeline; what the CLI calls.
+//! - [`error`]: [`Error`] and the error of each stage it wraps.
+//!
+//! Inside the crate: `filter` (which release paths are installed), `http` (the HTTP
+//! client), `manifest` (a release's file list, every path validated once), `survey` (what
+//! is on disk now), `plan` (the pure decision of what changes), `fetch` (stages new files,
+//! verified against their git blob ids), `transaction` (the journaled, crash-safe swap, and
+//! recovery), `state` (ota's own folder) and `updater` (runs the pipeline).
+
+#![warn(unreachable_pub)]
 
 pub mod config;
 pub mod error;
-pub mod fetch;
-pub mod filter;
+mod fetch;
+mod filter;
 pub mod fs;
-pub mod http;
-pub mod manifest;
-pub mod plan;
+mod http;
+mod manifest;
+mod plan;
 pub mod source;
-pub mod state;
-pub mod survey;
-pub mod transaction;
-pub mod updater;
+mod state;
+mod survey;
+mod transaction;
+mod updater;
+
+#[doc(hidden)]
+pub mod testing;
 
 pub use error::Error;
 pub use fetch::Progress;
-pub use updater::{Check, Outcome, Report, Status, UpdateOptions, Updater};
+pub use filter::Filter;
+pub use http::{Quota, Usage};
+pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
+pub use plan::{Action, Change, Origin, Plan};
+pub use state::{Cache, Installed, LastError, ReleaseId};
+pub use transaction::Recovery;
+pub use updater::{Check, Outcome, Report, Status, UpdateOptions, UpdateReason, Updater};

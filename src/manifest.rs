@@ -67,25 +67,25 @@ impl<'de> Deserialize<'de> for ObjectId {
 
 /// Computes a git blob id over content that arrives in pieces, for content whose length is
 /// known up front (git hashes the length before the bytes).
-pub struct BlobHasher {
+pub(crate) struct BlobHasher {
     sha1: Sha1,
 }
 
 impl BlobHasher {
     /// Starts a blob of `len` bytes.
-    pub fn new(len: u64) -> BlobHasher {
+    pub(crate) fn new(len: u64) -> BlobHasher {
         let mut sha1 = Sha1::new();
         sha1.update(format!("blob {len}\0").as_bytes());
         BlobHasher { sha1 }
     }
 
     /// Feeds the next bytes.
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         self.sha1.update(bytes);
     }
 
     /// The id; only meaningful if exactly `len` bytes were fed.
-    pub fn finish(self) -> ObjectId {
+    pub(crate) fn finish(self) -> ObjectId {
         ObjectId(self.sha1.finalize().into())
     }
 }
@@ -102,7 +102,7 @@ const MAX_COMPONENT: usize = 255;
 impl RelPath {
     /// Validates `path` against the rules in the module docs. `reserved` are top-level
     /// folders (relative to the target) that no release path may enter, such as `.ota`.
-    pub fn new(path: &str, reserved: &[RelPath]) -> Result<RelPath, PathError> {
+    pub(crate) fn new(path: &str, reserved: &[RelPath]) -> Result<RelPath, PathError> {
         let fail = |reason: PathProblem| PathError {
             path: path.to_owned(),
             problem: reason,
@@ -146,25 +146,26 @@ impl RelPath {
     }
 
     /// The parent folder, or `None` at the top level.
-    pub fn parent(&self) -> Option<RelPath> {
+    #[cfg(test)]
+    pub(crate) fn parent(&self) -> Option<RelPath> {
         self.0.rsplit_once('/').map(|(p, _)| RelPath(p.to_owned()))
     }
 
     /// Every ancestor folder, outermost first (`a/b/c` → `a`, `a/b`).
-    pub fn ancestors(&self) -> impl Iterator<Item = RelPath> + '_ {
+    pub(crate) fn ancestors(&self) -> impl Iterator<Item = RelPath> + '_ {
         self.0
             .match_indices('/')
             .map(|(i, _)| RelPath(self.0[..i].to_owned()))
     }
 
     /// Whether `self` is `other` or lies inside it.
-    pub fn starts_with(&self, other: &RelPath) -> bool {
+    pub(crate) fn starts_with(&self, other: &RelPath) -> bool {
         self.0 == other.0
             || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
     }
 
     /// Number of components (`a/b` → 2).
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         self.0.matches('/').count() + 1
     }
 }
@@ -249,7 +250,7 @@ pub struct Entry {
 
 impl Entry {
     /// Whether two entries put the same thing on disk (same content and mode).
-    pub fn same_content(&self, other: &Entry) -> bool {
+    pub(crate) fn same_content(&self, other: &Entry) -> bool {
         self.kind == other.kind && self.blob == other.blob && self.size == other.size
     }
 }
@@ -269,9 +270,16 @@ impl<'de> Deserialize<'de> for Manifest {
 }
 
 impl Manifest {
-    /// Builds a manifest, rejecting duplicate paths and paths inside another file
-    /// (`a` and `a/b` both present). Paths themselves are already valid [`RelPath`]s.
-    pub fn new(mut entries: Vec<Entry>) -> Result<Manifest, ManifestError> {
+    /// Builds a manifest, rejecting duplicate paths, paths inside another file (`a` and
+    /// `a/b` both present), and declared sizes whose sum does not fit in 64 bits (so that
+    /// every later sum of sizes is exact). Paths themselves are already valid [`RelPath`]s.
+    pub(crate) fn new(mut entries: Vec<Entry>) -> Result<Manifest, ManifestError> {
+        let mut total = 0u64;
+        for entry in &entries {
+            total = total
+                .checked_add(entry.size)
+                .ok_or_else(|| ManifestError::Oversized(entry.path.clone()))?;
+        }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         for pair in entries.windows(2) {
             if pair[0].path == pair[1].path {
@@ -315,9 +323,11 @@ impl Manifest {
         self.entries.is_empty()
     }
 
-    /// Total size of all entries in bytes.
+    /// Total size of all entries in bytes (checked to fit when the manifest was built).
     pub fn total_bytes(&self) -> u64 {
-        self.entries.iter().map(|e| e.size).sum()
+        self.entries
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.size))
     }
 }
 
@@ -351,6 +361,13 @@ pub enum ManifestError {
     /// A file without a size.
     #[error("the release's tree gives no size for {0}")]
     MissingSize(RelPath),
+    /// Declared sizes that add up to more than 64 bits can count: no real release.
+    #[error(
+        "the release's declared file sizes add up to more than {max} bytes (at {0}); no real \
+         release is that large: the server sent a broken or hostile file list",
+        max = u64::MAX
+    )]
+    Oversized(RelPath),
     /// A git mode ota does not know.
     #[error("path {path} has git mode {mode}, which ota does not know how to install")]
     UnknownMode {
@@ -385,7 +402,7 @@ const MODE_SUBMODULE: u32 = 0o160000;
 /// Turns a release's tree into its manifest: validates every path (a single bad one
 /// rejects the release, even one the filter would drop), keeps the paths the filter
 /// includes, skips folders, and skips submodules with a warning.
-pub fn from_tree(
+pub(crate) fn from_tree(
     tree: Vec<TreeEntry>,
     filter: &Filter,
     reserved: &[RelPath],
@@ -434,7 +451,7 @@ pub fn from_tree(
 /// following the manifest's own symlinks it passes through is not attempted: a `..` that
 /// would step back out of a folder that is itself a symlink is refused, because where it
 /// lands depends on that link. `is_symlink` tells which release paths are symlinks.
-pub fn check_symlink(
+pub(crate) fn check_symlink(
     link: &RelPath,
     target: &str,
     is_symlink: &dyn Fn(&str) -> bool,
@@ -484,6 +501,18 @@ mod tests {
             size: 0,
             blob: ObjectId::for_blob(b""),
         }
+    }
+
+    #[test]
+    fn sizes_whose_sum_overflows_are_refused() {
+        let mut a = entry("a");
+        let mut b = entry("b");
+        a.size = 1 << 63;
+        b.size = 1 << 63;
+        assert!(Manifest::new(vec![a.clone(), entry("b")]).is_ok());
+        let err = Manifest::new(vec![a, b]).unwrap_err();
+        assert_eq!(err, ManifestError::Oversized(path("b")));
+        assert!(err.to_string().contains("broken or hostile"), "{err}");
     }
 
     #[test]

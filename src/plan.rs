@@ -59,7 +59,7 @@ pub struct Change {
 
 impl Change {
     /// The stage and backup slot name of this change (its index in the plan).
-    pub fn slot(index: usize) -> String {
+    pub(crate) fn slot(index: usize) -> String {
         index.to_string()
     }
 }
@@ -99,7 +99,7 @@ impl Plan {
     }
 
     /// The transaction's operations in order (see `transaction`).
-    pub fn ops(&self) -> Vec<Op> {
+    pub(crate) fn ops(&self) -> Vec<Op> {
         let mut ops = Vec::new();
         for (i, c) in self.changes.iter().enumerate() {
             if matches!(c.action, Action::Replace | Action::Delete) {
@@ -131,7 +131,11 @@ impl Plan {
 }
 
 /// Decides the update; see the module docs.
-pub fn plan(installed: &Manifest, target: &Manifest, survey: &Survey) -> Result<Plan, PlanError> {
+pub(crate) fn plan(
+    installed: &Manifest,
+    target: &Manifest,
+    survey: &Survey,
+) -> Result<Plan, PlanError> {
     let mut plan = Plan::default();
     // Paths whose current occupant leaves during the transaction.
     let mut leaving: BTreeSet<RelPath> = BTreeSet::new();
@@ -268,6 +272,9 @@ pub fn plan(installed: &Manifest, target: &Manifest, survey: &Survey) -> Result<
     plan.create_dirs = create.into_iter().collect();
     plan.changes = changes.into_values().collect();
 
+    // Sizes come from the network. Their sum fits in 64 bits (the manifest checks), but
+    // rounding up to blocks may not: saturate, so that an absurd size asks for all the
+    // space there is and is refused as such.
     let block = survey.space.block_size.max(1);
     let mut staged = 0u64;
     for change in &plan.changes {
@@ -275,14 +282,18 @@ pub fn plan(installed: &Manifest, target: &Manifest, survey: &Survey) -> Result<
             continue;
         };
         match origin {
-            Origin::Download => plan.download_bytes += entry.size,
-            Origin::Copy(_) => plan.copy_bytes += entry.size,
+            Origin::Download => {
+                plan.download_bytes = plan.download_bytes.saturating_add(entry.size)
+            }
+            Origin::Copy(_) => plan.copy_bytes = plan.copy_bytes.saturating_add(entry.size),
         }
         if entry.kind != Kind::Symlink {
-            staged += entry.size.div_ceil(block) * block;
+            staged = staged.saturating_add(entry.size.div_ceil(block).saturating_mul(block));
         }
     }
-    plan.space_needed = staged + MARGIN_BYTES + MARGIN_PER_FILE * target.len() as u64;
+    plan.space_needed = staged
+        .saturating_add(MARGIN_BYTES)
+        .saturating_add(MARGIN_PER_FILE.saturating_mul(target.len() as u64));
     if survey.space.available < plan.space_needed {
         return Err(PlanError::NoSpace {
             needed: plan.space_needed,
@@ -482,5 +493,24 @@ mod tests {
         assert!(matches!(err, PlanError::NoSpace { .. }));
         survey.space.available += 1;
         assert!(plan(&Manifest::default(), &target, &survey).is_ok());
+    }
+
+    /// Sizes come from the network: one that overflows when rounded up to a block asks for
+    /// all the space there is, and is refused as such.
+    #[test]
+    fn a_size_that_overflows_in_blocks_is_refused_for_space() {
+        let mut huge = file("a", "1");
+        huge.size = u64::MAX - 1;
+        let target = manifest(&[huge]);
+        let mut survey = disk(&[], &[]);
+        survey.space.available = 1 << 40;
+        let err = plan(&Manifest::default(), &target, &survey).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::NoSpace {
+                needed: u64::MAX,
+                available: 1 << 40
+            }
+        );
     }
 }

@@ -5,7 +5,8 @@
 //! journal.json      present only while a transaction is open (see `transaction`)
 //! stage/<txid>/     downloaded, verified files waiting to be placed
 //! backup/<txid>/    files displaced by an open transaction
-//! last_error.json   the last failure (time, phase, kind, message); cleared by a success
+//! last_error.json   the last failed update or recover (time, phase, kind, message);
+//!                   removed by a successful update or recover
 //! cache.json        what the last check saw: the channel answer's ETag, the rate-limit quota
 //! lock              held (flock) by the process that changes the target
 //! ```
@@ -195,6 +196,13 @@ pub struct ReleaseId {
     pub commit: ObjectId,
 }
 
+impl ReleaseId {
+    /// The first 12 hex digits of the commit.
+    pub fn short(&self) -> String {
+        self.commit.to_hex()[..12].to_owned()
+    }
+}
+
 /// Contents of `state.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Installed {
@@ -217,7 +225,7 @@ pub struct Installed {
 }
 
 /// The current `state.json` format.
-pub const STATE_FORMAT: u32 = 1;
+pub(crate) const STATE_FORMAT: u32 = 1;
 
 /// Contents of `last_error.json`: what a headless device tells whoever looks later.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,12 +262,12 @@ pub struct Cache {
 }
 
 /// The time now as RFC 3339 UTC with seconds.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 /// Seconds since the Unix epoch, now.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -16,7 +16,7 @@ use crate::manifest::{BlobHasher, Kind, Manifest, ObjectId, RelPath};
 
 /// What is at one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Local {
+pub(crate) enum Local {
     /// Nothing.
     Absent,
     /// A regular file; `blob` when it was hashed.
@@ -45,7 +45,7 @@ pub enum Local {
 impl Local {
     /// Whether this holds exactly what `kind`/`size`/`blob` describe. An unhashed file of the
     /// right type and size counts only when `trusted` (ota installed that content).
-    pub fn holds(&self, kind: Kind, size: u64, blob: ObjectId, trusted: bool) -> bool {
+    pub(crate) fn holds(&self, kind: Kind, size: u64, blob: ObjectId, trusted: bool) -> bool {
         match (self, kind) {
             (Local::Symlink { blob: b }, Kind::Symlink) => *b == blob,
             (
@@ -67,7 +67,7 @@ impl Local {
 
 /// Local facts about the paths of an update.
 #[derive(Clone, Debug)]
-pub struct Survey {
+pub(crate) struct Survey {
     /// Facts per path (paths below a non-folder are absent).
     pub paths: BTreeMap<RelPath, Local>,
     /// Names inside folders that might become empty.
@@ -78,13 +78,13 @@ pub struct Survey {
 
 impl Survey {
     /// What is at `path` (absent if the survey did not look).
-    pub fn local(&self, path: &RelPath) -> &Local {
+    pub(crate) fn local(&self, path: &RelPath) -> &Local {
         self.paths.get(path).unwrap_or(&Local::Absent)
     }
 }
 
 /// Gathers the facts; see the module docs. `root` is the target directory.
-pub fn survey(
+pub(crate) fn survey(
     fs: &dyn Fs,
     root: &Path,
     installed: &Manifest,
@@ -94,9 +94,7 @@ pub fn survey(
     let mut out = Survey {
         paths: BTreeMap::new(),
         listings: BTreeMap::new(),
-        space: fs
-            .space(root)
-            .map_err(|e| SurveyError::at(root.to_owned(), e))?,
+        space: space_at(fs, root).map_err(|e| SurveyError::at(root.to_owned(), e))?,
     };
     let mut blocked: BTreeSet<RelPath> = BTreeSet::new();
     let mut to_list: BTreeSet<RelPath> = BTreeSet::new();
@@ -161,6 +159,21 @@ pub fn survey(
     Ok(out)
 }
 
+/// Free space where `root` is, or will be: before the first install (a dry run creates
+/// nothing) that is the filesystem of its nearest existing ancestor.
+fn space_at(fs: &dyn Fs, root: &Path) -> io::Result<Space> {
+    let mut at = root;
+    loop {
+        match fs.space(at) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match at.parent() {
+                Some(parent) => at = parent,
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
 /// `lstat`s one path; hashes a regular file of exactly `hash_size` bytes.
 fn look(
     fs: &dyn Fs,
@@ -195,7 +208,7 @@ fn look(
 
 /// The git blob id of a local file expected to be `len` bytes; `None` if its size changed
 /// while reading.
-pub fn hash_file(fs: &dyn Fs, path: &Path, len: u64) -> io::Result<Option<ObjectId>> {
+pub(crate) fn hash_file(fs: &dyn Fs, path: &Path, len: u64) -> io::Result<Option<ObjectId>> {
     let mut reader = fs.open(path)?;
     let mut hasher = BlobHasher::new(len);
     let mut buf = vec![0u8; 64 * 1024];

@@ -50,7 +50,7 @@ const JOURNAL_FORMAT: u32 = 1;
 /// One step of a transaction, with enough information to undo it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Op {
+pub(crate) enum Op {
     /// Move the file at `path` into `backup/<txid>/<slot>`.
     Displace {
         /// Path in the target.
@@ -81,7 +81,7 @@ pub enum Op {
 
 /// Contents of `journal.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Journal {
+pub(crate) struct Journal {
     /// Format version.
     pub format: u32,
     /// The transaction.
@@ -106,7 +106,7 @@ pub enum Recovery {
 }
 
 /// A transaction in progress: a stage folder being filled, then applied.
-pub struct Transaction<'a> {
+pub(crate) struct Transaction<'a> {
     fs: &'a dyn Fs,
     target: &'a Path,
     dirs: &'a StateDir,
@@ -115,7 +115,7 @@ pub struct Transaction<'a> {
 
 impl<'a> Transaction<'a> {
     /// Opens a transaction: creates `stage/<txid>`. Recovery must have run first.
-    pub fn begin(
+    pub(crate) fn begin(
         fs: &'a dyn Fs,
         target: &'a Path,
         dirs: &'a StateDir,
@@ -137,18 +137,13 @@ impl<'a> Transaction<'a> {
         })
     }
 
-    /// The transaction id (also the name of its stage and backup folders).
-    pub fn txid(&self) -> &str {
-        &self.txid
-    }
-
     /// Where the staged file for `slot` is written.
-    pub fn stage_path(&self, slot: &str) -> PathBuf {
+    pub(crate) fn stage_path(&self, slot: &str) -> PathBuf {
         self.dirs.stage(&self.txid).join(slot)
     }
 
     /// Gives up before anything in the target changed: removes the stage.
-    pub fn abort(self) -> Result<(), ApplyError> {
+    pub(crate) fn abort(self) -> Result<(), ApplyError> {
         let stage = self.dirs.stage(&self.txid);
         fs::remove_tree(self.fs, &stage).map_err(|e| ApplyError::io("remove", &stage, e))
     }
@@ -156,7 +151,7 @@ impl<'a> Transaction<'a> {
     /// Runs the protocol from step 2 (see module docs). `installed` is the new `state.json`;
     /// its `txid` is set here. On an error before the commit, the target is rolled back to
     /// the old tree; if that also fails the journal stays for the next recovery.
-    pub fn commit(self, ops: Vec<Op>, mut installed: Installed) -> Result<(), ApplyError> {
+    pub(crate) fn commit(self, ops: Vec<Op>, mut installed: Installed) -> Result<(), ApplyError> {
         installed.txid = self.txid.clone();
         let journal = Journal {
             format: JOURNAL_FORMAT,
@@ -231,7 +226,11 @@ pub fn recover(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Recovery, 
 }
 
 /// Reads the open journal, if any (for `ota status`).
-pub fn pending(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Option<Journal>, ApplyError> {
+pub(crate) fn pending(
+    fs: &dyn Fs,
+    target: &Path,
+    dirs: &StateDir,
+) -> Result<Option<Journal>, ApplyError> {
     let ctx = Ctx { fs, target, dirs };
     let path = dirs.journal_file();
     match fs
@@ -609,7 +608,7 @@ impl ApplyError {
     }
 
     /// The underlying I/O error, if this is one (to tell "disk full" apart).
-    pub fn io_error(&self) -> Option<&io::Error> {
+    pub(crate) fn io_error(&self) -> Option<&io::Error> {
         match self {
             ApplyError::Io { source, .. } | ApplyError::Rename { source, .. } => Some(source),
             ApplyError::RollbackFailed { cause, .. } => cause.io_error(),

@@ -1,9 +1,15 @@
-//! The pipeline, run: recover → resolve → manifest → survey → plan → fetch → apply → state.
+//! The pipeline, run: recover → resolve → manifest → survey + plan → fetch → apply → state.
 //!
-//! [`Updater`] is what the CLI (and any program embedding ota) calls. Each command that
-//! changes the target takes the lock and runs recovery first; every failure is recorded in
-//! `last_error.json`, and every success clears it.
+//! [`Updater`] is what the CLI (and any program embedding ota) calls. Each call is one
+//! operation with its own deadline (`update_timeout_sec`) and its own figures. Each command
+//! that changes the target takes the lock and runs recovery first.
+//!
+//! `last_error.json` records the outcome of the commands that change the target: a failed
+//! `update` or `recover` writes it, a successful one removes it, both while holding the
+//! lock. `check`, `status` and `update --dry-run` change nothing, so they neither write nor
+//! clear it: a check that succeeds after a failed update leaves that failure on record.
 
+use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,21 +18,20 @@ use crate::config::{Channel, Config, SourceConfig};
 use crate::error::Error;
 use crate::fetch::{Fetcher, Progress, ProgressFn};
 use crate::fs::{FileKind, Fs, RealFs};
-use crate::http::{Quota, Usage};
+use crate::http::Usage;
 use crate::manifest::{self, Manifest, RelPath};
 use crate::plan::{self, Action, Plan};
-use crate::source::Source;
-use crate::source::github::GitHub;
+use crate::source::{GitHub, Source};
 use crate::state::{Cache, Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339};
 use crate::survey;
-use crate::transaction::{self, Journal, Recovery, Transaction};
+use crate::transaction::{self, Recovery, Transaction};
 
 /// How to run an update.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UpdateOptions {
     /// Reinstall even when up to date, and verify every file's content on disk.
     pub force: bool,
-    /// Decide and report the plan, change nothing.
+    /// Decide and report the plan, change nothing (not even create the state folder).
     pub dry_run: bool,
 }
 
@@ -35,13 +40,61 @@ pub struct UpdateOptions {
 pub enum Check {
     /// The installed release is the channel's current one.
     UpToDate(ReleaseId),
-    /// A different release is available.
+    /// The installed files are not the channel's current release.
     Available {
         /// What is installed, if anything.
         installed: Option<ReleaseId>,
         /// What the channel points at.
         available: ReleaseId,
+        /// What differs between the two.
+        reason: UpdateReason,
     },
+}
+
+/// Why an update has something to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpdateReason {
+    /// Nothing is installed in the target yet.
+    FirstInstall,
+    /// The channel names another release.
+    NewRelease,
+    /// The same release, installed with another `allow`/`ignore` filter.
+    FilterChanged,
+    /// The same release, installed from another repository.
+    SourceChanged,
+    /// The same commit, installed following another channel or branch.
+    ChannelChanged,
+    /// `force`: a reinstall that verifies every file.
+    Forced,
+}
+
+impl UpdateReason {
+    /// A stable machine-readable name: `first_install`, `new_release`, `filter_changed`,
+    /// `source_changed`, `channel_changed`, `forced`.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpdateReason::FirstInstall => "first_install",
+            UpdateReason::NewRelease => "new_release",
+            UpdateReason::FilterChanged => "filter_changed",
+            UpdateReason::SourceChanged => "source_changed",
+            UpdateReason::ChannelChanged => "channel_changed",
+            UpdateReason::Forced => "forced",
+        }
+    }
+}
+
+impl fmt::Display for UpdateReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpdateReason::FirstInstall => "nothing is installed yet",
+            UpdateReason::NewRelease => "a new release",
+            UpdateReason::FilterChanged => "allow/ignore changed since it was installed",
+            UpdateReason::SourceChanged => "the source repository changed since it was installed",
+            UpdateReason::ChannelChanged => "the channel changed since it was installed",
+            UpdateReason::Forced => "forced reinstall",
+        })
+    }
 }
 
 /// What `ota update` did.
@@ -66,18 +119,21 @@ impl Outcome {
 
 /// Figures of one update run.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Report {
-    /// What was installed before.
+    /// What was installed before (`None`: a first install).
     pub from: Option<ReleaseId>,
     /// What the channel points at.
     pub to: ReleaseId,
+    /// Why there was something to do (`None` when up to date).
+    pub reason: Option<UpdateReason>,
     /// The plan (empty when up to date).
     pub plan: Plan,
-    /// Files downloaded / copied locally.
+    /// Files downloaded.
     pub downloaded: usize,
     /// Files staged from local content.
     pub copied: usize,
-    /// Requests and bytes.
+    /// Requests and bytes of this run.
     pub usage: Usage,
     /// Wall time.
     pub elapsed: Duration,
@@ -89,20 +145,23 @@ pub struct Report {
 
 /// What `ota status` shows.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Status {
     /// The target directory.
     pub target: PathBuf,
     /// The installed release and files, if any.
     pub installed: Option<Installed>,
-    /// An interrupted update waiting for recovery.
-    pub pending: Option<Journal>,
-    /// The last failure, if not cleared by a success since.
+    /// The release an interrupted update was installing, waiting for recovery.
+    pub pending: Option<ReleaseId>,
+    /// The last failure of `update` or `recover`, if not cleared by a success since.
     pub last_error: Option<LastError>,
     /// What the last check saw (time, rate-limit quota).
     pub cache: Cache,
 }
 
-/// Runs ota's commands for one configuration.
+/// Runs ota's commands for one configuration. One `Updater` can run any number of
+/// operations, one after the other or from several threads (the lock serialises the ones
+/// that change the target).
 pub struct Updater {
     config: Config,
     fs: Box<dyn Fs>,
@@ -110,6 +169,12 @@ pub struct Updater {
     dirs: StateDir,
     reserved: Vec<RelPath>,
     progress: Option<Box<ProgressFn>>,
+}
+
+/// One operation's start: its clock and the source's counters then.
+struct Operation {
+    started: Instant,
+    usage: Usage,
 }
 
 impl Updater {
@@ -123,7 +188,7 @@ impl Updater {
         Updater::with_parts(config, source, Box::new(RealFs))
     }
 
-    /// An updater with a given source and filesystem (tests, simulations).
+    /// An updater with a given source and filesystem (simulations, other hosts).
     pub fn with_parts(config: Config, source: Box<dyn Source>, fs: Box<dyn Fs>) -> Updater {
         let dirs = StateDir::new(config.state_dir.clone());
         let mut reserved = vec![RelPath::new(".ota", &[]).expect("valid literal")];
@@ -167,90 +232,119 @@ impl Updater {
         &self.config
     }
 
-    /// Requests and bytes used so far by this updater.
-    pub fn usage(&self) -> Usage {
-        self.source.usage()
+    /// Starts an operation: its own deadline, counted from now.
+    fn begin(&self) -> Operation {
+        let started = Instant::now();
+        self.source
+            .start_operation(started + self.config.network.update_timeout);
+        Operation {
+            started,
+            usage: self.source.usage(),
+        }
     }
 
-    /// The last rate-limit state the source reported.
-    pub fn quota(&self) -> Quota {
-        self.source.quota()
+    /// Fills in the figures of the operation that began at `op`.
+    fn finish(&self, op: &Operation, report: &mut Report) {
+        report.usage = self.source.usage().since(&op.usage);
+        report.elapsed = op.started.elapsed();
     }
 
-    /// Asks the source whether an update is available; changes nothing.
+    /// Asks the source whether an update is available; changes nothing in the target.
     pub fn check(&self) -> Result<Check, Error> {
-        self.recorded(|| {
-            let installed = self.installed_if_any()?;
-            let available = self.resolve(installed.as_ref(), false)?;
-            Ok(match installed {
-                Some(i) if self.is_current(&i, &available) => Check::UpToDate(available),
-                other => Check::Available {
-                    installed: other.map(|i| i.release),
-                    available,
-                },
-            })
+        self.begin();
+        let installed = self.installed_if_any()?;
+        let available = self.resolve(installed.as_ref(), false)?;
+        Ok(match self.reason(installed.as_ref(), &available) {
+            None => Check::UpToDate(available),
+            Some(reason) => Check::Available {
+                installed: installed.map(|i| i.release),
+                available,
+                reason,
+            },
         })
     }
 
     /// Brings the target to the channel's current release; see [`UpdateOptions`].
     pub fn update(&self, options: UpdateOptions) -> Result<Outcome, Error> {
-        self.recorded(|| {
-            let started = Instant::now();
-            let _lock = self.prepare()?;
+        let op = self.begin();
+        if options.dry_run {
+            // Recover first when there is something to recover (the plan must start from a
+            // consistent target); otherwise create nothing, not even the state folder.
+            if self.exists(self.dirs.root()) && self.exists(&self.config.target_dir) {
+                let _lock = self.prepare(false)?;
+                self.check_folders()?;
+                let recovery = self.recover_locked()?;
+                return self.run_update(&op, options, recovery);
+            }
+            return self.run_update(&op, options, Recovery::Clean);
+        }
+        let lock = self.prepare(true)?;
+        self.recorded(lock, || {
+            self.check_folders()?;
             let recovery = self.recover_locked()?;
-            let installed = self.dirs.read_installed(&*self.fs)?;
-            let to = self.resolve(installed.as_ref(), options.force)?;
-            let from = installed.as_ref().map(|i| i.release.clone());
-            let mut report = Report {
-                from,
-                to,
-                plan: Plan::default(),
-                downloaded: 0,
-                copied: 0,
-                usage: Usage::default(),
-                elapsed: Duration::ZERO,
-                warnings: Vec::new(),
-                recovery,
-            };
-            if let Some(i) = &installed
-                && self.is_current(i, &report.to)
-                && !options.force
-            {
-                report.usage = self.source.usage();
-                report.elapsed = started.elapsed();
-                return Ok(Outcome::UpToDate(report));
-            }
-            let tree = self.source.tree(&report.to.commit)?;
-            let (target, warnings) =
-                manifest::from_tree(tree, &self.config.filter, &self.reserved)?;
-            report.warnings = warnings;
-            let owned = installed
-                .as_ref()
-                .map(|i| i.files.clone())
-                .unwrap_or_default();
-            let root = &self.config.target_dir;
-            let facts = survey::survey(&*self.fs, root, &owned, &target, options.force)?;
-            report.plan = plan::plan(&owned, &target, &facts)?;
-            report.warnings.extend(report.plan.warnings.iter().cloned());
-            if options.dry_run {
-                report.usage = self.source.usage();
-                report.elapsed = started.elapsed();
-                return Ok(Outcome::Planned(report));
-            }
-            self.apply(&mut report, target, installed)?;
-            report.usage = self.source.usage();
-            report.elapsed = started.elapsed();
-            Ok(Outcome::Updated(report))
+            self.run_update(&op, options, recovery)
         })
+    }
+
+    fn run_update(
+        &self,
+        op: &Operation,
+        options: UpdateOptions,
+        recovery: Recovery,
+    ) -> Result<Outcome, Error> {
+        let installed = self.installed_if_any()?;
+        let to = self.resolve(installed.as_ref(), options.force)?;
+        let reason = match self.reason(installed.as_ref(), &to) {
+            None if options.force => Some(UpdateReason::Forced),
+            other => other,
+        };
+        let mut report = Report {
+            from: installed.as_ref().map(|i| i.release.clone()),
+            to,
+            reason,
+            plan: Plan::default(),
+            downloaded: 0,
+            copied: 0,
+            usage: Usage::default(),
+            elapsed: Duration::ZERO,
+            warnings: Vec::new(),
+            recovery,
+        };
+        if report.reason.is_none() {
+            self.finish(op, &mut report);
+            return Ok(Outcome::UpToDate(report));
+        }
+        let tree = self.source.tree(&report.to.commit)?;
+        let (target, warnings) = manifest::from_tree(tree, &self.config.filter, &self.reserved)?;
+        report.warnings = warnings;
+        let owned = installed
+            .as_ref()
+            .map(|i| i.files.clone())
+            .unwrap_or_default();
+        let root = &self.config.target_dir;
+        let facts = survey::survey(&*self.fs, root, &owned, &target, options.force)?;
+        report.plan = plan::plan(&owned, &target, &facts)?;
+        report.warnings.extend(report.plan.warnings.iter().cloned());
+        if options.dry_run {
+            self.finish(op, &mut report);
+            return Ok(Outcome::Planned(report));
+        }
+        self.apply(&mut report, target, installed)?;
+        self.finish(op, &mut report);
+        Ok(Outcome::Updated(report))
     }
 
     /// Asks the source what the channel names now: conditionally when `cache.json` holds a
     /// validator for it, and reusing the installed release's commit when its tag is still
     /// current, unless `fresh`. Remembers the new validator, the rate-limit quota and the
-    /// time of the check.
+    /// time of the check (when the state folder exists: a check creates nothing).
     fn resolve(&self, installed: Option<&Installed>, fresh: bool) -> Result<ReleaseId, Error> {
         let fs = &*self.fs;
-        let mut cache = self.dirs.read_cache(fs);
+        let state_exists = self.exists(self.dirs.root());
+        let mut cache = match state_exists {
+            true => self.dirs.read_cache(fs),
+            false => Cache::default(),
+        };
         let (known, cached) = match fresh {
             true => (None, None),
             false => (installed.map(|i| &i.release), cache.validator.as_ref()),
@@ -264,9 +358,7 @@ impl Updater {
             cache.quota = Some(quota);
         }
         cache.last_check = Some(now_rfc3339());
-        if matches!(fs.metadata(self.dirs.root()), Ok(Some(_)))
-            && let Err(e) = self.dirs.write_cache(fs, &cache)
-        {
+        if state_exists && let Err(e) = self.dirs.write_cache(fs, &cache) {
             tracing::warn!("could not save {}: {e}", self.dirs.cache_file().display());
         }
         Ok(result?.release)
@@ -316,7 +408,7 @@ impl Updater {
         tracing::info!(
             "installed {} {} ({}): {} added, {} replaced, {} deleted",
             report.to.ref_name,
-            short(&report.to),
+            report.to.short(),
             report.to.channel,
             report.plan.count(Action::Add),
             report.plan.count(Action::Replace),
@@ -325,10 +417,15 @@ impl Updater {
         Ok(())
     }
 
-    /// Finishes or undoes an interrupted update.
+    /// Finishes or undoes an interrupted update. Without a state folder there is nothing
+    /// to recover, and nothing is created.
     pub fn recover(&self) -> Result<Recovery, Error> {
-        self.recorded(|| {
-            let _lock = self.prepare()?;
+        if !self.exists(self.dirs.root()) {
+            return Ok(Recovery::Clean);
+        }
+        let lock = self.prepare(false)?;
+        self.recorded(lock, || {
+            self.check_folders()?;
             self.recover_locked()
         })
     }
@@ -344,12 +441,12 @@ impl Updater {
             Recovery::Completed(r) => tracing::warn!(
                 "finished an interrupted update to {} {}",
                 r.ref_name,
-                short(r)
+                r.short()
             ),
             Recovery::RolledBack(r) => tracing::warn!(
                 "rolled back an interrupted update to {} {}: the previous files are restored",
                 r.ref_name,
-                short(r)
+                r.short()
             ),
         }
         Ok(outcome)
@@ -375,19 +472,34 @@ impl Updater {
             target: self.config.target_dir.clone(),
             installed: self.dirs.read_installed(fs)?,
             pending: transaction::pending(fs, &self.config.target_dir, &self.dirs)
-                .map_err(Error::Recover)?,
+                .map_err(Error::Recover)?
+                .map(|journal| journal.release),
             last_error: self.dirs.read_last_error(fs)?,
             cache: self.dirs.read_cache(fs),
         })
     }
 
-    /// Whether `installed` is exactly what the channel now names, installed from this
-    /// source with this filter.
-    fn is_current(&self, installed: &Installed, available: &ReleaseId) -> bool {
-        installed.release == *available
-            && installed.source == self.source.name()
-            && installed.filter == self.config.filter.fingerprint()
-            && self.channel_matches(&installed.release)
+    /// Why `installed` is not exactly what the channel now names, installed from this
+    /// source with this filter; `None` when it is.
+    fn reason(&self, installed: Option<&Installed>, available: &ReleaseId) -> Option<UpdateReason> {
+        let Some(installed) = installed else {
+            return Some(UpdateReason::FirstInstall);
+        };
+        let release = &installed.release;
+        if release.commit != available.commit || release.ref_name != available.ref_name {
+            Some(match release.channel == available.channel {
+                true => UpdateReason::NewRelease,
+                false => UpdateReason::ChannelChanged,
+            })
+        } else if release.channel != available.channel || !self.channel_matches(release) {
+            Some(UpdateReason::ChannelChanged)
+        } else if installed.source != self.source.name() {
+            Some(UpdateReason::SourceChanged)
+        } else if installed.filter != self.config.filter.fingerprint() {
+            Some(UpdateReason::FilterChanged)
+        } else {
+            None
+        }
     }
 
     fn channel_matches(&self, release: &ReleaseId) -> bool {
@@ -400,28 +512,44 @@ impl Updater {
     }
 
     fn installed_if_any(&self) -> Result<Option<Installed>, Error> {
-        match self.fs.metadata(&self.dirs.state_file()) {
-            Ok(Some(_)) => Ok(self.dirs.read_installed(&*self.fs)?),
-            _ => Ok(None),
+        match self.exists(&self.dirs.state_file()) {
+            true => Ok(self.dirs.read_installed(&*self.fs)?),
+            false => Ok(None),
         }
     }
 
-    /// Creates the target and state folders if needed, checks they share a filesystem,
-    /// and takes the lock.
-    fn prepare(&self) -> Result<Lock, Error> {
+    /// Whether anything is at `path` (an unreadable path counts as absent).
+    fn exists(&self, path: &Path) -> bool {
+        matches!(self.fs.metadata(path), Ok(Some(_)))
+    }
+
+    /// Creates the target and state folders if `create` (else the state folder must
+    /// exist), and takes the lock.
+    fn prepare(&self, create: bool) -> Result<Lock, Error> {
+        if create {
+            for dir in [self.config.target_dir.as_path(), self.dirs.root()] {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        Lock::take(&self.dirs.lock_file())
+    }
+
+    /// Checks, under the lock, that the target is a folder on the state folder's filesystem.
+    fn check_folders(&self) -> Result<(), Error> {
         let target = &self.config.target_dir;
         let state = self.dirs.root();
-        for dir in [target.as_path(), state] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
-        }
         let meta = |p: &Path| {
             self.fs
                 .metadata(p)
                 .map_err(|e| Error::Setup(format!("cannot read {}: {e}", p.display())))
         };
         let (Some(t), Some(s)) = (meta(target)?, meta(state)?) else {
-            return Err(Error::Setup("the target or state folder vanished".into()));
+            return Err(Error::Setup(format!(
+                "target_dir {} or state_dir {} does not exist",
+                target.display(),
+                state.display()
+            )));
         };
         if t.kind != FileKind::Dir {
             return Err(Error::Setup(format!(
@@ -446,20 +574,16 @@ impl Updater {
                 target.display()
             );
         }
-        Lock::take(&self.dirs.lock_file())
+        Ok(())
     }
 
-    /// Runs `work`, recording a failure in `last_error.json` and clearing it on success.
-    fn recorded<T>(&self, work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    /// Runs `work` holding `lock`, and records its outcome in `last_error.json` before
+    /// releasing it: a failure is written, a success removes the file.
+    fn recorded<T>(&self, lock: Lock, work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
         let result = work();
         let fs = &*self.fs;
-        let state_exists = matches!(fs.metadata(self.dirs.root()), Ok(Some(_)));
-        if !state_exists {
-            return result;
-        }
         let recorded = match &result {
             Ok(_) => self.dirs.clear_last_error(fs),
-            Err(Error::Busy(_)) => Ok(()),
             Err(e) => {
                 let time = now_rfc3339();
                 let before = self.dirs.read_last_error(fs).ok().flatten();
@@ -484,6 +608,7 @@ impl Updater {
                 self.dirs.error_file().display()
             );
         }
+        drop(lock);
         result
     }
 }
@@ -520,9 +645,4 @@ impl Lock {
             }
         }
     }
-}
-
-/// The first 12 hex digits of a release's commit.
-pub fn short(release: &ReleaseId) -> String {
-    release.commit.to_hex()[..12].to_owned()
 }

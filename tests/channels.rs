@@ -134,3 +134,48 @@ fn tags_are_peeled_through_refs_when_the_commits_endpoint_cannot() {
         );
     }
 }
+
+/// A misspelt owner or repository (or a private one asked without a token) is said to be
+/// that, not "no release" or "no branch"; a repository that exists but has no release
+/// still says so.
+#[test]
+fn a_wrong_repository_is_named_not_found_and_maybe_private() {
+    let repo = releases();
+    let server = serve(repo.path());
+    for channel in [
+        "",
+        "tag = \"v1.0.0\"",
+        "channel = \"developer\"\nbranch = \"main\"",
+    ] {
+        let device = Device::new(&server, channel);
+        device.edit_config("repo = \"app\"", "repo = \"ap\"");
+        for command in ["check", "update"] {
+            let out = device.ota_expect(&[command], 1);
+            assert!(
+                out.contains("repository acme/ap was not found"),
+                "{channel} {command}:\n{out}"
+            );
+            for hint in [
+                "`owner` and `repo`",
+                "private",
+                "`token`",
+                "`token_file`",
+                "OTA_TOKEN",
+            ] {
+                assert!(out.contains(hint), "{channel} {command}: no {hint}:\n{out}");
+            }
+            for wrong in ["no published release", "no branch"] {
+                assert!(!out.contains(wrong), "{channel} {command}:\n{out}");
+            }
+        }
+        assert_eq!(device.last_error().unwrap()["kind"], "not_found");
+    }
+
+    let mut bare = GitRepo::new();
+    bare.write("main.py", "print(1)\n");
+    bare.commit("untagged");
+    let server = serve(bare.path());
+    let device = Device::new(&server, "");
+    let out = device.ota_expect(&["update"], 1);
+    assert!(out.contains("acme/app has no published release"), "{out}");
+}

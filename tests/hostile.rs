@@ -131,3 +131,52 @@ fn a_nul_in_a_path_is_refused() {
     assert!(device.leftovers().is_empty());
     assert_eq!(device.last_error().unwrap()["kind"], "invalid_release");
 }
+
+/// Declared sizes come from the network: sizes whose sum or block-rounded size does not
+/// fit in 64 bits are refused with a message, before anything is downloaded.
+#[test]
+fn declared_sizes_that_overflow_are_refused() {
+    use ota_serve::fault::{Action, Fault};
+    let mut repo = GitRepo::new();
+    repo.write("a.py", "a\n").write("b.py", "b\n");
+    repo.commit("v1");
+    repo.tag("v1.0.0");
+    let blob = repo.git(&["rev-parse", "v1.0.0:a.py"]);
+    let server = serve(repo.path());
+    let tree = |sizes: &[u64]| {
+        let entries: Vec<String> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| {
+                format!(
+                    r#"{{"path":"f{i}.py","mode":"100644","type":"blob","sha":"{}","size":{size}}}"#,
+                    blob.trim()
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"sha":"{}","truncated":false,"tree":[{}]}}"#,
+            "0".repeat(40),
+            entries.join(",")
+        )
+    };
+    for (sizes, needle) in [
+        (vec![1 << 63, 1 << 63], "sizes add up to more than"),
+        (vec![u64::MAX - 1], "not enough free space"),
+    ] {
+        let device = Device::new(&server, "");
+        server.set_faults(vec![Fault::new(
+            "*/git/trees/*",
+            Action::Body {
+                bytes: tree(&sizes).into_bytes(),
+                content_type: "application/json".into(),
+            },
+        )]);
+        server.reset_stats();
+        let out = device.ota_expect(&["update"], 1);
+        assert!(out.contains(needle), "{sizes:?}: {out}");
+        assert!(device.tree().is_empty(), "{sizes:?}");
+        assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+        assert_eq!(server.stats().raw_requests, 0, "nothing was downloaded");
+    }
+}

@@ -162,3 +162,25 @@ fn a_state_dir_on_another_filesystem_is_refused_with_a_clear_error() {
     assert!(out.contains("different filesystem"), "{out}");
     assert!(device.tree().is_empty(), "nothing was installed");
 }
+
+/// A host that wants credentials (401) or refuses them (403) is answered with where a
+/// token goes.
+#[test]
+fn a_401_or_403_names_the_token_settings() {
+    use ota_serve::fault::{Action, Fault};
+    let repo = one_release();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    for status in [401, 403] {
+        server.set_faults(vec![Fault::new(
+            "*/releases/latest",
+            Action::Status(status),
+        )]);
+        let out = device.ota_expect(&["update"], 1);
+        assert!(out.contains(&format!("HTTP {status}")), "{out}");
+        for hint in ["`token`", "`token_file`", "OTA_TOKEN"] {
+            assert!(out.contains(hint), "{status}: no {hint}:\n{out}");
+        }
+        assert!(device.tree().is_empty());
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ota::config::SourceConfig;
 use ota::fs::{Fs, Meta, RealFs, Space, WriteFile};
-use ota::source::github::GitHub;
+use ota::source::GitHub;
 use ota::{UpdateOptions, Updater};
 
 use crate::util::{Device, GitRepo, serve};
@@ -169,4 +169,158 @@ fn a_kill_at_any_step_recovers_the_exact_old_or_new_tree() {
         assert_eq!(device.tree(), new);
     }
     assert!(saw_old > 0 && saw_new > 0, "old {saw_old}, new {saw_new}");
+}
+
+/// The real filesystem, with a hook run before every rename and every file creation: an
+/// error from it fails that call.
+struct Hooked<R, C> {
+    on_rename: R,
+    on_create: C,
+}
+
+impl<R, C> Fs for Hooked<R, C>
+where
+    R: Fn(&Path, &Path) -> io::Result<()> + Send + Sync,
+    C: Fn(&Path) -> io::Result<()> + Send + Sync,
+{
+    fn metadata(&self, path: &Path) -> io::Result<Option<Meta>> {
+        RealFs.metadata(path)
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        RealFs.read_dir(path)
+    }
+    fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        RealFs.open(path)
+    }
+    fn read_link(&self, path: &Path) -> io::Result<Vec<u8>> {
+        RealFs.read_link(path)
+    }
+    fn create(&self, path: &Path, executable: bool) -> io::Result<Box<dyn WriteFile>> {
+        (self.on_create)(path)?;
+        RealFs.create(path, executable)
+    }
+    fn symlink(&self, target: &[u8], link: &Path) -> io::Result<()> {
+        RealFs.symlink(target, link)
+    }
+    fn create_dir(&self, path: &Path, mode: u32) -> io::Result<()> {
+        RealFs.create_dir(path, mode)
+    }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        RealFs.remove_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        RealFs.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        (self.on_rename)(from, to)?;
+        RealFs.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        RealFs.sync_dir(path)
+    }
+    fn sync_fs(&self, path: &Path) -> io::Result<()> {
+        RealFs.sync_fs(path)
+    }
+    fn space(&self, path: &Path) -> io::Result<Space> {
+        RealFs.space(path)
+    }
+}
+
+/// A device with v1.0.0 installed and v2.0.0 (main.py changed) published.
+fn v1_installed_v2_published() -> (GitRepo, ota_serve::Server, Device) {
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "v1\n").write("lib/a.py", "a\n");
+    repo.commit("v1");
+    repo.tag("v1.0.0");
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    device.ota_expect(&["update"], 0);
+    repo.write("main.py", "v2\n");
+    repo.commit("v2");
+    repo.tag("v2.0.0");
+    (repo, server, device)
+}
+
+/// Placing a staged file fails, and so does putting the displaced old file back: the error
+/// must not claim the old release is back, and must send the user to `ota recover`, which
+/// then restores it.
+#[test]
+fn a_failed_rollback_says_the_old_release_is_not_back_and_recover_brings_it_back() {
+    let (repo, _server, device) = v1_installed_v2_published();
+    let old = repo.snapshot("v1.0.0");
+    let stage = device.target.join(".ota/stage");
+    let backup = device.target.join(".ota/backup");
+    let fs = Hooked {
+        on_rename: move |from: &Path, _: &Path| match from.starts_with(&stage)
+            || from.starts_with(&backup)
+        {
+            true => Err(io::Error::other("injected failure")),
+            false => Ok(()),
+        },
+        on_create: |_: &Path| Ok(()),
+    };
+    let error = updater(&device, Box::new(fs))
+        .update(UpdateOptions::default())
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(!message.contains("was restored"), "{message}");
+    assert!(message.contains("could NOT be restored"), "{message}");
+    assert!(message.contains("`ota recover`"), "{message}");
+    assert_eq!(error.kind(), "rollback_failed");
+    assert_ne!(device.tree(), old, "the failure really left a broken tree");
+    assert_eq!(device.last_error().unwrap()["kind"], "rollback_failed");
+
+    let status = device.ota_expect(&["status"], 0);
+    assert!(status.contains("pending:"), "{status}");
+    let out = device.ota_expect(&["recover"], 0);
+    assert!(out.contains("undid the interrupted update"), "{out}");
+    assert_eq!(device.tree(), old);
+    assert!(
+        device.last_error().is_none(),
+        "a successful recover clears it"
+    );
+}
+
+/// `last_error.json` is written by the process holding the lock, so no other ota process
+/// can be reading or replacing it at that moment.
+#[test]
+fn last_error_is_written_while_the_lock_is_held() {
+    let (repo, _server, device) = v1_installed_v2_published();
+    let stage = device.target.join(".ota/stage");
+    let lock = device.target.join(".ota/lock");
+    let checked = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&checked);
+    let fs = Hooked {
+        // Fail the placement; the rollback works, and the failure is recorded.
+        on_rename: move |from: &Path, _: &Path| match from.starts_with(&stage) {
+            true => Err(io::Error::other("injected failure")),
+            false => Ok(()),
+        },
+        on_create: move |path: &Path| {
+            if path.file_name() == Some("last_error.json.tmp".as_ref()) {
+                // A second open file description cannot take an flock someone holds.
+                let file = std::fs::File::open(&lock).unwrap();
+                let free =
+                    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                        .is_ok();
+                assert!(!free, "last_error.json is written without the lock");
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        },
+    };
+    let error = updater(&device, Box::new(fs))
+        .update(UpdateOptions::default())
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("the old release was restored"),
+        "{error}"
+    );
+    assert_eq!(
+        checked.load(Ordering::SeqCst),
+        1,
+        "last_error.json was written"
+    );
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    assert_eq!(device.last_error().unwrap()["phase"], "apply");
 }

@@ -8,6 +8,7 @@ mod util;
 mod channels;
 mod cli;
 mod config;
+mod embed;
 mod faults;
 mod hostile;
 mod network;

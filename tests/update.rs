@@ -327,3 +327,117 @@ fn status_shows_the_installed_release_and_the_last_error() {
     assert_eq!(json["installed"]["files"], 7);
     assert!(json["last_error"].is_null());
 }
+
+/// What a new user reads on a first install, and what `--dry-run` and `recover` leave on a
+/// device that has nothing yet: nothing at all.
+#[test]
+fn a_first_install_says_installed_and_dry_run_and_recover_create_nothing() {
+    let repo = app_v1();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+
+    let out = device.ota_expect(&["recover"], 0);
+    assert!(out.contains("nothing to recover"), "{out}");
+    assert!(
+        !device.target.exists(),
+        "recover created {:?}",
+        device.target
+    );
+
+    let out = device.ota_expect(&["update", "--dry-run"], 0);
+    assert!(out.contains("plan to install v1.0.0 "), "{out}");
+    assert!(out.contains("add      main.py"), "{out}");
+    assert!(!out.contains("nothing →"), "{out}");
+    assert!(
+        !device.target.exists(),
+        "--dry-run created {:?}",
+        device.target
+    );
+
+    let out = device.ota_expect(&["check"], 100);
+    assert!(
+        out.contains("update available: v1.0.0 ") && out.contains("(nothing is installed yet)"),
+        "{out}"
+    );
+    assert!(!device.target.exists(), "check created {:?}", device.target);
+
+    let out = device.ota_expect(&["update"], 0);
+    assert!(out.contains("installed v1.0.0 "), "{out}");
+    assert!(!out.contains("updated nothing"), "{out}");
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+
+    // With something installed, a dry run still changes nothing.
+    let mut repo = repo;
+    app_v2(&mut repo);
+    let state = std::fs::read(device.target.join(".ota/state.json")).unwrap();
+    let out = device.ota_expect(&["update", "--dry-run"], 0);
+    assert!(out.contains("plan to update v1.0.0 "), "{out}");
+    assert!(out.contains(" → v2.0.0 "), "{out}");
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    assert_eq!(
+        std::fs::read(device.target.join(".ota/state.json")).unwrap(),
+        state
+    );
+    let out = device.ota_expect(&["update"], 0);
+    assert!(out.contains("updated v1.0.0 "), "{out}");
+}
+
+/// The same release with another filter: the check says what changed, not "v1 → v1".
+#[test]
+fn a_filter_change_says_what_changed() {
+    let repo = app_v1();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "ignore = [\"old.txt\"]");
+    device.ota_expect(&["update"], 0);
+    assert!(!device.target.join("old.txt").exists());
+
+    device.edit_config("ignore = [\"old.txt\"]", "");
+    let out = device.ota_expect(&["check"], 100);
+    assert!(
+        out.contains("update available: v1.0.0 ")
+            && out.contains("(allow/ignore changed since it was installed)"),
+        "{out}"
+    );
+    assert!(!out.contains('→'), "{out}");
+    let out = device.ota_expect(&["check", "--json"], 100);
+    let json: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(json["reason"], "filter_changed");
+
+    let out = device.ota_expect(&["update"], 0);
+    assert!(
+        out.contains("reinstalled v1.0.0 ")
+            && out.contains("(allow/ignore changed since it was installed)"),
+        "{out}"
+    );
+    assert!(out.contains("1 added"), "{out}");
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+}
+
+/// A failed update stays on record through successful checks, until an update succeeds.
+#[test]
+fn a_successful_check_keeps_the_last_failed_update_on_record() {
+    let repo = app_v1();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "tag = \"v9.9.9\"");
+    device.ota_expect(&["update"], 1);
+    let failed = device.last_error().expect("the failure is recorded");
+    assert_eq!(failed["kind"], "not_found");
+
+    device.edit_config("tag = \"v9.9.9\"", "tag = \"v1.0.0\"");
+    device.ota_expect(&["check"], 100);
+    assert_eq!(
+        device.last_error(),
+        Some(failed.clone()),
+        "a check keeps it"
+    );
+    let out = device.ota_expect(&["status"], 0);
+    assert!(
+        out.contains("v9.9.9"),
+        "status still shows the failure:\n{out}"
+    );
+    device.ota_expect(&["update", "--dry-run"], 0);
+    assert_eq!(device.last_error(), Some(failed), "a dry run keeps it");
+
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.last_error(), None, "a successful update clears it");
+}

@@ -12,6 +12,7 @@
 //! API, which returns the link itself rather than what it points to.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
@@ -97,6 +98,20 @@ impl GitHub {
         }
     }
 
+    /// `missing` (a release, tag or branch that is not there), or, when the repository
+    /// itself is not there, that: GitHub answers 404 to both, and to a private repository
+    /// asked without a token. Costs one request, on this error path only.
+    fn unless_no_repo(&self, missing: SourceError) -> SourceError {
+        match self.http.get(&self.api, Accept::Json, RELEASE_LIMIT, None) {
+            Err(e) if e.kind == ErrorKind::NotFound => SourceError::RepoNotFound {
+                repo: self.full_name(),
+                url: self.api.clone(),
+                has_token: self.has_token,
+            },
+            _ => missing,
+        }
+    }
+
     /// The published release with `tag`, or the latest: its tag name, or `Unchanged` when a
     /// conditional request with `cached` was answered 304.
     fn release_tag(
@@ -119,13 +134,13 @@ impl GitHub {
                 cached.map(|c| c.etag.as_str()),
             )
             .map_err(|e| match (e.kind == ErrorKind::NotFound, tag) {
-                (true, Some(t)) => SourceError::TagNotFound {
+                (true, Some(t)) => self.unless_no_repo(SourceError::TagNotFound {
                     repo: self.full_name(),
                     tag: t.to_owned(),
-                },
-                (true, None) => SourceError::NoRelease {
+                }),
+                (true, None) => self.unless_no_repo(SourceError::NoRelease {
                     repo: self.full_name(),
-                },
+                }),
                 _ => SourceError::Http {
                     what: what.clone(),
                     source: e,
@@ -375,10 +390,10 @@ impl Source for GitHub {
                         url,
                         etag,
                     )),
-                    None => Err(SourceError::BranchNotFound {
+                    None => Err(self.unless_no_repo(SourceError::BranchNotFound {
                         repo: self.full_name(),
                         branch: branch.clone(),
-                    }),
+                    })),
                 }
             }
         }
@@ -446,6 +461,10 @@ impl Source for GitHub {
 
     fn quota(&self) -> Quota {
         self.http.quota()
+    }
+
+    fn start_operation(&self, deadline: Instant) {
+        self.http.start_operation(deadline);
     }
 }
 

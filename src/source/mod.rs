@@ -3,16 +3,22 @@
 //! A [`Source`] answers three questions: which commit does the channel point at now, what
 //! files does that commit hold, and what are the bytes of one file (from an offset, to
 //! resume). Everything it returns is untrusted: `manifest` validates the tree and `fetch`
-//! verifies every byte against the tree's blob ids. [`github::GitHub`] speaks the GitHub
-//! REST API and raw hosting (and compatible hosts, such as `ota serve`).
+//! verifies every byte against the tree's blob ids. [`GitHub`] speaks the GitHub REST API
+//! and raw hosting (and compatible hosts, such as `ota-serve`).
 
-pub mod github;
+mod github;
+
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::github::GitHub;
+pub use crate::http::{Download, HttpError};
+pub use crate::manifest::TreeEntry;
+
 use crate::config::Channel;
-use crate::http::{Download, HttpError, Quota, Usage};
-use crate::manifest::{Entry, ObjectId, TreeEntry};
+use crate::http::{Quota, Usage};
+use crate::manifest::{Entry, ObjectId};
 use crate::state::ReleaseId;
 
 /// A release host.
@@ -47,6 +53,11 @@ pub trait Source: Send + Sync {
     fn usage(&self) -> Usage;
     /// The last rate-limit state seen, if the host reports one.
     fn quota(&self) -> Quota;
+    /// Starts an operation (one check or update) that must end by `deadline`: requests,
+    /// waits and downloads after it fail instead of going on. The default ignores it.
+    fn start_operation(&self, deadline: Instant) {
+        let _ = deadline;
+    }
 }
 
 /// What `resolve` found.
@@ -72,6 +83,16 @@ pub struct Validator {
 /// A source that could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// The repository does not exist, or is private and the token (if any) cannot read it.
+    #[error("{}", repo_not_found(repo, url, *has_token))]
+    RepoNotFound {
+        /// `owner/repo`.
+        repo: String,
+        /// The API URL asked.
+        url: String,
+        /// Whether a token was sent.
+        has_token: bool,
+    },
     /// The repository has no published release.
     #[error(
         "{repo} has no published release (drafts and prereleases do not count); publish one, or follow a branch with channel = \"developer\""
@@ -115,12 +136,16 @@ pub enum SourceError {
     },
 }
 
-impl SourceError {
-    /// The HTTP failure underneath, if any.
-    pub fn http(&self) -> Option<&HttpError> {
-        match self {
-            SourceError::Http { source, .. } => Some(source),
-            _ => None,
+fn repo_not_found(repo: &str, url: &str, has_token: bool) -> String {
+    let private = match has_token {
+        true => "if it is private, check that the token can read it",
+        false => {
+            "if it is private, set a token that can read it (`token` or `token_file` in \
+             [source], or the OTA_TOKEN environment variable)"
         }
-    }
+    };
+    format!(
+        "repository {repo} was not found ({url} answered 404): check `owner` and `repo` (and \
+         `api_url`) in the config; {private}"
+    )
 }

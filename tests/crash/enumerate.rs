@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use ota::transaction::{self, Recovery};
+use ota::Recovery;
+use ota::testing::recover;
 
 use crate::scenario::{Prepared, Side};
 use crate::sim::{Crash, Data, Durability, Op, Rec, SimFs, Tree, materialize, volatile_files};
@@ -336,7 +337,7 @@ impl<'a> Enumerator<'a> {
         self.stats.recoveries += 1;
         let p = self.p;
         let fs = SimFs::new(tree.clone());
-        let result = transaction::recover(&fs, &p.target, &p.dirs);
+        let result = recover(&fs, &p.target, &p.dirs);
         if let Err(e) = result {
             self.violation(format!("recovery failed: {e}"));
             return;
@@ -350,7 +351,7 @@ impl<'a> Enumerator<'a> {
             self.recovered.push(after.clone());
         }
         let again = SimFs::new(after.clone());
-        match transaction::recover(&again, &p.target, &p.dirs) {
+        match recover(&again, &p.target, &p.dirs) {
             Ok(Recovery::Clean) if again.log().is_empty() => {}
             other => {
                 self.violation(format!(

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use ota::ReleaseId;
 use ota::config::{Channel, Config, Format};
-use ota::source::github::GitHub;
-use ota::state::{ReleaseId, StateDir};
+use ota::source::GitHub;
+use ota::testing::StateDir;
 use ota::{Outcome, UpdateOptions, Updater};
 use ota_serve::fixture::{FileSpec, RepoWriter};
 use ota_serve::{Options, Server};
@@ -396,7 +397,7 @@ fn start_server(repo: &Path) -> Server {
 
 /// What a tree holds, as an outcome.
 /// The paths `state.json` says ota owns.
-pub fn owned_paths(installed: Option<&ota::state::Installed>) -> BTreeSet<String> {
+pub fn owned_paths(installed: Option<&ota::Installed>) -> BTreeSet<String> {
     installed
         .map(|i| {
             i.files

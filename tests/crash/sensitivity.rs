@@ -152,7 +152,7 @@ fn recovery_labels(p: &Prepared) -> BTreeSet<String> {
     for k in p.crash_from..=p.log.len() {
         let tree = materialize(&p.base, &p.log, &dur, &Crash::prefix(k));
         let fs = SimFs::new(tree);
-        if ota::transaction::recover(&fs, &p.target, &p.dirs).is_ok() {
+        if ota::testing::recover(&fs, &p.target, &p.dirs).is_ok() {
             let log = fs.log();
             for (i, l) in step_labels(&log, true).into_iter().enumerate() {
                 if log[i].op.is_sync() {
@@ -181,6 +181,6 @@ pub fn random_recovered(p: &Prepared, rng: &mut fastrand::Rng) -> Option<Tree> {
         .collect();
     let tree = materialize(&p.base, &p.log, &dur, &Crash { k, lost, data });
     let fs = SimFs::new(tree);
-    ota::transaction::recover(&fs, &p.target, &p.dirs).ok()?;
+    ota::testing::recover(&fs, &p.target, &p.dirs).ok()?;
     Some(fs.live())
 }

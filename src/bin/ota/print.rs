@@ -5,11 +5,7 @@
 
 use std::io::{self, Write};
 
-use ota::plan::{Action, Origin};
-use ota::state::ReleaseId;
-use ota::transaction::Recovery;
-use ota::updater::short;
-use ota::{Check, Outcome, Report, Status};
+use ota::{Action, Check, Origin, Outcome, Recovery, ReleaseId, Report, Status, UpdateReason};
 use serde_json::json;
 
 /// Standard output, locked for one command's result.
@@ -48,9 +44,8 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
         Outcome::Planned(r) => {
             writeln!(
                 out,
-                "plan for {} → {} (dry run, nothing changed):",
-                from(r),
-                release(&r.to)
+                "plan to {} (dry run, nothing changed):",
+                what_changes(r, ["install", "reinstall", "update"])
             )?;
             for change in &r.plan.changes {
                 let what = match change.action {
@@ -72,7 +67,11 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
             summary(out, r)?;
         }
         Outcome::Updated(r) => {
-            writeln!(out, "updated {} → {}", from(r), release(&r.to))?;
+            writeln!(
+                out,
+                "{}",
+                what_changes(r, ["installed", "reinstalled", "updated"])
+            )?;
             summary(out, r)?;
         }
     }
@@ -116,6 +115,7 @@ fn report_json(state: &str, r: &Report) -> serde_json::Value {
         "result": state,
         "from": r.from,
         "to": r.to,
+        "reason": r.reason.map(UpdateReason::name),
         "added": p.count(Action::Add),
         "replaced": p.count(Action::Replace),
         "deleted": p.count(Action::Delete),
@@ -149,22 +149,31 @@ pub fn check(check: &Check, as_json: bool) -> io::Result<()> {
         Check::Available {
             installed,
             available,
+            reason,
         } if as_json => writeln!(
             out,
             "{}",
-            json!({"update_available": true, "installed": installed, "available": available})
+            json!({
+                "update_available": true,
+                "installed": installed,
+                "available": available,
+                "reason": reason.name(),
+            })
         )?,
         Check::Available {
             installed,
             available,
-        } => writeln!(
-            out,
-            "update available: {} → {}",
-            installed
-                .as_ref()
-                .map_or("nothing installed".into(), release),
-            release(available)
-        )?,
+            reason,
+        } => match (installed, reason) {
+            (Some(installed), UpdateReason::NewRelease | UpdateReason::ChannelChanged) => writeln!(
+                out,
+                "update available: {} → {}",
+                release(installed),
+                release(available)
+            )?,
+            // Nothing installed, or the same release to reinstall: say why.
+            _ => writeln!(out, "update available: {} ({reason})", release(available))?,
+        },
     }
     out.flush()
 }
@@ -186,7 +195,7 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
         let value = json!({
             "target": status.target,
             "installed": installed,
-            "recovery_pending": status.pending.as_ref().map(|j| &j.release),
+            "recovery_pending": status.pending,
             "last_error": status.last_error,
             "last_check": status.cache.last_check,
             "rate_limit": status.cache.quota,
@@ -210,11 +219,11 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
         }
         None => writeln!(out, "installed:   nothing yet")?,
     }
-    if let Some(journal) = &status.pending {
+    if let Some(pending) = &status.pending {
         writeln!(
             out,
             "pending:     an interrupted update to {}; the next `ota update` or `ota recover` finishes or undoes it",
-            release(&journal.release)
+            release(pending)
         )?;
     }
     match &status.last_error {
@@ -284,11 +293,20 @@ fn peak_rss_bytes() -> Option<u64> {
 }
 
 fn release(r: &ReleaseId) -> String {
-    format!("{} {} ({})", r.ref_name, short(r), r.channel)
+    format!("{} {} ({})", r.ref_name, r.short(), r.channel)
 }
 
-fn from(r: &Report) -> String {
-    r.from.as_ref().map_or("nothing".into(), release)
+/// What an update does, with `verbs` for a first install, a reinstall of the same release
+/// and a move to another: `installed v1`, `reinstalled v1 (allow/ignore changed …)`,
+/// `updated v1 → v2`.
+fn what_changes(r: &Report, [install, reinstall, update]: [&str; 3]) -> String {
+    match (&r.from, r.reason) {
+        (None, _) => format!("{install} {}", release(&r.to)),
+        (Some(from), Some(reason)) if *from == r.to => {
+            format!("{reinstall} {} ({reason})", release(&r.to))
+        }
+        (Some(from), _) => format!("{update} {} → {}", release(from), release(&r.to)),
+    }
 }
 
 /// A byte count for people: `1.5 MB`.

@@ -1,0 +1,58 @@
+//! ota as a library inside a long-lived program: one `Updater`, many operations.
+
+use std::time::Duration;
+
+use ota::{Check, Outcome, UpdateOptions, UpdateReason, Updater};
+
+use crate::util::{Device, GitRepo, serve};
+
+/// `update_timeout_sec` bounds each operation, not the `Updater`'s life: a daemon that
+/// built its updater long ago still checks and updates. (No timing is measured: with the
+/// old whole-life deadline, every call below failed with "took longer than
+/// update_timeout_sec".)
+#[test]
+fn one_updater_serves_operation_after_operation_past_its_timeout() {
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "print(1)\n").write("lib/a.py", "A\n");
+    repo.commit("v1");
+    repo.tag("v1.0.0");
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    device.configure("network", "update_timeout_sec = 1");
+    let updater = Updater::new(device.load_config());
+
+    std::thread::sleep(Duration::from_millis(1500));
+    match updater.check().expect("a check after the timeout") {
+        Check::Available {
+            installed: None,
+            available,
+            reason: UpdateReason::FirstInstall,
+        } => assert_eq!(available.ref_name, "v1.0.0"),
+        other => panic!("{other:?}"),
+    }
+    let Outcome::Updated(first) = updater.update(UpdateOptions::default()).unwrap() else {
+        panic!("the first update installs");
+    };
+    assert_eq!(first.from, None);
+    assert_eq!(first.usage.file_requests, 2);
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+
+    repo.write("main.py", "print(2)\n");
+    repo.commit("v2");
+    repo.tag("v2.0.0");
+    std::thread::sleep(Duration::from_millis(1500));
+    let Outcome::Updated(second) = updater.update(UpdateOptions::default()).unwrap() else {
+        panic!("the second update installs");
+    };
+    assert_eq!(second.reason, Some(UpdateReason::NewRelease));
+    assert_eq!(device.tree(), repo.snapshot("v2.0.0"));
+    // Each report counts its own operation only.
+    assert_eq!(second.usage.file_requests, 1, "{:?}", second.usage);
+
+    std::thread::sleep(Duration::from_millis(1500));
+    let Outcome::UpToDate(third) = updater.update(UpdateOptions::default()).unwrap() else {
+        panic!("up to date");
+    };
+    assert_eq!(third.usage.api_requests, 1, "{:?}", third.usage);
+    assert_eq!(third.usage.file_requests, 0);
+}
