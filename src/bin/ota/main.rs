@@ -3,8 +3,6 @@
 //! Exit codes: 0 success (or up to date), 1 error, 2 bad usage, 100 `check` found an update.
 
 mod args;
-#[cfg(feature = "serve")]
-mod demo;
 mod print;
 
 use std::process::ExitCode;
@@ -59,22 +57,6 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Recover(a) => {
             let updater = updater(&a.config.config)?;
             print::recovery(&updater.recover()?);
-            Ok(ExitCode::SUCCESS)
-        }
-        #[cfg(feature = "serve")]
-        Command::Serve(a) => {
-            let mut options = ota_serve::Options::new(a.repo);
-            options.addr = a.addr;
-            options.assets = a.assets;
-            options.owner = a.owner;
-            options.name = a.name;
-            options.faults = a.faults;
-            ota_serve::run(options)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        #[cfg(feature = "serve")]
-        Command::Demo(a) => {
-            demo::run(a.dir)?;
             Ok(ExitCode::SUCCESS)
         }
     }
