@@ -10,5 +10,6 @@ mod config;
 mod faults;
 mod hostile;
 mod network;
+mod private;
 mod safety;
 mod update;

@@ -92,6 +92,21 @@ impl App {
         tag
     }
 
+    /// Passes a request that carries the configured token (every request when there is
+    /// none); otherwise GitHub's 401: "Requires authentication" without an `Authorization`
+    /// header, "Bad credentials" with a wrong one.
+    pub(crate) fn check_token(&self, req: &Req) -> Result<(), Fail> {
+        if self.authorized(req) {
+            return Ok(());
+        }
+        let message = if req.headers.contains_key(header::AUTHORIZATION) {
+            "Bad credentials"
+        } else {
+            "Requires authentication"
+        };
+        Err(Fail::Status(StatusCode::UNAUTHORIZED, message.to_string()))
+    }
+
     /// Whether the request carries the configured token (always true without one).
     pub(crate) fn authorized(&self, req: &Req) -> bool {
         let Some(token) = &self.token else {
@@ -196,17 +211,13 @@ fn respond(app: &App, req: &Req, route: &Route<'_>) -> Result<Reply, Fail> {
         Route::Unknown => Err(Fail::NotFound),
         Route::Api { owner, repo, rest } => {
             let links = repo_links(app, req, owner, repo)?;
-            if !app.authorized(req) {
-                return Err(Fail::NotFound);
-            }
+            app.check_token(req)?;
             let rest = decode_all(rest)?;
             api::handle(app, req, &links, &rest)
         }
         Route::Raw { owner, repo, rest } => {
             repo_links(app, req, owner, repo)?;
-            if !app.authorized(req) {
-                return Err(Fail::NotFound);
-            }
+            app.check_token(req)?;
             raw::raw(app, rest)
         }
         Route::Download {

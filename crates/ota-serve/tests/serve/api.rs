@@ -164,6 +164,63 @@ fn latest_is_by_commit_date_not_version() {
 }
 
 #[test]
+fn a_semver_pre_release_part_makes_a_prerelease() {
+    let git = crate::util::Git::init();
+    git.write("f", b"1");
+    git.commit_all("one", T0);
+    git.run(&["tag", "v1.0.0"]);
+    // Newer commits, tagged without the word "prerelease" anywhere.
+    for (i, tag) in ["v2.0.0-rc1", "v2.0.0-preview", "v2.0.0-beta.2+build.7"]
+        .into_iter()
+        .enumerate()
+    {
+        git.write("f", tag.as_bytes());
+        git.commit_all(tag, T0 + 60 * (i as i64 + 1));
+        if i == 1 {
+            git.run(&["tag", "-a", tag, "-m", "Release candidate"]);
+        } else {
+            git.run(&["tag", tag]);
+        }
+    }
+    git.write("f", b"build metadata only");
+    git.commit_all("final", T0 + 600);
+    git.run(&["tag", "v2.0.0+build.8"]);
+    let server = serve(&git.path);
+    let api = format!("{}/repos/o/r", server.api_url());
+    let list = get(&format!("{api}/releases"), &[]).json();
+    let flags: Vec<(String, bool)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["tag_name"].as_str().unwrap().to_string(),
+                r["prerelease"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let flag = |tag: &str| flags.iter().find(|(t, _)| t == tag).unwrap().1;
+    assert!(flag("v2.0.0-rc1"));
+    assert!(flag("v2.0.0-preview"));
+    assert!(flag("v2.0.0-beta.2+build.7"));
+    assert!(
+        !flag("v2.0.0+build.8"),
+        "build metadata is not a pre-release"
+    );
+    assert!(!flag("v1.0.0"));
+    assert_eq!(
+        get(&format!("{api}/releases/latest"), &[]).json()["tag_name"],
+        "v2.0.0+build.8"
+    );
+    // Without the final release, latest skips every pre-release back to v1.0.0.
+    git.run(&["tag", "-d", "v2.0.0+build.8"]);
+    assert_eq!(
+        get(&format!("{api}/releases/latest"), &[]).json()["tag_name"],
+        "v1.0.0"
+    );
+}
+
+#[test]
 fn latest_is_404_without_releases() {
     let git = crate::util::Git::init();
     git.write("f", b"1");
@@ -641,12 +698,15 @@ fn token_makes_the_repository_private() {
     let api = format!("{}/repos/acme/app", server.api_url());
     let raw = format!("{}/acme/app/main/README.md", server.raw_url());
     for url in [format!("{api}/releases/latest"), raw.clone(), api.clone()] {
-        assert_eq!(get(&url, &[]).status, 404, "{url}");
-        assert_eq!(
-            get(&url, &[("Authorization", "Bearer wrong")]).status,
-            404,
-            "{url}"
-        );
+        // GitHub's 401 and its JSON error shape.
+        let none = get(&url, &[]);
+        assert_eq!(none.status, 401, "{url}");
+        assert_eq!(none.json()["message"], "Requires authentication", "{url}");
+        assert_eq!(none.json()["status"], "401", "{url}");
+        assert!(none.json()["documentation_url"].is_string(), "{url}");
+        let wrong = get(&url, &[("Authorization", "Bearer wrong")]);
+        assert_eq!(wrong.status, 401, "{url}");
+        assert_eq!(wrong.json()["message"], "Bad credentials", "{url}");
         assert_eq!(
             get(&url, &[("Authorization", "Bearer s3cret")]).status,
             200,

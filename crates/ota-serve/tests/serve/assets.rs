@@ -184,6 +184,6 @@ fn asset_redirects_to_another_host_name() {
     let download = release["assets"][0]["browser_download_url"]
         .as_str()
         .unwrap();
-    assert_eq!(get(download, &[]).status, 404);
+    assert_eq!(get(download, &[]).status, 401);
     assert_eq!(get(download, &[auth]).status, 200);
 }
