@@ -22,7 +22,8 @@
 //!
 //! # Modules
 //! - `server`: runtime, accept loop, connections, the delivery seam;
-//! - [`fault`]: fault rules, their syntax, matching and counters;
+//! - [`fault`]: fault rules, their syntax (`spec`), matching and counters (`rules`);
+//! - `answers`: the GitHub-shaped replies a fault puts in place of the real one;
 //! - `wire`: response bodies and the socket under hyper, where faults touch bytes;
 //! - `routes`: dispatch and the checks every request passes (method, User-Agent, names, token);
 //! - `api`, `raw`: the endpoints; `model`: GitHub's JSON shapes;
@@ -54,6 +55,7 @@
 //! # Ok(()) }
 //! ```
 
+mod answers;
 mod api;
 mod assets;
 mod error;
