@@ -185,7 +185,7 @@ fn a_flipped_byte_stops_the_update_and_names_both_digests() {
     let error = s.device.last_error().unwrap();
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("data/big.bin"), "{message}");
-    let blob = s.repo.git(&["rev-parse", "v2.0.0:data/big.bin"]);
+    let blob = s.repo.run(&["rev-parse", "v2.0.0:data/big.bin"]);
     assert!(
         message.contains(blob.trim()),
         "the expected digest is named: {message}"

@@ -33,7 +33,7 @@ fn server_with_assets(
     let s = sample();
     let dir = tempfile::tempdir().unwrap();
     let app = write_assets(dir.path());
-    let mut options = Options::new(&s.git.path);
+    let mut options = Options::new(s.git.path());
     options.assets = Some(dir.path().to_path_buf());
     options.redirect_assets = redirect;
     options.token = token.map(str::to_string);
