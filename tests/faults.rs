@@ -1,4 +1,4 @@
-//! A bad network, on real loopback sockets: `ota serve` misbehaves on purpose, and every
+//! A bad network, on real loopback sockets: `ota-serve` misbehaves on purpose, and every
 //! fault ends either in the exact new tree, or in the exact old tree with `last_error.json`
 //! naming the cause and nothing temporary left. The table in docs/network.md lists each
 //! fault, the behaviour, and the test here that proves it.

@@ -1,4 +1,4 @@
-//! Integration tests: the real `ota` binary and library against `ota serve` on loopback,
+//! Integration tests: the real `ota` binary and library against `ota-serve` on loopback,
 //! over real git repositories, on the real filesystem. Nothing leaves 127.0.0.1.
 
 #![allow(clippy::unwrap_used)]

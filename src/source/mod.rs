@@ -4,7 +4,7 @@
 //! files does that commit hold, and what are the bytes of one file (from an offset, to
 //! resume). Everything it returns is untrusted: `manifest` validates the tree and `fetch`
 //! verifies every byte against the tree's blob ids. [`github::GitHub`] speaks the GitHub
-//! REST API and raw hosting (and compatible hosts, such as `ota serve`).
+//! REST API and raw hosting (and compatible hosts, such as `ota-serve`).
 
 pub mod github;
 
