@@ -4,6 +4,7 @@
 
 mod api;
 mod assets;
+mod demo;
 mod faults;
 mod fixture;
 mod live;
