@@ -6,7 +6,6 @@
 //! and HEAD treatment.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 
 use hyper::header;
@@ -63,7 +62,7 @@ impl App {
             stats: Arc::new(Recorder::default()),
             rate: RateLimiter::new(ratelimit::DEFAULT_LIMIT),
             faults: fault::Rules::new(options.faults.clone()),
-            secret: random_secret(),
+            secret: random_secret()?,
             raw_etags: Mutex::new(HashMap::new()),
         })
     }
@@ -286,21 +285,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// 128 bits that differ per server start, without a dependency on a random-number crate.
-fn random_secret() -> String {
-    let state = std::collections::hash_map::RandomState::new();
-    let mut out = String::new();
-    for salt in [0u64, 1] {
-        let mut hasher = state.build_hasher();
-        hasher.write_u64(salt);
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        out.push_str(&format!("{:016x}", hasher.finish()));
-    }
-    out
+/// 128 random bits per server start, from the operating system.
+fn random_secret() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|err| {
+        Error::Runtime(std::io::Error::other(format!(
+            "no random bytes from the operating system for signing download URLs: {err}"
+        )))
+    })?;
+    Ok(hex::encode(bytes))
 }
 
 #[cfg(test)]
