@@ -1,5 +1,5 @@
 //! The update benchmark: requests, bytes, wall time and peak memory of install, update and
-//! no-op, against `ota serve` on loopback. See BENCHMARKS.md.
+//! no-op, against `ota-serve` on loopback. See BENCHMARKS.md.
 //!
 //! ```sh
 //! cargo bench --bench update                      # small and large scenarios

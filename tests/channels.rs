@@ -84,7 +84,7 @@ fn developer_follows_the_branch_tip() {
     );
 
     // A feature branch with a slash in its name.
-    repo.git(&["checkout", "-q", "-b", "feature/x"]);
+    repo.run(&["checkout", "-q", "-b", "feature/x"]);
     repo.write("version.txt", "feature\n");
     repo.commit("feature");
     let device = Device::new(&server, "channel = \"developer\"\nbranch = \"feature/x\"");

@@ -207,13 +207,13 @@ fn submodule_warnings_go_to_stderr_and_obey_quiet() {
     repo.write("main.py", "print(1)\n");
     repo.commit("base");
     let sha = repo.head();
-    repo.git(&[
+    repo.run(&[
         "update-index",
         "--add",
         "--cacheinfo",
         &format!("160000,{sha},vendor/lib"),
     ]);
-    repo.git(&["commit", "-q", "-m", "submodule"]);
+    repo.run(&["commit", "-q", "-m", "submodule"]);
     repo.tag("v1.0.0");
     let server = serve(repo.path());
     let warning = "warning: vendor/lib is a git submodule";

@@ -1,4 +1,4 @@
-//! A bad network, on real loopback sockets: `ota serve` misbehaves on purpose, and every
+//! A bad network, on real loopback sockets: `ota-serve` misbehaves on purpose, and every
 //! fault ends either in the exact new tree, or in the exact old tree with `last_error.json`
 //! naming the cause and nothing temporary left. The table in docs/network.md lists each
 //! fault, the behaviour, and the test here that proves it.
@@ -185,7 +185,7 @@ fn a_flipped_byte_stops_the_update_and_names_both_digests() {
     let error = s.device.last_error().unwrap();
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("data/big.bin"), "{message}");
-    let blob = s.repo.git(&["rev-parse", "v2.0.0:data/big.bin"]);
+    let blob = s.repo.run(&["rev-parse", "v2.0.0:data/big.bin"]);
     assert!(
         message.contains(blob.trim()),
         "the expected digest is named: {message}"

@@ -110,7 +110,7 @@ fn a_nul_in_a_path_is_refused() {
     repo.write("main.py", "print(2)\n");
     repo.commit("v2");
     repo.tag("v2.0.0");
-    let blob = repo.git(&["rev-parse", "v2.0.0:main.py"]);
+    let blob = repo.run(&["rev-parse", "v2.0.0:main.py"]);
     let tree = format!(
         r#"{{"sha":"{0}","truncated":false,"tree":[
             {{"path":"main.py","mode":"100644","type":"blob","sha":"{1}","size":9}},
@@ -141,7 +141,7 @@ fn declared_sizes_that_overflow_are_refused() {
     repo.write("a.py", "a\n").write("b.py", "b\n");
     repo.commit("v1");
     repo.tag("v1.0.0");
-    let blob = repo.git(&["rev-parse", "v1.0.0:a.py"]);
+    let blob = repo.run(&["rev-parse", "v1.0.0:a.py"]);
     let server = serve(repo.path());
     let tree = |sizes: &[u64]| {
         let entries: Vec<String> = sizes

@@ -1,4 +1,4 @@
-//! Integration tests: the real `ota` binary and library against `ota serve` on loopback,
+//! Integration tests: the real `ota` binary and library against `ota-serve` on loopback,
 //! over real git repositories, on the real filesystem. Nothing leaves 127.0.0.1.
 
 #![allow(clippy::unwrap_used)]
@@ -12,6 +12,7 @@ mod embed;
 mod faults;
 mod hostile;
 mod network;
+mod private;
 mod progress;
 mod safety;
 mod update;

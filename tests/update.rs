@@ -231,13 +231,13 @@ fn submodules_are_skipped_with_a_warning() {
     repo.write("main.py", "print(1)\n");
     repo.commit("base");
     let sha = repo.head();
-    repo.git(&[
+    repo.run(&[
         "update-index",
         "--add",
         "--cacheinfo",
         &format!("160000,{sha},vendor/lib"),
     ]);
-    repo.git(&["commit", "-q", "-m", "submodule"]);
+    repo.run(&["commit", "-q", "-m", "submodule"]);
     repo.tag("v1.0.0");
     let server = serve(repo.path());
     let device = Device::new(&server, "");

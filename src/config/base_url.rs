@@ -36,7 +36,7 @@ pub(super) fn parse(text: &str) -> Result<BaseUrl, String> {
 
 /// Where a host whose API is at `api` (normalised) serves raw files, when that is certain:
 /// GitHub's own, GitHub Enterprise (`https://HOST/api/v3` → `https://HOST/raw`) and
-/// `ota serve` (the API at the host's root, raw files under `/raw`).
+/// `ota-serve` (the API at the host's root, raw files under `/raw`).
 pub(super) fn raw_for(api: &str) -> Option<String> {
     let after_scheme = api.split_once("://").map_or(api, |(_, rest)| rest);
     if api == GITHUB_API {

@@ -82,7 +82,7 @@ pub enum Channel {
 /// Where releases come from.
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
-    /// The GitHub REST API (or a compatible host such as GitHub Enterprise or `ota serve`).
+    /// The GitHub REST API (or a compatible host such as GitHub Enterprise or `ota-serve`).
     Github(GithubConfig),
 }
 

@@ -9,8 +9,11 @@
 use std::io::{Seek, SeekFrom, Write};
 
 use bytes::Bytes;
+use headers::{ETag, HeaderMapExt, IfNoneMatch, IfRange};
+use http_range_header::RangeUnsatisfiableError;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -48,10 +51,9 @@ impl Req {
     /// The decoded value of the first query parameter `key` (`Some("")` for a bare `?key`).
     pub(crate) fn query_param(&self, key: &str) -> Option<String> {
         let query = self.query.as_deref()?;
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode_query(k).as_deref() == Some(key)).then(|| decode_query(v).unwrap_or_default())
-        })
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
     }
 
     /// Whether the `Accept` header lists any of `media_types` (parameters ignored).
@@ -244,10 +246,7 @@ pub(crate) fn finish(req: &Req, mut reply: Reply) -> Reply {
     if reply.status == StatusCode::OK {
         if let Some(tag) = reply.etag.clone() {
             set(&mut reply.headers, header::ETAG, &quote(&tag, false));
-            if req
-                .header(header::IF_NONE_MATCH)
-                .is_some_and(|inm| if_none_match_hits(inm, &tag))
-            {
+            if if_none_match_hits(req, &tag) {
                 return not_modified(reply);
             }
         }
@@ -350,28 +349,29 @@ fn quote(tag: &str, weak: bool) -> String {
     }
 }
 
-/// `If-None-Match`: a list of entity tags compared weakly (`W/` ignored), or `*`. Unquoted
-/// tags are tolerated.
-pub(crate) fn if_none_match_hits(header: &str, tag: &str) -> bool {
-    header.split(',').map(str::trim).any(|item| {
-        if item == "*" {
-            return true;
-        }
-        let item = item.strip_prefix("W/").unwrap_or(item);
-        let item = item
-            .strip_prefix('"')
-            .and_then(|i| i.strip_suffix('"'))
-            .unwrap_or(item);
-        item == tag
-    })
+/// The strong entity tag `"tag"`.
+fn strong_etag(tag: &str) -> Option<ETag> {
+    quote(tag, false).parse().ok()
+}
+
+/// `If-None-Match` (a list of entity tags compared weakly, or `*`) lists `tag`.
+fn if_none_match_hits(req: &Req, tag: &str) -> bool {
+    match (req.headers.typed_get::<IfNoneMatch>(), strong_etag(tag)) {
+        (Some(condition), Some(etag)) => !condition.precondition_passes(&etag),
+        _ => false,
+    }
 }
 
 /// `If-Range` lets the range through only if it is the strong, current ETag. A date or any
 /// other validator means "send it all" (we send no `Last-Modified`).
 fn if_range_allows(req: &Req, etag: Option<&str>) -> bool {
-    match req.header(header::IF_RANGE) {
-        None => true,
-        Some(value) => etag.is_some_and(|tag| value.trim() == quote(tag, false)),
+    if !req.headers.contains_key(header::IF_RANGE) {
+        return true;
+    }
+    let current = etag.and_then(strong_etag);
+    match (req.headers.typed_get::<IfRange>(), current) {
+        (Some(condition), Some(current)) => !condition.is_modified(Some(&current), None),
+        _ => false,
     }
 }
 
@@ -386,52 +386,17 @@ pub(crate) enum Range {
     Bytes(u64, u64),
 }
 
+/// Reads `Range` against a body of `len` bytes. Only a single range is served; several, or
+/// anything malformed, get the whole body.
 pub(crate) fn parse_range(header: &str, len: u64) -> Range {
-    let header = header.trim();
-    let Some(spec) = header
-        .get(..6)
-        .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
-        .map(|_| &header[6..])
-    else {
-        return Range::Ignore;
-    };
-    if spec.contains(',') {
-        return Range::Ignore;
+    let ranges = http_range_header::parse_range_header(header.trim())
+        .and_then(|parsed| parsed.validate(len));
+    match ranges.as_deref() {
+        Ok([range]) => Range::Bytes(*range.start(), *range.end()),
+        Ok(_) => Range::Ignore,
+        Err(RangeUnsatisfiableError::Unsatisfiable) => Range::Unsatisfiable,
+        Err(_) => Range::Ignore,
     }
-    let Some((first, last)) = spec.split_once('-') else {
-        return Range::Ignore;
-    };
-    let (first, last) = (first.trim(), last.trim());
-    let number = |s: &str| {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse::<u64>().ok())
-            .flatten()
-    };
-    if first.is_empty() {
-        let Some(suffix) = number(last) else {
-            return Range::Ignore;
-        };
-        if suffix == 0 || len == 0 {
-            return Range::Unsatisfiable;
-        }
-        return Range::Bytes(len.saturating_sub(suffix), len - 1);
-    }
-    let Some(start) = number(first) else {
-        return Range::Ignore;
-    };
-    let end = if last.is_empty() {
-        None
-    } else {
-        match number(last) {
-            Some(end) if end >= start => Some(end),
-            _ => return Range::Ignore,
-        }
-    };
-    if start >= len {
-        return Range::Unsatisfiable;
-    }
-    let end = end.map_or(len - 1, |end| end.min(len - 1));
-    Range::Bytes(start, end)
 }
 
 fn slice(body: Body, start: u64, end: u64) -> std::io::Result<Body> {
@@ -490,53 +455,42 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    out
-}
-
-/// Decodes `%XX` escapes of one path segment; `None` for a broken escape or non-UTF-8.
+/// Decodes `%XX` escapes of one path segment; `None` for non-UTF-8. (A `%` without two hex
+/// digits stays as it is.)
 pub(crate) fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = char::from(*bytes.get(i + 1)?).to_digit(16)?;
-            let lo = char::from(*bytes.get(i + 2)?).to_digit(16)?;
-            out.push(u8::try_from(hi * 16 + lo).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
-fn decode_query(s: &str) -> Option<String> {
-    percent_decode(&s.replace('+', " "))
-}
+/// What a path segment keeps unescaped besides letters and digits: RFC 3986's unreserved
+/// characters and the sub-delimiters `pchar` allows, like GitHub's URLs.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'+')
+    .remove(b'@')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':');
 
 /// Percent-encodes one path segment for a URL the server hands out.
 pub(crate) fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~+@!$&'()*,;=:".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// Percent-encodes a `/`-separated path, keeping the slashes.
@@ -561,6 +515,7 @@ mod tests {
         assert_eq!(parse_range("bytes=10-", 10), Range::Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 10), Range::Unsatisfiable);
         assert_eq!(parse_range("bytes=0-", 0), Range::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-4", 0), Range::Ignore);
         assert_eq!(parse_range("bytes=5-3", 10), Range::Ignore);
         assert_eq!(parse_range("bytes=0-1,4-5", 10), Range::Ignore);
         assert_eq!(parse_range("items=0-1", 10), Range::Ignore);
@@ -568,22 +523,50 @@ mod tests {
         assert_eq!(parse_range("bytes=x-", 10), Range::Ignore);
     }
 
+    fn req(headers: &[(&str, &str)]) -> Req {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        Req {
+            method: Method::GET,
+            path: "/".into(),
+            query: None,
+            headers: map,
+            host: "h".into(),
+        }
+    }
+
     #[test]
     fn if_none_match_lists() {
-        assert!(if_none_match_hits("\"abc\"", "abc"));
-        assert!(if_none_match_hits("W/\"abc\"", "abc"));
-        assert!(if_none_match_hits("\"x\", W/\"abc\"", "abc"));
-        assert!(if_none_match_hits("*", "abc"));
-        assert!(if_none_match_hits("abc", "abc"));
-        assert!(!if_none_match_hits("\"abd\"", "abc"));
+        let hits = |value: &str| if_none_match_hits(&req(&[("if-none-match", value)]), "abc");
+        assert!(hits("\"abc\""));
+        assert!(hits("W/\"abc\""));
+        assert!(hits("\"x\", W/\"abc\""));
+        assert!(hits("*"));
+        assert!(!hits("\"abd\""));
+        assert!(!hits("abc"), "not an entity tag");
+        assert!(!if_none_match_hits(&req(&[]), "abc"));
+    }
+
+    #[test]
+    fn if_range_needs_the_current_strong_tag() {
+        let allows = |value: &str| if_range_allows(&req(&[("if-range", value)]), Some("abc"));
+        assert!(allows("\"abc\""));
+        assert!(!allows("W/\"abc\""));
+        assert!(!allows("\"abd\""));
+        assert!(!allows("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert!(if_range_allows(&req(&[]), Some("abc")));
+        assert!(!if_range_allows(&req(&[("if-range", "\"abc\"")]), None));
     }
 
     #[test]
     fn percent_coding() {
         assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
         assert_eq!(percent_decode("%e2%9c%93").as_deref(), Some("✓"));
-        assert_eq!(percent_decode("%2"), None);
-        assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%ff"), None);
         assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
         assert_eq!(encode_path("refs/heads/a b"), "refs/heads/a%20b");

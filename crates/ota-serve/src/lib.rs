@@ -2,7 +2,7 @@
 //!
 //! `ota` updates devices from GitHub releases and branches. This crate answers the same
 //! requests from a git repository on disk, so that `ota` can be tested without the network,
-//! demonstrated with `ota demo`, and fed from a LAN mirror in air-gapped fleets. It shares no
+//! demonstrated with `ota-serve demo`, and fed from a LAN mirror in air-gapped fleets. It shares no
 //! code with the client, so it catches client bugs rather than mirroring them.
 //!
 //! What it serves (GitHub's JSON shapes, URLs built from the request's `Host`):
@@ -11,7 +11,7 @@
 //!   trees (recursive, truncatable) and blobs;
 //! - raw files under `/raw/{owner}/{repo}/{ref}/{path}` with `Range` and gzip;
 //! - ETags and `If-None-Match` on everything, rate-limit headers on `/repos`, a token check
-//!   that answers 404 like a private repository, and request statistics for benchmarks
+//!   that answers GitHub's 401 without the token, and request statistics for benchmarks
 //!   (also as JSON at `/_ota/stats`);
 //! - [`fault`] injection on purpose, on the real socket: latency, a shared bandwidth cap,
 //!   resets and truncations after N bytes, stalls, flipped bytes, 5xx and rate-limit answers,
@@ -22,7 +22,8 @@
 //!
 //! # Modules
 //! - `server`: runtime, accept loop, connections, the delivery seam;
-//! - [`fault`]: fault rules, their syntax, matching and counters;
+//! - [`fault`]: fault rules, their syntax (`spec`), matching and counters (`rules`);
+//! - `answers`: the GitHub-shaped replies a fault puts in place of the real one;
 //! - `wire`: response bodies and the socket under hyper, where faults touch bytes;
 //! - `routes`: dispatch and the checks every request passes (method, User-Agent, names, token);
 //! - `api`, `raw`: the endpoints; `model`: GitHub's JSON shapes;
@@ -54,6 +55,7 @@
 //! # Ok(()) }
 //! ```
 
+mod answers;
 mod api;
 mod assets;
 mod error;
@@ -92,8 +94,9 @@ pub struct Options {
     pub owner: Option<String>,
     /// The same for the repository name.
     pub name: Option<String>,
-    /// If set, requests without `Authorization: Bearer <token>` or `token <token>` get 404,
-    /// like a private GitHub repository.
+    /// If set, every API, raw and download request must carry `Authorization: Bearer <token>`
+    /// or `token <token>`, else it gets GitHub's 401 JSON error ("Requires authentication",
+    /// or "Bad credentials" for a wrong token), and the repository reports `private: true`.
     pub token: Option<String>,
     /// If set, a recursive tree with more entries answers `truncated: true` with a partial
     /// list. If not, GitHub's own limit of 100,000 entries applies.

@@ -84,22 +84,13 @@ fn node_id(kind: &str, key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{kind}:{key}"))
 }
 
-/// ISO-8601 UTC with a `Z`, like every GitHub date.
+/// ISO-8601 UTC with a `Z`, like every GitHub date. Dates outside 1970..=9999 (which a git
+/// commit can claim) are clamped to that range.
 pub(crate) fn iso8601(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+    const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
+    let secs = u64::try_from(secs).unwrap_or(0).min(LAST_SECOND_OF_9999);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
 }
 
 fn kind_name(kind: Kind) -> &'static str {
@@ -552,7 +543,8 @@ mod tests {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso8601(1_507_651_200), "2017-10-10T16:00:00Z");
         assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(iso8601(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(iso8601(-1), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(i64::MAX), "9999-12-31T23:59:59Z");
         assert_eq!(iso8601(4_102_444_800), "2100-01-01T00:00:00Z");
     }
 

@@ -8,10 +8,12 @@
 //! answered 304 is not charged.
 
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hyper::HeaderMap;
-use hyper::header::HeaderValue;
+use hyper::header::{self, HeaderValue};
+use hyper::{HeaderMap, StatusCode};
+
+use crate::http::{self, Reply};
 
 /// Requests per hour the server advertises. Far above GitHub's 5,000 so that benchmarks never
 /// see a client throttle itself.
@@ -82,6 +84,47 @@ impl Quota {
         }
         headers.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
     }
+}
+
+/// GitHub's answer to a client over its primary rate limit: `status` (403 or 429), its
+/// "API rate limit exceeded for {who}" JSON, `x-ratelimit-remaining: 0` with the reset
+/// `reset_in` from now, and `retry-after` (whole seconds, rounded up) if given.
+pub(crate) fn exceeded(
+    status: StatusCode,
+    reset_in: Duration,
+    retry_after: Option<Duration>,
+    who: &str,
+) -> Reply {
+    let message = format!(
+        "API rate limit exceeded for {who}. (But here's the good news: Authenticated requests \
+         get a higher rate limit. Check out the documentation for more details.)"
+    );
+    let body = serde_json::json!({
+        "message": message,
+        "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+        "status": status.as_u16().to_string(),
+    });
+    let mut reply = Reply::new(status)
+        .header(header::CONTENT_TYPE, http::JSON)
+        .body(http::Body::Bytes(body.to_string().into()));
+    let reset = SystemTime::now()
+        .checked_add(reset_in)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    let quota = Quota {
+        limit: DEFAULT_LIMIT,
+        remaining: 0,
+        used: DEFAULT_LIMIT,
+        reset,
+    };
+    quota.apply(&mut reply.headers);
+    if let Some(retry) = retry_after {
+        let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
+        reply
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    reply
 }
 
 fn now() -> u64 {

@@ -94,11 +94,7 @@ pub(crate) fn download(app: &App, req: &Req, tag: &str, name: &str) -> Result<Re
                 ));
             }
         }
-        None => {
-            if !app.authorized(req) {
-                return Err(Fail::NotFound);
-            }
-        }
+        None => app.check_token(req)?,
     }
     let store = app.assets.as_ref().ok_or(Fail::NotFound)?;
     let repo = Repo::new(&app.repo);

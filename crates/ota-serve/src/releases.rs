@@ -1,7 +1,9 @@
 //! Releases derived from tags.
 //!
 //! Every tag whose name is a version is a published release (see `version`). A release is a
-//! prerelease when its tag is annotated and the annotation mentions `prerelease`. Releases are
+//! prerelease when its version has a semver pre-release part (`v2.0.0-rc1`, `-beta`,
+//! `-preview`), as GitHub marks such releases, or when its tag is annotated and the
+//! annotation mentions `prerelease`. The latest release is never a prerelease. Releases are
 //! ordered newest first by `created_at`, the committer date of the tagged commit (what GitHub
 //! sorts by), then by version, then by name, so the order is total and stable even when many
 //! commits share one second.
@@ -90,7 +92,7 @@ fn release_for(repo: &Repo, tag: &str, target: ObjectId) -> Result<Option<Releas
         tag: tag.to_string(),
         id: release_id(tag),
         commit: commit_id,
-        prerelease: is_prerelease_message(&body),
+        prerelease: version.is_pre() || is_prerelease_message(&body),
         body,
         created_at,
         published_at,

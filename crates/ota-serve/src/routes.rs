@@ -6,7 +6,6 @@
 //! and HEAD treatment.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 
 use hyper::header;
@@ -63,7 +62,7 @@ impl App {
             stats: Arc::new(Recorder::default()),
             rate: RateLimiter::new(ratelimit::DEFAULT_LIMIT),
             faults: fault::Rules::new(options.faults.clone()),
-            secret: random_secret(),
+            secret: random_secret()?,
             raw_etags: Mutex::new(HashMap::new()),
         })
     }
@@ -90,6 +89,21 @@ impl App {
         }
         cache.insert(id, tag.clone());
         tag
+    }
+
+    /// Passes a request that carries the configured token (every request when there is
+    /// none); otherwise GitHub's 401: "Requires authentication" without an `Authorization`
+    /// header, "Bad credentials" with a wrong one.
+    pub(crate) fn check_token(&self, req: &Req) -> Result<(), Fail> {
+        if self.authorized(req) {
+            return Ok(());
+        }
+        let message = if req.headers.contains_key(header::AUTHORIZATION) {
+            "Bad credentials"
+        } else {
+            "Requires authentication"
+        };
+        Err(Fail::Status(StatusCode::UNAUTHORIZED, message.to_string()))
     }
 
     /// Whether the request carries the configured token (always true without one).
@@ -196,17 +210,13 @@ fn respond(app: &App, req: &Req, route: &Route<'_>) -> Result<Reply, Fail> {
         Route::Unknown => Err(Fail::NotFound),
         Route::Api { owner, repo, rest } => {
             let links = repo_links(app, req, owner, repo)?;
-            if !app.authorized(req) {
-                return Err(Fail::NotFound);
-            }
+            app.check_token(req)?;
             let rest = decode_all(rest)?;
             api::handle(app, req, &links, &rest)
         }
         Route::Raw { owner, repo, rest } => {
             repo_links(app, req, owner, repo)?;
-            if !app.authorized(req) {
-                return Err(Fail::NotFound);
-            }
+            app.check_token(req)?;
             raw::raw(app, rest)
         }
         Route::Download {
@@ -275,21 +285,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// 128 bits that differ per server start, without a dependency on a random-number crate.
-fn random_secret() -> String {
-    let state = std::collections::hash_map::RandomState::new();
-    let mut out = String::new();
-    for salt in [0u64, 1] {
-        let mut hasher = state.build_hasher();
-        hasher.write_u64(salt);
-        hasher.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        out.push_str(&format!("{:016x}", hasher.finish()));
-    }
-    out
+/// 128 random bits per server start, from the operating system.
+fn random_secret() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|err| {
+        Error::Runtime(std::io::Error::other(format!(
+            "no random bytes from the operating system for signing download URLs: {err}"
+        )))
+    })?;
+    Ok(hex::encode(bytes))
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use crate::http::{self, Reply, Req};
 use crate::routes::{self, App};
 use crate::stats::{ConnCounters, CountingIo, RequestRecord, Stats};
 use crate::wire::{self, Body, Wire, WireIo};
-use crate::{Error, Options};
+use crate::{Error, Options, answers};
 
 /// A client has this long to send a complete request head (also the idle keep-alive limit).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,7 +142,7 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Serves in the foreground until Ctrl-C or SIGTERM (for `ota serve`). Logs the URLs to put in
+/// Serves in the foreground until Ctrl-C or SIGTERM (for `ota-serve`). Logs the URLs to put in
 /// a client's configuration.
 pub fn run(options: Options) -> Result<(), Error> {
     serve_until(&options, stop_signal(), |addr| {
@@ -359,7 +359,7 @@ async fn handle(
         }
     };
     let reply = match &plan.answer {
-        Some(answer) => fault::answer(answer, &req, reply, conn.peer),
+        Some(answer) => answers::answer(answer, &req, reply, conn.peer),
         None => reply,
     };
     record.status = reply.status.as_u16();

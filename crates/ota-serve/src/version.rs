@@ -55,9 +55,8 @@ impl Version {
         Some(Version { numbers, pre })
     }
 
-    /// Whether the version has a pre-release part (`-rc.1`). Informational only: what makes
-    /// a *release* a prerelease is its tag annotation (see `releases`).
-    #[cfg(test)]
+    /// Whether the version has a pre-release part (`-rc.1`, `-rc1`, `-beta`, `-preview`):
+    /// such a release is a prerelease, as GitHub marks it (see `releases`).
     pub(crate) fn is_pre(&self) -> bool {
         self.pre.is_some()
     }

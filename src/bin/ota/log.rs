@@ -124,8 +124,8 @@ fn colour_wanted() -> bool {
 pub fn init(verbose: u8, quiet: bool) -> Stderr {
     let default = match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "ota=info,ota_serve=info",
-        (false, 1) => "ota=debug,ota_serve=debug",
+        (false, 0) => "ota=info",
+        (false, 1) => "ota=debug",
         _ => "trace",
     };
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

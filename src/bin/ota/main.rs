@@ -6,8 +6,6 @@
 //! to stderr (see `log`). A closed stdout (`ota status | head -0`) ends the command quietly.
 
 mod args;
-#[cfg(feature = "serve")]
-mod demo;
 mod log;
 mod print;
 mod progress;
@@ -108,22 +106,6 @@ fn run(args: Args, stderr: &Stderr) -> anyhow::Result<ExitCode> {
         Command::Recover(a) => {
             let updater = updater(&a.config.config)?;
             print::recovery(&updater.recover()?).map_err(OutputError)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        #[cfg(feature = "serve")]
-        Command::Serve(a) => {
-            let mut options = ota_serve::Options::new(a.repo);
-            options.addr = a.addr;
-            options.assets = a.assets;
-            options.owner = a.owner;
-            options.name = a.name;
-            options.faults = a.faults;
-            ota_serve::run(options)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        #[cfg(feature = "serve")]
-        Command::Demo(a) => {
-            demo::run(a.dir)?;
             Ok(ExitCode::SUCCESS)
         }
     }

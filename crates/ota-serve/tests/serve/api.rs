@@ -21,7 +21,7 @@ fn tags_of(list: &Value) -> Vec<String> {
 #[test]
 fn repository_reports_default_branch() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let r = get(&format!("{}/repos/acme/app", server.api_url()), &[]);
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -38,7 +38,7 @@ fn repository_reports_default_branch() {
 #[test]
 fn releases_are_version_tags_newest_first() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let api = format!("{}/repos/acme/app", server.api_url());
     let r = get(&format!("{api}/releases"), &[]);
     assert_eq!(r.status, 200);
@@ -100,7 +100,7 @@ fn releases_are_version_tags_newest_first() {
 #[test]
 fn latest_skips_prereleases_and_pins_work() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let api = format!("{}/repos/acme/app", server.api_url());
     let latest = get(&format!("{api}/releases/latest"), &[]).json();
     assert_eq!(latest["tag_name"], "v1.1.1");
@@ -134,7 +134,7 @@ fn latest_skips_prereleases_and_pins_work() {
 
 #[test]
 fn latest_is_by_commit_date_not_version() {
-    let git = crate::util::Git::init();
+    let git = crate::util::GitRepo::new();
     git.write("f", b"1");
     git.commit_all("one", T0);
     git.run(&["tag", "v2.0.0"]);
@@ -150,7 +150,7 @@ fn latest_is_by_commit_date_not_version() {
     for tag in ["v1.2", "v1.10", "v1.9"] {
         git.run(&["tag", tag]);
     }
-    let server = serve(&git.path);
+    let server = serve(git.path());
     let api = format!("{}/repos/o/r", server.api_url());
     let list = get(&format!("{api}/releases"), &[]).json();
     assert_eq!(
@@ -164,12 +164,69 @@ fn latest_is_by_commit_date_not_version() {
 }
 
 #[test]
+fn a_semver_pre_release_part_makes_a_prerelease() {
+    let git = crate::util::GitRepo::new();
+    git.write("f", b"1");
+    git.commit_all("one", T0);
+    git.run(&["tag", "v1.0.0"]);
+    // Newer commits, tagged without the word "prerelease" anywhere.
+    for (i, tag) in ["v2.0.0-rc1", "v2.0.0-preview", "v2.0.0-beta.2+build.7"]
+        .into_iter()
+        .enumerate()
+    {
+        git.write("f", tag.as_bytes());
+        git.commit_all(tag, T0 + 60 * (i as i64 + 1));
+        if i == 1 {
+            git.run(&["tag", "-a", tag, "-m", "Release candidate"]);
+        } else {
+            git.run(&["tag", tag]);
+        }
+    }
+    git.write("f", b"build metadata only");
+    git.commit_all("final", T0 + 600);
+    git.run(&["tag", "v2.0.0+build.8"]);
+    let server = serve(git.path());
+    let api = format!("{}/repos/o/r", server.api_url());
+    let list = get(&format!("{api}/releases"), &[]).json();
+    let flags: Vec<(String, bool)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["tag_name"].as_str().unwrap().to_string(),
+                r["prerelease"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let flag = |tag: &str| flags.iter().find(|(t, _)| t == tag).unwrap().1;
+    assert!(flag("v2.0.0-rc1"));
+    assert!(flag("v2.0.0-preview"));
+    assert!(flag("v2.0.0-beta.2+build.7"));
+    assert!(
+        !flag("v2.0.0+build.8"),
+        "build metadata is not a pre-release"
+    );
+    assert!(!flag("v1.0.0"));
+    assert_eq!(
+        get(&format!("{api}/releases/latest"), &[]).json()["tag_name"],
+        "v2.0.0+build.8"
+    );
+    // Without the final release, latest skips every pre-release back to v1.0.0.
+    git.run(&["tag", "-d", "v2.0.0+build.8"]);
+    assert_eq!(
+        get(&format!("{api}/releases/latest"), &[]).json()["tag_name"],
+        "v1.0.0"
+    );
+}
+
+#[test]
 fn latest_is_404_without_releases() {
-    let git = crate::util::Git::init();
+    let git = crate::util::GitRepo::new();
     git.write("f", b"1");
     git.commit_all("one", T0);
     git.run(&["tag", "-a", "v1.0.0-rc1", "-m", "PRERELEASE"]);
-    let server = serve(&git.path);
+    let server = serve(git.path());
     let api = format!("{}/repos/o/r", server.api_url());
     assert_eq!(get(&format!("{api}/releases/latest"), &[]).status, 404);
     assert_eq!(
@@ -181,7 +238,7 @@ fn latest_is_404_without_releases() {
 #[test]
 fn releases_paginate_with_link_headers() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let api = format!("{}/repos/acme/app", server.api_url());
     let first = get(&format!("{api}/releases?per_page=2"), &[]);
     assert_eq!(tags_of(&first.json()), ["v2.0.0-rc.1", "v1.1.1"]);
@@ -221,7 +278,7 @@ fn releases_paginate_with_link_headers() {
 #[test]
 fn refs_tell_lightweight_from_annotated() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let api = format!("{}/repos/acme/app", server.api_url());
 
     let main = get(&format!("{api}/git/ref/heads/main"), &[]).json();
@@ -256,7 +313,7 @@ fn refs_tell_lightweight_from_annotated() {
     assert_eq!(tag["tag"], "v1.1.0");
     assert_eq!(tag["message"], "Release 1.1\n");
     assert_eq!(tag["tagger"]["name"], "Test User");
-    assert_eq!(tag["tagger"]["email"], "test@example.com");
+    assert_eq!(tag["tagger"]["email"], "test@ota.invalid");
     assert_eq!(tag["tagger"]["date"], ISO_T0_10);
     assert_eq!(tag["object"]["type"], "commit");
     assert_eq!(tag["object"]["sha"], s.c2.as_str());
@@ -312,7 +369,7 @@ fn refs_tell_lightweight_from_annotated() {
 
 /// `git ls-tree -r -t -l` as (mode, type, sha, size, path), in git's order.
 fn git_ls_tree(
-    git: &crate::util::Git,
+    git: &crate::util::GitRepo,
     treeish: &str,
     recursive: bool,
 ) -> Vec<(String, String, String, Option<u64>, String)> {
@@ -357,7 +414,7 @@ fn entries(tree: &Value) -> Vec<(String, String, String, Option<u64>, String)> {
 #[test]
 fn trees_match_git_ls_tree() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let api = format!("{}/repos/acme/app", server.api_url());
     let tree_sha = s.git.rev(&format!("{}^{{tree}}", s.c1));
 
@@ -418,7 +475,7 @@ fn trees_match_git_ls_tree() {
 #[test]
 fn big_trees_are_truncated() {
     let s = sample();
-    let mut options = Options::new(&s.git.path);
+    let mut options = Options::new(s.git.path());
     options.max_tree_entries = Some(5);
     let server = Server::start(options).unwrap();
     let api = format!("{}/repos/acme/app", server.api_url());
@@ -435,7 +492,7 @@ fn big_trees_are_truncated() {
 #[test]
 fn blobs_in_base64_or_raw() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let api = format!("{}/repos/acme/app", server.api_url());
     let big: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
     s.git.write("big.bin", &big);
@@ -469,7 +526,7 @@ fn blobs_in_base64_or_raw() {
 #[test]
 fn commits_by_any_name_and_the_sha_media_type() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let api = format!("{}/repos/acme/app", server.api_url());
     let sha_accept = [("Accept", "application/vnd.github.sha")];
     for (name, expected) in [
@@ -528,7 +585,7 @@ fn commits_by_any_name_and_the_sha_media_type() {
 #[test]
 fn json_responses_have_etags_and_answer_304() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let url = format!("{}/repos/acme/app/releases/latest", server.api_url());
     let first = get(&url, &[]);
     let etag = first.header("etag").unwrap().to_string();
@@ -551,7 +608,7 @@ fn json_responses_have_etags_and_answer_304() {
 #[test]
 fn head_answers_headers_only() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let url = format!("{}/repos/acme/app/releases", server.api_url());
     let full = get(&url, &[]);
     let h = head(&url, &[]);
@@ -567,7 +624,7 @@ fn head_answers_headers_only() {
 #[test]
 fn rate_limit_headers_on_api_only() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let a = get(
         &format!("{}/repos/acme/app/releases", server.api_url()),
         &[],
@@ -611,7 +668,7 @@ fn rate_limit_headers_on_api_only() {
 #[test]
 fn requests_without_user_agent_are_refused() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let addr = server.addr();
     let (status, text) = raw_http(
         addr,
@@ -635,18 +692,21 @@ fn requests_without_user_agent_are_refused() {
 #[test]
 fn token_makes_the_repository_private() {
     let s = sample();
-    let mut options = Options::new(&s.git.path);
+    let mut options = Options::new(s.git.path());
     options.token = Some("s3cret".to_string());
     let server = Server::start(options).unwrap();
     let api = format!("{}/repos/acme/app", server.api_url());
     let raw = format!("{}/acme/app/main/README.md", server.raw_url());
     for url in [format!("{api}/releases/latest"), raw.clone(), api.clone()] {
-        assert_eq!(get(&url, &[]).status, 404, "{url}");
-        assert_eq!(
-            get(&url, &[("Authorization", "Bearer wrong")]).status,
-            404,
-            "{url}"
-        );
+        // GitHub's 401 and its JSON error shape.
+        let none = get(&url, &[]);
+        assert_eq!(none.status, 401, "{url}");
+        assert_eq!(none.json()["message"], "Requires authentication", "{url}");
+        assert_eq!(none.json()["status"], "401", "{url}");
+        assert!(none.json()["documentation_url"].is_string(), "{url}");
+        let wrong = get(&url, &[("Authorization", "Bearer wrong")]);
+        assert_eq!(wrong.status, 401, "{url}");
+        assert_eq!(wrong.json()["message"], "Bad credentials", "{url}");
         assert_eq!(
             get(&url, &[("Authorization", "Bearer s3cret")]).status,
             200,
@@ -667,7 +727,7 @@ fn token_makes_the_repository_private() {
 #[test]
 fn owner_and_name_are_checked_when_configured() {
     let s = sample();
-    let mut options = Options::new(&s.git.path);
+    let mut options = Options::new(s.git.path());
     options.owner = Some("Acme".to_string());
     options.name = Some("app".to_string());
     let server = Server::start(options).unwrap();
@@ -708,7 +768,7 @@ fn owner_and_name_are_checked_when_configured() {
 #[test]
 fn urls_follow_the_host_the_client_used() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let port = server.addr().port();
     let r = get(
         &format!("http://localhost:{port}/repos/acme/app/releases/latest"),
@@ -735,7 +795,7 @@ fn urls_follow_the_host_the_client_used() {
 #[test]
 fn odd_host_headers_fall_back_to_the_socket_address() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let addr = server.addr();
     for request in [
         "GET /repos/o/r/releases/latest HTTP/1.1\r\nHost: evil>; rel=\"x\r\nUser-Agent: t\r\nConnection: close\r\n\r\n",

@@ -33,7 +33,7 @@ fn server_with_assets(
     let s = sample();
     let dir = tempfile::tempdir().unwrap();
     let app = write_assets(dir.path());
-    let mut options = Options::new(&s.git.path);
+    let mut options = Options::new(s.git.path());
     options.assets = Some(dir.path().to_path_buf());
     options.redirect_assets = redirect;
     options.token = token.map(str::to_string);
@@ -184,6 +184,6 @@ fn asset_redirects_to_another_host_name() {
     let download = release["assets"][0]["browser_download_url"]
         .as_str()
         .unwrap();
-    assert_eq!(get(download, &[]).status, 404);
+    assert_eq!(get(download, &[]).status, 401);
     assert_eq!(get(download, &[auth]).status, 200);
 }

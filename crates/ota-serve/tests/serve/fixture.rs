@@ -1,32 +1,11 @@
 //! `RepoWriter`, cross-checked with the `git` CLI and served.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 
 use ota_serve::fixture::{FileSpec, RepoWriter};
+use test_git::run_in as git;
 
 use crate::util::{T0, get, serve};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("--git-dir")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .trim_end()
-        .to_string()
-}
 
 fn file(bytes: &[u8]) -> FileSpec {
     FileSpec::File {

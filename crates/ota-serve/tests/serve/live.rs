@@ -11,7 +11,7 @@ use crate::util::{T0, get, serve};
 #[test]
 fn tags_and_commits_pushed_while_running_appear_at_once() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let api = format!("{}/repos/acme/app", server.api_url());
     assert_eq!(get(&format!("{api}/releases/tags/v3.0.0"), &[]).status, 404);
     let sha = [("Accept", "application/vnd.github.sha")];
@@ -73,7 +73,7 @@ fn bare_repositories_serve_the_same() {
         .text(),
         "feature\n"
     );
-    let git_dir = s.git.path.join(".git");
+    let git_dir = s.git.path().join(".git");
     let via_git_dir = serve(&git_dir);
     assert_eq!(
         get(
@@ -94,15 +94,15 @@ fn start_fails_fast_on_a_bad_repository() {
     assert!(matches!(err, ota_serve::Error::OpenRepo { .. }), "{err}");
 
     let s = sample();
-    let mut options = Options::new(&s.git.path);
+    let mut options = Options::new(s.git.path());
     options.assets = Some(dir.path().join("no-assets"));
     assert!(matches!(
         Server::start(options).unwrap_err(),
         ota_serve::Error::Assets { .. }
     ));
 
-    let first = serve(&s.git.path);
-    let mut options = Options::new(&s.git.path);
+    let first = serve(s.git.path());
+    let mut options = Options::new(s.git.path());
     options.addr = first.addr();
     assert!(matches!(
         Server::start(options).unwrap_err(),
@@ -118,7 +118,7 @@ fn concurrent_clients_get_correct_bodies() {
         .collect();
     s.git.write("big.bin", &big);
     s.git.commit_all("big", T0);
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let api = server.api_url();
     let raw = server.raw_url();
     let expected_tree = get(&format!("{api}/repos/o/r/git/trees/main?recursive=1"), &[]).body;
@@ -162,7 +162,7 @@ fn concurrent_clients_get_correct_bodies() {
 fn idle_and_slow_connections_do_not_block_others() {
     use std::io::Write;
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let mut idle: Vec<std::net::TcpStream> = (0..64)
         .map(|_| std::net::TcpStream::connect(server.addr()).unwrap())
         .collect();

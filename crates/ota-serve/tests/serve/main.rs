@@ -4,6 +4,7 @@
 
 mod api;
 mod assets;
+mod demo;
 mod faults;
 mod fixture;
 mod live;
@@ -11,7 +12,7 @@ mod raw;
 mod stats;
 mod util;
 
-use util::{Git, T0};
+use util::{GitRepo, T0};
 
 /// The SHA a gitlink in the sample repository points at (it need not exist).
 pub(crate) const SUBMODULE_SHA: &str = "1111111111111111111111111111111111111111";
@@ -27,7 +28,7 @@ pub(crate) const SUBMODULE_SHA: &str = "1111111111111111111111111111111111111111
 ///
 /// All commits have the same committer time, so release order comes from the version tie-break.
 pub(crate) struct Sample {
-    pub(crate) git: Git,
+    pub(crate) git: GitRepo,
     pub(crate) c1: String,
     pub(crate) c2: String,
     pub(crate) c3: String,
@@ -35,17 +36,17 @@ pub(crate) struct Sample {
 }
 
 pub(crate) fn sample() -> Sample {
-    let git = Git::init();
+    let git = GitRepo::new();
     git.write("README.md", b"hello\n");
     git.write("bin/run.sh", b"#!/bin/sh\necho hi\n");
     git.write("empty.txt", b"");
     git.write("docs/guide/intro.md", b"intro\n");
-    git.write("data.bin", &[0, 159, 146, 150, 255, 0, 1]);
+    git.write("data.bin", [0, 159, 146, 150, 255, 0, 1]);
     git.write("with space.txt", b"spaced\n");
-    std::os::unix::fs::symlink("README.md", git.path.join("link")).unwrap();
+    std::os::unix::fs::symlink("README.md", git.path().join("link")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
-        git.path.join("bin/run.sh"),
+        git.path().join("bin/run.sh"),
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
@@ -57,7 +58,7 @@ pub(crate) fn sample() -> Sample {
         &format!("160000,{SUBMODULE_SHA},vendor/sub"),
     ]);
     // An empty directory keeps git from treating the unpopulated submodule as deleted.
-    std::fs::create_dir_all(git.path.join("vendor/sub")).unwrap();
+    std::fs::create_dir_all(git.path().join("vendor/sub")).unwrap();
     git.run(&["commit", "-q", "-m", "first"]);
     let c1 = git.rev("HEAD");
     git.run(&["tag", "v1.0.0"]);

@@ -21,7 +21,7 @@ fn etag_of(bytes: &[u8]) -> String {
 #[test]
 fn raw_files_by_branch_tag_and_sha() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let raw = format!("{}/acme/app", server.raw_url());
 
     let r = get(&format!("{raw}/main/README.md"), &[]);
@@ -80,7 +80,7 @@ fn raw_files_by_branch_tag_and_sha() {
 #[test]
 fn traversal_segments_are_refused() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let addr = server.addr();
     assert_eq!(raw_get(addr, "/raw/acme/app/main/README.md").0, 200);
     for path in [
@@ -103,7 +103,7 @@ fn traversal_segments_are_refused() {
 #[test]
 fn ranges_and_if_range() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let url = format!("{}/acme/app/main/README.md", server.raw_url());
     // "hello v3\n" is 9 bytes.
     for (range, body, content_range) in [
@@ -152,7 +152,7 @@ fn gzip_when_allowed_and_no_range() {
     let big = "line of text that compresses well\n".repeat(500);
     s.git.write("big.txt", big.as_bytes());
     s.git.commit_all("big", crate::util::T0);
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let addr = server.addr();
     let path = "/raw/acme/app/main/big.txt";
 
@@ -203,7 +203,7 @@ fn gzip_when_allowed_and_no_range() {
 #[test]
 fn head_on_raw_files() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let url = format!("{}/acme/app/main/README.md", server.raw_url());
     let h = head(&url, &[]);
     assert_eq!(h.status, 200);

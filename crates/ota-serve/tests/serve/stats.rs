@@ -8,7 +8,7 @@ use crate::util::{get, serve};
 #[test]
 fn counts_requests_bytes_and_not_modified() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let api = format!("{}/repos/acme/app", server.api_url());
     let raw = format!("{}/acme/app", server.raw_url());
     assert_eq!(server.stats().requests, 0);
@@ -83,7 +83,7 @@ fn counts_requests_bytes_and_not_modified() {
 #[test]
 fn head_and_query_strings_are_recorded() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let url = format!("{}/repos/acme/app/releases?per_page=1", server.api_url());
     crate::util::head(&url, &[]);
     let stats = server.stats();
@@ -96,7 +96,7 @@ fn head_and_query_strings_are_recorded() {
 #[test]
 fn stats_endpoint_is_not_counted() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     get(
         &format!("{}/acme/app/main/README.md", server.raw_url()),
         &[],
@@ -135,7 +135,7 @@ fn asset_requests_are_their_own_class() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("v1.0.0")).unwrap();
     std::fs::write(dir.path().join("v1.0.0/a.bin"), vec![7u8; 1000]).unwrap();
-    let mut options = ota_serve::Options::new(&s.git.path);
+    let mut options = ota_serve::Options::new(s.git.path());
     options.assets = Some(dir.path().to_path_buf());
     let server = ota_serve::Server::start(options).unwrap();
     let release = get(
@@ -159,7 +159,7 @@ fn asset_requests_are_their_own_class() {
 #[test]
 fn wire_bytes_are_exactly_what_crossed_the_socket() {
     let s = sample();
-    let server = serve(&s.git.path);
+    let server = serve(s.git.path());
     let addr = server.addr();
     let requests = [
         format!(

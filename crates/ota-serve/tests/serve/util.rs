@@ -1,121 +1,15 @@
-//! Test helpers: git repositories built with the real `git` CLI (an independent writer, so
-//! reader bugs are not mirrored), a small HTTP client, and raw-socket requests for what a
-//! well-behaved client library refuses to send.
+//! Test helpers: git repositories built with the real `git` CLI (`test_git`, shared with ota's
+//! tests: an independent writer, so reader bugs are not mirrored), a small HTTP client, and
+//! raw-socket requests for what a well-behaved client library refuses to send.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use ota_serve::{Options, Server};
 
-/// A fixed time for commits: 2023-11-14T22:13:20Z.
-pub const T0: i64 = 1_700_000_000;
-
-/// A scratch git repository driven by the `git` CLI with an isolated configuration.
-pub struct Git {
-    _dir: tempfile::TempDir,
-    pub path: PathBuf,
-    home: PathBuf,
-}
-
-impl Git {
-    /// `git init` with a work tree and `main` as the initial branch.
-    pub fn init() -> Git {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("home");
-        let path = dir.path().join("repo");
-        std::fs::create_dir_all(&home).unwrap();
-        std::fs::create_dir_all(&path).unwrap();
-        let git = Git {
-            _dir: dir,
-            path,
-            home,
-        };
-        git.run(&["init", "-q"]);
-        git
-    }
-
-    fn command(&self, time: i64) -> Command {
-        let mut cmd = Command::new("git");
-        cmd.current_dir(&self.path)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_DATE", format!("@{time} +0000"))
-            .env("GIT_COMMITTER_DATE", format!("@{time} +0000"))
-            .args([
-                "-c",
-                "user.name=Test User",
-                "-c",
-                "user.email=test@example.com",
-                "-c",
-                "init.defaultBranch=main",
-                "-c",
-                "commit.gpgsign=false",
-                "-c",
-                "tag.gpgsign=false",
-                "-c",
-                "core.autocrlf=false",
-                "-c",
-                "protocol.file.allow=always",
-            ]);
-        cmd
-    }
-
-    /// Runs git at time `T0` and returns its trimmed stdout; panics with stderr on failure.
-    pub fn run(&self, args: &[&str]) -> String {
-        self.run_at(T0, args)
-    }
-
-    /// Runs git with author and committer dates set to `time`.
-    pub fn run_at(&self, time: i64, args: &[&str]) -> String {
-        let output = self.command(time).args(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .trim_end()
-            .to_string()
-    }
-
-    /// Writes a file into the work tree (creating directories).
-    pub fn write(&self, path: &str, bytes: &[u8]) {
-        let full = self.path.join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(full, bytes).unwrap();
-    }
-
-    /// `git add -A && git commit` at `time`; returns the commit SHA.
-    pub fn commit_all(&self, message: &str, time: i64) -> String {
-        self.run_at(time, &["add", "-A"]);
-        self.run_at(time, &["commit", "-q", "--allow-empty", "-m", message]);
-        self.run(&["rev-parse", "HEAD"])
-    }
-
-    pub fn rev(&self, name: &str) -> String {
-        self.run(&["rev-parse", name])
-    }
-
-    /// A bare clone of this repository, in a new temporary directory.
-    pub fn bare_clone(&self) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("bare.git");
-        self.run(&[
-            "clone",
-            "-q",
-            "--bare",
-            self.path.to_str().unwrap(),
-            target.to_str().unwrap(),
-        ]);
-        (dir, target)
-    }
-}
+pub use test_git::{GitRepo, T0};
 
 /// Starts a server on the repository at `path` with default options.
 pub fn serve(path: &Path) -> Server {

@@ -1,19 +1,19 @@
-//! `ota demo`: the whole job on one machine, with nothing to set up.
+//! `ota-serve demo`: the whole job on one machine, with nothing to set up.
 //!
-//! Builds a sample application repository with two releases, serves it with `ota serve` on
-//! 127.0.0.1, installs v1.0.0 into a device folder, publishes v2.0.0, updates, and prints
-//! what happened at each step.
+//! Builds a sample application repository with two releases, serves it on 127.0.0.1, installs
+//! v1.0.0 into a device folder with the `ota` library (what the `ota` binary calls), publishes
+//! v2.0.0, updates, and prints what happened at each step.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use ota::Action;
+use ota::ReleaseId;
 use ota::config::Config;
-use ota::{Check, Updater};
+use ota::{Check, Outcome, Updater};
 use ota_serve::fixture::{FileSpec, RepoWriter};
 use ota_serve::{Options, Server};
-
-use crate::print;
 
 /// Commit times of the two releases (fixed, so runs are reproducible).
 const V1_TIME: i64 = 1_767_225_600; // 2026-01-01
@@ -43,8 +43,8 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     repo.set_head("main")?;
     println!("   {} ({} files)", repo_dir.display(), files.len());
 
-    step("2. Serving it over a GitHub-compatible API (ota serve)");
-    let server = Server::start(Options::new(&repo_dir)).context("starting ota serve")?;
+    step("2. Serving it over a GitHub-compatible API (ota-serve)");
+    let server = Server::start(Options::new(&repo_dir)).context("starting the server")?;
     println!(
         "   api_url = {}\n   raw_url = {}",
         server.api_url(),
@@ -64,7 +64,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     step("4. First install (ota update)");
     server.reset_stats();
     let outcome = updater()?.update(Default::default())?;
-    print::outcome(&outcome, false)?;
+    outcome_lines(&outcome);
     served(&server);
 
     step("5. Publishing v2.0.0: one file edited, one added, one deleted");
@@ -74,7 +74,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     server.reset_stats();
     match updater()?.check()? {
         Check::Available { available, .. } => println!(
-            "   ota check: update available: {} (exit code 100)",
+            "   update available: {} (`ota check` exits 100)",
             available.ref_name
         ),
         Check::UpToDate(_) => anyhow::bail!("the new release was not seen"),
@@ -84,27 +84,70 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     step("6. Update (ota update): only what changed crosses the network");
     server.reset_stats();
     let outcome = updater()?.update(Default::default())?;
-    print::outcome(&outcome, false)?;
+    outcome_lines(&outcome);
     served(&server);
 
     step("7. Nothing new (ota update again)");
     server.reset_stats();
     let outcome = updater()?.update(Default::default())?;
-    print::outcome(&outcome, false)?;
+    outcome_lines(&outcome);
     served(&server);
 
     step("8. Status (ota status)");
-    print::status(&updater()?.status()?, false)?;
+    let status = updater()?.status()?;
+    match &status.installed {
+        Some(installed) => println!(
+            "   installed: {} ({} files)",
+            release(&installed.release),
+            installed.files.len()
+        ),
+        None => anyhow::bail!("nothing is installed after the update"),
+    }
+    match &status.last_error {
+        Some(error) => println!("   last error: {}", error.message),
+        None => println!("   last error: none"),
+    }
     println!("\n   The device folder holds:");
     list(&target, &target)?;
     if temp_kept(&root) {
         println!(
-            "\nEverything is in {}; try `ota status --config {}`.",
+            "\nEverything is in {}; try `ota status --config {}` (build ota with \
+             `cargo build --release --bin ota`).",
             root.display(),
             config_path.display()
         );
     }
     Ok(())
+}
+
+/// What an update did, in the words of `ota update`.
+fn outcome_lines(outcome: &Outcome) {
+    let report = outcome.report();
+    match outcome {
+        Outcome::UpToDate(r) => println!("   up to date: {}", release(&r.to)),
+        Outcome::Planned(r) => println!("   planned (dry run): {}", release(&r.to)),
+        Outcome::Updated(r) => match &r.from {
+            Some(from) => println!("   updated {} → {}", release(from), release(&r.to)),
+            None => println!("   installed {}", release(&r.to)),
+        },
+    }
+    if !matches!(outcome, Outcome::UpToDate(_)) {
+        let plan = &report.plan;
+        println!(
+            "   {} added, {} replaced, {} deleted, {} unchanged",
+            plan.count(Action::Add),
+            plan.count(Action::Replace),
+            plan.count(Action::Delete),
+            plan.unchanged,
+        );
+    }
+    for warning in &report.warnings {
+        println!("   warning: {warning}");
+    }
+}
+
+fn release(r: &ReleaseId) -> String {
+    format!("{} ({})", r.ref_name, r.channel)
 }
 
 fn step(title: &str) {
