@@ -422,15 +422,15 @@ impl Check<'_> {
             true => self.invalid(name, why),
             false => self.invalid(name, format_args!("is {value:?}, which {why}")),
         })?;
-        if url.scheme == "http" && !url.local {
+        if url.scheme() == "http" && !base_url::is_local(&url) {
             let token = if has_token { " and the token" } else { "" };
+            let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
             self.warnings.push(format!(
-                "`{name}` uses plain http:// to {}, which is not on the local network: \
-                 releases{token} travel unencrypted and can be altered on the way; use https://",
-                url.host
+                "`{name}` uses plain http:// to {host}, which is not on the local network: \
+                 releases{token} travel unencrypted and can be altered on the way; use https://"
             ));
         }
-        Ok(Some(url.normalized))
+        Ok(Some(base_url::normalized(&url)))
     }
 
     fn network(&mut self, n: file::Network) -> Result<NetworkConfig, ConfigError> {
