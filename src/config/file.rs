@@ -99,12 +99,11 @@ struct RangedVisitor<const LO: u64, const HI: u64>;
 
 impl<const LO: u64, const HI: u64> RangedVisitor<LO, HI> {
     fn check<E: de::Error>(n: i128) -> Result<Ranged<LO, HI>, E> {
-        match u64::try_from(n) {
-            Ok(n) if (LO..=HI).contains(&n) => Ok(Ranged(n)),
-            _ => Err(E::custom(format!(
-                "is {n}, but it must be between {LO} and {HI}"
-            ))),
-        }
+        let ranged = u64::try_from(n)
+            .ok()
+            .filter(|n| (LO..=HI).contains(n))
+            .map(Ranged);
+        ranged.ok_or_else(|| E::custom(format!("is {n}, but it must be between {LO} and {HI}")))
     }
 }
 
@@ -121,14 +120,6 @@ impl<const LO: u64, const HI: u64> Visitor<'_> for RangedVisitor<LO, HI> {
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
         Self::check(v.into())
-    }
-
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
-        Self::check(v)
-    }
-
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
-        Self::check(i128::try_from(v).unwrap_or(i128::MAX))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {

@@ -185,14 +185,14 @@ impl Format {
     /// The syntax of a file: JSON when its first non-blank character is `{` or, failing that,
     /// when its name ends in `.json`; TOML otherwise.
     pub fn detect(path: &Path, text: &str) -> Format {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let text = text.trim_start_matches('\u{feff}').trim_start();
         let json_name = path
             .extension()
-            .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
-        match text.trim_start().chars().next() {
-            Some('{') => Format::Json,
-            _ if json_name => Format::Json,
-            _ => Format::Toml,
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if text.starts_with('{') || json_name {
+            Format::Json
+        } else {
+            Format::Toml
         }
     }
 }
