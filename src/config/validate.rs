@@ -31,8 +31,8 @@ pub(super) struct Check<'a> {
 }
 
 /// What a key holds: the hint of an error saying it is missing or a placeholder.
-fn what(name: &str) -> Option<&'static str> {
-    Some(match name {
+fn what(name: &str) -> &'static str {
+    match name {
         "source.owner" => "the GitHub user or organisation that owns the repository",
         "source.repo" => "the name of the repository",
         "source.token" | TOKEN_ENV => {
@@ -42,14 +42,16 @@ fn what(name: &str) -> Option<&'static str> {
         "branch" => "the branch the developer channel follows",
         "tag" => "the release tag to install, or remove it to follow the latest release",
         "target_dir" => "the directory ota keeps up to date",
-        _ => return None,
-    })
+        _ => "the real value",
+    }
 }
 
-/// A token placeholder as an error may show it: only when it cannot be a real token pasted
-/// into a template (`<ghp_…>`).
-fn shown_secret(secret: &str) -> Option<&str> {
-    (secret.len() <= 40 && !secret.chars().any(|c| c.is_ascii_digit())).then_some(secret)
+/// A placeholder as an error may show it: a token's only when it cannot be a real token
+/// pasted into a template (`<ghp_…>`).
+fn shown<'v>(name: &str, value: &'v str) -> Option<&'v str> {
+    let secret = matches!(name, "source.token" | "source.token_file" | TOKEN_ENV);
+    let safe = value.len() <= 40 && !value.chars().any(|c| c.is_ascii_digit());
+    (!secret || safe).then_some(value)
 }
 
 impl Check<'_> {
@@ -78,8 +80,7 @@ impl Check<'_> {
     }
 
     fn missing(&self, name: &str, example: &str) -> ConfigError {
-        let what = what(name).unwrap_or("its value");
-        let example = self.example(name, example);
+        let (what, example) = (what(name), self.example(name, example));
         self.invalid(
             name,
             format_args!("is missing: set it to {what}, e.g. {example}"),
@@ -91,24 +92,10 @@ impl Check<'_> {
         if !is_placeholder(value) {
             return Ok(());
         }
-        let secret = matches!(name, "source.token" | TOKEN_ENV);
-        let shown = if secret {
-            shown_secret(value)
-        } else {
-            Some(value)
-        };
-        let hint = what(name).map_or("replace it with the real value".to_owned(), |what| {
-            format!("set it to {what}")
-        });
         Err(ConfigError::Placeholder {
-            key: if name == TOKEN_ENV {
-                name
-            } else {
-                self.key(name)
-            }
-            .to_owned(),
-            value: shown.map(str::to_owned),
-            hint,
+            key: self.key(name).to_owned(),
+            value: shown(name, value).map(str::to_owned),
+            hint: format!("set it to {}", what(name)),
         })
     }
 
@@ -294,7 +281,7 @@ impl Check<'_> {
         let parts = parts.filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'));
         let bad = |c: &char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         let why = if value.is_empty() {
-            format!("is empty: set it to {}", what(name).unwrap_or_default())
+            format!("is empty: set it to {}", what(name))
         } else if let Some((owner, repo)) = parts {
             let (owner_key, repo_key) = (self.key("source.owner"), self.key("source.repo"));
             format!(
@@ -354,9 +341,8 @@ impl Check<'_> {
             self.no_placeholder(name, &secret)?;
         }
         let why = if is_placeholder(&secret) {
-            let shown = shown_secret(&secret)
-                .map(|s| format!(" `{s}`"))
-                .unwrap_or_default();
+            let shown = shown(name, &secret).map(|s| format!(" `{s}`"));
+            let shown = shown.unwrap_or_default();
             format!(
                 "{holder} still holds a placeholder{shown}: put a GitHub token that can read the \
                  repository in it"
