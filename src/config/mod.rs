@@ -305,7 +305,7 @@ fn parse_config(
         (read(text, format, false)?, Vec::new())
     };
     let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_owned());
-    let base_dir = validate::normalize(&base_dir);
+    let base_dir = path_clean::clean(base_dir);
     validate::Check {
         format,
         legacy,

@@ -2,7 +2,7 @@
 //! key's name in the error, and every default resolved.
 
 use std::fmt::Display;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, closest, leaf};
@@ -188,7 +188,8 @@ impl Check<'_> {
         }
     }
 
-    /// A directory path: absolute, lexically normalised.
+    /// A directory path: absolute, lexically normalised (`.` and `..` resolved without
+    /// touching the disk).
     fn path(&self, name: &str, value: &str) -> Result<PathBuf, ConfigError> {
         if value.trim().is_empty() {
             Err(self.invalid(name, "is empty; set it to a directory or remove it"))
@@ -199,7 +200,7 @@ impl Check<'_> {
             Err(self.invalid(name, format_args!("is {value:?}, {why}")))
         } else {
             self.no_placeholder(name, value)?;
-            Ok(normalize(&self.base_dir.join(value)))
+            Ok(path_clean::clean(self.base_dir.join(value)))
         }
     }
 
@@ -519,22 +520,6 @@ fn check_ref_name(name: &str, what: &str) -> Result<(), String> {
         Ok(_) => return Ok(()),
     };
     Err(format!("is not a valid git {what} name: {why}"))
-}
-
-/// Lexical normalisation: drops `.`, resolves `..` against the part before it (never above
-/// the root). Does not touch the disk.
-pub(super) fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
