@@ -116,11 +116,7 @@ pub(super) fn data_error(path: &str, message: &str, format: Format) -> ConfigErr
     let key = if path == "." { "" } else { path };
     let duplicate = message.strip_prefix("duplicate field `");
     if let Some(field) = duplicate.and_then(|m| m.strip_suffix('`')) {
-        let key = if key.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{key}.{field}")
-        };
+        let key = dotted(key, field);
         return ConfigError::invalid(&key, format!("`{key}` appears twice; keep one"));
     }
     let wrong_type = |key: &str, expected: &str, found: &str, hint: &str| {
@@ -187,10 +183,7 @@ pub(super) fn unknown_key(
     legacy: bool,
     format: Format,
 ) -> ConfigError {
-    let full = |name: &str| match section {
-        Some(section) => format!("{section}.{name}"),
-        None => name.to_owned(),
-    };
+    let full = |name: &str| dotted(section.unwrap_or_default(), name);
     let all = file::all_keys();
     let same_name = all.iter().find(|name| leaf(name) == key);
     let noun = match format {
@@ -235,6 +228,14 @@ pub(super) fn unknown_key(
     ConfigError::UnknownKey {
         key: full(key),
         hint,
+    }
+}
+
+/// `name` in the table `parent` (`""` at the top).
+fn dotted(parent: &str, name: &str) -> String {
+    match parent {
+        "" => name.to_owned(),
+        parent => format!("{parent}.{name}"),
     }
 }
 

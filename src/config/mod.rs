@@ -321,7 +321,7 @@ fn parse_config(
 /// the key's path. Parser messages give the position, never the text of the line (it may
 /// hold the token).
 fn read<T: DeserializeOwned>(text: &str, format: Format, legacy: bool) -> Result<T, ConfigError> {
-    let mut unknown: Vec<(Option<String>, String)> = Vec::new();
+    let mut unknown: Option<(Option<String>, String)> = None;
     let mut note = |path: serde_ignored::Path<'_>| {
         if let serde_ignored::Path::Map { parent, key } = path
             && !key.starts_with('_')
@@ -331,7 +331,7 @@ fn read<T: DeserializeOwned>(text: &str, format: Format, legacy: bool) -> Result
                 serde_ignored::Path::Root => None,
                 parent => Some(parent.to_string()),
             };
-            unknown.push((section, key));
+            unknown.get_or_insert((section, key));
         }
     };
     let syntax = |message: String| ConfigError::Syntax { format, message };
@@ -366,7 +366,7 @@ fn read<T: DeserializeOwned>(text: &str, format: Format, legacy: bool) -> Result
                 })
         }
     };
-    match unknown.into_iter().next() {
+    match unknown {
         Some((section, key)) => Err(error::unknown_key(section.as_deref(), &key, legacy, format)),
         None => result,
     }
