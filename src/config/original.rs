@@ -140,9 +140,9 @@ original_format! {
 }
 
 impl Original {
-    /// The new-format file this one means, and a warning for each key ota does not act on. `target_dir` defaults to the config's
-    /// folder (the caller's job). A leading `/` in a pattern is dropped, as the original
-    /// does: there, `/lib/` is the folder `lib`.
+    /// The new-format file this one means, and a warning for each key ota does not act on.
+    /// `target_dir` defaults to the config's folder (the caller's job). A leading `/` in a
+    /// pattern is dropped, as the original does: there, `/lib/` is the folder `lib`.
     pub(super) fn into_file(self) -> (File, Vec<String>) {
         let mut file = File::default();
         let warnings = self.fill(&mut file);
