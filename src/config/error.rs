@@ -1,6 +1,5 @@
-//! What a user reads when the config cannot be used: [`ConfigError`], and the hints that
-//! turn serde's findings (an ignored key, a type mismatch) into a sentence that says what to
-//! do.
+//! What a user reads when the config cannot be used: [`ConfigError`], and the sentences that
+//! turn serde's findings (an ignored key, a type mismatch) into what to do.
 
 use std::path::PathBuf;
 
@@ -54,28 +53,8 @@ pub enum ConfigError {
         /// What to do: the closest valid key, or the valid keys.
         hint: String,
     },
-    /// A value of the wrong type.
-    #[error("`{key}` must be {expected}, not {found}{hint}")]
-    WrongType {
-        /// The key.
-        key: String,
-        /// The type it must have, e.g. "an integer".
-        expected: &'static str,
-        /// The type it has.
-        found: &'static str,
-        /// How to fix it, if there is more to say (starts with `; `), or empty.
-        hint: String,
-    },
-    /// A required key is missing.
-    #[error("`{key}` is missing: {hint}")]
-    Missing {
-        /// The key.
-        key: String,
-        /// What to set it to, with an example.
-        hint: String,
-    },
     /// A value still holds a template's placeholder.
-    #[error("`{key}` still holds the placeholder{}: {hint}", shown(value))]
+    #[error("`{key}` still holds the placeholder{}: {hint}", value.as_ref().map(|v| format!(" `{v}`")).unwrap_or_default())]
     Placeholder {
         /// The key (or `OTA_TOKEN`).
         key: String,
@@ -85,7 +64,8 @@ pub enum ConfigError {
         /// What to set it to.
         hint: String,
     },
-    /// A value that cannot be used; the message names the key and says why.
+    /// A value that is missing, of the wrong type or cannot be used; the message names the
+    /// key and says what to do.
     #[error("{message}")]
     Invalid {
         /// The key.
@@ -103,47 +83,25 @@ pub enum ConfigError {
     },
 }
 
-/// A placeholder as the error shows it.
-fn shown(value: &Option<String>) -> String {
-    value
-        .as_ref()
-        .map(|value| format!(" `{value}`"))
-        .unwrap_or_default()
-}
-
 impl ConfigError {
     /// The key the error is about (as written in the file), if it is about one key.
     pub fn key(&self) -> Option<&str> {
         match self {
             ConfigError::UnknownKey { key, .. }
-            | ConfigError::WrongType { key, .. }
-            | ConfigError::Missing { key, .. }
             | ConfigError::Placeholder { key, .. }
             | ConfigError::Invalid { key, .. } => Some(key),
             ConfigError::InFile { error, .. } => error.key(),
-            ConfigError::Read { .. }
-            | ConfigError::TooLarge { .. }
-            | ConfigError::NotText { .. }
-            | ConfigError::Syntax { .. } => None,
+            _ => None,
         }
     }
 
     pub(super) fn invalid(key: &str, message: String) -> ConfigError {
-        ConfigError::Invalid {
-            key: key.to_owned(),
-            message,
-        }
+        let key = key.to_owned();
+        ConfigError::Invalid { key, message }
     }
 }
 
-/// What a table is called in a syntax.
-pub(super) fn table_noun(format: Format) -> &'static str {
-    match format {
-        Format::Toml => "table",
-        Format::Json => "object",
-    }
-}
-
+/// What a table is called in a syntax, with its article.
 fn a_table(format: Format) -> &'static str {
     match format {
         Format::Toml => "a table",
@@ -156,42 +114,37 @@ fn a_table(format: Format) -> &'static str {
 /// `message` serde's. Values are never copied from the message: a string may be the token.
 pub(super) fn data_error(path: &str, message: &str, format: Format) -> ConfigError {
     let key = if path == "." { "" } else { path };
-    if let Some(field) = message
-        .strip_prefix("duplicate field `")
-        .and_then(|m| m.strip_suffix('`'))
-    {
-        let key = if key.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{key}.{field}")
-        };
+    let duplicate = message.strip_prefix("duplicate field `");
+    if let Some(field) = duplicate.and_then(|m| m.strip_suffix('`')) {
+        let key = dotted(key, field);
         return ConfigError::invalid(&key, format!("`{key}` appears twice; keep one"));
     }
+    let wrong_type = |key: &str, expected: &str, found: &str, hint: &str| {
+        ConfigError::invalid(
+            key,
+            format!("`{key}` must be {expected}, not {found}{hint}"),
+        )
+    };
     // serde reads a table written as an array field by field: `source[0]` is `source`.
-    let tables = file::tables();
     if let Some((table, _)) = key
         .split_once('[')
-        .filter(|(t, _)| tables.iter().any(|(n, _)| n == t))
+        .filter(|(t, _)| file::table(t).is_some())
     {
-        return ConfigError::WrongType {
-            key: table.to_owned(),
-            expected: a_table(format),
-            found: "an array",
-            hint: String::new(),
-        };
+        return wrong_type(table, a_table(format), "an array", "");
     }
-    let Some((found, expected)) = message
-        .strip_prefix("invalid type: ")
-        .and_then(|m| m.rsplit_once(", expected "))
-    else {
+    let types = message.strip_prefix("invalid type: ");
+    let Some((found, expected)) = types.and_then(|m| m.rsplit_once(", expected ")) else {
         // A number out of its range says so itself ("is 500, but it must be between …").
         return ConfigError::invalid(key, format!("`{key}` {message}"));
     };
+    if key.is_empty() {
+        let message = "the document must be one object `{ … }` holding the keys".to_owned();
+        return ConfigError::Syntax { format, message };
+    }
     let found_kind = [
         ("boolean", "a boolean"),
         ("integer", "an integer"),
         ("floating point", "a number with a fraction"),
-        (QUOTED_NUMBER, "a string"),
         ("string", "a string"),
         ("character", "a string"),
         ("sequence", "an array"),
@@ -204,18 +157,11 @@ pub(super) fn data_error(path: &str, message: &str, format: Format) -> ConfigErr
     .find(|(prefix, _)| found.starts_with(prefix))
     .map_or("another type", |(_, kind)| kind);
     let expected = match expected {
-        "an integer" => "an integer",
-        "a string" => "a string",
+        "an integer" | "a string" => expected,
         "a sequence" => "an array of strings",
         _ if expected.starts_with("struct ") => a_table(format),
         _ => "another type",
     };
-    if key.is_empty() {
-        return ConfigError::Syntax {
-            format,
-            message: "the document must be one object `{ … }` holding the keys".to_owned(),
-        };
-    }
     let hint = match (expected, found_kind) {
         ("an integer", _) if found.starts_with(QUOTED_NUMBER) => {
             "; write the number without quotes"
@@ -226,12 +172,7 @@ pub(super) fn data_error(path: &str, message: &str, format: Format) -> ConfigErr
         (_, "a table") => "; a `[section]` header may be misplaced",
         _ => "",
     };
-    ConfigError::WrongType {
-        key: key.to_owned(),
-        expected,
-        found: found_kind,
-        hint: hint.to_owned(),
-    }
+    wrong_type(key, expected, found_kind, hint)
 }
 
 /// The error for a key that no struct reads: `section` is its table (`None` at the top),
@@ -242,14 +183,13 @@ pub(super) fn unknown_key(
     legacy: bool,
     format: Format,
 ) -> ConfigError {
-    let full = |name: &str| match section {
-        Some(section) => format!("{section}.{name}"),
-        None => name.to_owned(),
-    };
+    let full = |name: &str| dotted(section.unwrap_or_default(), name);
     let all = file::all_keys();
     let same_name = all.iter().find(|name| leaf(name) == key);
-    let tables = file::tables();
-    let noun = table_noun(format);
+    let noun = match format {
+        Format::Toml => "table",
+        Format::Json => "object",
+    };
     let hint = if let (false, Some(elsewhere)) = (legacy, same_name) {
         match elsewhere.split_once('.') {
             Some((table, _)) => {
@@ -257,7 +197,7 @@ pub(super) fn unknown_key(
             }
             None => format!("`{key}` belongs at the top level, not in a table"),
         }
-    } else if legacy && (same_name.is_some() || tables.iter().any(|(table, _)| *table == key)) {
+    } else if legacy && (same_name.is_some() || file::table(key).is_some()) {
         let new_name = same_name
             .filter(|name| leaf(name) != name.as_str())
             .map(|name| format!(" (as `{name}`)"))
@@ -275,26 +215,27 @@ pub(super) fn unknown_key(
         let known = match (legacy, section) {
             (true, _) => file::fields::<Original>(),
             (false, None) => file::fields::<file::File>(),
-            (false, Some(section)) => tables
-                .iter()
-                .find(|(table, _)| *table == section)
-                .map_or(&[][..], |(_, keys)| keys),
+            (false, Some(section)) => file::table(section).unwrap_or_default(),
         };
         match closest(key, known) {
             Some(close) => format!("did you mean `{}`?", full(close)),
-            None => format!(
-                "remove it; the keys allowed here are {}",
-                known
-                    .iter()
-                    .map(|k| format!("`{}`", full(k)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            None => {
+                let known: Vec<_> = known.iter().map(|k| format!("`{}`", full(k))).collect();
+                format!("remove it; the keys allowed here are {}", known.join(", "))
+            }
         }
     };
     ConfigError::UnknownKey {
         key: full(key),
         hint,
+    }
+}
+
+/// `name` in the table `parent` (`""` at the top).
+fn dotted(parent: &str, name: &str) -> String {
+    match parent {
+        "" => name.to_owned(),
+        parent => format!("{parent}.{name}"),
     }
 }
 

@@ -56,60 +56,28 @@ pub(super) struct Limits {
     pub max_tree_files: Option<Ranged<1, 10_000_000>>,
 }
 
-/// The tables of the new format, each with its keys.
-pub(super) fn tables() -> [(&'static str, &'static [&'static str]); 3] {
-    [
-        ("source", fields::<Source>()),
-        ("network", fields::<Network>()),
-        ("limits", fields::<Limits>()),
-    ]
+/// The keys of a table of the new format, if `name` is one.
+pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        "source" => Some(fields::<Source>()),
+        "network" => Some(fields::<Network>()),
+        "limits" => Some(fields::<Limits>()),
+        _ => None,
+    }
 }
 
 /// Every key of the new format, dotted (`source.owner`), in the order of the structs.
 pub(super) fn all_keys() -> Vec<String> {
-    let tables = tables();
-    let mut keys = Vec::new();
-    for key in fields::<File>() {
-        match tables.iter().find(|(table, _)| table == key) {
-            Some((table, inner)) => keys.extend(inner.iter().map(|k| format!("{table}.{k}"))),
-            None => keys.push((*key).to_owned()),
-        }
-    }
-    keys
+    let keys = fields::<File>().iter().map(|&key| match table(key) {
+        Some(inner) => inner.iter().map(|k| format!("{key}.{k}")).collect(),
+        None => vec![key.to_owned()],
+    });
+    keys.flatten().collect()
 }
 
-/// The keys a struct reads, as serde's derive hands them to `deserialize_struct`.
+/// The keys a struct reads, as serde's derive declares them.
 pub(super) fn fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
-    let mut fields: &'static [&'static str] = &[];
-    let _ = T::deserialize(Introspect(&mut fields));
-    fields
-}
-
-/// A deserializer with no data that records the field list it is asked for.
-struct Introspect<'a>(&'a mut &'static [&'static str]);
-
-impl<'de> Deserializer<'de> for Introspect<'_> {
-    type Error = de::value::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-        Err(de::Error::custom("only structs are introspected"))
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        fields: &'static [&'static str],
-        _: V,
-    ) -> Result<V::Value, Self::Error> {
-        *self.0 = fields;
-        Err(de::Error::custom("introspected"))
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
-        ignored_any
-    }
+    serde_aux::serde_introspection::serde_introspect::<T>()
 }
 
 /// A whole number from `LO` to `HI`, as a key's type: the range is declared with the key. A
@@ -131,12 +99,11 @@ struct RangedVisitor<const LO: u64, const HI: u64>;
 
 impl<const LO: u64, const HI: u64> RangedVisitor<LO, HI> {
     fn check<E: de::Error>(n: i128) -> Result<Ranged<LO, HI>, E> {
-        match u64::try_from(n) {
-            Ok(n) if (LO..=HI).contains(&n) => Ok(Ranged(n)),
-            _ => Err(E::custom(format!(
-                "is {n}, but it must be between {LO} and {HI}"
-            ))),
-        }
+        let ranged = u64::try_from(n)
+            .ok()
+            .filter(|n| (LO..=HI).contains(n))
+            .map(Ranged);
+        ranged.ok_or_else(|| E::custom(format!("is {n}, but it must be between {LO} and {HI}")))
     }
 }
 
@@ -153,14 +120,6 @@ impl<const LO: u64, const HI: u64> Visitor<'_> for RangedVisitor<LO, HI> {
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
         Self::check(v.into())
-    }
-
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
-        Self::check(v)
-    }
-
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
-        Self::check(i128::try_from(v).unwrap_or(i128::MAX))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {

@@ -1,17 +1,11 @@
-//! What to keep up to date, from where: the validated configuration.
-//!
-//! A config file is TOML, or JSON with the same keys; the original MicroPython updater's flat
-//! `ota_config.json` loads too. Every value is checked here, once, with the key's name in the
-//! error, and every default is resolved here: nothing downstream reads raw config values.
+//! What to keep up to date, from where: the validated configuration. Every value is checked
+//! here, once, and every default resolved: nothing downstream reads raw config values.
 //!
 //! One job per file: `file` is the new format as serde reads it (the one list of its keys),
 //! `original` the original's flat format mapped onto it, `validate` turns either into a
 //! [`Config`] (with `base_url` for the URLs), and `error` says what is wrong and what to do.
-//! A key no struct reads is an error that suggests the closest valid one, because a misspelt
-//! key silently falling back to its default is the kind of mistake that only shows on a
+//! An unknown key is an error, not a silent default: a misspelt key would only show on a
 //! device in the field.
-//!
-//! The reference below is also `docs/config-reference.md`, ready for the README.
 //!
 #![doc = include_str!("../../docs/config-reference.md")]
 
@@ -46,8 +40,7 @@ pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
 pub struct Config {
     /// The directory kept equal to the release (absolute).
     pub target_dir: PathBuf,
-    /// Where ota keeps its state, journal, stage and backups (absolute; on the target's
-    /// filesystem). Defaults to `<target_dir>/.ota`.
+    /// Where ota keeps its state, journal, stage and backups (absolute).
     pub state_dir: PathBuf,
     /// Which release to follow.
     pub channel: Channel,
@@ -59,8 +52,7 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Limits on what a release may hold (`[limits]`).
     pub limits: Limits,
-    /// Things worth telling the user that are not errors: keys of the original format that
-    /// ota does not act on, and the like. The CLI logs each one.
+    /// Things worth telling the user that are not errors; the CLI logs each one.
     pub warnings: Vec<String>,
 }
 
@@ -130,30 +122,27 @@ impl std::fmt::Display for Token {
     }
 }
 
-/// Network behaviour.
+/// Network behaviour (`[network]`; the reference gives each key's meaning and default).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct NetworkConfig {
-    /// Time allowed to open a connection (`connect_timeout_sec`, default 20).
+    /// `connect_timeout_sec`.
     pub connect_timeout: Duration,
-    /// Time allowed for one read or one request's headers without progress
-    /// (`http_timeout_sec`, default 20).
+    /// `http_timeout_sec`.
     pub http_timeout: Duration,
-    /// Attempts after the first for a failed request (`retries`, default 5).
+    /// `retries`: attempts after the first.
     pub retries: u32,
-    /// Base of the exponential backoff (`backoff_sec`, default 1).
+    /// `backoff_sec`: the first delay of the exponential backoff.
     pub backoff: Duration,
-    /// Cap of one backoff delay (`max_backoff_sec`, default 60).
+    /// `max_backoff_sec`.
     pub max_backoff: Duration,
-    /// Longest wait ota accepts for a rate-limit reset or a `retry-after` (`max_wait_sec`,
-    /// default 300); a longer one fails the check instead of waiting.
+    /// `max_wait_sec`: a longer rate-limit or `retry-after` wait fails the check instead.
     pub max_wait: Duration,
-    /// Deadline of one whole update, from the first request to the commit
-    /// (`update_timeout_sec`, default 3600).
+    /// `update_timeout_sec`: the deadline of one whole update.
     pub update_timeout: Duration,
-    /// Downloads run at once (`parallel`, default 4).
+    /// `parallel`: downloads run at once.
     pub parallel: usize,
-    /// The `User-Agent` of every request (`user_agent`, default `ota/VERSION`).
+    /// `user_agent`.
     pub user_agent: String,
 }
 
@@ -196,14 +185,14 @@ impl Format {
     /// The syntax of a file: JSON when its first non-blank character is `{` or, failing that,
     /// when its name ends in `.json`; TOML otherwise.
     pub fn detect(path: &Path, text: &str) -> Format {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let text = text.trim_start_matches('\u{feff}').trim_start();
         let json_name = path
             .extension()
-            .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
-        match text.trim_start().chars().next() {
-            Some('{') => Format::Json,
-            _ if json_name => Format::Json,
-            _ => Format::Toml,
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if text.starts_with('{') || json_name {
+            Format::Json
+        } else {
+            Format::Toml
         }
     }
 }
@@ -218,16 +207,24 @@ impl std::fmt::Display for Format {
 }
 
 impl Config {
-    /// Reads and validates a config file: JSON when its first non-blank character is `{` or
-    /// its name ends in `.json`, TOML otherwise (see [`Format::detect`]). Relative paths in it
-    /// resolve against the file's folder; the token may come from the `OTA_TOKEN` environment
-    /// variable. Errors carry the file's path.
+    /// Reads and validates a config file, in the [`Format`] it is [detected](Format::detect)
+    /// to have. Relative paths in it resolve against the file's folder; the token may come
+    /// from the `OTA_TOKEN` environment variable. Errors carry the file's path.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = read_config_file(path)?;
-        let absolute = std::path::absolute(path).map_err(|error| ConfigError::Read {
+        let read_error = |error| ConfigError::Read {
             path: path.to_owned(),
             error,
+        };
+        let text = read_capped(path, MAX_CONFIG_SIZE).map_err(|error| match error {
+            ReadError::Io(error) => read_error(error),
+            ReadError::TooLarge => ConfigError::TooLarge {
+                path: path.to_owned(),
+            },
+            ReadError::NotText => ConfigError::NotText {
+                path: path.to_owned(),
+            },
         })?;
+        let absolute = std::path::absolute(path).map_err(read_error)?;
         let base_dir = absolute.parent().unwrap_or(Path::new("/"));
         let format = Format::detect(path, &text);
         let in_file = |error| ConfigError::InFile {
@@ -261,25 +258,26 @@ impl Config {
     }
 }
 
-fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+/// Why a small file could not be read.
+enum ReadError {
+    Io(std::io::Error),
+    TooLarge,
+    NotText,
+}
+
+/// Reads a file of at most `max` bytes as UTF-8 text, and never more than that: a path may
+/// name a device or a pipe by mistake.
+fn read_capped(path: &Path, max: u64) -> Result<String, ReadError> {
     use std::io::Read as _;
-    let read_error = |error| ConfigError::Read {
-        path: path.to_owned(),
-        error,
-    };
-    let file = std::fs::File::open(path).map_err(read_error)?;
     let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_SIZE + 1)
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    file.take(max + 1)
         .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 > MAX_CONFIG_SIZE {
-        return Err(ConfigError::TooLarge {
-            path: path.to_owned(),
-        });
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge);
     }
-    String::from_utf8(bytes).map_err(|_| ConfigError::NotText {
-        path: path.to_owned(),
-    })
+    String::from_utf8(bytes).map_err(|_| ReadError::NotText)
 }
 
 /// Whether a file's mode lets users other than its owner and group read it.
@@ -301,21 +299,21 @@ fn parse_config(
     let top: BTreeMap<String, serde_json::Value> = read(text, format, false)?;
     let legacy =
         (top.contains_key("owner") || top.contains_key("repo")) && !top.contains_key("source");
-    let (file, written, warnings) = if legacy {
+    let (file, warnings) = if legacy {
         read::<original::Original>(text, format, true)?.into_file()
     } else {
-        (read(text, format, false)?, Vec::new(), Vec::new())
+        (read(text, format, false)?, Vec::new())
     };
     let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_owned());
-    let check = validate::Check {
+    let base_dir = path_clean::clean(base_dir);
+    validate::Check {
         format,
         legacy,
-        written,
-        base_dir: validate::normalize(&base_dir),
+        base_dir,
         env,
         warnings,
-    };
-    check.build(file)
+    }
+    .build(file)
 }
 
 /// Reads the text into `T`. A key `T` does not read is an error (the first one, with a hint),
@@ -323,7 +321,7 @@ fn parse_config(
 /// the key's path. Parser messages give the position, never the text of the line (it may
 /// hold the token).
 fn read<T: DeserializeOwned>(text: &str, format: Format, legacy: bool) -> Result<T, ConfigError> {
-    let mut unknown: Vec<(Option<String>, String)> = Vec::new();
+    let mut unknown: Option<(Option<String>, String)> = None;
     let mut note = |path: serde_ignored::Path<'_>| {
         if let serde_ignored::Path::Map { parent, key } = path
             && !key.starts_with('_')
@@ -333,7 +331,7 @@ fn read<T: DeserializeOwned>(text: &str, format: Format, legacy: bool) -> Result
                 serde_ignored::Path::Root => None,
                 parent => Some(parent.to_string()),
             };
-            unknown.push((section, key));
+            unknown.get_or_insert((section, key));
         }
     };
     let syntax = |message: String| ConfigError::Syntax { format, message };
@@ -368,7 +366,7 @@ fn read<T: DeserializeOwned>(text: &str, format: Format, legacy: bool) -> Result
                 })
         }
     };
-    match unknown.into_iter().next() {
+    match unknown {
         Some((section, key)) => Err(error::unknown_key(section.as_deref(), &key, legacy, format)),
         None => result,
     }

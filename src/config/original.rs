@@ -20,7 +20,7 @@ impl<'de> serde::Deserialize<'de> for Seen {
 macro_rules! original_format {
     (
         acted { $($key:ident: $ty:ty => $($path:ident).+,)* }
-        unused { $($unused:ident: $why:expr,)* }
+        unused { $($($unused:ident)|+: $why:expr,)* }
     ) => {
         /// The original's keys. Comment keys (`_…`, `//…`) are not fields: serde skips them
         /// and `read` does not count them as unknown.
@@ -28,24 +28,19 @@ macro_rules! original_format {
         #[serde(default)]
         pub(super) struct Original {
             $($key: Option<$ty>,)*
-            $($unused: Seen,)*
+            $($($unused: Seen,)+)*
         }
 
         impl Original {
-            /// Sets the new format's keys from the acted-on keys; returns, for each one set,
-            /// the new key and the key as written (for error messages).
-            fn fill(self, file: &mut File) -> (Vec<(&'static str, &'static str)>, Vec<String>) {
-                let mut written = Vec::new();
+            /// Sets the new format's keys from the acted-on keys; returns a warning for each
+            /// key ota does not act on.
+            fn fill(self, file: &mut File) -> Vec<String> {
                 $(if let Some(value) = self.$key {
                     file.$($path).+ = Some(value);
-                    written.push((stringify!($($path).+), stringify!($key)));
                 })*
-                let warnings = [$((stringify!($unused), self.$unused.0, $why),)*]
-                    .into_iter()
-                    .filter(|(_, seen, _)| *seen)
-                    .map(|(key, _, why)| format!("`{key}` is not used: {why}"))
-                    .collect();
-                (written, warnings)
+                let unused = [$($((stringify!($unused), self.$unused.0, $why),)+)*];
+                let unused = unused.into_iter().filter(|(_, seen, _)| *seen);
+                unused.map(|(key, _, why)| format!("`{key}` is not used: {why}")).collect()
             }
 
             /// The new format's key for `key`, if it is a key of the original ota acts on.
@@ -58,7 +53,8 @@ macro_rules! original_format {
 
             /// Why ota does not act on `key`, if it is such a key of the original.
             pub(super) fn why_unused(key: &str) -> Option<&'static str> {
-                [$((stringify!($unused), $why),)*].into_iter().find(|(k, _)| *k == key).map(|(_, why)| why)
+                let unused = [$($((stringify!($unused), $why),)+)*];
+                unused.into_iter().find(|(k, _)| *k == key).map(|(_, why)| why)
             }
         }
     };
@@ -98,18 +94,11 @@ original_format! {
         ssid: "ota uses the system's network connection; configure Wi-Fi in the operating system",
         password: "ota uses the system's network connection; configure Wi-Fi in the operating \
             system and remove the password from this file",
-        cellular_enabled: "ota uses the system's network connection, whatever the link; \
-            configure the modem in the operating system",
-        lora_enabled: "ota uses the system's network connection, whatever the link; configure \
-            the radio in the operating system",
-        battery_adc_pin: "ota reads no hardware pins; a later version reads the battery level \
-            from the operating system for `min_battery_percent`",
-        battery_divider_ratio: "ota reads no hardware pins; a later version reads the battery \
-            level from the operating system for `min_battery_percent`",
-        battery_v_min: "ota reads no hardware pins; a later version reads the battery level \
-            from the operating system for `min_battery_percent`",
-        battery_v_max: "ota reads no hardware pins; a later version reads the battery level \
-            from the operating system for `min_battery_percent`",
+        cellular_enabled | lora_enabled: "ota uses the system's network connection, whatever \
+            the link; configure the modem or the radio in the operating system",
+        battery_adc_pin | battery_divider_ratio | battery_v_min | battery_v_max: "ota reads no \
+            hardware pins; a later version reads the battery level from the operating system \
+            for `min_battery_percent`",
         min_cpu_mhz: "ota does not set the CPU clock; the operating system manages it",
         min_free_storage: "ota has no resource guards yet (a later version adds them); \
             meanwhile it refuses, before downloading, an update whose files do not fit on the \
@@ -134,33 +123,29 @@ original_format! {
             pin a `tag` (new format) on the devices that should wait",
         min_update_interval_sec: "ota has no schedule yet (a later version adds one); \
             meanwhile run it from a timer (a systemd timer or cron) at the interval you want",
-        update_window_start_hour: "ota has no update window yet (a later version adds one); \
-            meanwhile run it from a timer only in the hours you want",
-        update_window_end_hour: "ota has no update window yet (a later version adds one); \
-            meanwhile run it from a timer only in the hours you want",
+        update_window_start_hour | update_window_end_hour: "ota has no update window yet (a \
+            later version adds one); meanwhile run it from a timer only in the hours you want",
         error_history_limit: "ota keeps the last error only (`last_error.json` under \
             state_dir; a later version keeps a history)",
         max_crashes_before_delay: "ota has no crash delay yet (a later version adds one); \
             meanwhile let the service manager space restarts (`RestartSec=` in systemd)",
         max_update_attempts: "ota retries each request `retries` times; run it again later \
             (from a timer) to retry a whole update",
-        retry_backoff_sec: "retries back off from `backoff_sec` up to `max_backoff_sec`",
+        retry_backoff_sec | file_backoff_sec: "every request, downloads included, backs off \
+            from `backoff_sec` up to `max_backoff_sec`",
         file_retries: "each download is retried `retries` times like every request",
-        file_backoff_sec: "downloads back off from `backoff_sec` up to `max_backoff_sec` like \
-            every request",
         log_file: "ota logs to standard error; redirect it, or read it from the system journal",
         progress_callback: "ota logs its progress (more with `-v`)",
     }
 }
 
 impl Original {
-    /// The new-format file this one means, the keys as written (new key, flat key) and a
-    /// warning for each key ota does not act on. `target_dir` defaults to the config's
-    /// folder (the caller's job). A leading `/` in a pattern is dropped, as the original
-    /// does: there, `/lib/` is the folder `lib`.
-    pub(super) fn into_file(self) -> (File, Vec<(&'static str, &'static str)>, Vec<String>) {
+    /// The new-format file this one means, and a warning for each key ota does not act on.
+    /// `target_dir` defaults to the config's folder (the caller's job). A leading `/` in a
+    /// pattern is dropped, as the original does: there, `/lib/` is the folder `lib`.
+    pub(super) fn into_file(self) -> (File, Vec<String>) {
         let mut file = File::default();
-        let (written, warnings) = self.fill(&mut file);
+        let warnings = self.fill(&mut file);
         for list in [&mut file.allow, &mut file.ignore].into_iter().flatten() {
             for pattern in list.iter_mut() {
                 if let Some(relative) = pattern.strip_prefix('/') {
@@ -168,6 +153,6 @@ impl Original {
                 }
             }
         }
-        (file, written, warnings)
+        (file, warnings)
     }
 }
