@@ -500,8 +500,9 @@ pub fn is_placeholder(value: &str) -> bool {
         || (v.len() >= 3 && v.chars().all(|c| c == 'x'))
 }
 
-/// Checks a branch or tag name against git's ref-name rules (`git check-ref-format`, by
-/// gix-validate), plus no leading `-` (git refuses such branches, and they read as options).
+/// Checks a branch or tag name against git's ref-name rules (`git check-ref-format`), plus
+/// no leading `-` (git refuses such branches, and they read as options). Written out rather
+/// than taken from gix-validate, which would bring a `gix` crate into the device binary.
 /// Returns why it is not valid.
 fn check_ref_name(name: &str, what: &str) -> Result<(), String> {
     let full = if what == "branch" {
@@ -514,10 +515,30 @@ fn check_ref_name(name: &str, what: &str) -> Result<(), String> {
             "is a full ref; give the {what} name alone, {short:?}"
         ));
     }
-    let why = match gix_validate::reference::name_partial(name.into()) {
+    let bad_char = name.chars().find(|c| {
+        c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+    });
+    let parts = || name.split('/');
+    let why = match name {
+        "" => "it is empty".to_owned(),
+        "@" => "it is `@`, which git does not allow as a name".to_owned(),
         _ if name.starts_with('-') => "it starts with `-`".to_owned(),
-        Err(err) => err.to_string().replacen("Reference name", "the name", 1),
-        Ok(_) => return Ok(()),
+        _ if name.starts_with('/') || name.ends_with('/') => "it starts or ends with `/`".into(),
+        _ if name.ends_with('.') => "it ends with `.`".to_owned(),
+        _ if name.contains("..") => "it contains `..`".to_owned(),
+        _ if name.contains("@{") => "it contains `@{`".to_owned(),
+        _ if name.contains("//") => "it contains `//`".to_owned(),
+        _ if bad_char.is_some_and(|c| c.is_ascii_control()) => {
+            "it contains a control character".to_owned()
+        }
+        _ if bad_char.is_some() => format!("it contains {:?}", bad_char.unwrap_or_default()),
+        _ if parts().any(|part| part.starts_with('.')) => {
+            "it has a part that starts with `.`".to_owned()
+        }
+        _ if parts().any(|part| part.ends_with(".lock")) => {
+            "it has a part that ends with `.lock`".to_owned()
+        }
+        _ => return Ok(()),
     };
     Err(format!("is not a valid git {what} name: {why}"))
 }
