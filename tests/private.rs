@@ -84,11 +84,11 @@ fn without_the_right_token_ota_exits_1_and_installs_nothing() {
         let out = update(device, None);
         let shown = text(&out);
         assert_eq!(out.status.code(), Some(1), "{shown}");
-        // The refusal reaches the user (the message's advice is the client's business).
-        assert!(
-            shown.contains("401"),
-            "the error shows the refusal: {shown}"
-        );
+        // The refusal reaches the user, with the settings that supply a token.
+        for needle in ["401", "token", "token_file", "OTA_TOKEN"] {
+            assert!(shown.contains(needle), "the error names {needle}: {shown}");
+        }
+        assert!(!shown.contains("ghp_notTheRightToken"), "{shown}");
         assert!(device.tree().is_empty(), "nothing was installed: {shown}");
         assert!(
             server.stats().log.iter().all(|r| r.status == 401),
