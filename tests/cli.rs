@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 use ota_serve::fault::{Action, Fault};
 
-use crate::util::{Device, GitRepo, serve};
+use crate::util::{Device, GitRepo, repo_with_a_submodule, serve};
 
 /// The real `ota` binary for `device`, at the default log level (no `RUST_LOG`).
 fn ota(device: &Device, args: &[&str]) -> Command {
@@ -203,18 +203,7 @@ fn colour_only_on_a_terminal_without_no_color_or_a_dumb_term() {
 
 #[test]
 fn submodule_warnings_go_to_stderr_and_obey_quiet() {
-    let mut repo = GitRepo::new();
-    repo.write("main.py", "print(1)\n");
-    repo.commit("base");
-    let sha = repo.head();
-    repo.run(&[
-        "update-index",
-        "--add",
-        "--cacheinfo",
-        &format!("160000,{sha},vendor/lib"),
-    ]);
-    repo.run(&["commit", "-q", "-m", "submodule"]);
-    repo.tag("v1.0.0");
+    let repo = repo_with_a_submodule();
     let server = serve(repo.path());
     let warning = "warning: vendor/lib is a git submodule";
 

@@ -1,6 +1,6 @@
 //! Installing and updating: what lands on disk, and what it costs on the wire.
 
-use crate::util::{Device, GitRepo, Node, serve};
+use crate::util::{Device, GitRepo, Node, repo_with_a_submodule, serve};
 
 /// A small application at v1.0.0 (lightweight tag).
 fn app_v1() -> GitRepo {
@@ -227,18 +227,7 @@ fn a_symlink_leaving_the_target_rejects_the_update() {
 
 #[test]
 fn submodules_are_skipped_with_a_warning() {
-    let mut repo = GitRepo::new();
-    repo.write("main.py", "print(1)\n");
-    repo.commit("base");
-    let sha = repo.head();
-    repo.run(&[
-        "update-index",
-        "--add",
-        "--cacheinfo",
-        &format!("160000,{sha},vendor/lib"),
-    ]);
-    repo.run(&["commit", "-q", "-m", "submodule"]);
-    repo.tag("v1.0.0");
+    let repo = repo_with_a_submodule();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let out = device.ota_expect(&["update"], 0);

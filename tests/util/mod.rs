@@ -47,6 +47,23 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) {
     }
 }
 
+/// A repository whose release v1.0.0 holds `main.py` and a submodule at `vendor/lib`.
+pub fn repo_with_a_submodule() -> GitRepo {
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "print(1)\n");
+    repo.commit("base");
+    let sha = repo.head();
+    repo.run(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{sha},vendor/lib"),
+    ]);
+    repo.run(&["commit", "-q", "-m", "submodule"]);
+    repo.tag("v1.0.0");
+    repo
+}
+
 /// Serves `repo` on 127.0.0.1 with an ephemeral port.
 pub fn serve(repo: &Path) -> Server {
     serve_with(repo, |_| {})

@@ -91,20 +91,8 @@ impl GitRepo {
 
     /// Runs git with author and committer dates set to `time`.
     pub fn run_at(&self, time: i64, args: &[&str]) -> String {
-        let output = self
-            .command(time)
-            .args(args)
-            .output()
-            .expect("git runs (is it installed?)");
-        assert!(
-            output.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout)
-            .expect("git prints UTF-8")
-            .trim_end()
-            .to_string()
+        let output = self.command(time).args(args).output();
+        stdout_of(output, args)
     }
 
     /// Writes a file into the work tree (creating folders).
@@ -284,8 +272,14 @@ pub fn run_in(git_dir: &Path, args: &[&str]) -> String {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", git_dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git runs (is it installed?)");
+        .output();
+    stdout_of(output, args)
+}
+
+/// A git run's standard output without trailing whitespace; panics, naming the command and
+/// git's message, when git could not run or failed.
+fn stdout_of(output: std::io::Result<std::process::Output>, args: &[&str]) -> String {
+    let output = output.expect("git runs (is it installed?)");
     assert!(
         output.status.success(),
         "git {args:?} failed: {}",
