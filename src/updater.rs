@@ -12,6 +12,7 @@
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::{Channel, Config, SourceConfig};
@@ -160,8 +161,9 @@ pub struct Status {
 }
 
 /// Runs ota's commands for one configuration. One `Updater` can run any number of
-/// operations, one after the other or from several threads (the lock serialises the ones
-/// that change the target).
+/// operations, one after the other; called from several threads, its `check` and `update`
+/// calls take turns (and every command that changes the target also takes the state
+/// folder's lock, against other processes).
 pub struct Updater {
     config: Config,
     fs: Box<dyn Fs>,
@@ -169,10 +171,14 @@ pub struct Updater {
     dirs: StateDir,
     reserved: Vec<RelPath>,
     progress: Option<Box<ProgressFn>>,
+    /// Held by the operation under way: the source's deadline and counters are one per
+    /// updater, so operations from several threads take turns.
+    running: Mutex<()>,
 }
 
-/// One operation's start: its clock and the source's counters then.
-struct Operation {
+/// One operation under way: its turn, its clock and the source's counters at its start.
+struct Operation<'a> {
+    _turn: MutexGuard<'a, ()>,
     started: Instant,
     usage: Usage,
 }
@@ -205,6 +211,7 @@ impl Updater {
             dirs,
             reserved,
             progress: None,
+            running: Mutex::new(()),
         }
     }
 
@@ -232,12 +239,16 @@ impl Updater {
         &self.config
     }
 
-    /// Starts an operation: its own deadline, counted from now.
-    fn begin(&self) -> Operation {
+    /// Starts an operation, once the one under way (if any) has ended: its own deadline,
+    /// counted from now.
+    fn begin(&self) -> Operation<'_> {
+        // A poisoned lock only means an earlier operation panicked; the turn is still free.
+        let turn = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let started = Instant::now();
         self.source
             .start_operation(started + self.config.network.update_timeout);
         Operation {
+            _turn: turn,
             started,
             usage: self.source.usage(),
         }
@@ -251,7 +262,7 @@ impl Updater {
 
     /// Asks the source whether an update is available; changes nothing in the target.
     pub fn check(&self) -> Result<Check, Error> {
-        self.begin();
+        let _op = self.begin();
         let installed = self.installed_if_any()?;
         let available = self.resolve(installed.as_ref(), false)?;
         Ok(match self.reason(installed.as_ref(), &available) {

@@ -56,3 +56,48 @@ fn one_updater_serves_operation_after_operation_past_its_timeout() {
     assert_eq!(third.usage.api_requests, 1, "{:?}", third.usage);
     assert_eq!(third.usage.file_requests, 0);
 }
+
+/// Updates from several threads of one program take turns: each installs or finds the
+/// release up to date, and each report counts its own requests only.
+#[test]
+fn updates_from_several_threads_take_turns_and_count_their_own_requests() {
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "print(1)\n").write("lib/a.py", "A\n");
+    repo.commit("v1");
+    repo.tag("v1.0.0");
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    let updater = Updater::new(device.load_config());
+
+    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| updater.update(UpdateOptions::default()).unwrap()))
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    let installs: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Updated(report) => Some(report),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        installs.len(),
+        1,
+        "exactly one thread installs: {outcomes:?}"
+    );
+    assert_eq!(
+        installs[0].usage.file_requests, 2,
+        "{:?}",
+        installs[0].usage
+    );
+    for outcome in &outcomes {
+        if let Outcome::UpToDate(report) = outcome {
+            assert_eq!(report.usage.file_requests, 0, "{:?}", report.usage);
+            assert_eq!(report.usage.api_requests, 1, "{:?}", report.usage);
+        }
+    }
+}
