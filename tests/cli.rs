@@ -1,11 +1,11 @@
 //! What a person or a script sees of the `ota` binary: results on stdout through checked
 //! writes, one log format on stderr, colour only on a terminal, errors as JSON with `--json`.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use ota_serve::fault::{Action, Fault};
 
-use crate::util::{Device, GitRepo, repo_with_a_submodule, serve};
+use crate::util::{Device, GitRepo, on_a_terminal, repo_with_a_submodule, serve};
 
 /// The real `ota` binary for `device`, at the default log level (no `RUST_LOG`).
 fn ota(device: &Device, args: &[&str]) -> Command {
@@ -148,36 +148,6 @@ fn logs_in_a_pipe_have_one_format_and_no_colour() {
     );
     assert!(!stderr.contains('\x1b'), "{stderr:?}");
     assert_one_format(&stderr);
-}
-
-/// Runs `ota ARGS` on a pseudo-terminal (util-linux `script`) with `env`; returns what the
-/// terminal showed, or `None` when `script` is not installed.
-fn on_a_terminal(device: &Device, args: &str, env: &[(&str, &str)]) -> Option<String> {
-    let line = format!(
-        "'{}' {args} --config '{}'",
-        env!("CARGO_BIN_EXE_ota"),
-        device.config.display()
-    );
-    let mut cmd = Command::new("script");
-    cmd.args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::null())
-        .env_remove("RUST_LOG")
-        .env_remove("NO_COLOR")
-        .env_remove("OTA_TOKEN")
-        .env_remove("OTA_CONFIG")
-        .env("TERM", "xterm-256color");
-    for (key, value) in env {
-        cmd.env(key, value);
-    }
-    match cmd.output() {
-        Ok(out) if !out.stdout.is_empty() => {
-            Some(String::from_utf8_lossy(&out.stdout).into_owned())
-        }
-        other => {
-            eprintln!("skipped: `script` cannot give ota a terminal here: {other:?}");
-            None
-        }
-    }
 }
 
 #[test]

@@ -3,8 +3,20 @@
 use std::time::Duration;
 
 use ota::{Check, Outcome, UpdateOptions, UpdateReason, Updater};
+use ota_serve::Server;
 
 use crate::util::{Device, GitRepo, serve};
+
+/// A repository with release v1.0.0 (two files), served, and a device following it.
+fn release_v1() -> (GitRepo, Server, Device) {
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "print(1)\n").write("lib/a.py", "A\n");
+    repo.commit("v1");
+    repo.tag("v1.0.0");
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    (repo, server, device)
+}
 
 /// `update_timeout_sec` bounds each operation, not the `Updater`'s life: a daemon that
 /// built its updater long ago still checks and updates. (No timing is measured: with the
@@ -12,12 +24,7 @@ use crate::util::{Device, GitRepo, serve};
 /// update_timeout_sec".)
 #[test]
 fn one_updater_serves_operation_after_operation_past_its_timeout() {
-    let mut repo = GitRepo::new();
-    repo.write("main.py", "print(1)\n").write("lib/a.py", "A\n");
-    repo.commit("v1");
-    repo.tag("v1.0.0");
-    let server = serve(repo.path());
-    let device = Device::new(&server, "");
+    let (mut repo, _server, device) = release_v1();
     device.configure("network", "update_timeout_sec = 1");
     let updater = Updater::new(device.load_config());
 
@@ -61,12 +68,7 @@ fn one_updater_serves_operation_after_operation_past_its_timeout() {
 /// release up to date, and each report counts its own requests only.
 #[test]
 fn updates_from_several_threads_take_turns_and_count_their_own_requests() {
-    let mut repo = GitRepo::new();
-    repo.write("main.py", "print(1)\n").write("lib/a.py", "A\n");
-    repo.commit("v1");
-    repo.tag("v1.0.0");
-    let server = serve(repo.path());
-    let device = Device::new(&server, "");
+    let (repo, _server, device) = release_v1();
     let updater = Updater::new(device.load_config());
 
     let outcomes: Vec<Outcome> = std::thread::scope(|scope| {

@@ -1,13 +1,12 @@
 //! Progress: the library's callback counts every file and byte it stages; the binary shows
 //! it as a bar on a terminal and as a log line every ~10 s elsewhere.
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use ota::{Outcome, Progress, UpdateOptions, Updater};
 use ota_serve::fault::{Action, Fault};
 
-use crate::util::{Device, GitRepo, Node, serve};
+use crate::util::{Device, GitRepo, Node, on_a_terminal, serve};
 
 /// Incompressible content, so that the bandwidth cap limits file bytes one for one.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -132,33 +131,6 @@ fn a_long_download_logs_progress_lines_when_not_on_a_terminal() {
     assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
 }
 
-/// Runs `ota update` for `device` on a pseudo-terminal (util-linux `script`); returns what
-/// the terminal showed, or `None` without `script`.
-fn update_on_a_terminal(device: &Device, extra: &str) -> Option<String> {
-    let line = format!(
-        "'{}' update {extra} --config '{}'",
-        env!("CARGO_BIN_EXE_ota"),
-        device.config.display()
-    );
-    let out = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::null())
-        .env_remove("RUST_LOG")
-        .env_remove("NO_COLOR")
-        .env_remove("OTA_CONFIG")
-        .env("TERM", "xterm-256color")
-        .output();
-    match out {
-        Ok(out) if !out.stdout.is_empty() => {
-            Some(String::from_utf8_lossy(&out.stdout).into_owned())
-        }
-        other => {
-            eprintln!("skipped: `script` cannot give ota a terminal here: {other:?}");
-            None
-        }
-    }
-}
-
 #[test]
 fn on_a_terminal_a_bar_shows_files_and_bytes_and_quiet_hides_it() {
     let repo = release(1);
@@ -166,7 +138,7 @@ fn on_a_terminal_a_bar_shows_files_and_bytes_and_quiet_hides_it() {
     // At least 2 s for the big file: the bar is drawn several times.
     server.set_faults(vec![fault("*/big.bin", Action::Bandwidth(150_000), None)]);
     let device = Device::new(&server, "");
-    let Some(screen) = update_on_a_terminal(&device, "") else {
+    let Some(screen) = on_a_terminal(&device, "update", &[]) else {
         return;
     };
     assert!(
@@ -187,7 +159,7 @@ fn on_a_terminal_a_bar_shows_files_and_bytes_and_quiet_hides_it() {
     assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
 
     let quiet = Device::new(&server, "");
-    let screen = update_on_a_terminal(&quiet, "-q").unwrap();
+    let screen = on_a_terminal(&quiet, "update -q", &[]).unwrap();
     assert!(!screen.contains("/3 files"), "-q: no bar: {screen:?}");
     assert_eq!(quiet.tree(), repo.snapshot("v1.0.0"));
 }

@@ -6,7 +6,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use ota_serve::{Options, Server};
 use tempfile::TempDir;
@@ -206,5 +206,35 @@ impl Device {
         }
         out.sort();
         out
+    }
+}
+
+/// Runs `ota ARGS` on a pseudo-terminal (util-linux `script`) with `env`; returns what the
+/// terminal showed, or `None` when `script` is not installed.
+pub fn on_a_terminal(device: &Device, args: &str, env: &[(&str, &str)]) -> Option<String> {
+    let line = format!(
+        "'{}' {args} --config '{}'",
+        env!("CARGO_BIN_EXE_ota"),
+        device.config.display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .env_remove("OTA_TOKEN")
+        .env_remove("OTA_CONFIG")
+        .env("TERM", "xterm-256color");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    match cmd.output() {
+        Ok(out) if !out.stdout.is_empty() => {
+            Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+        other => {
+            eprintln!("skipped: `script` cannot give ota a terminal here: {other:?}");
+            None
+        }
     }
 }
