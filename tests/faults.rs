@@ -8,7 +8,7 @@ use std::time::Duration;
 use ota_serve::Server;
 use ota_serve::fault::{Action, Fault};
 
-use crate::util::{Device, GitRepo, Tree, serve};
+use crate::util::{Device, GitRepo, Tree, noise, serve};
 
 /// A release v1 with a 300 KB file, installed on a device; then v2 changes that file.
 struct Setup {
@@ -22,17 +22,10 @@ struct Setup {
 /// The big file's size in v2.
 const BIG: usize = 300_000;
 
-/// Incompressible content, so that byte offsets on the wire are offsets in the file.
+/// The big file of `version`: incompressible, so that byte offsets on the wire are offsets
+/// in the file.
 fn big(version: u8) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ u64::from(version);
-    (0..BIG)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    noise(BIG, u64::from(version))
 }
 
 fn setup(extra: &str) -> Setup {

@@ -6,20 +6,7 @@ use std::sync::{Arc, Mutex};
 use ota::{Outcome, Progress, UpdateOptions, Updater};
 use ota_serve::fault::{Action, Fault};
 
-use crate::util::{Device, GitRepo, Node, on_a_terminal, serve};
-
-/// Incompressible content, so that the bandwidth cap limits file bytes one for one.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use crate::util::{Device, GitRepo, Node, noise, on_a_terminal, serve};
 
 /// v1.0.0: a 300 KB file and `small` small ones.
 fn release(small: usize) -> GitRepo {
