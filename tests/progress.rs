@@ -21,25 +21,14 @@ fn release(small: usize) -> GitRepo {
     repo
 }
 
-fn fault(pattern: &str, action: Action, times: Option<u32>) -> Fault {
-    Fault {
-        pattern: pattern.into(),
-        action,
-        skip: 0,
-        times,
-    }
-}
-
 #[test]
 fn the_progress_callback_counts_every_file_and_byte_once() {
     let repo = release(20);
     let server = serve(repo.path());
     // Two drops in the big file: resumed bytes are not counted twice.
-    server.set_faults(vec![fault(
-        "*/big.bin",
-        Action::ResetAfter(40_000),
-        Some(2),
-    )]);
+    server.set_faults(vec![
+        Fault::new("*/big.bin", Action::ResetAfter(40_000)).times(2),
+    ]);
     let device = Device::new(&server, "");
     let seen: Arc<Mutex<Vec<Progress>>> = Arc::default();
     let mut updater = Updater::new(device.load_config());
@@ -94,7 +83,7 @@ fn a_long_download_logs_progress_lines_when_not_on_a_terminal() {
     let repo = release(1);
     let server = serve(repo.path());
     // 300 KB at 25 KB/s takes at least 12 s: longer than the 10 s between lines.
-    server.set_faults(vec![fault("*/big.bin", Action::Bandwidth(25_000), None)]);
+    server.set_faults(vec![Fault::new("*/big.bin", Action::Bandwidth(25_000))]);
     let device = Device::new(&server, "");
     let out = device.ota_logging(&["update"], "ota=info");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -123,7 +112,7 @@ fn on_a_terminal_a_bar_shows_files_and_bytes_and_quiet_hides_it() {
     let repo = release(1);
     let server = serve(repo.path());
     // At least 2 s for the big file: the bar is drawn several times.
-    server.set_faults(vec![fault("*/big.bin", Action::Bandwidth(150_000), None)]);
+    server.set_faults(vec![Fault::new("*/big.bin", Action::Bandwidth(150_000))]);
     let device = Device::new(&server, "");
     let Some(screen) = on_a_terminal(&device, "update", &[]) else {
         return;
