@@ -281,7 +281,7 @@ impl Updater {
     pub fn check(&self) -> Result<Check, Error> {
         let _op = self.begin();
         let installed = self.installed_if_any()?;
-        let available = self.resolve(installed.as_ref(), false)?;
+        let available = self.resolve(installed.as_ref(), false, true)?;
         Ok(match self.reason(installed.as_ref(), &available) {
             None => Check::UpToDate(available),
             Some(reason) => Check::Available {
@@ -296,15 +296,7 @@ impl Updater {
     pub fn update(&self, options: UpdateOptions) -> Result<Outcome, Error> {
         let op = self.begin();
         if options.dry_run {
-            // Recover first when there is something to recover (the plan must start from a
-            // consistent target); otherwise create nothing, not even the state folder.
-            if self.exists(self.dirs.root()) && self.exists(&self.config.target_dir) {
-                let _lock = self.prepare(false)?;
-                self.check_folders()?;
-                let recovery = self.recover_locked()?;
-                return self.run_update(&op, options, recovery);
-            }
-            return self.run_update(&op, options, Recovery::Clean);
+            return self.dry_run(&op, options);
         }
         let lock = self.prepare(true)?;
         self.recorded(lock, || {
@@ -314,6 +306,34 @@ impl Updater {
         })
     }
 
+    /// `update --dry-run`: plans from the target as it is and writes nothing at all: not the
+    /// state folder, not the lock file, not `cache.json`, and no recovery (an interrupted
+    /// update waiting for it is reported instead).
+    fn dry_run(&self, op: &Operation, options: UpdateOptions) -> Result<Outcome, Error> {
+        if !(self.exists(self.dirs.root()) && self.exists(&self.config.target_dir)) {
+            return self.run_update(op, options, Recovery::Clean);
+        }
+        // The lock file exists once an update ran; without it no update is under way.
+        let lock_file = self.dirs.lock_file();
+        let _lock = match self.exists(&lock_file) {
+            true => Some(Lock::take(&lock_file)?),
+            false => None,
+        };
+        self.check_folders()?;
+        let pending = transaction::pending(&*self.fs, &self.config.target_dir, &self.dirs)
+            .map_err(Error::Recover)?;
+        if let Some(journal) = pending {
+            return Err(Error::Setup(format!(
+                "an interrupted update to {} {} waits for recovery, so the target holds a mix \
+                 of two releases and a dry run, which changes nothing, cannot plan from it: run \
+                 `ota recover` (or `ota update`) first",
+                journal.release.ref_name,
+                journal.release.short()
+            )));
+        }
+        self.run_update(op, options, Recovery::Clean)
+    }
+
     fn run_update(
         &self,
         op: &Operation,
@@ -321,7 +341,7 @@ impl Updater {
         recovery: Recovery,
     ) -> Result<Outcome, Error> {
         let installed = self.installed_if_any()?;
-        let to = self.resolve(installed.as_ref(), options.force)?;
+        let to = self.resolve(installed.as_ref(), options.force, !options.dry_run)?;
         let reason = match self.reason(installed.as_ref(), &to) {
             None if options.force => Some(UpdateReason::Forced),
             other => other,
@@ -384,9 +404,15 @@ impl Updater {
 
     /// Asks the source what the channel names now: conditionally when `cache.json` holds a
     /// validator for it, and reusing the installed release's commit when its tag is still
-    /// current, unless `fresh`. Remembers the new validator, the rate-limit quota and the
-    /// time of the check (when the state folder exists: a check creates nothing).
-    fn resolve(&self, installed: Option<&Installed>, fresh: bool) -> Result<ReleaseId, Error> {
+    /// current, unless `fresh`. If `remember`, saves the new validator, the rate-limit quota
+    /// and the time of the check (when the state folder exists: a check creates nothing; a
+    /// dry run writes nothing).
+    fn resolve(
+        &self,
+        installed: Option<&Installed>,
+        fresh: bool,
+        remember: bool,
+    ) -> Result<ReleaseId, Error> {
         let fs = &*self.fs;
         let state_exists = self.exists(self.dirs.root());
         let mut cache = match state_exists {
@@ -406,7 +432,10 @@ impl Updater {
             cache.quota = Some(quota);
         }
         cache.last_check = Some(now_rfc3339());
-        if state_exists && let Err(e) = self.dirs.write_cache(fs, &cache) {
+        if remember
+            && state_exists
+            && let Err(e) = self.dirs.write_cache(fs, &cache)
+        {
             tracing::warn!("could not save {}: {e}", self.dirs.cache_file().display());
         }
         Ok(result?.release)
