@@ -56,7 +56,8 @@ pub struct Config {
     /// Things worth telling the user that are not errors; the CLI logs each one.
     pub warnings: Vec<String>,
     /// The file this config was read from (absolute, normalised), when [`Config::load`]
-    /// read one. A release never writes it, nor the token file (see [`GithubConfig`]).
+    /// read one; a program that calls [`Config::parse`] may set it. When it is inside the
+    /// target, a release never writes it, nor the token file (see [`GithubConfig`]).
     pub config_file: Option<PathBuf>,
 }
 
