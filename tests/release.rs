@@ -422,3 +422,48 @@ fn a_dry_run_leaves_the_filesystem_unchanged() {
     device.ota_expect(&["update", "--dry-run"], 0);
     assert_eq!(snapshot(device.home()), before);
 }
+
+/// A dry run with an interrupted update pending says so and changes nothing: recovering
+/// would write. The update is SIGKILLed once its journal is on disk (retried with a new
+/// release when a kill lands after the commit).
+#[test]
+fn a_dry_run_reports_an_interrupted_update_instead_of_recovering_it() {
+    let mut repo = good_v1();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    device.ota_expect(&["update"], 0);
+    let journal = device.target.join(".ota/journal.json");
+    let pending = (2..12).any(|release| {
+        for i in 0..300 {
+            repo.write(&format!("data/{i}.txt"), format!("{release} {i}\n"));
+        }
+        repo.commit("many files");
+        repo.tag(&format!("v{release}.0.0"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ota"))
+            .args(["update", "--quiet", "--config"])
+            .arg(&device.config)
+            .env("RUST_LOG", "off")
+            .spawn()
+            .unwrap();
+        while child.try_wait().unwrap().is_none() && !journal.exists() {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        journal.exists()
+    });
+    assert!(pending, "no kill landed between the journal and the commit");
+    let before = snapshot(device.home());
+    let out = device.ota_expect(&["update", "--dry-run"], 1);
+    assert!(
+        out.contains("waits for recovery") && out.contains("run `ota recover`"),
+        "{out}"
+    );
+    assert_eq!(
+        snapshot(device.home()),
+        before,
+        "the dry run changed nothing"
+    );
+    device.ota_expect(&["update"], 0);
+    assert!(!journal.exists());
+}
