@@ -10,7 +10,7 @@ pub use crate::config::ConfigError;
 pub use crate::fetch::FetchError;
 pub use crate::filter::{FilterError, PatternList};
 pub use crate::http::{ErrorKind as HttpErrorKind, HttpError};
-pub use crate::manifest::{ManifestError, PathError, PathProblem};
+pub use crate::manifest::{LinkProblem, ManifestError, PathError, PathProblem};
 pub use crate::plan::PlanError;
 pub use crate::source::SourceError;
 pub use crate::state::StateError;
@@ -78,14 +78,16 @@ impl Error {
     }
 
     /// A stable cause name: `config`, `busy`, `network`, `rate_limited`, `not_found`,
-    /// `protocol`, `integrity`, `invalid_release`, `conflict`, `disk_full`, `filesystem`,
-    /// `rollback_failed`, `state`.
+    /// `protocol`, `integrity`, `invalid_release`, `unsafe_path`, `refused_target`,
+    /// `conflict`, `disk_full`, `filesystem`, `rollback_failed`, `state`.
     pub fn kind(&self) -> &'static str {
         match self {
+            Error::Config(e) if e.is_refused_target() => "refused_target",
             Error::Config(_) => "config",
             Error::Setup(_) => "filesystem",
             Error::Busy(_) => "busy",
             Error::Source(e) => source_kind(e),
+            Error::Manifest(ManifestError::UnsafeLink { .. }) => "unsafe_path",
             Error::Manifest(_) => "invalid_release",
             Error::Plan(PlanError::Conflict { .. }) => "conflict",
             Error::Plan(PlanError::NoSpace { .. }) => "disk_full",
@@ -94,6 +96,7 @@ impl Error {
                 FetchError::Source(s) => source_kind(s),
                 FetchError::Integrity { .. } => "integrity",
                 FetchError::Interrupted { .. } | FetchError::Stopped => "network",
+                FetchError::Manifest(ManifestError::UnsafeLink { .. }) => "unsafe_path",
                 FetchError::Manifest(_) => "invalid_release",
                 FetchError::Io { source, .. } => io_kind(source),
             },

@@ -13,6 +13,7 @@
 //! A [`Progress`] callback, when given, hears about every chunk written and every file
 //! finished, one call at a time, so that a program can draw a bar or log a line.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,7 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::config::NetworkConfig;
 use crate::fs::{Fs, WriteFile};
 use crate::http::backoff;
-use crate::manifest::{self, BlobHasher, Entry, Kind, Manifest, ManifestError, ObjectId};
+use crate::manifest::{
+    BlobHasher, Entry, Kind, LinkProblem, Manifest, ManifestError, ObjectId, RelPath,
+};
 use crate::plan::{Change, Origin, Plan};
 use crate::source::{Source, SourceError};
 
@@ -104,8 +107,9 @@ pub(crate) struct Fetcher<'a> {
     pub target: &'a Path,
     /// The commit being installed.
     pub commit: ObjectId,
-    /// The release's manifest (to judge symlinks).
-    pub manifest: &'a Manifest,
+    /// The target of every symlink of the release, read and checked before the update
+    /// began ([`link_targets`], [`crate::manifest::check_links`]): the only targets staged.
+    pub links: &'a BTreeMap<RelPath, String>,
     /// Retries, backoff, parallelism.
     pub net: &'a NetworkConfig,
     /// Told how far staging has come.
@@ -360,57 +364,105 @@ impl Fetcher<'_> {
         Ok(())
     }
 
+    /// Stages a symlink whose target was read and checked before the update began.
     fn download_link(&self, entry: &Entry, dest: &Path) -> Result<(), FetchError> {
-        if entry.size > MAX_LINK {
-            return Err(FetchError::Manifest(ManifestError::SymlinkEscapes {
-                path: entry.path.clone(),
-                target: format!("<{} bytes>", entry.size),
-            }));
-        }
-        let body = self
-            .source
-            .open(&self.commit, entry, 0, None)
-            .map_err(FetchError::Source)?;
-        let mut target = Vec::new();
-        body.reader
-            .take(entry.size + 1)
-            .read_to_end(&mut target)
-            .map_err(|e| FetchError::Interrupted {
+        let target = self
+            .links
+            .get(&entry.path)
+            .ok_or_else(|| FetchError::Integrity {
                 path: entry.path.to_string(),
-                attempts: 1,
-                message: e.to_string(),
+                expected: entry.blob,
+                actual: None,
+                message: "symbolic link target was not checked before the update".into(),
             })?;
-        let actual = ObjectId::for_blob(&target);
-        if actual != entry.blob {
+        self.link(entry, target.as_bytes(), dest)
+    }
+
+    /// Creates a symlink in the stage, if `target` is the one checked for it.
+    fn link(&self, entry: &Entry, target: &[u8], dest: &Path) -> Result<(), FetchError> {
+        if self.links.get(&entry.path).map(String::as_bytes) != Some(target) {
             return Err(FetchError::Integrity {
                 path: entry.path.to_string(),
                 expected: entry.blob,
-                actual: Some(actual),
-                message: "symbolic link target does not match the release".into(),
+                actual: Some(ObjectId::for_blob(target)),
+                message: "symbolic link target is not the one checked".into(),
             });
         }
-        self.link(entry, &target, dest)
-    }
-
-    /// Checks that the link stays inside the target, then creates it in the stage.
-    fn link(&self, entry: &Entry, target: &[u8], dest: &Path) -> Result<(), FetchError> {
-        let text = std::str::from_utf8(target).map_err(|_| {
-            FetchError::Manifest(ManifestError::SymlinkEscapes {
-                path: entry.path.clone(),
-                target: String::from_utf8_lossy(target).into_owned(),
-            })
-        })?;
-        let is_link = |p: &str| {
-            manifest::RelPath::new(p, &[])
-                .ok()
-                .and_then(|p| self.manifest.get(&p).map(|e| e.kind == Kind::Symlink))
-                .unwrap_or(false)
-        };
-        manifest::check_symlink(&entry.path, text, &is_link).map_err(FetchError::Manifest)?;
         self.fs
             .symlink(target, dest)
             .map_err(|e| FetchError::io(dest, e))
     }
+}
+
+/// Reads the target of every symlink in `manifest`: from the link in `root` when it already
+/// has the release's blob id, else from `source`; each verified against its blob id. A
+/// target over 4 KiB or not UTF-8 rejects the release.
+pub(crate) fn link_targets(
+    source: &dyn Source,
+    fs: &dyn Fs,
+    root: &Path,
+    commit: &ObjectId,
+    manifest: &Manifest,
+) -> Result<BTreeMap<RelPath, String>, FetchError> {
+    let mut targets = BTreeMap::new();
+    for entry in manifest
+        .entries()
+        .iter()
+        .filter(|e| e.kind == Kind::Symlink)
+    {
+        let unsafe_link = |target: String, problem| {
+            FetchError::Manifest(ManifestError::UnsafeLink {
+                path: entry.path.clone(),
+                target,
+                problem,
+            })
+        };
+        if entry.size > MAX_LINK {
+            let shown = format!("<{} bytes>", entry.size);
+            return Err(unsafe_link(shown, LinkProblem::TooLong(MAX_LINK)));
+        }
+        let local = fs.read_link(&root.join(entry.path.as_str())).ok();
+        let bytes = match local.filter(|t| ObjectId::for_blob(t) == entry.blob) {
+            Some(bytes) => bytes,
+            None => download_link_target(source, commit, entry)?,
+        };
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let shown = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            unsafe_link(shown, LinkProblem::NotText)
+        })?;
+        targets.insert(entry.path.clone(), text);
+    }
+    Ok(targets)
+}
+
+/// Downloads one symlink's target, verified against its blob id.
+fn download_link_target(
+    source: &dyn Source,
+    commit: &ObjectId,
+    entry: &Entry,
+) -> Result<Vec<u8>, FetchError> {
+    let body = source
+        .open(commit, entry, 0, None)
+        .map_err(FetchError::Source)?;
+    let mut target = Vec::new();
+    body.reader
+        .take(entry.size + 1)
+        .read_to_end(&mut target)
+        .map_err(|e| FetchError::Interrupted {
+            path: entry.path.to_string(),
+            attempts: 1,
+            message: e.to_string(),
+        })?;
+    let actual = ObjectId::for_blob(&target);
+    if actual != entry.blob {
+        return Err(FetchError::Integrity {
+            path: entry.path.to_string(),
+            expected: entry.blob,
+            actual: Some(actual),
+            message: "symbolic link target does not match the release".into(),
+        });
+    }
+    Ok(target)
 }
 
 enum StreamError {

@@ -2,11 +2,15 @@
 //!
 //! Everything in a [`Manifest`] came from the network and was checked here before anything
 //! else sees it: every path is relative, `/`-separated, has no empty, `.` or `..` part, no
-//! backslash, NUL or control character, is not under ota's own state folder, and is unique;
-//! no entry sits "inside" another file. A hostile tree is rejected as a whole, before a
-//! single byte is written.
+//! backslash, NUL or control character, is not under ota's own state folder (in any casing),
+//! and is unique, also ignoring case; no entry sits "inside" another file. A hostile tree is
+//! rejected as a whole, before a single byte is written.
+//!
+//! Case is compared with Unicode's lowercase mapping from std (`str::to_lowercase`), which
+//! is simple case folding for nearly all letters: `App/x` and `app/x` collide, and so do
+//! `.OTA` and `.ota`. Full folding (`ß` and `ss`) and Unicode normalisation are not applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -133,11 +137,12 @@ impl RelPath {
                 _ => {}
             }
         }
-        let candidate = RelPath(path.to_owned());
-        if let Some(r) = reserved.iter().find(|r| candidate.starts_with(r)) {
+        // Any casing: on a case-insensitive filesystem `.OTA/x` is `.ota/x`.
+        let folded = fold(path);
+        if let Some(r) = reserved.iter().find(|r| within(&folded, &fold(&r.0))) {
             return Err(fail(PathProblem::Reserved(r.0.clone())));
         }
-        Ok(candidate)
+        Ok(RelPath(path.to_owned()))
     }
 
     /// The path as `/`-separated text.
@@ -158,16 +163,25 @@ impl RelPath {
             .map(|(i, _)| RelPath(self.0[..i].to_owned()))
     }
 
-    /// Whether `self` is `other` or lies inside it.
-    pub(crate) fn starts_with(&self, other: &RelPath) -> bool {
-        self.0 == other.0
-            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+    /// The same path ignoring case (see the module docs).
+    pub(crate) fn folded(&self) -> String {
+        fold(&self.0)
     }
 
     /// Number of components (`a/b` → 2).
     pub(crate) fn depth(&self) -> usize {
         self.0.matches('/').count() + 1
     }
+}
+
+/// A path's text ignoring case, as a case-insensitive filesystem compares names.
+fn fold(path: &str) -> String {
+    path.to_lowercase()
+}
+
+/// Whether the `/`-separated path `path` is `folder` or lies inside it.
+fn within(path: &str, folder: &str) -> bool {
+    path == folder || (path.starts_with(folder) && path.as_bytes().get(folder.len()) == Some(&b'/'))
 }
 
 impl<'de> Deserialize<'de> for RelPath {
@@ -348,16 +362,23 @@ pub enum ManifestError {
         /// The file it would sit under.
         file: RelPath,
     },
-    /// A symlink that points outside the target directory.
-    #[error(
-        "symbolic link {path} points to {target:?}, outside the target directory; ota refuses releases with such links"
-    )]
-    SymlinkEscapes {
+    /// A symlink that leads outside the target directory, into ota's own folder, or nowhere
+    /// (a loop), once resolved through the release's own symlinks.
+    #[error("symbolic link {path} -> {target:?} {problem}; ota refuses releases with such links")]
+    UnsafeLink {
         /// The link.
         path: RelPath,
         /// Its target as stored in the release.
         target: String,
+        /// Where it leads, and why that is refused.
+        problem: LinkProblem,
     },
+    /// Two paths that are one on a case-insensitive filesystem.
+    #[error(
+        "paths {0} and {1} differ only in case: on a case-insensitive filesystem one would \
+         overwrite the other; rename one of them in the release"
+    )]
+    CaseCollision(String, String),
     /// A file without a size.
     #[error("the release's tree gives no size for {0}")]
     MissingSize(RelPath),
@@ -376,6 +397,149 @@ pub enum ManifestError {
         /// The mode string.
         mode: String,
     },
+}
+
+/// Why a release symlink is refused; `via` lists the release's links it went through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)]
+pub enum LinkProblem {
+    #[error("is empty")]
+    Empty,
+    #[error("is not UTF-8 text")]
+    NotText,
+    #[error("is longer than {0} bytes")]
+    TooLong(u64),
+    #[error("leads to the absolute path {to:?}{}", through(via))]
+    Absolute { to: String, via: Vec<String> },
+    #[error("leads outside the target directory (`..` above it){}", through(via))]
+    Leaves { via: Vec<String> },
+    #[error("leads into ota's own folder `{folder}`{}", through(via))]
+    IntoState { folder: String, via: Vec<String> },
+    #[error(
+        "does not resolve: more than {MAX_LINK_HOPS} links followed (a loop){}",
+        through(via)
+    )]
+    Loop { via: Vec<String> },
+    #[error(
+        "names {name}, which is the release's link {link} in another case: where it leads \
+         depends on the filesystem"
+    )]
+    CaseOfLink { name: String, link: String },
+}
+
+/// ", through the release's links a -> \"x\", b -> \"y\"", or nothing.
+fn through(via: &[String]) -> String {
+    // A loop passes the same links again and again: each is named once.
+    let mut named: Vec<&str> = Vec::new();
+    for hop in via {
+        if !named.contains(&hop.as_str()) {
+            named.push(hop);
+        }
+    }
+    match named.is_empty() {
+        true => String::new(),
+        false => format!(", through the release's link(s) {}", named.join(", ")),
+    }
+}
+
+/// Most symlinks followed while resolving one link, like Linux's `MAXSYMLINKS`.
+pub(crate) const MAX_LINK_HOPS: usize = 40;
+
+/// Checks every symlink of a release, given the targets of all of them (`links`: link path →
+/// target text): each is resolved as the kernel would, through the release's own symlinks
+/// (at most [`MAX_LINK_HOPS`] of them), and must end inside the target directory and
+/// outside `reserved` (ota's own folders, in any casing). A target that names a path the
+/// release does not hold resolves as a plain folder: ota judges what the release ships.
+pub(crate) fn check_links(
+    links: &BTreeMap<RelPath, String>,
+    reserved: &[RelPath],
+) -> Result<(), ManifestError> {
+    let by_name: BTreeMap<&str, &str> = links
+        .iter()
+        .map(|(path, target)| (path.as_str(), target.as_str()))
+        .collect();
+    let folded: BTreeMap<String, &str> = links
+        .keys()
+        .map(|path| (path.folded(), path.as_str()))
+        .collect();
+    let reserved: Vec<String> = reserved.iter().map(RelPath::folded).collect();
+    for (link, target) in links {
+        resolve_link(link, target, &by_name, &folded, &reserved).map_err(|problem| {
+            ManifestError::UnsafeLink {
+                path: link.clone(),
+                target: target.clone(),
+                problem,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Where `link` (whose target is `target`) leads, relative to the target directory
+/// (`""` is the target itself).
+fn resolve_link(
+    link: &RelPath,
+    target: &str,
+    links: &BTreeMap<&str, &str>,
+    folded_links: &BTreeMap<String, &str>,
+    reserved: &[String],
+) -> Result<String, LinkProblem> {
+    if target.is_empty() {
+        return Err(LinkProblem::Empty);
+    }
+    let mut via: Vec<String> = Vec::new();
+    let absolute = |to: &str, via: &[String]| LinkProblem::Absolute {
+        to: to.to_owned(),
+        via: via.to_vec(),
+    };
+    if target.starts_with('/') {
+        return Err(absolute(target, &via));
+    }
+    // `dir` holds folders only, never one of the release's links (each is replaced by its
+    // target as soon as it is reached), so `..` is its parent, as for the kernel.
+    let mut dir: Vec<&str> = link.as_str().split('/').collect();
+    dir.pop();
+    let mut pending: VecDeque<&str> = target.split('/').collect();
+    // Opening the link itself is the first hop, as for the kernel.
+    let mut hops = 1;
+    while let Some(part) = pending.pop_front() {
+        match part {
+            "" | "." => continue,
+            ".." => {
+                if dir.pop().is_none() {
+                    return Err(LinkProblem::Leaves { via });
+                }
+                continue;
+            }
+            name => dir.push(name),
+        }
+        let here = dir.join("/");
+        let here_folded = fold(&here);
+        if let Some(folder) = reserved.iter().find(|r| within(&here_folded, r)) {
+            let folder = folder.clone();
+            return Err(LinkProblem::IntoState { folder, via });
+        }
+        let Some(next) = links.get(here.as_str()) else {
+            if let Some(link) = folded_links.get(&here_folded) {
+                let link = (*link).to_owned();
+                return Err(LinkProblem::CaseOfLink { name: here, link });
+            }
+            continue;
+        };
+        hops += 1;
+        via.push(format!("{here} -> {next:?}"));
+        if hops > MAX_LINK_HOPS {
+            return Err(LinkProblem::Loop { via });
+        }
+        if next.starts_with('/') {
+            return Err(absolute(next, &via));
+        }
+        dir.pop();
+        for part in next.split('/').rev() {
+            pending.push_front(part);
+        }
+    }
+    Ok(dir.join("/"))
 }
 
 /// One entry of a release's git tree, as the source reported it (untrusted).
@@ -399,13 +563,35 @@ const MODE_SYMLINK: u32 = 0o120000;
 const MODE_TREE: u32 = 0o040000;
 const MODE_SUBMODULE: u32 = 0o160000;
 
+/// A file of the device that a release never writes (its config file, its token file),
+/// relative to the target directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Protected {
+    /// Where it is, relative to the target.
+    pub path: RelPath,
+    /// What it is, for the warning: "the config file".
+    pub what: String,
+}
+
+impl Protected {
+    /// Whether installing `path` would write this file, replace it, or replace a folder
+    /// that holds it (in any casing).
+    pub(crate) fn touched_by(&self, path: &RelPath) -> bool {
+        let (path, mine) = (path.folded(), self.path.folded());
+        within(&path, &mine) || within(&mine, &path)
+    }
+}
+
 /// Turns a release's tree into its manifest: validates every path (a single bad one
 /// rejects the release, even one the filter would drop), keeps the paths the filter
-/// includes, skips folders, and skips submodules with a warning.
+/// includes, skips folders, skips submodules with a warning, and skips with a warning every
+/// path that would write a `protected` file. The paths it keeps must not collide ignoring
+/// case (a folder `a/b` and a file `a/B` collide too).
 pub(crate) fn from_tree(
     tree: Vec<TreeEntry>,
     filter: &Filter,
     reserved: &[RelPath],
+    protected: &[Protected],
 ) -> Result<(Manifest, Vec<String>), ManifestError> {
     let mut entries = Vec::new();
     let mut warnings = Vec::new();
@@ -434,6 +620,15 @@ pub(crate) fn from_tree(
         if !filter.includes(path.as_str()) {
             continue;
         }
+        if let Some(mine) = protected.iter().find(|p| p.touched_by(&path)) {
+            warnings.push(format!(
+                "{path} is not installed: it would overwrite {} ({}), which a release never \
+                 writes; the device's own file stays. Remove {path} from the release, or \
+                 `ignore` it",
+                mine.what, mine.path
+            ));
+            continue;
+        }
         let size = raw
             .size
             .ok_or_else(|| ManifestError::MissingSize(path.clone()))?;
@@ -444,43 +639,21 @@ pub(crate) fn from_tree(
             blob: raw.id,
         });
     }
+    check_case(&entries)?;
     Ok((Manifest::new(entries)?, warnings))
 }
 
-/// Checks that a symlink at `link` with target `target` stays inside the target directory,
-/// following the manifest's own symlinks it passes through is not attempted: a `..` that
-/// would step back out of a folder that is itself a symlink is refused, because where it
-/// lands depends on that link. `is_symlink` tells which release paths are symlinks.
-pub(crate) fn check_symlink(
-    link: &RelPath,
-    target: &str,
-    is_symlink: &dyn Fn(&str) -> bool,
-) -> Result<(), ManifestError> {
-    let escapes = || ManifestError::SymlinkEscapes {
-        path: link.clone(),
-        target: target.to_owned(),
-    };
-    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
-        return Err(escapes());
-    }
-    // Resolve lexically from the link's folder.
-    let mut stack: Vec<&str> = match link.as_str().rsplit_once('/') {
-        Some((parent, _)) => parent.split('/').collect(),
-        None => Vec::new(),
-    };
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if stack.is_empty() {
-                    return Err(escapes());
-                }
-                if is_symlink(&stack.join("/")) {
-                    return Err(escapes());
-                }
-                stack.pop();
+/// Refuses two paths, or a path and a folder of another path, that differ only in case.
+fn check_case(entries: &[Entry]) -> Result<(), ManifestError> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for entry in entries {
+        let path = entry.path.as_str();
+        let folders = path.match_indices('/').map(|(i, _)| &path[..i]);
+        for name in folders.chain([path]) {
+            let first = *seen.entry(fold(name)).or_insert(name);
+            if first != name {
+                return Err(ManifestError::CaseCollision(first.into(), name.into()));
             }
-            name => stack.push(name),
         }
     }
     Ok(())
@@ -573,21 +746,200 @@ mod tests {
         assert!(Manifest::new(vec![entry("a/b"), entry("a/c"), entry("ab")]).is_ok());
     }
 
+    /// Checks the links `(path, target)` of one release; `Err` is the problem of the first
+    /// refused link.
+    fn links(list: &[(&str, &str)]) -> Result<(), LinkProblem> {
+        let links = list
+            .iter()
+            .map(|(p, t)| (path(p), (*t).to_owned()))
+            .collect();
+        match check_links(&links, &[path(".ota"), path("var/state")]) {
+            Ok(()) => Ok(()),
+            Err(ManifestError::UnsafeLink { problem, .. }) => Err(problem),
+            Err(other) => panic!("{other}"),
+        }
+    }
+
     #[test]
-    fn symlinks_must_stay_inside() {
-        let none = |_: &str| false;
-        let ok = |l: &str, t: &str| check_symlink(&path(l), t, &none).is_ok();
-        assert!(ok("a", "b"));
-        assert!(ok("d/a", "../b"));
-        assert!(ok("d/e/a", "../../b"));
-        assert!(ok("d/a", "./x/../y"));
-        assert!(!ok("a", "../b"));
-        assert!(!ok("d/a", "../../b"));
-        assert!(!ok("a", "/etc/passwd"));
-        assert!(!ok("a", ""));
-        // `r` -> "." then `x` -> "r/../etc" would escape through the link `r`.
-        let r_is_link = |p: &str| p == "r";
-        assert!(check_symlink(&path("x"), "r/../etc", &r_is_link).is_err());
+    fn links_that_stay_inside_pass() {
+        assert_eq!(links(&[("a", "b")]), Ok(()));
+        assert_eq!(links(&[("d/a", "../b")]), Ok(()));
+        assert_eq!(links(&[("d/e/a", "../../b")]), Ok(()));
+        assert_eq!(links(&[("d/a", "./x/../y")]), Ok(()));
+        assert_eq!(links(&[("r", ".")]), Ok(()));
+        assert_eq!(links(&[("a", "d/"), ("d/x", "../a")]), Ok(()));
+        // Through a link into a folder, then back up from there.
+        assert_eq!(links(&[("lib", "d/e/f"), ("x", "lib/../../g")]), Ok(()));
+        // A chain of 40 links is what the kernel follows.
+        let chain: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("l{i}"), format!("l{}", i + 1)))
+            .collect();
+        let chain: Vec<(&str, &str)> = chain.iter().map(|(a, b)| (&**a, &**b)).collect();
+        assert_eq!(links(&chain), Ok(()));
+    }
+
+    #[test]
+    fn links_that_leave_lexically_are_refused() {
+        assert!(matches!(
+            links(&[("a", "../b")]),
+            Err(LinkProblem::Leaves { .. })
+        ));
+        assert!(matches!(
+            links(&[("d/a", "../../b")]),
+            Err(LinkProblem::Leaves { .. })
+        ));
+        assert!(matches!(links(&[("a", "")]), Err(LinkProblem::Empty)));
+        let absolute = links(&[("a", "/etc/passwd")]);
+        assert!(
+            matches!(absolute, Err(LinkProblem::Absolute { .. })),
+            "{absolute:?}"
+        );
+    }
+
+    /// Finding 3 of issue 8: each `r` is the target itself, so four `..` climb above it.
+    #[test]
+    fn links_that_leave_through_the_release_own_links_are_refused() {
+        let problem = links(&[("r", "."), ("etc_link", "r/r/r/r/r/../../../../etc")]);
+        let Err(LinkProblem::Leaves { via }) = &problem else {
+            panic!("{problem:?}");
+        };
+        assert_eq!(via[0], "r -> \".\"");
+        // Folders in the release do not help: `d/up` is `d/..`, the target itself.
+        let problem = links(&[("d/up", ".."), ("x", "d/up/../etc")]);
+        assert!(
+            matches!(problem, Err(LinkProblem::Leaves { .. })),
+            "{problem:?}"
+        );
+        // A relative link to an absolute one.
+        let problem = links(&[("abs", "/etc"), ("x", "abs/passwd")]);
+        assert!(
+            matches!(problem, Err(LinkProblem::Absolute { .. })),
+            "{problem:?}"
+        );
+        // The error names the link and where it goes.
+        let links = [("r", "."), ("etc_link", "r/r/../../etc")]
+            .iter()
+            .map(|(p, t)| (path(p), (*t).to_owned()))
+            .collect();
+        let err = check_links(&links, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("etc_link -> \"r/r/../../etc\" leads outside the target")
+                && err.contains("r -> \".\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn link_loops_and_long_chains_are_refused() {
+        let problem = links(&[("a", "b"), ("b", "a")]);
+        let Err(LinkProblem::Loop { via }) = &problem else {
+            panic!("{problem:?}");
+        };
+        assert_eq!(via.len(), MAX_LINK_HOPS);
+        assert!(matches!(
+            links(&[("a", "a/x")]),
+            Err(LinkProblem::Loop { .. })
+        ));
+        let chain: Vec<(String, String)> = (0..41)
+            .map(|i| (format!("l{i}"), format!("l{}", i + 1)))
+            .collect();
+        let chain: Vec<(&str, &str)> = chain.iter().map(|(a, b)| (&**a, &**b)).collect();
+        assert!(matches!(links(&chain), Err(LinkProblem::Loop { .. })));
+        // The message names each link of the loop once.
+        let links = [("a", "b"), ("b", "a")]
+            .iter()
+            .map(|(p, t)| (path(p), (*t).to_owned()))
+            .collect();
+        let err = check_links(&links, &[]).unwrap_err().to_string();
+        assert_eq!(err.matches("b -> ").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn links_into_ota_own_folders_are_refused() {
+        for (link, target) in [
+            ("s", ".ota"),
+            ("s", ".ota/state.json"),
+            ("s", ".OTA/journal.json"),
+            ("d/s", "../.Ota"),
+            ("s", "var/state"),
+            ("s", "var/STATE/x"),
+        ] {
+            let problem = links(&[(link, target)]);
+            assert!(
+                matches!(problem, Err(LinkProblem::IntoState { .. })),
+                "{link} -> {target}: {problem:?}"
+            );
+        }
+        let problem = links(&[("r", "."), ("s", "r/.ota")]);
+        assert!(
+            matches!(problem, Err(LinkProblem::IntoState { .. })),
+            "{problem:?}"
+        );
+        assert_eq!(links(&[("s", ".otax"), ("t", "var/stately")]), Ok(()));
+    }
+
+    #[test]
+    fn a_link_named_in_another_case_is_refused() {
+        let problem = links(&[("lib", "d/e"), ("x", "LIB/../..")]);
+        assert!(
+            matches!(problem, Err(LinkProblem::CaseOfLink { .. })),
+            "{problem:?}"
+        );
+    }
+
+    #[test]
+    fn paths_that_collide_ignoring_case_are_refused() {
+        let tree = |paths: &[&str]| {
+            let raw = paths.iter().map(|p| TreeEntry {
+                path: (*p).to_owned(),
+                mode: MODE_FILE,
+                id: ObjectId::for_blob(b""),
+                size: Some(0),
+            });
+            from_tree(raw.collect(), &Filter::default(), &[path(".ota")], &[])
+        };
+        for paths in [
+            &["App/x", "app/x"][..],
+            &["a/B", "a/b/c"],
+            &["README", "readme"],
+            &["Ünï/x", "üNÏ/y"],
+        ] {
+            let err = tree(paths).unwrap_err();
+            assert!(
+                matches!(err, ManifestError::CaseCollision(..)),
+                "{paths:?}: {err}"
+            );
+        }
+        assert!(tree(&["a/b", "a/c", "A-b"]).is_ok());
+        for ota in [".OTA/x", ".Ota", ".oTa/state.json"] {
+            let err = tree(&[ota]).unwrap_err();
+            assert!(err.to_string().contains("ota's own folder"), "{ota}: {err}");
+        }
+    }
+
+    #[test]
+    fn protected_files_are_skipped_with_a_warning() {
+        let protected = [Protected {
+            path: path("conf/ota.json"),
+            what: "the config file".into(),
+        }];
+        let raw = ["main.py", "conf/ota.json", "CONF/OTA.JSON/x", "confx"]
+            .iter()
+            .map(|p| TreeEntry {
+                path: (*p).to_owned(),
+                mode: MODE_FILE,
+                id: ObjectId::for_blob(b""),
+                size: Some(0),
+            })
+            .collect();
+        let (manifest, warnings) = from_tree(raw, &Filter::default(), &[], &protected).unwrap();
+        let kept: Vec<&str> = manifest.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(kept, ["confx", "main.py"]);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("the config file"), "{warnings:?}");
+        // A file where the config's folder is would replace the folder: skipped too.
+        assert!(protected[0].touched_by(&path("conf")));
+        assert!(!protected[0].touched_by(&path("conf/other")));
     }
 
     #[test]
@@ -595,8 +947,8 @@ mod tests {
         let p = path("a/b/c");
         let anc: Vec<String> = p.ancestors().map(|a| a.to_string()).collect();
         assert_eq!(anc, ["a", "a/b"]);
-        assert!(p.starts_with(&path("a/b")));
-        assert!(!path("a/bc").starts_with(&path("a/b")));
+        assert!(within(p.as_str(), "a/b"));
+        assert!(!within("a/bc", "a/b"));
         assert_eq!(p.depth(), 3);
     }
 }

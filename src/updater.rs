@@ -9,6 +9,7 @@
 //! lock. `check`, `status` and `update --dry-run` change nothing, so they neither write nor
 //! clear it: a check that succeeds after a failed update leaves that failure on record.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,11 +17,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::{Channel, Config, SourceConfig};
-use crate::error::Error;
-use crate::fetch::{Fetcher, Progress, ProgressFn};
+use crate::error::{Error, FetchError};
+use crate::fetch::{self, Fetcher, Progress, ProgressFn};
 use crate::fs::{FileKind, Fs, RealFs};
 use crate::http::Usage;
-use crate::manifest::{self, Manifest, RelPath};
+use crate::manifest::{self, Manifest, Protected, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::source::{GitHub, Source};
 use crate::state::{Cache, Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339};
@@ -169,7 +170,10 @@ pub struct Updater {
     fs: Box<dyn Fs>,
     source: Box<dyn Source>,
     dirs: StateDir,
+    /// ota's own folders inside the target, which no release path may enter.
     reserved: Vec<RelPath>,
+    /// The device's own files inside the target (config, token), which a release never writes.
+    protected: Vec<Protected>,
     progress: Option<Box<ProgressFn>>,
     /// Held by the operation under way: the source's deadline and counters are one per
     /// updater, so operations from several threads take turns.
@@ -198,18 +202,31 @@ impl Updater {
     pub fn with_parts(config: Config, source: Box<dyn Source>, fs: Box<dyn Fs>) -> Updater {
         let dirs = StateDir::new(config.state_dir.clone());
         let mut reserved = vec![RelPath::new(".ota", &[]).expect("valid literal")];
-        if let Ok(inside) = config.state_dir.strip_prefix(&config.target_dir)
-            && let Some(rel) = inside.to_str().and_then(|s| RelPath::new(s, &[]).ok())
+        if let Some(rel) = inside(&config.target_dir, &config.state_dir)
             && !reserved.contains(&rel)
         {
             reserved.push(rel);
         }
+        let SourceConfig::Github(github) = &config.source;
+        let own_files = [
+            (config.config_file.as_deref(), "this device's config file"),
+            (github.token_file.as_deref(), "this device's token file"),
+        ];
+        let protected = own_files
+            .into_iter()
+            .filter_map(|(file, what)| {
+                let path = inside(&config.target_dir, file?)?;
+                let what = what.to_owned();
+                Some(Protected { path, what })
+            })
+            .collect();
         Updater {
             config,
             fs,
             source,
             dirs,
             reserved,
+            protected,
             progress: None,
             running: Mutex::new(()),
         }
@@ -264,7 +281,7 @@ impl Updater {
     pub fn check(&self) -> Result<Check, Error> {
         let _op = self.begin();
         let installed = self.installed_if_any()?;
-        let available = self.resolve(installed.as_ref(), false)?;
+        let available = self.resolve(installed.as_ref(), false, true)?;
         Ok(match self.reason(installed.as_ref(), &available) {
             None => Check::UpToDate(available),
             Some(reason) => Check::Available {
@@ -279,15 +296,7 @@ impl Updater {
     pub fn update(&self, options: UpdateOptions) -> Result<Outcome, Error> {
         let op = self.begin();
         if options.dry_run {
-            // Recover first when there is something to recover (the plan must start from a
-            // consistent target); otherwise create nothing, not even the state folder.
-            if self.exists(self.dirs.root()) && self.exists(&self.config.target_dir) {
-                let _lock = self.prepare(false)?;
-                self.check_folders()?;
-                let recovery = self.recover_locked()?;
-                return self.run_update(&op, options, recovery);
-            }
-            return self.run_update(&op, options, Recovery::Clean);
+            return self.dry_run(&op, options);
         }
         let lock = self.prepare(true)?;
         self.recorded(lock, || {
@@ -297,6 +306,34 @@ impl Updater {
         })
     }
 
+    /// `update --dry-run`: plans from the target as it is and writes nothing at all: not the
+    /// state folder, not the lock file, not `cache.json`, and no recovery (an interrupted
+    /// update waiting for it is reported instead).
+    fn dry_run(&self, op: &Operation, options: UpdateOptions) -> Result<Outcome, Error> {
+        if !(self.exists(self.dirs.root()) && self.exists(&self.config.target_dir)) {
+            return self.run_update(op, options, Recovery::Clean);
+        }
+        // The lock file exists once an update ran; without it no update is under way.
+        let lock_file = self.dirs.lock_file();
+        let _lock = match self.exists(&lock_file) {
+            true => Some(Lock::take(&lock_file)?),
+            false => None,
+        };
+        self.check_folders()?;
+        let pending = transaction::pending(&*self.fs, &self.config.target_dir, &self.dirs)
+            .map_err(Error::Recover)?;
+        if let Some(journal) = pending {
+            return Err(Error::Setup(format!(
+                "an interrupted update to {} {} waits for recovery, so the target holds a mix \
+                 of two releases and a dry run, which changes nothing, cannot plan from it: run \
+                 `ota recover` (or `ota update`) first",
+                journal.release.ref_name,
+                journal.release.short()
+            )));
+        }
+        self.run_update(op, options, Recovery::Clean)
+    }
+
     fn run_update(
         &self,
         op: &Operation,
@@ -304,7 +341,7 @@ impl Updater {
         recovery: Recovery,
     ) -> Result<Outcome, Error> {
         let installed = self.installed_if_any()?;
-        let to = self.resolve(installed.as_ref(), options.force)?;
+        let to = self.resolve(installed.as_ref(), options.force, !options.dry_run)?;
         let reason = match self.reason(installed.as_ref(), &to) {
             None if options.force => Some(UpdateReason::Forced),
             other => other,
@@ -326,13 +363,19 @@ impl Updater {
             return Ok(Outcome::UpToDate(report));
         }
         let tree = self.source.tree(&report.to.commit)?;
-        let (target, warnings) = manifest::from_tree(tree, &self.config.filter, &self.reserved)?;
+        let (target, warnings) =
+            manifest::from_tree(tree, &self.config.filter, &self.reserved, &self.protected)?;
         report.warnings = warnings;
-        let owned = installed
-            .as_ref()
-            .map(|i| i.files.clone())
-            .unwrap_or_default();
+        let owned = self.owned(installed.as_ref())?;
         let root = &self.config.target_dir;
+        // Every symlink is judged with the targets of all the others, before anything is
+        // written (a dry run too: it says whether the release would be refused).
+        let links = fetch::link_targets(&*self.source, &*self.fs, root, &report.to.commit, &target)
+            .map_err(|e| match e {
+                FetchError::Manifest(e) => Error::Manifest(e),
+                e => Error::Fetch(e),
+            })?;
+        manifest::check_links(&links, &self.reserved)?;
         let facts = survey::survey(&*self.fs, root, &owned, &target, options.force)?;
         report.plan = plan::plan(&owned, &target, &facts)?;
         report.warnings.extend(report.plan.warnings.iter().cloned());
@@ -340,16 +383,36 @@ impl Updater {
             self.finish(op, &mut report);
             return Ok(Outcome::Planned(report));
         }
-        self.apply(&mut report, target, installed)?;
+        self.apply(&mut report, target, &links, installed)?;
         self.finish(op, &mut report);
         Ok(Outcome::Updated(report))
     }
 
+    /// The files ota installed, less the device's own files (config, token): an older ota
+    /// may have installed one from a release, and a release no longer writes or deletes it.
+    fn owned(&self, installed: Option<&Installed>) -> Result<Manifest, Error> {
+        let Some(installed) = installed else {
+            return Ok(Manifest::default());
+        };
+        let mine = |e: &manifest::Entry| self.protected.iter().any(|p| p.touched_by(&e.path));
+        if !installed.files.entries().iter().any(mine) {
+            return Ok(installed.files.clone());
+        }
+        let kept = installed.files.entries().iter().filter(|e| !mine(e));
+        Ok(Manifest::new(kept.cloned().collect())?)
+    }
+
     /// Asks the source what the channel names now: conditionally when `cache.json` holds a
     /// validator for it, and reusing the installed release's commit when its tag is still
-    /// current, unless `fresh`. Remembers the new validator, the rate-limit quota and the
-    /// time of the check (when the state folder exists: a check creates nothing).
-    fn resolve(&self, installed: Option<&Installed>, fresh: bool) -> Result<ReleaseId, Error> {
+    /// current, unless `fresh`. If `remember`, saves the new validator, the rate-limit quota
+    /// and the time of the check (when the state folder exists: a check creates nothing; a
+    /// dry run writes nothing).
+    fn resolve(
+        &self,
+        installed: Option<&Installed>,
+        fresh: bool,
+        remember: bool,
+    ) -> Result<ReleaseId, Error> {
         let fs = &*self.fs;
         let state_exists = self.exists(self.dirs.root());
         let mut cache = match state_exists {
@@ -369,7 +432,10 @@ impl Updater {
             cache.quota = Some(quota);
         }
         cache.last_check = Some(now_rfc3339());
-        if state_exists && let Err(e) = self.dirs.write_cache(fs, &cache) {
+        if remember
+            && state_exists
+            && let Err(e) = self.dirs.write_cache(fs, &cache)
+        {
             tracing::warn!("could not save {}: {e}", self.dirs.cache_file().display());
         }
         Ok(result?.release)
@@ -380,6 +446,7 @@ impl Updater {
         &self,
         report: &mut Report,
         target: Manifest,
+        links: &BTreeMap<RelPath, String>,
         installed: Option<Installed>,
     ) -> Result<(), Error> {
         let root = &self.config.target_dir;
@@ -389,7 +456,7 @@ impl Updater {
             fs: &*self.fs,
             target: root,
             commit: report.to.commit,
-            manifest: &target,
+            links,
             net: &self.config.network,
             progress: self.progress.as_deref(),
         };
@@ -622,6 +689,19 @@ impl Updater {
         drop(lock);
         result
     }
+}
+
+/// `path` relative to `root`, when it lies inside it: compared as written (both absolute and
+/// normalised) and, where both exist, with their symlinks resolved.
+fn inside(root: &Path, path: &Path) -> Option<RelPath> {
+    let relative = |root: &Path, path: &Path| {
+        let inside = path.strip_prefix(root).ok()?;
+        RelPath::new(inside.to_str()?, &[]).ok()
+    };
+    relative(root, path).or_else(|| {
+        let (root, path) = (root.canonicalize().ok()?, path.canonicalize().ok()?);
+        relative(&root, &path)
+    })
 }
 
 /// How long to wait for the lock before reporting another ota process at work.

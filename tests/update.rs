@@ -222,7 +222,7 @@ fn a_symlink_leaving_the_target_rejects_the_update() {
     assert_eq!(device.tree(), before, "nothing was written");
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
     let error = device.last_error().unwrap();
-    assert_eq!(error["kind"], "invalid_release");
+    assert_eq!(error["kind"], "unsafe_path");
 }
 
 #[test]

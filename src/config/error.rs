@@ -73,6 +73,15 @@ pub enum ConfigError {
         /// The whole sentence.
         message: String,
     },
+    /// `target_dir` is a system folder or a home folder, which ota refuses to keep equal to
+    /// a release: it would own and replace files there that it did not install.
+    #[error("{message}")]
+    RefusedTarget {
+        /// The target as configured (absolute, normalised).
+        path: PathBuf,
+        /// The whole sentence.
+        message: String,
+    },
     /// An error in a config file, with the file's path.
     #[error("{}: {error}", path.display())]
     InFile {
@@ -90,8 +99,18 @@ impl ConfigError {
             ConfigError::UnknownKey { key, .. }
             | ConfigError::Placeholder { key, .. }
             | ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::RefusedTarget { .. } => Some("target_dir"),
             ConfigError::InFile { error, .. } => error.key(),
             _ => None,
+        }
+    }
+
+    /// Whether `target_dir` was refused as a system folder (error kind `refused_target`).
+    pub fn is_refused_target(&self) -> bool {
+        match self {
+            ConfigError::RefusedTarget { .. } => true,
+            ConfigError::InFile { error, .. } => error.is_refused_target(),
+            _ => false,
         }
     }
 

@@ -13,6 +13,7 @@ mod base_url;
 mod error;
 mod file;
 mod original;
+mod system;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -54,6 +55,10 @@ pub struct Config {
     pub limits: Limits,
     /// Things worth telling the user that are not errors; the CLI logs each one.
     pub warnings: Vec<String>,
+    /// The file this config was read from (absolute, normalised), when [`Config::load`]
+    /// read one; a program that calls [`Config::parse`] may set it. When it is inside the
+    /// target, a release never writes it, nor the token file (see [`GithubConfig`]).
+    pub config_file: Option<PathBuf>,
 }
 
 /// Which release to follow.
@@ -88,6 +93,8 @@ pub struct GithubConfig {
     pub repo: String,
     /// API token, if any: from `token`, `token_file` or `OTA_TOKEN`.
     pub token: Option<Token>,
+    /// `token_file`, absolute and normalised, when the token came from one.
+    pub token_file: Option<PathBuf>,
     /// API base URL without a trailing slash, e.g. `https://api.github.com`.
     pub api_url: String,
     /// Raw file base URL without a trailing slash, e.g. `https://raw.githubusercontent.com`.
@@ -224,7 +231,7 @@ impl Config {
                 path: path.to_owned(),
             },
         })?;
-        let absolute = std::path::absolute(path).map_err(read_error)?;
+        let absolute = path_clean::clean(std::path::absolute(path).map_err(read_error)?);
         let base_dir = absolute.parent().unwrap_or(Path::new("/"));
         let format = Format::detect(path, &text);
         let in_file = |error| ConfigError::InFile {
@@ -242,6 +249,7 @@ impl Config {
                 path.display()
             ));
         }
+        config.config_file = Some(absolute);
         Ok(config)
     }
 

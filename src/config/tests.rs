@@ -240,8 +240,8 @@ fn bad_target_dirs() {
     for (dir, needle) in [
         ("", "empty"),
         ("  ", "empty"),
-        ("/", "root"),
-        ("/..", "root"),
+        ("/", "/ is a system or home folder"),
+        ("/..", "/ is a system or home folder"),
         ("~/app", "`~`"),
         ("YOUR_APP_DIR", "placeholder"),
     ] {
@@ -1350,4 +1350,81 @@ fn bad_ref_names_name_the_key() {
     assert!(e.to_string().contains("not a valid git branch name"), "{e}");
     let e = err(&minimal("tag = \"v1..2\"", ""));
     assert_eq!(e.key(), Some("tag"));
+}
+
+/// Issue 8, finding 9: system and home folders are refused as targets, before anything is
+/// created, with the error kind `refused_target`.
+#[test]
+fn system_folders_are_refused_as_targets() {
+    let home = |name: &str| (name == "HOME").then(|| "/srv/me".to_owned());
+    for dir in [
+        "/etc",
+        "/etc/",
+        "/usr",
+        "/usr/bin",
+        "/bin",
+        "/sbin",
+        "/lib",
+        "/lib64",
+        "/boot",
+        "/dev",
+        "/proc",
+        "/sys",
+        "/var",
+        "/var/lib",
+        "/run",
+        "/home",
+        "/home/pi",
+        "/root",
+        "/tmp",
+        "/srv",
+        "/opt",
+        "/mnt",
+        "/media",
+        "/opt/app/..",
+        "/srv/me",
+    ] {
+        let text = format!("target_dir = {dir:?}\n[source]\nowner = \"a\"\nrepo = \"b\"");
+        let e = Config::parse(&text, Format::Toml, base(), &home).unwrap_err();
+        assert!(e.is_refused_target(), "{dir}: {e}");
+        assert_eq!(e.key(), Some("target_dir"));
+        assert_eq!(crate::Error::Config(e).kind(), "refused_target");
+    }
+    let text = "target_dir = \"/srv/me/app\"\n[source]\nowner = \"a\"\nrepo = \"b\"";
+    assert!(Config::parse(text, Format::Toml, base(), &home).is_ok());
+}
+
+/// The original flat config saved in /etc: its folder would be the target.
+#[test]
+fn a_flat_config_in_a_system_folder_is_refused() {
+    let text = r#"{"owner": "acme", "repo": "app"}"#;
+    let e = Config::parse(text, Format::Json, Path::new("/etc"), &no_env).unwrap_err();
+    assert!(e.is_refused_target(), "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains("/etc is a system or home folder") && message.contains("Set `target_dir`"),
+        "{message}"
+    );
+    // With its own target_dir, the same file is fine.
+    let text = r#"{"owner": "acme", "repo": "app", "target_dir": "/opt/app"}"#;
+    assert!(Config::parse(text, Format::Json, Path::new("/etc"), &no_env).is_ok());
+}
+
+/// A config loaded from a file records it, and its token file, so that a release never
+/// writes them.
+#[test]
+fn load_records_the_config_file_and_the_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "ghp_abc\n").unwrap();
+    let file = dir.path().join("app/../ota.toml");
+    std::fs::create_dir(dir.path().join("app")).unwrap();
+    std::fs::write(
+        &file,
+        minimal("", "token_file = \"token\"").replace("/opt/app", "app"),
+    )
+    .unwrap();
+    let config = Config::load(&file).unwrap();
+    assert_eq!(config.config_file, Some(dir.path().join("ota.toml")));
+    assert_eq!(github(&config).token_file, Some(dir.path().join("token")));
+    assert_eq!(toml(&minimal("", "")).unwrap().config_file, None);
 }

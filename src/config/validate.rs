@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::error::{ConfigError, closest, leaf};
 use super::file::{self, File, Ranged};
 use super::{Channel, Config, Format, GithubConfig, Limits, NetworkConfig, SourceConfig};
-use super::{ReadError, TOKEN_ENV, Token, base_url, read_capped, readable_by_others};
+use super::{ReadError, TOKEN_ENV, Token, base_url, read_capped, readable_by_others, system};
 use crate::filter::Filter;
 
 /// Largest token file ota reads, in bytes.
@@ -107,10 +107,7 @@ impl Check<'_> {
             None if self.legacy => self.base_dir.clone(),
             None => return Err(self.missing("target_dir", "\"/opt/app\"")),
         };
-        if target_dir.parent().is_none() {
-            let why = "is the filesystem root; set it to the application's own directory";
-            return Err(self.invalid("target_dir", why));
-        }
+        self.not_a_system_folder(&target_dir, file.target_dir.is_none())?;
         let channel = self.channel(file.channel, file.branch, file.tag)?;
         let (allow, ignore) = (
             file.allow.unwrap_or_default(),
@@ -135,8 +132,42 @@ impl Check<'_> {
             network,
             limits,
             warnings,
+            config_file: None,
         };
         Ok((config, inline_token))
+    }
+
+    /// Refuses a system or home folder as the target (`defaulted`: the original format's
+    /// default, the config file's own folder).
+    fn not_a_system_folder(&self, target: &Path, defaulted: bool) -> Result<(), ConfigError> {
+        let home = (self.env)("HOME").map(PathBuf::from);
+        let Some(system) = system::refused(target, home.as_deref()) else {
+            return Ok(());
+        };
+        let (shown, system_shown) = (target.display(), system.display());
+        let which = match system == target {
+            true => format!("{shown} is a system or home folder"),
+            false => format!("{shown} is the system or home folder {system_shown}"),
+        };
+        let message = if defaulted {
+            format!(
+                "this config is in the original updater's flat format without `target_dir`, so \
+                 the target would be the config file's folder, and {which}: ota would take over \
+                 and delete files there that it did not install. Set `target_dir` to the \
+                 application's own folder, e.g. `\"target_dir\": \"/opt/app\"`"
+            )
+        } else {
+            let key = self.key("target_dir");
+            format!(
+                "`{key}` is refused: {which}, where ota would take over and delete files it \
+                 did not install. Set it to the application's own folder, e.g. {}",
+                self.example("target_dir", "\"/opt/app\"")
+            )
+        };
+        Err(ConfigError::RefusedTarget {
+            path: target.to_owned(),
+            message,
+        })
     }
 
     fn channel(
@@ -239,6 +270,10 @@ impl Check<'_> {
         }
         let owner = self.github_name("source.owner", source.owner, "\"acme\"")?;
         let repo = self.github_name("source.repo", source.repo, "\"app\"")?;
+        let token_file = match &source.token_file {
+            Some(file) => Some(self.path(self.key("source.token_file"), file)?),
+            None => None,
+        };
         let (token, inline) = self.token(source.token, source.token_file)?;
         let has_token = token.is_some();
         let api_url = self.url("source.api_url", source.api_url, has_token)?;
@@ -260,6 +295,7 @@ impl Check<'_> {
         let github = GithubConfig {
             owner,
             repo,
+            token_file: token_file.filter(|_| token.is_some()),
             token,
             api_url,
             raw_url,
