@@ -101,9 +101,17 @@ struct Sandbox {
     command: Vec<&'static str>,
     /// What the app does while ota's download is stalled (the case's setup stalls it).
     during: Option<fn(&Sandbox)>,
+    /// For a [`SKIPPED`] case: the paths (relative to the device's folder) inside the target
+    /// that must not change.
+    kept: Vec<PathBuf>,
 }
 
 const F: &str = "100644";
+
+/// The `kind` of a case whose input is not refused but skipped: the update succeeds, a
+/// warning names the skipped path, and nothing changes outside the target but the release's
+/// own files (the kept paths inside it stay as they were).
+const SKIPPED: &str = "skipped with a warning";
 
 impl Sandbox {
     fn new() -> Sandbox {
@@ -134,6 +142,7 @@ impl Sandbox {
             state,
             command: vec!["update"],
             during: None,
+            kept: Vec::new(),
         }
     }
 
@@ -209,6 +218,18 @@ impl Sandbox {
     /// Adds `line` at the top of the config file, or under `[section]`.
     fn configure(&self, section: &str, line: &str) {
         self.device.configure(section, line);
+    }
+
+    /// Moves the config file into the target (the original updater's layout), with
+    /// `target_dir = "."`, and keeps it from changing.
+    fn config_in_target(&mut self) {
+        let inside = self.target().join("ota.toml");
+        let text = std::fs::read_to_string(&self.device.config).unwrap();
+        let target = format!("target_dir = {:?}", self.target().display().to_string());
+        std::fs::write(&inside, text.replacen(&target, "target_dir = \".\"", 1)).unwrap();
+        std::fs::remove_file(&self.device.config).unwrap();
+        self.device.config = inside;
+        self.kept.push("app/ota.toml".into());
     }
 
     /// Appends `text` (a table) at the end of the config file.
@@ -345,10 +366,22 @@ fn check(case: &Case) -> Result<(), String> {
         out.status.code()
     );
     let mut problems = Vec::new();
-    if out.status.code() != Some(1) {
+    let skipped = case.kind == SKIPPED;
+    if skipped {
+        if out.status.code() != Some(0) {
+            problems.push("ota did not exit 0".to_string());
+        }
+        if !stderr
+            .lines()
+            .any(|l| l.starts_with("warning:") && l.contains(case.message))
+        {
+            problems.push(format!("no warning says {:?}", case.message));
+        }
+    } else if out.status.code() != Some(1) {
         problems.push("ota did not exit 1".to_string());
     }
     match serde_json::from_str::<serde_json::Value>(&stdout) {
+        _ if skipped => {}
         Ok(json) => {
             let error = &json["error"];
             if error["kind"] != case.kind {
@@ -380,7 +413,14 @@ fn check(case: &Case) -> Result<(), String> {
         }
         Err(e) => problems.push(format!("stdout is not a JSON error ({e})")),
     }
-    let after = snapshot(&home, &sandbox.state);
+    let mut after = snapshot(&home, &sandbox.state);
+    if skipped {
+        // The release's other files are installed: only the kept paths inside the target count.
+        let target = sandbox.target().strip_prefix(&home).unwrap().to_path_buf();
+        let watched = |path: &PathBuf| !path.starts_with(&target) || sandbox.kept.contains(path);
+        before.retain(|path, _| watched(path));
+        after.retain(|path, _| watched(path));
+    }
     for (path, snap) in &before {
         match after.get(path) {
             None => problems.push(format!("{} was removed", path.display())),
@@ -1376,6 +1416,92 @@ fn cases() -> Vec<Case> {
             |s| {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&s.state, std::fs::Permissions::from_mode(0o777)).unwrap();
+                s.release_v2();
+            },
+        ),
+        case(
+            "layout_fifo_at_a_shipped_file",
+            Layout,
+            "conflict",
+            "main.py",
+            |s| {
+                s.release_v2();
+                let main = s.target().join("main.py");
+                std::fs::remove_file(&main).unwrap();
+                let made = std::process::Command::new("mkfifo")
+                    .arg(&main)
+                    .status()
+                    .unwrap();
+                assert!(made.success());
+            },
+        ),
+        case(
+            "layout_file_at_a_shipped_folder",
+            Layout,
+            "conflict",
+            "lib",
+            |s| {
+                s.repo.write("lib/new.py", "new\n");
+                s.repo.commit("v2");
+                s.repo.tag("v2.0.0");
+                let lib = s.target().join("lib");
+                std::fs::remove_dir_all(&lib).unwrap();
+                std::fs::write(&lib, "the app's file\n").unwrap();
+            },
+        ),
+        pending(
+            "release",
+            "release_ships_the_config_file",
+            Tree,
+            SKIPPED,
+            "ota.toml",
+            |s| {
+                s.config_in_target();
+                s.repo.write("ota.toml", "target_dir = \"/\"\n");
+                s.release_v2();
+            },
+        ),
+        pending(
+            "release",
+            "release_ships_the_token_file",
+            Tree,
+            SKIPPED,
+            "token",
+            |s| {
+                std::fs::write(s.target().join("token"), "t0ken\n").unwrap();
+                let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+                std::fs::set_permissions(s.target().join("token"), private).unwrap();
+                s.configure("source", "token_file = \"app/token\"");
+                s.kept.push("app/token".into());
+                s.repo.write("token", "stolen\n");
+                s.release_v2();
+            },
+        ),
+        pending(
+            "trust",
+            "release_path_too_long_for_this_target",
+            Tree,
+            "limits",
+            "4096",
+            |s| {
+                // Valid on its own (4,091 bytes), too long once under the target's own path.
+                let name = "d".repeat(250);
+                let leaf = "f".repeat(75);
+                let mut tree = Raw::Blob(F, &leaf, b"x\n");
+                for _ in 0..16 {
+                    tree = Raw::Tree(&name, vec![tree]);
+                }
+                s.release_raw(&[tree])
+            },
+        ),
+        pending(
+            "trust",
+            "layout_state_folder_foreign_owner",
+            Layout,
+            "untrusted_state",
+            ".ota",
+            |s| {
+                std::os::unix::fs::chown(&s.state, Some(65534), Some(65534)).unwrap();
                 s.release_v2();
             },
         ),
