@@ -808,6 +808,16 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "commit_oversized",
+            ReleaseJson,
+            "protocol",
+            "resolving tag v2.0.0",
+            |s| {
+                s.release_v2();
+                s.body("*/commits/*", "0".repeat(100 << 10))
+            },
+        ),
+        case(
             "commit_not_a_sha",
             ReleaseJson,
             "protocol",
@@ -933,6 +943,20 @@ fn cases() -> Vec<Case> {
             let blob = s.blob();
             s.tree_answer(&[entry("main.py", F, &blob, "5")])
         }),
+        case(
+            "listing_oversized",
+            Manifest,
+            "protocol",
+            "reading the file tree",
+            |s| {
+                s.release_v2();
+                let pad = "x".repeat(33 << 20);
+                s.body(
+                    "*/git/trees/*",
+                    format!(r#"{{"sha":"{pad}","truncated":false,"tree":[]}}"#),
+                )
+            },
+        ),
         case(
             "listing_not_json",
             Manifest,
@@ -1549,4 +1573,18 @@ fn cases() -> Vec<Case> {
             },
         ),
     ]
+}
+
+/// What ota does not defend (SECURITY.md): the server names the release, and a well-formed
+/// older one is installed like any other. Signed releases (issue 11) will refuse it.
+#[test]
+fn a_server_can_roll_a_device_back_to_an_older_release() {
+    let mut sandbox = Sandbox::new();
+    sandbox.release_v2();
+    sandbox.device.ota_expect(&["update"], 0);
+    let body = r#"{"tag_name":"v1.0.0","draft":false,"prerelease":false}"#;
+    sandbox.body("*/releases/latest", body);
+    let out = sandbox.device.ota_expect(&["update"], 0);
+    assert!(out.contains("installed v1.0.0"), "{out}");
+    assert_eq!(sandbox.device.tree(), sandbox.repo.snapshot("v1.0.0"));
 }
