@@ -12,8 +12,14 @@
 //! - a failure after the lock is taken is in `last_error.json` with the same kind;
 //! - nothing new is left in the state folder (no journal, stage or backup).
 //!
-//! Cases whose refusal other branches of issue 8 are adding carry `needs`; they are skipped
-//! unless `OTA_CORPUS_ALL=1`. `OTA_CORPUS_ONLY=NAME` runs the cases whose name contains NAME.
+//! A few inputs are not refused but skipped with a warning ([`SKIPPED`]): the update succeeds
+//! and the paths the case keeps are left alone. Cases whose refusal other branches of issue
+//! 8 are adding carry `needs`; they are skipped unless `OTA_CORPUS_ALL=1`.
+//! `OTA_CORPUS_ONLY=NAME` runs the cases whose name contains NAME.
+//!
+//! To add a case, append it to [`cases`]: a name, the input, the expected kind and message,
+//! and a setup that makes the hostile input on a [`Sandbox`] (v1.0.0 installed, its server
+//! ready for faults, nothing run yet).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -109,8 +115,8 @@ struct Sandbox {
 const F: &str = "100644";
 
 /// The `kind` of a case whose input is not refused but skipped: the update succeeds, a
-/// warning names the skipped path, and nothing changes outside the target but the release's
-/// own files (the kept paths inside it stay as they were).
+/// warning names the skipped path, nothing outside the target changes, and inside it the
+/// `kept` paths stay as they were.
 const SKIPPED: &str = "skipped with a warning";
 
 impl Sandbox {
