@@ -1493,7 +1493,7 @@ fn cases() -> Vec<Case> {
         ),
         pending(
             "release",
-            "release_ships_the_config_file",
+            "tree_ships_the_config_file",
             Tree,
             SKIPPED,
             "ota.toml",
@@ -1505,7 +1505,7 @@ fn cases() -> Vec<Case> {
         ),
         pending(
             "release",
-            "release_ships_the_token_file",
+            "tree_ships_the_token_file",
             Tree,
             SKIPPED,
             "token",
