@@ -25,6 +25,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ota_serve::Server;
 use ota_serve::fault::{Action, Fault};
@@ -472,18 +474,34 @@ fn every_hostile_input_is_refused_without_a_write_outside_the_state_folder() {
     assert_eq!(names.len(), cases.len(), "case names are unique");
 
     let mut skipped: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut to_run = Vec::new();
+    for case in cases.iter().filter(|c| c.name.contains(&only)) {
+        match case.needs.filter(|_| !all) {
+            Some(needs) => skipped.entry(needs).or_default().push(case.name),
+            None => to_run.push(case),
+        }
+    }
+    // Each case has its own sandbox and server: two run at once.
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while let Some(case) = to_run.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let result = catch_unwind(AssertUnwindSafe(|| check(case)));
+                    let result = result.unwrap_or_else(|panic| {
+                        let text = (panic.downcast_ref::<String>().cloned())
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                        Err(format!("panicked: {}", text.unwrap_or_default()))
+                    });
+                    results.lock().unwrap().push((*case, result));
+                }
+            });
+        }
+    });
     let mut failures = Vec::new();
     let mut ran: BTreeMap<Input, usize> = BTreeMap::new();
-    for case in cases.iter().filter(|c| c.name.contains(&only)) {
-        if let Some(needs) = case.needs.filter(|_| !all) {
-            skipped.entry(needs).or_default().push(case.name);
-            continue;
-        }
-        let result = catch_unwind(AssertUnwindSafe(|| check(case))).unwrap_or_else(|panic| {
-            let text = (panic.downcast_ref::<String>().cloned())
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-            Err(format!("panicked: {}", text.unwrap_or_default()))
-        });
+    for (case, result) in results.into_inner().unwrap() {
         match result {
             Ok(()) => *ran.entry(case.input).or_default() += 1,
             Err(why) => failures.push(format!("--- {} ({:?}):\n{why}", case.name, case.input)),
