@@ -119,6 +119,17 @@ impl Device {
 
     /// Runs the real `ota` binary with `RUST_LOG` set to `log`.
     pub fn ota_logging(&self, args: &[&str], log: &str) -> Output {
+        self.command(args, log).output().unwrap()
+    }
+
+    /// Starts the real `ota` binary with this device's config, its output piped.
+    pub fn spawn_ota(&self, args: &[&str]) -> std::process::Child {
+        let mut cmd = self.command(args, "ota=debug");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    }
+
+    fn command(&self, args: &[&str], log: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ota"));
         cmd.args(args)
             .arg("--config")
@@ -126,7 +137,7 @@ impl Device {
             .env_remove("OTA_TOKEN")
             .env_remove("OTA_CONFIG")
             .env("RUST_LOG", log);
-        cmd.output().unwrap()
+        cmd
     }
 
     /// Replaces `from` (which must be there) with `to` in the config file.
