@@ -664,21 +664,21 @@ fn cases() -> Vec<Case> {
         case(
             "tree_symlink_parent",
             Tree,
-            "invalid_release",
+            "unsafe_path",
             "outside the target",
             |s| s.release_raw(&[Raw::Blob("120000", "escape", b"../outside")]),
         ),
         case(
             "tree_symlink_absolute",
             Tree,
-            "invalid_release",
-            "outside the target",
+            "unsafe_path",
+            "absolute path",
             |s| s.release_raw(&[Raw::Blob("120000", "passwd", b"/etc/passwd")]),
         ),
         case(
             "tree_symlink_climbs",
             Tree,
-            "invalid_release",
+            "unsafe_path",
             "outside the target",
             |s| {
                 s.release_raw(&[Raw::Tree(
@@ -702,7 +702,7 @@ fn cases() -> Vec<Case> {
         case(
             "tree_symlink_dotdot_after_a_symlink",
             Tree,
-            "invalid_release",
+            "unsafe_path",
             "outside the target",
             |s| {
                 s.release_raw(&[
@@ -711,11 +711,10 @@ fn cases() -> Vec<Case> {
                 ])
             },
         ),
-        pending(
-            "release",
+        case(
             "tree_symlink_through_symlinks",
             Tree,
-            "invalid_release",
+            "unsafe_path",
             "etc_link",
             |s| {
                 s.release_raw(&[
@@ -724,8 +723,7 @@ fn cases() -> Vec<Case> {
                 ])
             },
         ),
-        pending(
-            "release",
+        case(
             "tree_case_collision",
             Tree,
             "invalid_release",
@@ -737,8 +735,7 @@ fn cases() -> Vec<Case> {
                 ])
             },
         ),
-        pending(
-            "release",
+        case(
             "tree_state_folder_other_case",
             Tree,
             "invalid_release",
@@ -1163,10 +1160,16 @@ fn cases() -> Vec<Case> {
                 s.configure("", &format!("state_dir = {home:?}"))
             },
         ),
-        case("config_target_root", Config, "config", "target_dir", |s| {
-            let target = format!("target_dir = {:?}", s.target().display().to_string());
-            s.config(&target, "target_dir = \"/\"")
-        }),
+        case(
+            "config_target_root",
+            Config,
+            "refused_target",
+            "target_dir",
+            |s| {
+                let target = format!("target_dir = {:?}", s.target().display().to_string());
+                s.config(&target, "target_dir = \"/\"")
+            },
+        ),
         case(
             "config_allow_traversal",
             Config,
@@ -1230,8 +1233,7 @@ fn cases() -> Vec<Case> {
         }),
         // A system folder that refuses writes even to root, so that running this case on a
         // branch without the refusal cannot install anything into a real system folder.
-        pending(
-            "release",
+        case(
             "config_target_system_folder",
             Config,
             "refused_target",
@@ -1241,8 +1243,7 @@ fn cases() -> Vec<Case> {
                 s.config(&target, "target_dir = \"/proc\"")
             },
         ),
-        pending(
-            "release",
+        case(
             "config_target_system_folder_dry_run",
             Config,
             "refused_target",
@@ -1509,8 +1510,7 @@ fn cases() -> Vec<Case> {
                 std::fs::write(&lib, "the app's file\n").unwrap();
             },
         ),
-        pending(
-            "release",
+        case(
             "tree_ships_the_config_file",
             Tree,
             SKIPPED,
@@ -1521,22 +1521,15 @@ fn cases() -> Vec<Case> {
                 s.release_v2();
             },
         ),
-        pending(
-            "release",
-            "tree_ships_the_token_file",
-            Tree,
-            SKIPPED,
-            "token",
-            |s| {
-                std::fs::write(s.target().join("token"), "t0ken\n").unwrap();
-                let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-                std::fs::set_permissions(s.target().join("token"), private).unwrap();
-                s.configure("source", "token_file = \"app/token\"");
-                s.kept.push("app/token".into());
-                s.repo.write("token", "stolen\n");
-                s.release_v2();
-            },
-        ),
+        case("tree_ships_the_token_file", Tree, SKIPPED, "token", |s| {
+            std::fs::write(s.target().join("token"), "t0ken\n").unwrap();
+            let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+            std::fs::set_permissions(s.target().join("token"), private).unwrap();
+            s.configure("source", "token_file = \"app/token\"");
+            s.kept.push("app/token".into());
+            s.repo.write("token", "stolen\n");
+            s.release_v2();
+        }),
         pending(
             "trust",
             "release_path_too_long_for_this_target",
