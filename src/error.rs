@@ -16,6 +16,7 @@ pub use crate::source::SourceError;
 pub use crate::state::StateError;
 pub use crate::survey::SurveyError;
 pub use crate::transaction::ApplyError;
+pub use crate::trust::TrustError;
 
 use HttpErrorKind as HttpKind;
 
@@ -28,6 +29,10 @@ pub enum Error {
     /// The target or state folder cannot be used.
     #[error("{0}")]
     Setup(String),
+    /// The state folder is not ota's: a link, another user's, writable by others, or
+    /// holding files ota did not create.
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
     /// Another ota process holds the lock.
     #[error(
         "another ota process is working on this target (lock {0} is held); wait for it to finish"
@@ -66,7 +71,7 @@ impl Error {
     pub fn phase(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
-            Error::Setup(_) | Error::Busy(_) => "setup",
+            Error::Setup(_) | Error::Busy(_) | Error::Untrusted(_) => "setup",
             Error::Recover(_) => "recover",
             Error::Source(_) => "resolve",
             Error::Manifest(_) => "manifest",
@@ -79,12 +84,14 @@ impl Error {
 
     /// A stable cause name: `config`, `busy`, `network`, `rate_limited`, `not_found`,
     /// `protocol`, `integrity`, `invalid_release`, `conflict`, `disk_full`, `filesystem`,
-    /// `rollback_failed`, `state`.
+    /// `rollback_failed`, `state`, `untrusted_state`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
             Error::Setup(_) => "filesystem",
             Error::Busy(_) => "busy",
+            Error::Untrusted(TrustError::Io { source, .. }) => io_kind(source),
+            Error::Untrusted(_) => "untrusted_state",
             Error::Source(e) => source_kind(e),
             Error::Manifest(_) => "invalid_release",
             Error::Plan(PlanError::Conflict { .. }) => "conflict",

@@ -56,7 +56,8 @@
 //! client), `manifest` (a release's file list, every path validated once), `survey` (what
 //! is on disk now), `plan` (the pure decision of what changes), `fetch` (stages new files,
 //! verified against their git blob ids), `transaction` (the journaled, crash-safe swap, and
-//! recovery), `state` (ota's own folder) and `updater` (runs the pipeline).
+//! recovery), `state` (ota's own folder), `trust` (whether that folder is ota's) and
+//! `updater` (runs the pipeline).
 
 #![warn(unreachable_pub)]
 
@@ -72,6 +73,7 @@ pub mod source;
 mod state;
 mod survey;
 mod transaction;
+mod trust;
 mod updater;
 
 #[doc(hidden)]

@@ -9,7 +9,11 @@
 //!                   removed by a successful update or recover
 //! cache.json        what the last check saw: the channel answer's ETag, the rate-limit quota
 //! lock              held (flock) by the process that changes the target
+//! ota-state.tag     marks the folder as ota's (see `trust`): written when ota creates it
 //! ```
+//!
+//! ota deletes only names it creates here: the `<file>.tmp` of each JSON file above, and
+//! transaction folders (named by `transaction::new_txid`) under `stage/` and `backup/`.
 //!
 //! `state.json` holds both the release and the owned-file manifest, so that replacing it is
 //! one atomic rename: the single commit point of an update.
@@ -29,6 +33,36 @@ use crate::source::Validator;
 const STATE_LIMIT: u64 = 64 << 20;
 /// Largest `last_error.json` ota reads.
 const ERROR_LIMIT: u64 = 1 << 20;
+
+/// The file that marks a folder as ota's state folder.
+pub(crate) const MARKER: &str = "ota-state.tag";
+
+/// The names ota creates directly in the state folder (besides the marker and the
+/// `.tmp` files of the JSON ones).
+const OWN_FILES: [&str; 5] = [
+    "state.json",
+    "journal.json",
+    "last_error.json",
+    "cache.json",
+    "lock",
+];
+/// The JSON files written through a `.tmp` file.
+const TMP_WRITTEN: [&str; 4] = [
+    "state.json",
+    "journal.json",
+    "last_error.json",
+    "cache.json",
+];
+
+/// Whether ota creates `name` directly in its state folder (so an unmarked folder holding
+/// only such names is one an older ota made, and can be adopted).
+pub(crate) fn is_own_name(name: &str) -> bool {
+    OWN_FILES.contains(&name)
+        || matches!(name, MARKER | "stage" | "backup")
+        || name
+            .strip_suffix(".tmp")
+            .is_some_and(|base| TMP_WRITTEN.contains(&base))
+}
 
 /// Paths inside ota's state folder.
 #[derive(Clone, Debug)]
@@ -70,6 +104,15 @@ impl StateDir {
     /// `lock`.
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("lock")
+    }
+
+    /// The temporary files a crash can leave (`state.json.tmp`, …): the only loose files
+    /// recovery removes.
+    pub(crate) fn temp_files(&self) -> Vec<PathBuf> {
+        TMP_WRITTEN
+            .iter()
+            .map(|name| fs::tmp_path(&self.root.join(name)))
+            .collect()
     }
 
     /// `stage/`.

@@ -463,33 +463,28 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Removes the `*.tmp` files a crash can leave in the state folder (from
-    /// `fs::write_atomic`: state, journal, last error, cache).
+    /// Removes the temporary files a crash can leave in the state folder (from
+    /// `fs::write_atomic`: `state.json.tmp`, `journal.json.tmp`, …): only those names, so a
+    /// file ota did not create is never deleted. A folder under such a name is left alone.
     fn remove_temp_files(&self) -> Result<bool, ApplyError> {
-        let root = self.dirs.root();
-        if self.exists(root)?.is_none() {
-            return Ok(false);
-        }
         let mut removed = false;
-        let names = self
-            .fs
-            .read_dir(root)
-            .map_err(|e| ApplyError::io("list", root, e))?;
-        for name in names {
-            if !name.to_string_lossy().ends_with(".tmp") {
-                continue;
+        for tmp in self.dirs.temp_files() {
+            match self.exists(&tmp)? {
+                Some(m) if m.kind != FileKind::Dir => {
+                    self.fs
+                        .remove_file(&tmp)
+                        .map_err(|e| ApplyError::io("remove", &tmp, e))?;
+                    removed = true;
+                }
+                _ => {}
             }
-            let tmp = root.join(name);
-            self.fs
-                .remove_file(&tmp)
-                .map_err(|e| ApplyError::io("remove", &tmp, e))?;
-            removed = true;
         }
         Ok(removed)
     }
 
-    /// Removes everything under `stage/` and `backup/`: called when no journal is open, so
-    /// nothing there belongs to a transaction.
+    /// Removes the transactions left under `stage/` and `backup/`: called when no journal is
+    /// open, so none of them is in use. Only names ota gives a transaction ([`is_txid`]) are
+    /// removed; anything else there is not ota's and stays.
     fn sweep(&self) -> Result<bool, ApplyError> {
         let mut removed = false;
         for root in [self.dirs.stage_root(), self.dirs.backup_root()] {
@@ -501,6 +496,10 @@ impl Ctx<'_> {
                 .read_dir(&root)
                 .map_err(|e| ApplyError::io("list", &root, e))?
             {
+                if !name.to_str().is_some_and(is_txid) {
+                    tracing::debug!("leaving {}: not ota's", root.join(&name).display());
+                    continue;
+                }
                 let path = root.join(name);
                 fs::remove_tree(self.fs, &path).map_err(|e| ApplyError::io("remove", &path, e))?;
                 removed = true;
@@ -535,6 +534,15 @@ fn new_txid() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// Whether `name` has the form [`new_txid`] gives: lowercase hex, `-`, lowercase hex.
+pub(crate) fn is_txid(name: &str) -> bool {
+    let hex = |s: &str| {
+        (1..=32).contains(&s.len()) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    name.split_once('-')
+        .is_some_and(|(time, pid)| hex(time) && hex(pid))
 }
 
 /// A failure while changing the target or recovering.

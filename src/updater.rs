@@ -26,6 +26,7 @@ use crate::source::{GitHub, Source};
 use crate::state::{Cache, Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339};
 use crate::survey;
 use crate::transaction::{self, Recovery, Transaction};
+use crate::trust::{self, Access, TrustedDir};
 
 /// How to run an update.
 #[derive(Clone, Copy, Debug, Default)]
@@ -263,6 +264,8 @@ impl Updater {
     /// Asks the source whether an update is available; changes nothing in the target.
     pub fn check(&self) -> Result<Check, Error> {
         let _op = self.begin();
+        // A check reads the state and writes the cache: only in a folder that is ota's.
+        trust::open(self.dirs.root(), Access::Inspect)?;
         let installed = self.installed_if_any()?;
         let available = self.resolve(installed.as_ref(), false)?;
         Ok(match self.reason(installed.as_ref(), &available) {
@@ -281,7 +284,8 @@ impl Updater {
         if options.dry_run {
             // Recover first when there is something to recover (the plan must start from a
             // consistent target); otherwise create nothing, not even the state folder.
-            if self.exists(self.dirs.root()) && self.exists(&self.config.target_dir) {
+            let state = trust::open(self.dirs.root(), Access::Inspect)?;
+            if state.is_some() && self.exists(&self.config.target_dir) {
                 let _lock = self.prepare(false)?;
                 self.check_folders()?;
                 let recovery = self.recover_locked()?;
@@ -463,14 +467,11 @@ impl Updater {
         Ok(outcome)
     }
 
-    /// What is installed and what went wrong last; changes nothing.
+    /// What is installed and what went wrong last; changes nothing (and reads nothing in a
+    /// state folder that is not ota's: that is the error).
     pub fn status(&self) -> Result<Status, Error> {
         let fs = &*self.fs;
-        let exists = fs
-            .metadata(self.dirs.root())
-            .map_err(|e| Error::Setup(format!("cannot read {}: {e}", self.dirs.root().display())))?
-            .is_some();
-        if !exists {
+        if trust::open(self.dirs.root(), Access::Inspect)?.is_none() {
             return Ok(Status {
                 target: self.config.target_dir.clone(),
                 installed: None,
@@ -535,15 +536,29 @@ impl Updater {
     }
 
     /// Creates the target and state folders if `create` (else the state folder must
-    /// exist), and takes the lock.
+    /// exist), checks that the state folder is ota's (see `trust`), and takes the lock.
+    /// Nothing is written into a state folder that is not ota's, and so no journal there is
+    /// ever run.
     fn prepare(&self, create: bool) -> Result<Lock, Error> {
+        let access = match create {
+            true => Access::Create,
+            false => Access::Use,
+        };
+        // The state folder first: a target is created only once it is known to be usable
+        // (the default state folder is inside the target, which this creates too).
+        let root = self.dirs.root();
+        let state = trust::open(root, access)?.ok_or_else(|| {
+            Error::Setup(format!(
+                "the state folder {} does not exist",
+                root.display()
+            ))
+        })?;
         if create {
-            for dir in [self.config.target_dir.as_path(), self.dirs.root()] {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
-            }
+            let dir = self.config.target_dir.as_path();
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
         }
-        Lock::take(&self.dirs.lock_file())
+        Lock::take(&state)
     }
 
     /// Checks, under the lock, that the target is a folder on the state folder's filesystem.
@@ -633,12 +648,10 @@ struct Lock {
 }
 
 impl Lock {
-    fn take(path: &Path) -> Result<Lock, Error> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
+    fn take(state: &TrustedDir) -> Result<Lock, Error> {
+        let path = &state.path().join("lock");
+        let file = state
+            .open_lock()
             .map_err(|e| Error::Setup(format!("cannot open {}: {e}", path.display())))?;
         // A lock can be held for a moment by a process that is not ota at all: a child forked
         // by a program that embeds ota keeps the descriptor until it execs. Wait that out.

@@ -15,4 +15,5 @@ mod network;
 mod private;
 mod progress;
 mod safety;
+mod trust;
 mod update;
