@@ -10,6 +10,7 @@ pub use crate::config::ConfigError;
 pub use crate::fetch::FetchError;
 pub use crate::filter::{FilterError, PatternList};
 pub use crate::http::{ErrorKind as HttpErrorKind, HttpError};
+pub use crate::limits::LimitsError;
 pub use crate::manifest::{ManifestError, PathError, PathProblem};
 pub use crate::plan::PlanError;
 pub use crate::source::SourceError;
@@ -53,6 +54,9 @@ pub enum Error {
     /// The update cannot be applied as asked.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The release is larger than ota installs (see `limits`).
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
     /// A file could not be staged.
     #[error(transparent)]
     Fetch(#[from] FetchError),
@@ -75,7 +79,7 @@ impl Error {
             Error::Recover(_) => "recover",
             Error::Source(_) => "resolve",
             Error::Manifest(_) => "manifest",
-            Error::Survey(_) | Error::Plan(_) => "plan",
+            Error::Survey(_) | Error::Plan(_) | Error::Limits(_) => "plan",
             Error::Fetch(_) => "fetch",
             Error::Apply(_) => "apply",
             Error::State(_) => "state",
@@ -84,7 +88,7 @@ impl Error {
 
     /// A stable cause name: `config`, `busy`, `network`, `rate_limited`, `not_found`,
     /// `protocol`, `integrity`, `invalid_release`, `conflict`, `disk_full`, `filesystem`,
-    /// `rollback_failed`, `state`, `untrusted_state`.
+    /// `rollback_failed`, `state`, `untrusted_state`, `limits`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
@@ -96,6 +100,7 @@ impl Error {
             Error::Manifest(_) => "invalid_release",
             Error::Plan(PlanError::Conflict { .. }) => "conflict",
             Error::Plan(PlanError::NoSpace { .. }) => "disk_full",
+            Error::Limits(_) => "limits",
             Error::Survey(e) => io_kind(&e.source),
             Error::Fetch(e) => match e {
                 FetchError::Source(s) => source_kind(s),

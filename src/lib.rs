@@ -53,7 +53,7 @@
 //! - [`error`]: [`Error`] and the error of each stage it wraps.
 //!
 //! Inside the crate: `filter` (which release paths are installed), `http` (the HTTP
-//! client), `manifest` (a release's file list, every path validated once), `survey` (what
+//! client), `limits` (how big a release ota installs), `manifest` (a release's file list, every path validated once), `survey` (what
 //! is on disk now), `plan` (the pure decision of what changes), `fetch` (stages new files,
 //! verified against their git blob ids), `transaction` (the journaled, crash-safe swap, and
 //! recovery), `state` (ota's own folder), `trust` (whether that folder is ota's) and
@@ -67,6 +67,7 @@ mod fetch;
 mod filter;
 pub mod fs;
 mod http;
+mod limits;
 mod manifest;
 mod plan;
 pub mod source;

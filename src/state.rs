@@ -26,11 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::fs::{self, Fs};
 use crate::http::Quota;
+use crate::limits;
 use crate::manifest::{Manifest, ObjectId};
 use crate::source::Validator;
 
-/// Largest `state.json` ota reads (a manifest of 100,000 files fits).
-const STATE_LIMIT: u64 = 64 << 20;
 /// Largest `last_error.json` ota reads.
 const ERROR_LIMIT: u64 = 1 << 20;
 
@@ -138,12 +137,25 @@ impl StateDir {
     /// Reads `state.json`; `Ok(None)` before the first install.
     pub fn read_installed(&self, fs: &dyn Fs) -> Result<Option<Installed>, StateError> {
         let path = self.state_file();
-        read_json(fs, &path, STATE_LIMIT)
+        read_json(fs, &path, limits::STATE_BYTES)
     }
 
-    /// Replaces `state.json` atomically and durably: the commit point of an update.
+    /// Replaces `state.json` atomically and durably: the commit point of an update. Refuses
+    /// (writing nothing) a state larger than ota reads back; the plan checked that already
+    /// (`limits::check_commit`), this is the last line of defence.
     pub fn write_installed(&self, fs: &dyn Fs, installed: &Installed) -> Result<(), StateError> {
-        write_json(fs, &self.state_file(), installed)
+        let path = self.state_file();
+        let bytes = serde_json::to_vec_pretty(installed).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if bytes.len() as u64 > limits::STATE_BYTES {
+            return Err(StateError::TooLarge {
+                path,
+                bytes: bytes.len() as u64,
+            });
+        }
+        fs::write_atomic(fs, &path, &bytes).map_err(|source| StateError::Io { path, source })
     }
 
     /// Reads `last_error.json`, if any.
@@ -327,6 +339,18 @@ pub enum StateError {
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// A state that would be larger than ota reads back; nothing was written.
+    #[error(
+        "the new {} would be {bytes} bytes, more than the {} ota reads back; it was not \
+         written. Leave files out of the release with `ignore`",
+        path.display(), limits::STATE_BYTES
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        bytes: u64,
     },
     /// A state file that does not parse.
     #[error(

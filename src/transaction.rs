@@ -42,8 +42,8 @@ use crate::fs::{self, FileKind, Fs};
 use crate::manifest::RelPath;
 use crate::state::{Installed, ReleaseId, StateDir};
 
-/// Largest journal ota reads.
-const JOURNAL_LIMIT: u64 = 256 << 20;
+/// Largest journal ota writes and reads (one number both ways: see `limits`).
+const JOURNAL_LIMIT: u64 = crate::limits::JOURNAL_BYTES;
 /// Format version of `journal.json`.
 const JOURNAL_FORMAT: u32 = 1;
 
@@ -299,6 +299,13 @@ impl Ctx<'_> {
         let tmp = fs::tmp_path(&path);
         let bytes =
             serde_json::to_vec(journal).map_err(|e| ApplyError::io("encode", &path, e.into()))?;
+        if bytes.len() as u64 > JOURNAL_LIMIT {
+            let message = format!(
+                "{} bytes, more than the {JOURNAL_LIMIT} ota reads",
+                bytes.len()
+            );
+            return Err(ApplyError::io("write", &path, io::Error::other(message)));
+        }
         let io = |e| ApplyError::io("write", &path, e);
         ensure_dir(self.fs, &self.dirs.backup(&journal.txid))?;
         let mut file = self.fs.create(&tmp, false).map_err(io)?;

@@ -20,7 +20,8 @@ use crate::error::Error;
 use crate::fetch::{Fetcher, Progress, ProgressFn};
 use crate::fs::{FileKind, Fs, RealFs};
 use crate::http::Usage;
-use crate::manifest::{self, Manifest, RelPath};
+use crate::limits;
+use crate::manifest::{self, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::source::{GitHub, Source};
 use crate::state::{Cache, Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339};
@@ -331,6 +332,7 @@ impl Updater {
         }
         let tree = self.source.tree(&report.to.commit)?;
         let (target, warnings) = manifest::from_tree(tree, &self.config.filter, &self.reserved)?;
+        limits::check_release(&target, &self.config.target_dir, &self.dirs)?;
         report.warnings = warnings;
         let owned = installed
             .as_ref()
@@ -340,11 +342,22 @@ impl Updater {
         let facts = survey::survey(&*self.fs, root, &owned, &target, options.force)?;
         report.plan = plan::plan(&owned, &target, &facts)?;
         report.warnings.extend(report.plan.warnings.iter().cloned());
+        let new_state = Installed {
+            format: STATE_FORMAT,
+            txid: String::new(),
+            release: report.to.clone(),
+            source: self.source.name(),
+            filter: self.config.filter.fingerprint(),
+            installed_at: now_rfc3339(),
+            previous: installed.map(|i| i.release),
+            files: target,
+        };
+        limits::check_commit(&new_state, &report.plan.ops())?;
         if options.dry_run {
             self.finish(op, &mut report);
             return Ok(Outcome::Planned(report));
         }
-        self.apply(&mut report, target, installed)?;
+        self.apply(&mut report, new_state)?;
         self.finish(op, &mut report);
         Ok(Outcome::Updated(report))
     }
@@ -379,13 +392,8 @@ impl Updater {
         Ok(result?.release)
     }
 
-    /// Fetches into a new transaction and commits it.
-    fn apply(
-        &self,
-        report: &mut Report,
-        target: Manifest,
-        installed: Option<Installed>,
-    ) -> Result<(), Error> {
+    /// Fetches into a new transaction and commits `new_state` (the `state.json` to be).
+    fn apply(&self, report: &mut Report, mut new_state: Installed) -> Result<(), Error> {
         let root = &self.config.target_dir;
         let tx = Transaction::begin(&*self.fs, root, &self.dirs).map_err(Error::Apply)?;
         let fetcher = Fetcher {
@@ -393,7 +401,7 @@ impl Updater {
             fs: &*self.fs,
             target: root,
             commit: report.to.commit,
-            manifest: &target,
+            manifest: &new_state.files,
             net: &self.config.network,
             progress: self.progress.as_deref(),
         };
@@ -408,16 +416,7 @@ impl Updater {
         };
         report.downloaded = fetched.downloaded;
         report.copied = fetched.copied;
-        let new_state = Installed {
-            format: STATE_FORMAT,
-            txid: String::new(),
-            release: report.to.clone(),
-            source: self.source.name(),
-            filter: self.config.filter.fingerprint(),
-            installed_at: now_rfc3339(),
-            previous: installed.map(|i| i.release),
-            files: target,
-        };
+        new_state.installed_at = now_rfc3339();
         tx.commit(report.plan.ops(), new_state)
             .map_err(Error::Apply)?;
         tracing::info!(

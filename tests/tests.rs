@@ -11,6 +11,7 @@ mod config;
 mod embed;
 mod faults;
 mod hostile;
+mod limits;
 mod network;
 mod private;
 mod progress;
