@@ -266,3 +266,20 @@ fn a_state_folder_made_by_an_older_ota_is_adopted() {
     assert!(state.join("ota-state.tag").exists(), "adopted: marked");
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
 }
+
+#[test]
+fn the_lock_is_never_opened_through_a_symlink() {
+    let repo = repo_v1();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    device.ota_expect(&["update"], 0);
+    let outside = device.home().join("outside.txt");
+    std::fs::write(&outside, "keep\n").unwrap();
+    let lock = device.target.join(".ota/lock");
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&outside, &lock).unwrap();
+
+    let out = device.ota_expect(&["update"], 1);
+    assert!(out.contains("cannot open") && out.contains("lock"), "{out}");
+    assert_eq!(std::fs::read(&outside).unwrap(), b"keep\n");
+}
