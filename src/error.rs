@@ -10,12 +10,14 @@ pub use crate::config::ConfigError;
 pub use crate::fetch::FetchError;
 pub use crate::filter::{FilterError, PatternList};
 pub use crate::http::{ErrorKind as HttpErrorKind, HttpError};
+pub use crate::limits::LimitsError;
 pub use crate::manifest::{LinkProblem, ManifestError, PathError, PathProblem};
 pub use crate::plan::PlanError;
 pub use crate::source::SourceError;
 pub use crate::state::StateError;
 pub use crate::survey::SurveyError;
 pub use crate::transaction::ApplyError;
+pub use crate::trust::TrustError;
 
 use HttpErrorKind as HttpKind;
 
@@ -28,6 +30,10 @@ pub enum Error {
     /// The target or state folder cannot be used.
     #[error("{0}")]
     Setup(String),
+    /// The state folder is not ota's: a link, another user's, writable by others, or
+    /// holding files ota did not create.
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
     /// Another ota process holds the lock.
     #[error(
         "another ota process is working on this target (lock {0} is held); wait for it to finish"
@@ -48,6 +54,9 @@ pub enum Error {
     /// The update cannot be applied as asked.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The release is larger than ota installs (see `limits`).
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
     /// A file could not be staged.
     #[error(transparent)]
     Fetch(#[from] FetchError),
@@ -66,11 +75,11 @@ impl Error {
     pub fn phase(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
-            Error::Setup(_) | Error::Busy(_) => "setup",
+            Error::Setup(_) | Error::Busy(_) | Error::Untrusted(_) => "setup",
             Error::Recover(_) => "recover",
             Error::Source(_) => "resolve",
             Error::Manifest(_) => "manifest",
-            Error::Survey(_) | Error::Plan(_) => "plan",
+            Error::Survey(_) | Error::Plan(_) | Error::Limits(_) => "plan",
             Error::Fetch(_) => "fetch",
             Error::Apply(_) => "apply",
             Error::State(_) => "state",
@@ -79,18 +88,22 @@ impl Error {
 
     /// A stable cause name: `config`, `busy`, `network`, `rate_limited`, `not_found`,
     /// `protocol`, `integrity`, `invalid_release`, `unsafe_path`, `refused_target`,
-    /// `conflict`, `disk_full`, `filesystem`, `rollback_failed`, `state`.
+    /// `conflict`, `disk_full`, `filesystem`, `rollback_failed`, `state`, `untrusted_state`,
+    /// `limits`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Config(e) if e.is_refused_target() => "refused_target",
             Error::Config(_) => "config",
             Error::Setup(_) => "filesystem",
             Error::Busy(_) => "busy",
+            Error::Untrusted(TrustError::Io { source, .. }) => io_kind(source),
+            Error::Untrusted(_) => "untrusted_state",
             Error::Source(e) => source_kind(e),
             Error::Manifest(ManifestError::UnsafeLink { .. }) => "unsafe_path",
             Error::Manifest(_) => "invalid_release",
             Error::Plan(PlanError::Conflict { .. }) => "conflict",
             Error::Plan(PlanError::NoSpace { .. }) => "disk_full",
+            Error::Limits(_) => "limits",
             Error::Survey(e) => io_kind(&e.source),
             Error::Fetch(e) => match e {
                 FetchError::Source(s) => source_kind(s),

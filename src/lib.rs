@@ -53,10 +53,11 @@
 //! - [`error`]: [`Error`] and the error of each stage it wraps.
 //!
 //! Inside the crate: `filter` (which release paths are installed), `http` (the HTTP
-//! client), `manifest` (a release's file list, every path validated once), `survey` (what
+//! client), `limits` (how big a release ota installs), `manifest` (a release's file list, every path validated once), `survey` (what
 //! is on disk now), `plan` (the pure decision of what changes), `fetch` (stages new files,
 //! verified against their git blob ids), `transaction` (the journaled, crash-safe swap, and
-//! recovery), `state` (ota's own folder) and `updater` (runs the pipeline).
+//! recovery), `state` (ota's own folder), `trust` (whether that folder is ota's) and
+//! `updater` (runs the pipeline).
 
 #![warn(unreachable_pub)]
 
@@ -66,12 +67,14 @@ mod fetch;
 mod filter;
 pub mod fs;
 mod http;
+mod limits;
 mod manifest;
 mod plan;
 pub mod source;
 mod state;
 mod survey;
 mod transaction;
+mod trust;
 mod updater;
 
 #[doc(hidden)]

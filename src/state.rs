@@ -9,7 +9,11 @@
 //!                   removed by a successful update or recover
 //! cache.json        what the last check saw: the channel answer's ETag, the rate-limit quota
 //! lock              held (flock) by the process that changes the target
+//! ota-state.tag     marks the folder as ota's (see `trust`): written when ota creates it
 //! ```
+//!
+//! ota deletes only names it creates here: the `<file>.tmp` of each JSON file above, and
+//! transaction folders (named by `transaction::new_txid`) under `stage/` and `backup/`.
 //!
 //! `state.json` holds both the release and the owned-file manifest, so that replacing it is
 //! one atomic rename: the single commit point of an update.
@@ -22,13 +26,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::fs::{self, Fs};
 use crate::http::Quota;
+use crate::limits;
 use crate::manifest::{Manifest, ObjectId};
 use crate::source::Validator;
 
-/// Largest `state.json` ota reads (a manifest of 100,000 files fits).
-const STATE_LIMIT: u64 = 64 << 20;
 /// Largest `last_error.json` ota reads.
 const ERROR_LIMIT: u64 = 1 << 20;
+
+/// The file that marks a folder as ota's state folder.
+pub(crate) const MARKER: &str = "ota-state.tag";
+
+/// The names ota creates directly in the state folder (besides the marker and the
+/// `.tmp` files of the JSON ones).
+const OWN_FILES: [&str; 5] = [
+    "state.json",
+    "journal.json",
+    "last_error.json",
+    "cache.json",
+    "lock",
+];
+/// The JSON files written through a `.tmp` file.
+const TMP_WRITTEN: [&str; 4] = [
+    "state.json",
+    "journal.json",
+    "last_error.json",
+    "cache.json",
+];
+
+/// Whether ota creates `name` directly in its state folder (so an unmarked folder holding
+/// only such names is one an older ota made, and can be adopted).
+pub(crate) fn is_own_name(name: &str) -> bool {
+    OWN_FILES.contains(&name)
+        || matches!(name, MARKER | "stage" | "backup")
+        || name
+            .strip_suffix(".tmp")
+            .is_some_and(|base| TMP_WRITTEN.contains(&base))
+}
 
 /// Paths inside ota's state folder.
 #[derive(Clone, Debug)]
@@ -72,6 +105,15 @@ impl StateDir {
         self.root.join("lock")
     }
 
+    /// The temporary files a crash can leave (`state.json.tmp`, …): the only loose files
+    /// recovery removes.
+    pub(crate) fn temp_files(&self) -> Vec<PathBuf> {
+        TMP_WRITTEN
+            .iter()
+            .map(|name| fs::tmp_path(&self.root.join(name)))
+            .collect()
+    }
+
     /// `stage/`.
     pub fn stage_root(&self) -> PathBuf {
         self.root.join("stage")
@@ -95,12 +137,25 @@ impl StateDir {
     /// Reads `state.json`; `Ok(None)` before the first install.
     pub fn read_installed(&self, fs: &dyn Fs) -> Result<Option<Installed>, StateError> {
         let path = self.state_file();
-        read_json(fs, &path, STATE_LIMIT)
+        read_json(fs, &path, limits::STATE_BYTES)
     }
 
-    /// Replaces `state.json` atomically and durably: the commit point of an update.
+    /// Replaces `state.json` atomically and durably: the commit point of an update. Refuses
+    /// (writing nothing) a state larger than ota reads back; the plan checked that already
+    /// (`limits::check_commit`), this is the last line of defence.
     pub fn write_installed(&self, fs: &dyn Fs, installed: &Installed) -> Result<(), StateError> {
-        write_json(fs, &self.state_file(), installed)
+        let path = self.state_file();
+        let bytes = serde_json::to_vec_pretty(installed).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if bytes.len() as u64 > limits::STATE_BYTES {
+            return Err(StateError::TooLarge {
+                path,
+                bytes: bytes.len() as u64,
+            });
+        }
+        fs::write_atomic(fs, &path, &bytes).map_err(|source| StateError::Io { path, source })
     }
 
     /// Reads `last_error.json`, if any.
@@ -284,6 +339,18 @@ pub enum StateError {
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// A state that would be larger than ota reads back; nothing was written.
+    #[error(
+        "the new {} would be {bytes} bytes, more than the {} ota reads back; it was not \
+         written. Leave files out of the release with `ignore`",
+        path.display(), limits::STATE_BYTES
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        bytes: u64,
     },
     /// A state file that does not parse.
     #[error(

@@ -42,8 +42,8 @@ use crate::fs::{self, FileKind, Fs};
 use crate::manifest::RelPath;
 use crate::state::{Installed, ReleaseId, StateDir};
 
-/// Largest journal ota reads.
-const JOURNAL_LIMIT: u64 = 256 << 20;
+/// Largest journal ota writes and reads (one number both ways: see `limits`).
+const JOURNAL_LIMIT: u64 = crate::limits::JOURNAL_BYTES;
 /// Format version of `journal.json`.
 const JOURNAL_FORMAT: u32 = 1;
 
@@ -299,6 +299,13 @@ impl Ctx<'_> {
         let tmp = fs::tmp_path(&path);
         let bytes =
             serde_json::to_vec(journal).map_err(|e| ApplyError::io("encode", &path, e.into()))?;
+        if bytes.len() as u64 > JOURNAL_LIMIT {
+            let message = format!(
+                "{} bytes, more than the {JOURNAL_LIMIT} ota reads",
+                bytes.len()
+            );
+            return Err(ApplyError::io("write", &path, io::Error::other(message)));
+        }
         let io = |e| ApplyError::io("write", &path, e);
         ensure_dir(self.fs, &self.dirs.backup(&journal.txid))?;
         let mut file = self.fs.create(&tmp, false).map_err(io)?;
@@ -323,6 +330,12 @@ impl Ctx<'_> {
             return Err(ApplyError::JournalDamaged {
                 path,
                 message: format!("unknown format {}", journal.format),
+            });
+        }
+        if let Some(name) = foreign_name(&journal) {
+            return Err(ApplyError::JournalDamaged {
+                path,
+                message: format!("{name:?} is not a name ota gives"),
             });
         }
         Ok(journal)
@@ -463,33 +476,28 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Removes the `*.tmp` files a crash can leave in the state folder (from
-    /// `fs::write_atomic`: state, journal, last error, cache).
+    /// Removes the temporary files a crash can leave in the state folder (from
+    /// `fs::write_atomic`: `state.json.tmp`, `journal.json.tmp`, …): only those names, so a
+    /// file ota did not create is never deleted. A folder under such a name is left alone.
     fn remove_temp_files(&self) -> Result<bool, ApplyError> {
-        let root = self.dirs.root();
-        if self.exists(root)?.is_none() {
-            return Ok(false);
-        }
         let mut removed = false;
-        let names = self
-            .fs
-            .read_dir(root)
-            .map_err(|e| ApplyError::io("list", root, e))?;
-        for name in names {
-            if !name.to_string_lossy().ends_with(".tmp") {
-                continue;
+        for tmp in self.dirs.temp_files() {
+            match self.exists(&tmp)? {
+                Some(m) if m.kind != FileKind::Dir => {
+                    self.fs
+                        .remove_file(&tmp)
+                        .map_err(|e| ApplyError::io("remove", &tmp, e))?;
+                    removed = true;
+                }
+                _ => {}
             }
-            let tmp = root.join(name);
-            self.fs
-                .remove_file(&tmp)
-                .map_err(|e| ApplyError::io("remove", &tmp, e))?;
-            removed = true;
         }
         Ok(removed)
     }
 
-    /// Removes everything under `stage/` and `backup/`: called when no journal is open, so
-    /// nothing there belongs to a transaction.
+    /// Removes the transactions left under `stage/` and `backup/`: called when no journal is
+    /// open, so none of them is in use. Only names ota gives a transaction ([`is_txid`]) are
+    /// removed; anything else there is not ota's and stays.
     fn sweep(&self) -> Result<bool, ApplyError> {
         let mut removed = false;
         for root in [self.dirs.stage_root(), self.dirs.backup_root()] {
@@ -501,6 +509,10 @@ impl Ctx<'_> {
                 .read_dir(&root)
                 .map_err(|e| ApplyError::io("list", &root, e))?
             {
+                if !name.to_str().is_some_and(is_txid) {
+                    tracing::debug!("leaving {}: not ota's", root.join(&name).display());
+                    continue;
+                }
                 let path = root.join(name);
                 fs::remove_tree(self.fs, &path).map_err(|e| ApplyError::io("remove", &path, e))?;
                 removed = true;
@@ -535,6 +547,33 @@ fn new_txid() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// The first txid or slot of `journal` that ota would not have written, if any. Both become
+/// path components inside the state folder: a journal that names `../x` must never make
+/// recovery move or delete anything outside it.
+fn foreign_name(journal: &Journal) -> Option<&str> {
+    if !is_txid(&journal.txid) {
+        return Some(&journal.txid);
+    }
+    journal.ops.iter().find_map(|op| match op {
+        Op::Displace { slot, .. } | Op::Place { slot, .. } if !is_slot(slot) => Some(slot.as_str()),
+        _ => None,
+    })
+}
+
+/// Whether `name` has the form of a stage or backup slot: one plain path component.
+fn is_slot(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.bytes().any(|b| b == b'/' || b == 0)
+}
+
+/// Whether `name` has the form [`new_txid`] gives: lowercase hex, `-`, lowercase hex.
+pub(crate) fn is_txid(name: &str) -> bool {
+    let hex = |s: &str| {
+        (1..=32).contains(&s.len()) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    name.split_once('-')
+        .is_some_and(|(time, pid)| hex(time) && hex(pid))
 }
 
 /// A failure while changing the target or recovering.

@@ -21,12 +21,14 @@ use crate::error::{Error, FetchError};
 use crate::fetch::{self, Fetcher, Progress, ProgressFn};
 use crate::fs::{FileKind, Fs, RealFs};
 use crate::http::Usage;
+use crate::limits;
 use crate::manifest::{self, Manifest, Protected, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::source::{GitHub, Source};
 use crate::state::{Cache, Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339};
 use crate::survey;
 use crate::transaction::{self, Recovery, Transaction};
+use crate::trust::{self, Access, TrustedDir};
 
 /// How to run an update.
 #[derive(Clone, Copy, Debug, Default)]
@@ -280,6 +282,8 @@ impl Updater {
     /// Asks the source whether an update is available; changes nothing in the target.
     pub fn check(&self) -> Result<Check, Error> {
         let _op = self.begin();
+        // A check reads the state and writes the cache: only in a folder that is ota's.
+        trust::open(self.dirs.root(), Access::Inspect)?;
         let installed = self.installed_if_any()?;
         let available = self.resolve(installed.as_ref(), false, true)?;
         Ok(match self.reason(installed.as_ref(), &available) {
@@ -310,13 +314,13 @@ impl Updater {
     /// state folder, not the lock file, not `cache.json`, and no recovery (an interrupted
     /// update waiting for it is reported instead).
     fn dry_run(&self, op: &Operation, options: UpdateOptions) -> Result<Outcome, Error> {
-        if !(self.exists(self.dirs.root()) && self.exists(&self.config.target_dir)) {
+        let state = trust::open(self.dirs.root(), Access::Inspect)?;
+        let Some(state) = state.filter(|_| self.exists(&self.config.target_dir)) else {
             return self.run_update(op, options, Recovery::Clean);
-        }
+        };
         // The lock file exists once an update ran; without it no update is under way.
-        let lock_file = self.dirs.lock_file();
-        let _lock = match self.exists(&lock_file) {
-            true => Some(Lock::take(&lock_file)?),
+        let _lock = match self.exists(&self.dirs.lock_file()) {
+            true => Some(Lock::take(&state)?),
             false => None,
         };
         self.check_folders()?;
@@ -365,6 +369,7 @@ impl Updater {
         let tree = self.source.tree(&report.to.commit)?;
         let (target, warnings) =
             manifest::from_tree(tree, &self.config.filter, &self.reserved, &self.protected)?;
+        limits::check_release(&target, &self.config.target_dir, &self.dirs)?;
         report.warnings = warnings;
         let owned = self.owned(installed.as_ref())?;
         let root = &self.config.target_dir;
@@ -379,11 +384,22 @@ impl Updater {
         let facts = survey::survey(&*self.fs, root, &owned, &target, options.force)?;
         report.plan = plan::plan(&owned, &target, &facts)?;
         report.warnings.extend(report.plan.warnings.iter().cloned());
+        let new_state = Installed {
+            format: STATE_FORMAT,
+            txid: String::new(),
+            release: report.to.clone(),
+            source: self.source.name(),
+            filter: self.config.filter.fingerprint(),
+            installed_at: now_rfc3339(),
+            previous: installed.map(|i| i.release),
+            files: target,
+        };
+        limits::check_commit(&new_state, &report.plan.ops())?;
         if options.dry_run {
             self.finish(op, &mut report);
             return Ok(Outcome::Planned(report));
         }
-        self.apply(&mut report, target, &links, installed)?;
+        self.apply(&mut report, new_state, &links)?;
         self.finish(op, &mut report);
         Ok(Outcome::Updated(report))
     }
@@ -441,13 +457,13 @@ impl Updater {
         Ok(result?.release)
     }
 
-    /// Fetches into a new transaction and commits it.
+    /// Fetches into a new transaction and commits `new_state` (the `state.json` to be);
+    /// `links` are the release's checked symlink targets.
     fn apply(
         &self,
         report: &mut Report,
-        target: Manifest,
+        mut new_state: Installed,
         links: &BTreeMap<RelPath, String>,
-        installed: Option<Installed>,
     ) -> Result<(), Error> {
         let root = &self.config.target_dir;
         let tx = Transaction::begin(&*self.fs, root, &self.dirs).map_err(Error::Apply)?;
@@ -471,16 +487,7 @@ impl Updater {
         };
         report.downloaded = fetched.downloaded;
         report.copied = fetched.copied;
-        let new_state = Installed {
-            format: STATE_FORMAT,
-            txid: String::new(),
-            release: report.to.clone(),
-            source: self.source.name(),
-            filter: self.config.filter.fingerprint(),
-            installed_at: now_rfc3339(),
-            previous: installed.map(|i| i.release),
-            files: target,
-        };
+        new_state.installed_at = now_rfc3339();
         tx.commit(report.plan.ops(), new_state)
             .map_err(Error::Apply)?;
         tracing::info!(
@@ -530,14 +537,11 @@ impl Updater {
         Ok(outcome)
     }
 
-    /// What is installed and what went wrong last; changes nothing.
+    /// What is installed and what went wrong last; changes nothing (and reads nothing in a
+    /// state folder that is not ota's: that is the error).
     pub fn status(&self) -> Result<Status, Error> {
         let fs = &*self.fs;
-        let exists = fs
-            .metadata(self.dirs.root())
-            .map_err(|e| Error::Setup(format!("cannot read {}: {e}", self.dirs.root().display())))?
-            .is_some();
-        if !exists {
+        if trust::open(self.dirs.root(), Access::Inspect)?.is_none() {
             return Ok(Status {
                 target: self.config.target_dir.clone(),
                 installed: None,
@@ -602,15 +606,37 @@ impl Updater {
     }
 
     /// Creates the target and state folders if `create` (else the state folder must
-    /// exist), and takes the lock.
+    /// exist), checks that the state folder is ota's (see `trust`), and takes the lock.
+    /// Nothing is written into a state folder that is not ota's, and so no journal there is
+    /// ever run.
     fn prepare(&self, create: bool) -> Result<Lock, Error> {
-        if create {
-            for dir in [self.config.target_dir.as_path(), self.dirs.root()] {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
-            }
+        let access = match create {
+            true => Access::Create,
+            false => Access::Use,
+        };
+        let target = self.config.target_dir.as_path();
+        if let Ok(meta) = std::fs::symlink_metadata(target)
+            && !meta.is_dir()
+        {
+            return Err(Error::Setup(format!(
+                "target_dir {} is not a folder: move what is there away, or set target_dir to                  a folder",
+                target.display()
+            )));
         }
-        Lock::take(&self.dirs.lock_file())
+        // The state folder first: a target is created only once it is known to be usable
+        // (the default state folder is inside the target, which this creates too).
+        let root = self.dirs.root();
+        let state = trust::open(root, access)?.ok_or_else(|| {
+            Error::Setup(format!(
+                "the state folder {} does not exist",
+                root.display()
+            ))
+        })?;
+        if create {
+            std::fs::create_dir_all(target)
+                .map_err(|e| Error::Setup(format!("cannot create {}: {e}", target.display())))?;
+        }
+        Lock::take(&state)
     }
 
     /// Checks, under the lock, that the target is a folder on the state folder's filesystem.
@@ -713,12 +739,10 @@ struct Lock {
 }
 
 impl Lock {
-    fn take(path: &Path) -> Result<Lock, Error> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
+    fn take(state: &TrustedDir) -> Result<Lock, Error> {
+        let path = &state.path().join("lock");
+        let file = state
+            .open_lock()
             .map_err(|e| Error::Setup(format!("cannot open {}: {e}", path.display())))?;
         // A lock can be held for a moment by a process that is not ota at all: a child forked
         // by a program that embeds ota keeps the descriptor until it execs. Wait that out.

@@ -1096,8 +1096,7 @@ fn cases() -> Vec<Case> {
                 s.state_file("journal.json", "{\"format\":1,\"ops\":[");
             },
         ),
-        pending(
-            "trust",
+        case(
             "journal_slot_escapes",
             Manifest,
             "rollback_failed",
@@ -1107,8 +1106,7 @@ fn cases() -> Vec<Case> {
                 s.state_file("journal.json", &journal("t", r#"{"op":"displace","path":"stolen.txt","slot":"../../../../outside/canary.txt"}"#));
             },
         ),
-        pending(
-            "trust",
+        case(
             "journal_txid_escapes",
             Manifest,
             "rollback_failed",
@@ -1254,8 +1252,7 @@ fn cases() -> Vec<Case> {
                 s.command = vec!["update", "--dry-run"];
             },
         ),
-        pending(
-            "trust",
+        case(
             "config_state_dir_foreign",
             Config,
             "untrusted_state",
@@ -1420,7 +1417,7 @@ fn cases() -> Vec<Case> {
             "layout_target_is_a_file",
             Layout,
             "filesystem",
-            "cannot create",
+            "is not a folder",
             |s| {
                 let target = s.target().to_path_buf();
                 std::fs::rename(&target, s.home().join("old-app")).unwrap();
@@ -1431,7 +1428,7 @@ fn cases() -> Vec<Case> {
         case(
             "layout_state_folder_is_a_file",
             Layout,
-            "filesystem",
+            "untrusted_state",
             ".ota",
             |s| {
                 std::fs::remove_dir_all(&s.state).unwrap();
@@ -1439,8 +1436,7 @@ fn cases() -> Vec<Case> {
                 s.state = s.home().join("no-state-folder");
             },
         ),
-        pending(
-            "trust",
+        case(
             "layout_state_folder_is_a_symlink",
             Layout,
             "untrusted_state",
@@ -1453,8 +1449,7 @@ fn cases() -> Vec<Case> {
                 s.state = s.home().join("no-state-folder");
             },
         ),
-        pending(
-            "trust",
+        case(
             "layout_journal_through_symlinked_state",
             Layout,
             "untrusted_state",
@@ -1468,8 +1463,7 @@ fn cases() -> Vec<Case> {
                 s.state = s.home().join("no-state-folder");
             },
         ),
-        pending(
-            "trust",
+        case(
             "layout_state_folder_world_writable",
             Layout,
             "untrusted_state",
@@ -1530,8 +1524,7 @@ fn cases() -> Vec<Case> {
             s.repo.write("token", "stolen\n");
             s.release_v2();
         }),
-        pending(
-            "trust",
+        case(
             "release_path_too_long_for_this_target",
             Tree,
             "limits",
@@ -1547,8 +1540,7 @@ fn cases() -> Vec<Case> {
                 s.release_raw(&[tree])
             },
         ),
-        pending(
-            "trust",
+        case(
             "layout_state_folder_foreign_owner",
             Layout,
             "untrusted_state",
