@@ -79,7 +79,8 @@ impl Error {
 
     /// A stable cause name: `config`, `busy`, `network`, `rate_limited`, `not_found`,
     /// `protocol`, `integrity`, `invalid_release`, `conflict`, `disk_full`, `filesystem`,
-    /// `rollback_failed`, `state`.
+    /// `rollback_failed`, `state`, `unsafe_path` (a path that would leave the target through
+    /// a link, or that changed under ota's feet).
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
@@ -89,17 +90,20 @@ impl Error {
             Error::Manifest(_) => "invalid_release",
             Error::Plan(PlanError::Conflict { .. }) => "conflict",
             Error::Plan(PlanError::NoSpace { .. }) => "disk_full",
+            Error::Survey(e) if crate::fs::is_unsafe(&e.source) => "unsafe_path",
             Error::Survey(e) => io_kind(&e.source),
             Error::Fetch(e) => match e {
                 FetchError::Source(s) => source_kind(s),
                 FetchError::Integrity { .. } => "integrity",
                 FetchError::Interrupted { .. } | FetchError::Stopped => "network",
                 FetchError::Manifest(_) => "invalid_release",
+                FetchError::Io { source, .. } if crate::fs::is_unsafe(source) => "unsafe_path",
                 FetchError::Io { source, .. } => io_kind(source),
             },
             Error::Apply(ApplyError::RollbackFailed { .. }) | Error::Recover(_) => {
                 "rollback_failed"
             }
+            Error::Apply(e) if e.is_unsafe_path() => "unsafe_path",
             Error::Apply(e) => e.io_error().map_or("filesystem", io_kind),
             Error::State(_) => "state",
         }

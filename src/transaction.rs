@@ -45,32 +45,32 @@ use crate::state::{Installed, ReleaseId, StateDir};
 /// Largest journal ota reads.
 const JOURNAL_LIMIT: u64 = 256 << 20;
 /// Format version of `journal.json`.
-const JOURNAL_FORMAT: u32 = 1;
+const JOURNAL_FORMAT: u32 = 2;
 
 /// One step of a transaction, with enough information to undo it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum Op {
-    /// Move the file at `path` into `backup/<txid>/<slot>`.
+    /// Move what is at `path` into `backup/<txid>/<slot>`: a file or link being replaced or
+    /// deleted, or a folder the deletes emptied (moved whole: owner, mode and xattrs stay).
     Displace {
         /// Path in the target.
         path: RelPath,
         /// Name inside the backup folder.
         slot: String,
-    },
-    /// Remove the (now empty) folder `path`.
-    RemoveDir {
-        /// Path in the target.
-        path: RelPath,
-        /// Its permission bits, to recreate it on undo.
-        mode: u32,
+        /// What the plan saw there. Checked again (`lstat`) just before the move: anything
+        /// else means the path changed under ota's feet, and the update is rolled back.
+        kind: FileKind,
+        /// A file ota does not own: after the commit it moves to `kept/<txid>/<path>`
+        /// instead of being removed with the backup.
+        keep: bool,
     },
     /// Create the folder `path` (mode 0755).
     CreateDir {
         /// Path in the target.
         path: RelPath,
     },
-    /// Move `stage/<txid>/<slot>` to `path`.
+    /// Move `stage/<txid>/<slot>` to `path`, which must be free (`RENAME_NOREPLACE`).
     Place {
         /// Path in the target.
         path: RelPath,
@@ -127,7 +127,7 @@ impl<'a> Transaction<'a> {
             dirs.backup_root(),
             dirs.stage(&txid),
         ] {
-            ensure_dir(fs, &dir)?;
+            ensure_dir(fs, &dir, 0o755)?;
         }
         Ok(Transaction {
             fs,
@@ -186,7 +186,7 @@ impl<'a> Transaction<'a> {
                 },
             });
         }
-        if let Err(e) = ctx.finish(&journal.txid, Cleanup::Committed) {
+        if let Err(e) = ctx.finish(&journal, Cleanup::Committed) {
             // Committed: the new release is in place. What is left is removed by the next
             // command's recovery.
             tracing::warn!("update committed, but cleaning up failed: {e}");
@@ -209,7 +209,7 @@ pub fn recover(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Recovery, 
             let journal = ctx.read_journal()?;
             let installed = dirs.read_installed(fs).map_err(ApplyError::State)?;
             if installed.is_some_and(|s| s.txid == journal.txid) {
-                ctx.finish(&journal.txid, Cleanup::Committed)?;
+                ctx.finish(&journal, Cleanup::Committed)?;
                 Some(Recovery::Completed(journal.release))
             } else {
                 ctx.undo(&journal)?;
@@ -280,11 +280,7 @@ impl Ctx<'_> {
     fn rename(&self, from: &Path, to: &Path) -> Result<(), ApplyError> {
         self.fs
             .rename(from, to)
-            .map_err(|source| ApplyError::Rename {
-                from: from.to_owned(),
-                to: to.to_owned(),
-                source,
-            })
+            .map_err(|source| ApplyError::rename(from, to, source))
     }
 
     /// Makes everything written so far durable: one `syncfs` for the whole filesystem.
@@ -300,7 +296,7 @@ impl Ctx<'_> {
         let bytes =
             serde_json::to_vec(journal).map_err(|e| ApplyError::io("encode", &path, e.into()))?;
         let io = |e| ApplyError::io("write", &path, e);
-        ensure_dir(self.fs, &self.dirs.backup(&journal.txid))?;
+        ensure_dir(self.fs, &self.dirs.backup(&journal.txid), 0o755)?;
         let mut file = self.fs.create(&tmp, false).map_err(io)?;
         std::io::Write::write_all(&mut file, &bytes).map_err(io)?;
         drop(file);
@@ -337,14 +333,12 @@ impl Ctx<'_> {
             .partition(|op| !matches!(op, Op::Place { .. }));
         for op in phase1 {
             match op {
-                Op::Displace { path, slot } => {
-                    self.rename(&self.at(path), &self.backed_up(txid, slot))?
-                }
-                Op::RemoveDir { path, .. } => {
+                Op::Displace {
+                    path, slot, kind, ..
+                } => {
                     let at = self.at(path);
-                    self.fs
-                        .remove_dir(&at)
-                        .map_err(|e| ApplyError::io("remove folder", &at, e))?
+                    self.recheck(&at, *kind)?;
+                    self.rename_noreplace(&at, &self.backed_up(txid, slot))?
                 }
                 Op::CreateDir { path } => {
                     let at = self.at(path);
@@ -358,20 +352,72 @@ impl Ctx<'_> {
         self.barrier()?;
         for op in phase2 {
             if let Op::Place { path, slot } = op {
-                self.rename(&self.staged(txid, slot), &self.at(path))?;
+                let at = self.at(path);
+                match self.fs.rename_noreplace(&self.staged(txid, slot), &at) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        return Err(ApplyError::UnsafePath {
+                            path: at,
+                            reason: "something appeared at this path while ota was working;                                      it was left untouched"
+                                .into(),
+                        });
+                    }
+                    other => other.map_err(|e| ApplyError::io("place", &at, e))?,
+                }
             }
         }
         self.barrier()
     }
 
+    /// Checks, just before it moves, that what is at `at` is still what the plan saw: a
+    /// `kind` (and, for a folder, an empty one). Anything else was changed under ota's feet.
+    fn recheck(&self, at: &Path, kind: FileKind) -> Result<(), ApplyError> {
+        let unsafe_path = |reason: String| ApplyError::UnsafePath {
+            path: at.to_owned(),
+            reason,
+        };
+        let now = self.exists(at)?.map(|m| m.kind);
+        if now != Some(kind) {
+            let name = |k: Option<FileKind>| match k {
+                None => "nothing",
+                Some(FileKind::File) => "a file",
+                Some(FileKind::Dir) => "a folder",
+                Some(FileKind::Symlink) => "a symbolic link",
+                Some(FileKind::Other) => "a device, socket or fifo",
+            };
+            return Err(unsafe_path(format!(
+                "it was {} when the update was planned and is now {}; ota left it alone",
+                name(Some(kind)),
+                name(now)
+            )));
+        }
+        if kind == FileKind::Dir && !self.list(at)?.is_empty() {
+            return Err(unsafe_path(
+                "this folder was emptied by the update but now holds new files; ota left it alone"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> Result<Vec<std::ffi::OsString>, ApplyError> {
+        self.fs
+            .read_dir(dir)
+            .map_err(|e| ApplyError::io("list", dir, e))
+    }
+
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> Result<(), ApplyError> {
+        self.fs
+            .rename_noreplace(from, to)
+            .map_err(|source| ApplyError::rename(from, to, source))
+    }
+
     /// Undoes `journal`'s operations in reverse order, then cleans up. Idempotent.
     ///
     /// Two passes with a barrier between them, mirroring phases 2 and 1: placed files go
-    /// back to the stage (and created folders are removed), then displaced files come back
-    /// from the backup (and removed folders are recreated). Without the barrier a crash could
-    /// persist a restore over the path while losing the move that had emptied it; the next
-    /// recovery would then take the restored original for the placed file, move it into the
-    /// stage and delete it.
+    /// back to the stage (and created folders are removed), then displaced files and folders
+    /// come back from the backup. Without the barrier a crash could persist a restore over
+    /// the path while losing the move that had emptied it; the next recovery would then take
+    /// the restored original for the placed file, move it into the stage and delete it.
     fn undo(&self, journal: &Journal) -> Result<(), ApplyError> {
         let txid = &journal.txid;
         let unplace = |op: &&Op| matches!(op, Op::Place { .. } | Op::CreateDir { .. });
@@ -383,7 +429,7 @@ impl Ctx<'_> {
             self.undo_one(txid, op)?;
         }
         self.barrier()?;
-        self.finish(txid, Cleanup::RolledBack)
+        self.finish(journal, Cleanup::RolledBack)
     }
 
     /// Undoes one operation if it had happened (see [`Ctx::undo`]).
@@ -393,17 +439,13 @@ impl Ctx<'_> {
                 let staged = self.staged(txid, slot);
                 let at = self.at(path);
                 if self.exists(&staged)?.is_none() && self.exists(&at)?.is_some() {
-                    self.rename(&at, &staged)?;
+                    self.rename_noreplace(&at, &staged)?;
                 }
             }
             Op::CreateDir { path } => {
                 let at = self.at(path);
                 let is_empty_dir = match self.exists(&at)? {
-                    Some(m) if m.kind == FileKind::Dir => self
-                        .fs
-                        .read_dir(&at)
-                        .map_err(|e| ApplyError::io("list", &at, e))?
-                        .is_empty(),
+                    Some(m) if m.kind == FileKind::Dir => self.list(&at)?.is_empty(),
                     _ => false,
                 };
                 if is_empty_dir {
@@ -412,45 +454,57 @@ impl Ctx<'_> {
                         .map_err(|e| ApplyError::io("remove folder", &at, e))?;
                 }
             }
-            Op::RemoveDir { path, mode } => {
-                let at = self.at(path);
-                if self.exists(&at)?.is_none() {
-                    self.fs
-                        .create_dir(&at, *mode)
-                        .map_err(|e| ApplyError::io("recreate folder", &at, e))?;
-                }
-            }
-            Op::Displace { path, slot } => {
+            Op::Displace { path, slot, .. } => {
                 let backup = self.backed_up(txid, slot);
                 let at = self.at(path);
                 if self.exists(&backup)?.is_some() {
+                    let blocked = || ApplyError::RestoreBlocked {
+                        path: at.clone(),
+                        backup: backup.clone(),
+                    };
                     if self.exists(&at)?.is_some() {
-                        return Err(ApplyError::RestoreBlocked { path: at, backup });
+                        return Err(blocked());
                     }
-                    self.rename(&backup, &at)?;
+                    match self.fs.rename_noreplace(&backup, &at) {
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            return Err(blocked());
+                        }
+                        other => other.map_err(|e| ApplyError::rename(&backup, &at, e))?,
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// Step 6: removes the journal, then the transaction's backup and stage folders.
+    /// Step 6: keeps what must be kept, removes the journal, then the transaction's backup
+    /// and stage folders.
     ///
-    /// The journal must go first. Undoing a `Place` reads "staged file gone, something at
-    /// the path" as "placed", so a journal that outlives any staged file would make the next
-    /// recovery move whatever is at that path now (after a rollback: the restored original)
-    /// into the stage and delete it. Without a journal, recovery sweeps what is left here.
+    /// After a commit, the displaced files ota does not own (and any folder that something
+    /// filled after ota emptied it) move from the backup to `kept/<txid>/<path>`, made
+    /// durable by a barrier before the journal goes: without the journal, recovery would
+    /// sweep the backup and them with it.
+    ///
+    /// The journal must go before the rest. Undoing a `Place` reads "staged file gone,
+    /// something at the path" as "placed", so a journal that outlives any staged file would
+    /// make the next recovery move whatever is at that path now (after a rollback: the
+    /// restored original) into the stage and delete it. Without a journal, recovery sweeps
+    /// what is left here.
     ///
     /// After a rollback the journal's removal is made durable before anything else goes.
     /// After a commit it needs no fsync: a journal that comes back after a crash names the
     /// txid `state.json` carries, and recovery only finishes this cleanup again (the next
     /// update's journal barrier makes the removal durable anyway).
-    fn finish(&self, txid: &str, cleanup: Cleanup) -> Result<(), ApplyError> {
-        let journal = self.dirs.journal_file();
-        if self.exists(&journal)?.is_some() {
+    fn finish(&self, journal: &Journal, cleanup: Cleanup) -> Result<(), ApplyError> {
+        let txid = &journal.txid;
+        if cleanup == Cleanup::Committed && self.keep_displaced(journal)? {
+            self.barrier()?;
+        }
+        let journal_file = self.dirs.journal_file();
+        if self.exists(&journal_file)?.is_some() {
             self.fs
-                .remove_file(&journal)
-                .map_err(|e| ApplyError::io("remove", &journal, e))?;
+                .remove_file(&journal_file)
+                .map_err(|e| ApplyError::io("remove", &journal_file, e))?;
         }
         if cleanup == Cleanup::RolledBack {
             self.fs
@@ -461,6 +515,50 @@ impl Ctx<'_> {
             fs::remove_tree(self.fs, &dir).map_err(|e| ApplyError::io("remove", &dir, e))?;
         }
         Ok(())
+    }
+
+    /// Moves what the committed transaction must not destroy from the backup into
+    /// `kept/<txid>/`; whether anything moved. Idempotent: what already moved is not in the
+    /// backup any more.
+    fn keep_displaced(&self, journal: &Journal) -> Result<bool, ApplyError> {
+        let mut moved = false;
+        for op in &journal.ops {
+            let Op::Displace {
+                path,
+                slot,
+                kind,
+                keep,
+            } = op
+            else {
+                continue;
+            };
+            let backup = self.backed_up(&journal.txid, slot);
+            let Some(meta) = self.exists(&backup)? else {
+                continue;
+            };
+            let filled_folder = *kind == FileKind::Dir
+                && meta.kind == FileKind::Dir
+                && !self.list(&backup)?.is_empty();
+            if !keep && !filled_folder {
+                continue;
+            }
+            let base = kept_root(self.dirs).join(&journal.txid);
+            for dir in [kept_root(self.dirs), base.clone()] {
+                ensure_dir(self.fs, &dir, 0o700)?;
+            }
+            for parent in path.ancestors() {
+                ensure_dir(self.fs, &base.join(parent.as_str()), 0o700)?;
+            }
+            let to = base.join(path.as_str());
+            self.rename_noreplace(&backup, &to)?;
+            tracing::warn!(
+                "{} was not installed by ota: it was replaced by the release's and kept as {}",
+                path,
+                to.display()
+            );
+            moved = true;
+        }
+        Ok(moved)
     }
 
     /// Removes the `*.tmp` files a crash can leave in the state folder (from
@@ -510,8 +608,17 @@ impl Ctx<'_> {
     }
 }
 
-/// Creates `dir` unless it exists (its parent must exist).
-fn ensure_dir(fs: &dyn Fs, dir: &Path) -> Result<(), ApplyError> {
+/// Where files ota displaced but does not own are kept after a commit:
+/// `<state_dir>/kept/<txid>/<their path in the target>`.
+pub(crate) const KEPT: &str = "kept";
+
+/// The folder holding every transaction's kept files.
+pub(crate) fn kept_root(dirs: &StateDir) -> PathBuf {
+    dirs.root().join(KEPT)
+}
+
+/// Creates `dir` with `mode` unless it exists (its parent must exist).
+fn ensure_dir(fs: &dyn Fs, dir: &Path, mode: u32) -> Result<(), ApplyError> {
     match fs
         .metadata(dir)
         .map_err(|e| ApplyError::io("inspect", dir, e))?
@@ -523,7 +630,7 @@ fn ensure_dir(fs: &dyn Fs, dir: &Path) -> Result<(), ApplyError> {
             io::Error::new(io::ErrorKind::AlreadyExists, "a file is in the way"),
         )),
         None => fs
-            .create_dir(dir, 0o755)
+            .create_dir(dir, mode)
             .map_err(|e| ApplyError::io("create folder", dir, e)),
     }
 }
@@ -559,6 +666,18 @@ pub enum ApplyError {
         to: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// A path changed under ota's feet, or would lead outside the target (through a link).
+    #[error(
+        "{}: {reason}. The update was stopped; check what changed that path (ota never writes \
+         through links or over files it did not expect), then run `ota update` again",
+        path.display()
+    )]
+    UnsafePath {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The journal cannot be read, so ota cannot know how to finish the update.
     #[error(
@@ -600,10 +719,39 @@ pub enum ApplyError {
 
 impl ApplyError {
     fn io(action: &'static str, path: &Path, source: io::Error) -> ApplyError {
+        if fs::is_unsafe(&source) {
+            return ApplyError::UnsafePath {
+                path: path.to_owned(),
+                reason: source.to_string(),
+            };
+        }
         ApplyError::Io {
             action,
             path: path.to_owned(),
             source,
+        }
+    }
+
+    fn rename(from: &Path, to: &Path, source: io::Error) -> ApplyError {
+        if fs::is_unsafe(&source) {
+            return ApplyError::UnsafePath {
+                path: from.to_owned(),
+                reason: format!("cannot move it to {}: {source}", to.display()),
+            };
+        }
+        ApplyError::Rename {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            source,
+        }
+    }
+
+    /// Whether this is (or was caused by) a path changed under ota's feet.
+    pub(crate) fn is_unsafe_path(&self) -> bool {
+        match self {
+            ApplyError::UnsafePath { .. } => true,
+            ApplyError::RollbackFailed { cause, .. } => cause.is_unsafe_path(),
+            _ => false,
         }
     }
 

@@ -191,7 +191,8 @@ impl Updater {
                 Box::new(GitHub::new(github, &config.network).with_limits(&config.limits))
             }
         };
-        Updater::with_parts(config, source, Box::new(RealFs))
+        let fs = RealFs::confined(&config.target_dir, &config.state_dir);
+        Updater::with_parts(config, source, Box::new(fs))
     }
 
     /// An updater with a given source and filesystem (simulations, other hosts).

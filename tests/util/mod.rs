@@ -198,7 +198,13 @@ impl Device {
                 let name = e.unwrap().file_name().to_string_lossy().into_owned();
                 if !matches!(
                     name.as_str(),
-                    "state.json" | "last_error.json" | "lock" | "stage" | "backup" | "cache.json"
+                    "state.json"
+                        | "last_error.json"
+                        | "lock"
+                        | "stage"
+                        | "backup"
+                        | "cache.json"
+                        | "kept"
                 ) {
                     out.push(name);
                 }
