@@ -142,6 +142,11 @@ impl<'a> Transaction<'a> {
         self.dirs.stage(&self.txid).join(slot)
     }
 
+    /// Where the file ota does not own at `path` is kept if this transaction commits.
+    pub(crate) fn kept_path(&self, path: &RelPath) -> PathBuf {
+        kept_root(self.dirs).join(&self.txid).join(path.as_str())
+    }
+
     /// Gives up before anything in the target changed: removes the stage.
     pub(crate) fn abort(self) -> Result<(), ApplyError> {
         let stage = self.dirs.stage(&self.txid);
@@ -357,7 +362,7 @@ impl Ctx<'_> {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         return Err(ApplyError::UnsafePath {
                             path: at,
-                            reason: "something appeared at this path while ota was working;                                      it was left untouched"
+                            reason: "something appeared at this path while ota was working; it was left untouched"
                                 .into(),
                         });
                     }
@@ -615,6 +620,28 @@ pub(crate) const KEPT: &str = "kept";
 /// The folder holding every transaction's kept files.
 pub(crate) fn kept_root(dirs: &StateDir) -> PathBuf {
     dirs.root().join(KEPT)
+}
+
+/// Every file and link kept under `kept/` (absolute paths, sorted; never through a link).
+pub(crate) fn kept_files(fs: &dyn Fs, dirs: &StateDir) -> io::Result<Vec<PathBuf>> {
+    fn walk(fs: &dyn Fs, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+        for name in fs.read_dir(dir)? {
+            let path = dir.join(name);
+            match fs.metadata(&path)? {
+                Some(m) if m.kind == FileKind::Dir => walk(fs, &path, out)?,
+                Some(_) => out.push(path),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+    let root = kept_root(dirs);
+    let mut out = Vec::new();
+    if fs.metadata(&root)?.is_some_and(|m| m.kind == FileKind::Dir) {
+        walk(fs, &root, &mut out)?;
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Creates `dir` with `mode` unless it exists (its parent must exist).

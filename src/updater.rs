@@ -142,6 +142,9 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// What recovery did first.
     pub recovery: Recovery,
+    /// Files and links ota did not own at paths the release ships: replaced, and moved to
+    /// `<state_dir>/kept/<txid>/<path>` (path in the target, where it was kept).
+    pub kept: Vec<(RelPath, PathBuf)>,
 }
 
 /// What `ota status` shows.
@@ -158,6 +161,8 @@ pub struct Status {
     pub last_error: Option<LastError>,
     /// What the last check saw (time, rate-limit quota).
     pub cache: Cache,
+    /// Files ota replaced but did not own, kept under `<state_dir>/kept/` (sorted).
+    pub kept: Vec<PathBuf>,
 }
 
 /// Runs ota's commands for one configuration. One `Updater` can run any number of
@@ -321,6 +326,7 @@ impl Updater {
             elapsed: Duration::ZERO,
             warnings: Vec::new(),
             recovery,
+            kept: Vec::new(),
         };
         if report.reason.is_none() {
             self.finish(op, &mut report);
@@ -415,6 +421,10 @@ impl Updater {
             previous: installed.map(|i| i.release),
             files: target,
         };
+        report.kept = (report.plan.changes.iter())
+            .filter(|c| c.kept)
+            .map(|c| (c.path.clone(), tx.kept_path(&c.path)))
+            .collect();
         tx.commit(report.plan.ops(), new_state)
             .map_err(Error::Apply)?;
         tracing::info!(
@@ -478,6 +488,7 @@ impl Updater {
                 pending: None,
                 last_error: None,
                 cache: Cache::default(),
+                kept: Vec::new(),
             });
         }
         Ok(Status {
@@ -488,6 +499,8 @@ impl Updater {
                 .map(|journal| journal.release),
             last_error: self.dirs.read_last_error(fs)?,
             cache: self.dirs.read_cache(fs),
+            kept: transaction::kept_files(fs, &self.dirs)
+                .map_err(|e| Error::Setup(format!("cannot list the kept files: {e}")))?,
         })
     }
 

@@ -73,6 +73,13 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
                 what_changes(r, ["installed", "reinstalled", "updated"])
             )?;
             summary(out, r)?;
+            for (path, at) in &r.kept {
+                writeln!(
+                    out,
+                    "  kept {path}, which ota did not own, as {}",
+                    at.display()
+                )?;
+            }
         }
     }
     out.flush()
@@ -132,6 +139,7 @@ fn report_json(state: &str, r: &Report) -> serde_json::Value {
         "usage": r.usage,
         "elapsed_sec": r.elapsed.as_secs_f64(),
         "warnings": r.warnings,
+        "kept": r.kept.iter().map(|(path, at)| json!({"path": path, "kept_at": at})).collect::<Vec<_>>(),
         "peak_rss_bytes": peak_rss_bytes(),
     })
 }
@@ -199,6 +207,7 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             "last_error": status.last_error,
             "last_check": status.cache.last_check,
             "rate_limit": status.cache.quota,
+            "kept": status.kept,
         });
         return write_json(out, &value);
     }
@@ -243,6 +252,13 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             }
         }
         None => writeln!(out, "last error:  none")?,
+    }
+    for path in &status.kept {
+        writeln!(
+            out,
+            "kept:        {} (a file ota replaced but did not own)",
+            path.display()
+        )?;
     }
     if let Some(time) = &status.cache.last_check {
         writeln!(out, "last check:  {time}")?;
