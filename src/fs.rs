@@ -607,3 +607,95 @@ pub(crate) fn non_atomic_rename_fs(path: &Path) -> Option<&'static str> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A target with `lib/a.txt`, its state folder `.ota` inside, and a folder beside it.
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("app");
+        std::fs::create_dir_all(target.join("lib")).unwrap();
+        std::fs::create_dir_all(target.join(".ota")).unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::fs::write(target.join("lib/a.txt"), "a").unwrap();
+        std::fs::write(dir.path().join("outside/x.txt"), "x").unwrap();
+        let state = target.join(".ota");
+        (dir, target, state)
+    }
+
+    fn both(target: &Path, state: &Path) -> [RealFs; 2] {
+        let fs = RealFs::confined(target, state);
+        [fs.clone(), fs.with_component_walk()]
+    }
+
+    #[test]
+    fn links_on_the_way_and_paths_outside_are_refused() {
+        let (dir, target, state) = setup();
+        let outside = dir.path().join("outside");
+        std::os::unix::fs::symlink(&outside, target.join("link")).unwrap();
+        for fs in both(&target, &state) {
+            for path in [
+                target.join("link/x.txt"),
+                outside.join("x.txt"),
+                target.join("lib/../../outside/x.txt"),
+            ] {
+                let error = fs.remove_file(&path).unwrap_err();
+                assert!(is_unsafe(&error), "{}: {error}", path.display());
+                let error = fs.metadata(&path).unwrap_err();
+                assert!(is_unsafe(&error), "{}: {error}", path.display());
+            }
+            // The link itself (last component) is seen, not followed.
+            let meta = fs.metadata(&target.join("link")).unwrap().unwrap();
+            assert_eq!(meta.kind, FileKind::Symlink);
+            assert!(fs.open(&target.join("link")).is_err());
+            assert_eq!(fs.read_dir(&target.join("lib")).unwrap(), vec!["a.txt"]);
+        }
+        assert!(outside.join("x.txt").exists());
+    }
+
+    #[test]
+    fn a_link_in_place_of_the_inner_state_folder_is_not_followed() {
+        let (dir, target, state) = setup();
+        std::fs::remove_dir(&state).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), &state).unwrap();
+        for fs in both(&target, &state) {
+            let error = fs.create(&state.join("new.json"), false).err().unwrap();
+            assert!(is_unsafe(&error), "{error}");
+        }
+        assert!(!dir.path().join("outside/new.json").exists());
+    }
+
+    #[test]
+    fn rename_noreplace_never_replaces() {
+        let (_dir, target, state) = setup();
+        for fs in both(&target, &state) {
+            std::fs::write(target.join("b.txt"), "b").unwrap();
+            let error = fs
+                .rename_noreplace(&target.join("b.txt"), &target.join("lib/a.txt"))
+                .unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+            assert_eq!(std::fs::read(target.join("lib/a.txt")).unwrap(), b"a");
+            fs.rename_noreplace(&target.join("b.txt"), &state.join("b.txt"))
+                .unwrap();
+            assert_eq!(std::fs::read(state.join("b.txt")).unwrap(), b"b");
+            std::fs::remove_file(state.join("b.txt")).unwrap();
+        }
+    }
+
+    #[test]
+    fn folders_and_files_get_their_final_mode() {
+        let (_dir, target, state) = setup();
+        let fs = RealFs::confined(&target, &state);
+        fs.create_dir(&target.join("d"), 0o750).unwrap();
+        assert_eq!(fs.metadata(&target.join("d")).unwrap().unwrap().mode, 0o750);
+        drop(fs.create(&target.join("d/run"), true).unwrap());
+        let meta = fs.metadata(&target.join("d/run")).unwrap().unwrap();
+        assert_eq!((meta.kind, meta.mode), (FileKind::File, 0o755));
+        assert!(fs.space(&target.join("not-yet")).is_err());
+        assert!(fs.space(&target).unwrap().block_size >= 512);
+    }
+}

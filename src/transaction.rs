@@ -6,15 +6,24 @@
 //! 2. **Journal**: `journal.json` lists every operation below in order. One `syncfs` makes
 //!    the staged files and the journal's temp file durable, then the journal is renamed into
 //!    place and its folder fsynced. Nothing in the target has changed yet (invariants 1, 2).
-//! 3. **Phase 1**: each file being replaced or deleted is renamed into `backup/<txid>/<slot>`;
-//!    folders emptied by that are removed; folders the new files need are created.
-//!    Then one `syncfs` (invariant 3).
-//! 4. **Phase 2**: each staged file is renamed to its place in the target. One `syncfs`.
+//! 3. **Phase 1**: each file being replaced or deleted is checked again (`lstat`: the kind the
+//!    plan saw) and renamed into `backup/<txid>/<slot>`; folders emptied by that are checked
+//!    (still empty) and renamed into the backup whole (owner, mode, xattrs kept); folders the
+//!    new files need are created. Then one `syncfs` (invariant 3).
+//! 4. **Phase 2**: each staged file is renamed to its place in the target, never over
+//!    anything (`RENAME_NOREPLACE`: a file that appeared meanwhile stops the update). One
+//!    `syncfs`.
 //! 5. **Commit**: `state.json` (the new release and owned files, tagged with the txid) is
 //!    replaced atomically: write temp, fsync, rename, fsync folder (invariant 4).
-//! 6. **Cleanup**: the journal is removed, then the backups and the stage (what a crash
-//!    leaves of them belongs to no journal and is swept). After a rollback the journal's
-//!    removal is fsynced before the rest goes; after a commit it need not be.
+//! 6. **Cleanup**: after a commit, displaced files ota did not own move from the backup to
+//!    `kept/<txid>/<path>` (then one `syncfs`, only if any did). Then the journal is removed,
+//!    then the backups and the stage (what a crash leaves of them belongs to no journal and
+//!    is swept). After a rollback the journal's removal is fsynced before the rest goes;
+//!    after a commit it need not be.
+//!
+//! A path changed under ota's feet (a different kind at a displaced path, a file where one
+//! is placed, a link on the way, which the confined [`crate::fs::RealFs`] refuses to follow)
+//! fails the update with [`ApplyError::UnsafePath`], and it is rolled back.
 //!
 //! Renames only go between the target and the state folder, which are on one filesystem, so
 //! each is atomic. Phase 1 and phase 2 are separated by a barrier, so no crash can persist a
@@ -27,11 +36,12 @@
 //! With a journal present: if `state.json` carries the journal's txid the update committed,
 //! and recovery finishes step 6. Otherwise it undoes the operations in reverse order, in two
 //! passes separated by a barrier like phases 2 and 1 (placed files back to the stage, then
-//! displaced files back from the backup), and then does step 6. Every
-//! undo step looks at where the file is now before moving it (a staged file is either still
-//! in the stage or in the target; a displaced file either in the backup or still in place),
-//! so running recovery again, or crashing inside it, is harmless (invariant 5). Without a
-//! journal, anything left in `stage/` or `backup/` belongs to no transaction and is removed.
+//! displaced files and folders back from the backup, never over anything), and then does
+//! step 6. Every undo step looks at where the file is now before moving it (a staged file is
+//! either still in the stage or in the target; a displaced file either in the backup or
+//! still in place), so running recovery again, or crashing inside it, is harmless
+//! (invariant 5). Without a journal, anything left in `stage/` or `backup/` belongs to no
+//! transaction and is removed; `kept/` is never swept.
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -59,6 +59,10 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
                     Some(Origin::Copy(p)) => format!(" (copy of {p})"),
                     None => String::new(),
                 };
+                let how = match change.kept {
+                    true => format!("{how} (not ota's: kept in the state folder's kept/)"),
+                    false => how,
+                };
                 match size {
                     Some(size) => writeln!(out, "  {what:8} {} {}{how}", change.path, bytes(size))?,
                     None => writeln!(out, "  {what:8} {}", change.path)?,
@@ -135,6 +139,7 @@ fn report_json(state: &str, r: &Report) -> serde_json::Value {
             "path": c.path,
             "action": format!("{:?}", c.action).to_lowercase(),
             "size": c.entry.as_ref().map(|e| e.size),
+            "kept": c.kept,
         })).collect::<Vec<_>>(),
         "usage": r.usage,
         "elapsed_sec": r.elapsed.as_secs_f64(),
