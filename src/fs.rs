@@ -698,4 +698,17 @@ mod tests {
         assert!(fs.space(&target.join("not-yet")).is_err());
         assert!(fs.space(&target).unwrap().block_size >= 512);
     }
+
+    #[test]
+    fn remove_tree_removes_links_never_what_they_point_to() {
+        let (dir, target, state) = setup();
+        let outside = dir.path().join("outside");
+        for fs in both(&target, &state) {
+            std::fs::create_dir_all(state.join("backup/tx")).unwrap();
+            std::os::unix::fs::symlink(&outside, state.join("backup/tx/link")).unwrap();
+            remove_tree(&fs, &state.join("backup")).unwrap();
+            assert!(!state.join("backup").exists());
+        }
+        assert!(outside.join("x.txt").exists());
+    }
 }

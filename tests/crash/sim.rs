@@ -430,6 +430,9 @@ impl Rec {
             Op::Mkdir { .. } => "mkdir",
             Op::Rmdir { .. } => "rmdir",
             Op::Unlink { .. } => "unlink",
+            Op::Rename {
+                noreplace: true, ..
+            } => "rename (noreplace)",
             Op::Rename { .. } => "rename",
             Op::Write { offset, data, .. } => {
                 return format!(
@@ -1078,16 +1081,16 @@ fn apply(tree: &mut Tree, op: &Op) {
             to,
             to_name,
             ino,
-            noreplace,
+            // What lands on disk is the same entry either way: `RENAME_NOREPLACE` is checked
+            // when the call is made, not when the change persists. A crash that loses the move
+            // which had freed the destination therefore replays this over the occupant.
+            noreplace: _,
         } => {
             if !holds(tree, *from, from_name, *ino) || tree.entries(*to).is_none() {
                 return;
             }
             let occupant = tree.entries(*to).and_then(|e| e.get(to_name)).copied();
             if let Some(o) = occupant {
-                if *noreplace {
-                    return;
-                }
                 if o == *ino || check_replace(tree, *ino, o).is_err() {
                     return;
                 }
