@@ -381,8 +381,13 @@ impl RealFs {
     }
 }
 
+/// Flags to open a folder only to resolve names beneath it (`O_PATH` where it exists).
 fn dir_path_flags() -> OFlags {
-    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let only_path = OFlags::PATH;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let only_path = OFlags::RDONLY;
+    only_path | OFlags::DIRECTORY | OFlags::CLOEXEC
 }
 
 fn through_link(path: &Path) -> io::Error {

@@ -357,9 +357,17 @@ impl Ctx<'_> {
                 }
                 Op::CreateDir { path } => {
                     let at = self.at(path);
-                    self.fs
-                        .create_dir(&at, 0o755)
-                        .map_err(|e| ApplyError::io("create folder", &at, e))?
+                    match self.fs.create_dir(&at, 0o755) {
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            return Err(ApplyError::UnsafePath {
+                                path: at,
+                                reason: "something appeared at this path while ota was \
+                                         working; it was left untouched"
+                                    .into(),
+                            });
+                        }
+                        other => other.map_err(|e| ApplyError::io("create folder", &at, e))?,
+                    }
                 }
                 Op::Place { .. } => unreachable!("partitioned out"),
             }
