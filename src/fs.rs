@@ -322,7 +322,9 @@ impl RealFs {
                 | rfs::ResolveFlags::NO_MAGICLINKS;
             match rfs::openat2(&base, &rel, dir_path_flags(), Mode::empty(), resolve) {
                 Ok(fd) => return Ok(fd),
-                Err(Errno::NOSYS) => {}
+                // No openat2 (before Linux 5.6), or a seccomp filter that refuses it (older
+                // container runtimes answer EPERM): the walk below is as strict.
+                Err(Errno::NOSYS) | Err(Errno::PERM) => {}
                 Err(Errno::LOOP) | Err(Errno::XDEV) => return Err(through_link(shown)),
                 Err(e) => return Err(e.into()),
             }
@@ -537,7 +539,9 @@ impl Fs for RealFs {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         match rfs::renameat_with(&a.dir, &a.name, &b.dir, &b.name, RenameFlags::NOREPLACE) {
             Ok(()) => return Ok(()),
-            Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::NOTSUP) => {
+            // EINVAL: the filesystem cannot; ENOSYS/EPERM: no renameat2 (old kernel, seccomp).
+            // A real permission problem fails the checked rename below just the same.
+            Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::PERM) | Err(Errno::NOTSUP) => {
                 NOREPLACE_MISSING.call_once(|| {
                     tracing::warn!(
                         "the filesystem of {} cannot rename without replacing \
