@@ -19,7 +19,7 @@ use crate::util::{Device, GitRepo, Node, Tree, noise, read_tree, serve};
 
 /// v1.0.0 installed on a device; v2.0.0 published: the big file changes (its download
 /// stalls), `lib/a.py` changes, `lib/b.py` goes, `gone/x.txt` goes (emptying `gone/`), and
-/// `lib/new.py` and `extra.cfg` are added.
+/// `lib/new.py`, `newdir/n.py` and `extra.cfg` are added.
 struct Setup {
     repo: GitRepo,
     server: Server,
@@ -44,6 +44,7 @@ fn setup() -> Setup {
         .write("main.py", "v2\n")
         .write("lib/a.py", "a2\n")
         .write("lib/new.py", "new\n")
+        .write("newdir/n.py", "n\n")
         .write("extra.cfg", "release's\n")
         .remove("lib/b.py")
         .remove("gone/x.txt");
@@ -203,6 +204,25 @@ fn a_file_created_at_a_path_being_added_is_never_overwritten() {
         "{:?}",
         s.device.leftovers()
     );
+}
+
+/// A folder the update creates appears, with the app's files, during the download.
+#[test]
+fn a_folder_created_where_ota_creates_one_is_left_with_its_files() {
+    let s = setup();
+    let target = s.device.target.clone();
+    let error = s
+        .update(move || {
+            std::fs::create_dir(target.join("newdir")).unwrap();
+            std::fs::write(target.join("newdir/own.txt"), "the app's\n").unwrap();
+        })
+        .unwrap_err();
+    assert_eq!(error.kind(), "unsafe_path", "{error}");
+    assert!(error.to_string().contains("newdir"), "{error}");
+    let expected = old_tree_with(&s, |t| {
+        t.insert("newdir/own.txt".into(), file("the app's\n"));
+    });
+    assert_eq!(s.device.tree(), expected);
 }
 
 /// Finding 1 (c): a file being replaced becomes a folder with contents.
