@@ -70,10 +70,22 @@ pub(crate) enum Op {
         slot: String,
         /// What the plan saw there. Checked again (`lstat`) just before the move: anything
         /// else means the path changed under ota's feet, and the update is rolled back.
+        /// (Format-1 journals only displaced files.)
+        #[serde(default = "file_kind")]
         kind: FileKind,
         /// A file ota does not own: after the commit it moves to `kept/<txid>/<path>`
         /// instead of being removed with the backup.
+        #[serde(default)]
         keep: bool,
+    },
+    /// Format 1 only (before emptied folders moved into the backup): the folder `path` was
+    /// removed; undo recreates it with `mode`. Read so that an update interrupted before ota
+    /// was upgraded can still be undone; never written.
+    RemoveDir {
+        /// Path in the target.
+        path: RelPath,
+        /// Its permission bits.
+        mode: u32,
     },
     /// Create the folder `path` (mode 0755).
     CreateDir {
@@ -87,6 +99,10 @@ pub(crate) enum Op {
         /// Name inside the stage folder.
         slot: String,
     },
+}
+
+fn file_kind() -> FileKind {
+    FileKind::File
 }
 
 /// Contents of `journal.json`.
@@ -330,7 +346,8 @@ impl Ctx<'_> {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        if journal.format != JOURNAL_FORMAT {
+        // Format 1 (older ota) is a subset of 2 plus `RemoveDir`: still recoverable.
+        if !(1..=JOURNAL_FORMAT).contains(&journal.format) {
             return Err(ApplyError::JournalDamaged {
                 path,
                 message: format!("unknown format {}", journal.format),
@@ -368,6 +385,12 @@ impl Ctx<'_> {
                         }
                         other => other.map_err(|e| ApplyError::io("create folder", &at, e))?,
                     }
+                }
+                Op::RemoveDir { path, .. } => {
+                    let at = self.at(path);
+                    self.fs
+                        .remove_dir(&at)
+                        .map_err(|e| ApplyError::io("remove folder", &at, e))?
                 }
                 Op::Place { .. } => unreachable!("partitioned out"),
             }
@@ -475,6 +498,14 @@ impl Ctx<'_> {
                     self.fs
                         .remove_dir(&at)
                         .map_err(|e| ApplyError::io("remove folder", &at, e))?;
+                }
+            }
+            Op::RemoveDir { path, mode } => {
+                let at = self.at(path);
+                if self.exists(&at)?.is_none() {
+                    self.fs
+                        .create_dir(&at, *mode)
+                        .map_err(|e| ApplyError::io("recreate folder", &at, e))?;
                 }
             }
             Op::Displace { path, slot, .. } => {
@@ -808,5 +839,32 @@ impl ApplyError {
             ApplyError::State(crate::state::StateError::Io { source, .. }) => Some(source),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_format_1_journal_still_reads() {
+        let text = r#"{"format":1,"txid":"t","release":{"channel":"stable","ref":"v1",
+            "commit":"0123456789abcdef0123456789abcdef01234567"},"ops":[
+            {"op":"displace","path":"a/x.txt","slot":"0"},
+            {"op":"remove_dir","path":"a","mode":488},
+            {"op":"place","path":"b.txt","slot":"1"}]}"#;
+        let journal: Journal = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            journal.ops[0],
+            Op::Displace {
+                path: RelPath::new("a/x.txt", &[]).unwrap(),
+                slot: "0".into(),
+                kind: FileKind::File,
+                keep: false,
+            }
+        );
+        assert!(matches!(journal.ops[1], Op::RemoveDir { mode: 0o750, .. }));
     }
 }
