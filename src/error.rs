@@ -87,9 +87,9 @@ impl Error {
     }
 
     /// A stable cause name: `config`, `busy`, `network`, `rate_limited`, `not_found`,
-    /// `protocol`, `integrity`, `invalid_release`, `unsafe_path`, `refused_target`,
-    /// `conflict`, `disk_full`, `filesystem`, `rollback_failed`, `state`, `untrusted_state`,
-    /// `limits`.
+    /// `protocol`, `integrity`, `invalid_release`, `unsafe_path` (a path that would leave the
+    /// target through a link, or that changed under ota's feet), `refused_target`, `conflict`,
+    /// `disk_full`, `filesystem`, `rollback_failed`, `state`, `untrusted_state`, `limits`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Config(e) if e.is_refused_target() => "refused_target",
@@ -104,6 +104,7 @@ impl Error {
             Error::Plan(PlanError::Conflict { .. }) => "conflict",
             Error::Plan(PlanError::NoSpace { .. }) => "disk_full",
             Error::Limits(_) => "limits",
+            Error::Survey(e) if crate::fs::is_unsafe(&e.source) => "unsafe_path",
             Error::Survey(e) => io_kind(&e.source),
             Error::Fetch(e) => match e {
                 FetchError::Source(s) => source_kind(s),
@@ -111,11 +112,13 @@ impl Error {
                 FetchError::Interrupted { .. } | FetchError::Stopped => "network",
                 FetchError::Manifest(ManifestError::UnsafeLink { .. }) => "unsafe_path",
                 FetchError::Manifest(_) => "invalid_release",
+                FetchError::Io { source, .. } if crate::fs::is_unsafe(source) => "unsafe_path",
                 FetchError::Io { source, .. } => io_kind(source),
             },
             Error::Apply(ApplyError::RollbackFailed { .. }) | Error::Recover(_) => {
                 "rollback_failed"
             }
+            Error::Apply(e) if e.is_unsafe_path() => "unsafe_path",
             Error::Apply(e) => e.io_error().map_or("filesystem", io_kind),
             Error::State(_) => "state",
         }

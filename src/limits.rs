@@ -260,6 +260,7 @@ mod tests {
     use std::ops::Add;
 
     use super::*;
+    use crate::fs::FileKind;
     use crate::manifest::{Entry, ObjectId, RelPath};
     use crate::state::{ReleaseId, STATE_FORMAT};
 
@@ -327,14 +328,18 @@ mod tests {
             ops.push(Op::Displace {
                 path: path.clone(),
                 slot: slot.clone(),
+                kind: FileKind::Symlink,
+                keep: true,
             });
             ops.push(Op::Place { path, slot });
         }
         for n in 0..MAX_FOLDERS {
             let path = worst_path(n, len);
-            ops.push(Op::RemoveDir {
+            ops.push(Op::Displace {
                 path: path.clone(),
-                mode: u32::MAX,
+                slot: slot.clone(),
+                kind: FileKind::Symlink,
+                keep: true,
             });
             ops.push(Op::CreateDir { path });
         }

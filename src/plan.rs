@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::fs::FileKind;
 use crate::manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
 use crate::survey::{Local, Survey};
 use crate::transaction::Op;
@@ -55,6 +56,11 @@ pub struct Change {
     pub entry: Option<Entry>,
     /// Where the new content comes from (`None` for a delete).
     pub origin: Option<Origin>,
+    /// What is at the path now and is set aside (`None` for an add).
+    pub occupant: Option<FileKind>,
+    /// Whether the occupant is a file or link ota does not own: it is kept (moved under
+    /// `<state_dir>/kept/`) when the update commits, instead of being removed.
+    pub kept: bool,
 }
 
 impl Change {
@@ -71,7 +77,8 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Folders to create, parents first.
     pub create_dirs: Vec<RelPath>,
-    /// Folders to remove (emptied by deletes), children first, with their modes.
+    /// Folders emptied by deletes, children first, with their modes: moved into the backup
+    /// (whole, so owner, mode and xattrs survive a rollback) and removed with it at the end.
     pub remove_dirs: Vec<(RelPath, u32)>,
     /// Release files already in place and owned.
     pub unchanged: usize,
@@ -106,13 +113,18 @@ impl Plan {
                 ops.push(Op::Displace {
                     path: c.path.clone(),
                     slot: Change::slot(i),
+                    kind: c.occupant.unwrap_or(FileKind::File),
+                    keep: c.kept,
                 });
             }
         }
-        for (path, mode) in &self.remove_dirs {
-            ops.push(Op::RemoveDir {
+        // Emptied folders move into the backup whole (owner, mode and xattrs stay with them).
+        for (i, (path, _mode)) in self.remove_dirs.iter().enumerate() {
+            ops.push(Op::Displace {
                 path: path.clone(),
-                mode: *mode,
+                slot: format!("dir{i}"),
+                kind: FileKind::Dir,
+                keep: false,
             });
         }
         for path in &self.create_dirs {
@@ -147,7 +159,7 @@ pub(crate) fn plan(
         }
         match survey.local(&old.path) {
             Local::Absent => {}
-            Local::File { .. } | Local::Symlink { .. } => {
+            local @ (Local::File { .. } | Local::Symlink { .. }) => {
                 leaving.insert(old.path.clone());
                 changes.insert(
                     old.path.clone(),
@@ -156,6 +168,8 @@ pub(crate) fn plan(
                         action: Action::Delete,
                         entry: None,
                         origin: None,
+                        occupant: local.kind(),
+                        kept: false,
                     },
                 );
             }
@@ -234,6 +248,8 @@ pub(crate) fn plan(
                 action,
                 entry: Some(entry.clone()),
                 origin: Some(origin),
+                occupant: local.kind(),
+                kept: action == Action::Replace && owned.is_none(),
             },
         );
     }

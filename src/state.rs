@@ -5,6 +5,8 @@
 //! journal.json      present only while a transaction is open (see `transaction`)
 //! stage/<txid>/     downloaded, verified files waiting to be placed
 //! backup/<txid>/    files displaced by an open transaction
+//! kept/<txid>/      files of the user's that a committed update replaced, at their paths
+//!                   in the target; never removed by ota
 //! last_error.json   the last failed update or recover (time, phase, kind, message);
 //!                   removed by a successful update or recover
 //! cache.json        what the last check saw: the channel answer's ETag, the rate-limit quota
@@ -57,7 +59,7 @@ const TMP_WRITTEN: [&str; 4] = [
 /// only such names is one an older ota made, and can be adopted).
 pub(crate) fn is_own_name(name: &str) -> bool {
     OWN_FILES.contains(&name)
-        || matches!(name, MARKER | "stage" | "backup")
+        || matches!(name, MARKER | "stage" | "backup" | "kept")
         || name
             .strip_suffix(".tmp")
             .is_some_and(|base| TMP_WRITTEN.contains(&base))

@@ -43,6 +43,17 @@ pub(crate) enum Local {
 }
 
 impl Local {
+    /// What kind of thing this is (`None` when absent).
+    pub(crate) fn kind(&self) -> Option<FileKind> {
+        match self {
+            Local::Absent => None,
+            Local::File { .. } => Some(FileKind::File),
+            Local::Symlink { .. } => Some(FileKind::Symlink),
+            Local::Dir { .. } => Some(FileKind::Dir),
+            Local::Other => Some(FileKind::Other),
+        }
+    }
+
     /// Whether this holds exactly what `kind`/`size`/`blob` describe. An unhashed file of the
     /// right type and size counts only when `trusted` (ota installed that content).
     pub(crate) fn holds(&self, kind: Kind, size: u64, blob: ObjectId, trusted: bool) -> bool {

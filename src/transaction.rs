@@ -6,15 +6,24 @@
 //! 2. **Journal**: `journal.json` lists every operation below in order. One `syncfs` makes
 //!    the staged files and the journal's temp file durable, then the journal is renamed into
 //!    place and its folder fsynced. Nothing in the target has changed yet (invariants 1, 2).
-//! 3. **Phase 1**: each file being replaced or deleted is renamed into `backup/<txid>/<slot>`;
-//!    folders emptied by that are removed; folders the new files need are created.
-//!    Then one `syncfs` (invariant 3).
-//! 4. **Phase 2**: each staged file is renamed to its place in the target. One `syncfs`.
+//! 3. **Phase 1**: each file being replaced or deleted is checked again (`lstat`: the kind the
+//!    plan saw) and renamed into `backup/<txid>/<slot>`; folders emptied by that are checked
+//!    (still empty) and renamed into the backup whole (owner, mode, xattrs kept); folders the
+//!    new files need are created. Then one `syncfs` (invariant 3).
+//! 4. **Phase 2**: each staged file is renamed to its place in the target, never over
+//!    anything (`RENAME_NOREPLACE`: a file that appeared meanwhile stops the update). One
+//!    `syncfs`.
 //! 5. **Commit**: `state.json` (the new release and owned files, tagged with the txid) is
 //!    replaced atomically: write temp, fsync, rename, fsync folder (invariant 4).
-//! 6. **Cleanup**: the journal is removed, then the backups and the stage (what a crash
-//!    leaves of them belongs to no journal and is swept). After a rollback the journal's
-//!    removal is fsynced before the rest goes; after a commit it need not be.
+//! 6. **Cleanup**: after a commit, displaced files ota did not own move from the backup to
+//!    `kept/<txid>/<path>` (then one `syncfs`, only if any did). Then the journal is removed,
+//!    then the backups and the stage (what a crash leaves of them belongs to no journal and
+//!    is swept). After a rollback the journal's removal is fsynced before the rest goes;
+//!    after a commit it need not be.
+//!
+//! A path changed under ota's feet (a different kind at a displaced path, a file where one
+//! is placed, a link on the way, which the confined [`crate::fs::RealFs`] refuses to follow)
+//! fails the update with [`ApplyError::UnsafePath`], and it is rolled back.
 //!
 //! Renames only go between the target and the state folder, which are on one filesystem, so
 //! each is atomic. Phase 1 and phase 2 are separated by a barrier, so no crash can persist a
@@ -27,11 +36,12 @@
 //! With a journal present: if `state.json` carries the journal's txid the update committed,
 //! and recovery finishes step 6. Otherwise it undoes the operations in reverse order, in two
 //! passes separated by a barrier like phases 2 and 1 (placed files back to the stage, then
-//! displaced files back from the backup), and then does step 6. Every
-//! undo step looks at where the file is now before moving it (a staged file is either still
-//! in the stage or in the target; a displaced file either in the backup or still in place),
-//! so running recovery again, or crashing inside it, is harmless (invariant 5). Without a
-//! journal, anything left in `stage/` or `backup/` belongs to no transaction and is removed.
+//! displaced files and folders back from the backup, never over anything), and then does
+//! step 6. Every undo step looks at where the file is now before moving it (a staged file is
+//! either still in the stage or in the target; a displaced file either in the backup or
+//! still in place), so running recovery again, or crashing inside it, is harmless
+//! (invariant 5). Without a journal, anything left in `stage/` or `backup/` belongs to no
+//! transaction and is removed; `kept/` is never swept.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -45,24 +55,36 @@ use crate::state::{Installed, ReleaseId, StateDir};
 /// Largest journal ota writes and reads (one number both ways: see `limits`).
 const JOURNAL_LIMIT: u64 = crate::limits::JOURNAL_BYTES;
 /// Format version of `journal.json`.
-const JOURNAL_FORMAT: u32 = 1;
+const JOURNAL_FORMAT: u32 = 2;
 
 /// One step of a transaction, with enough information to undo it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum Op {
-    /// Move the file at `path` into `backup/<txid>/<slot>`.
+    /// Move what is at `path` into `backup/<txid>/<slot>`: a file or link being replaced or
+    /// deleted, or a folder the deletes emptied (moved whole: owner, mode and xattrs stay).
     Displace {
         /// Path in the target.
         path: RelPath,
         /// Name inside the backup folder.
         slot: String,
+        /// What the plan saw there. Checked again (`lstat`) just before the move: anything
+        /// else means the path changed under ota's feet, and the update is rolled back.
+        /// (Format-1 journals only displaced files.)
+        #[serde(default = "file_kind")]
+        kind: FileKind,
+        /// A file ota does not own: after the commit it moves to `kept/<txid>/<path>`
+        /// instead of being removed with the backup.
+        #[serde(default)]
+        keep: bool,
     },
-    /// Remove the (now empty) folder `path`.
+    /// Format 1 only (before emptied folders moved into the backup): the folder `path` was
+    /// removed; undo recreates it with `mode`. Read so that an update interrupted before ota
+    /// was upgraded can still be undone; never written.
     RemoveDir {
         /// Path in the target.
         path: RelPath,
-        /// Its permission bits, to recreate it on undo.
+        /// Its permission bits.
         mode: u32,
     },
     /// Create the folder `path` (mode 0755).
@@ -70,13 +92,17 @@ pub(crate) enum Op {
         /// Path in the target.
         path: RelPath,
     },
-    /// Move `stage/<txid>/<slot>` to `path`.
+    /// Move `stage/<txid>/<slot>` to `path`, which must be free (`RENAME_NOREPLACE`).
     Place {
         /// Path in the target.
         path: RelPath,
         /// Name inside the stage folder.
         slot: String,
     },
+}
+
+fn file_kind() -> FileKind {
+    FileKind::File
 }
 
 /// Contents of `journal.json`.
@@ -127,7 +153,7 @@ impl<'a> Transaction<'a> {
             dirs.backup_root(),
             dirs.stage(&txid),
         ] {
-            ensure_dir(fs, &dir)?;
+            ensure_dir(fs, &dir, 0o755)?;
         }
         Ok(Transaction {
             fs,
@@ -140,6 +166,11 @@ impl<'a> Transaction<'a> {
     /// Where the staged file for `slot` is written.
     pub(crate) fn stage_path(&self, slot: &str) -> PathBuf {
         self.dirs.stage(&self.txid).join(slot)
+    }
+
+    /// Where the file ota does not own at `path` is kept if this transaction commits.
+    pub(crate) fn kept_path(&self, path: &RelPath) -> PathBuf {
+        kept_root(self.dirs).join(&self.txid).join(path.as_str())
     }
 
     /// Gives up before anything in the target changed: removes the stage.
@@ -186,7 +217,7 @@ impl<'a> Transaction<'a> {
                 },
             });
         }
-        if let Err(e) = ctx.finish(&journal.txid, Cleanup::Committed) {
+        if let Err(e) = ctx.finish(&journal, Cleanup::Committed) {
             // Committed: the new release is in place. What is left is removed by the next
             // command's recovery.
             tracing::warn!("update committed, but cleaning up failed: {e}");
@@ -209,7 +240,7 @@ pub fn recover(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Recovery, 
             let journal = ctx.read_journal()?;
             let installed = dirs.read_installed(fs).map_err(ApplyError::State)?;
             if installed.is_some_and(|s| s.txid == journal.txid) {
-                ctx.finish(&journal.txid, Cleanup::Committed)?;
+                ctx.finish(&journal, Cleanup::Committed)?;
                 Some(Recovery::Completed(journal.release))
             } else {
                 ctx.undo(&journal)?;
@@ -280,11 +311,7 @@ impl Ctx<'_> {
     fn rename(&self, from: &Path, to: &Path) -> Result<(), ApplyError> {
         self.fs
             .rename(from, to)
-            .map_err(|source| ApplyError::Rename {
-                from: from.to_owned(),
-                to: to.to_owned(),
-                source,
-            })
+            .map_err(|source| ApplyError::rename(from, to, source))
     }
 
     /// Makes everything written so far durable: one `syncfs` for the whole filesystem.
@@ -307,7 +334,7 @@ impl Ctx<'_> {
             return Err(ApplyError::io("write", &path, io::Error::other(message)));
         }
         let io = |e| ApplyError::io("write", &path, e);
-        ensure_dir(self.fs, &self.dirs.backup(&journal.txid))?;
+        ensure_dir(self.fs, &self.dirs.backup(&journal.txid), 0o755)?;
         let mut file = self.fs.create(&tmp, false).map_err(io)?;
         std::io::Write::write_all(&mut file, &bytes).map_err(io)?;
         drop(file);
@@ -326,7 +353,8 @@ impl Ctx<'_> {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        if journal.format != JOURNAL_FORMAT {
+        // Format 1 (older ota) is a subset of 2 plus `RemoveDir`: still recoverable.
+        if !(1..=JOURNAL_FORMAT).contains(&journal.format) {
             return Err(ApplyError::JournalDamaged {
                 path,
                 message: format!("unknown format {}", journal.format),
@@ -350,8 +378,26 @@ impl Ctx<'_> {
             .partition(|op| !matches!(op, Op::Place { .. }));
         for op in phase1 {
             match op {
-                Op::Displace { path, slot } => {
-                    self.rename(&self.at(path), &self.backed_up(txid, slot))?
+                Op::Displace {
+                    path, slot, kind, ..
+                } => {
+                    let at = self.at(path);
+                    self.recheck(&at, *kind)?;
+                    self.rename_noreplace(&at, &self.backed_up(txid, slot))?
+                }
+                Op::CreateDir { path } => {
+                    let at = self.at(path);
+                    match self.fs.create_dir(&at, 0o755) {
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            return Err(ApplyError::UnsafePath {
+                                path: at,
+                                reason: "something appeared at this path while ota was \
+                                         working; it was left untouched"
+                                    .into(),
+                            });
+                        }
+                        other => other.map_err(|e| ApplyError::io("create folder", &at, e))?,
+                    }
                 }
                 Op::RemoveDir { path, .. } => {
                     let at = self.at(path);
@@ -359,32 +405,78 @@ impl Ctx<'_> {
                         .remove_dir(&at)
                         .map_err(|e| ApplyError::io("remove folder", &at, e))?
                 }
-                Op::CreateDir { path } => {
-                    let at = self.at(path);
-                    self.fs
-                        .create_dir(&at, 0o755)
-                        .map_err(|e| ApplyError::io("create folder", &at, e))?
-                }
                 Op::Place { .. } => unreachable!("partitioned out"),
             }
         }
         self.barrier()?;
         for op in phase2 {
             if let Op::Place { path, slot } = op {
-                self.rename(&self.staged(txid, slot), &self.at(path))?;
+                let at = self.at(path);
+                match self.fs.rename_noreplace(&self.staged(txid, slot), &at) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        return Err(ApplyError::UnsafePath {
+                            path: at,
+                            reason: "something appeared at this path while ota was working; it was left untouched"
+                                .into(),
+                        });
+                    }
+                    other => other.map_err(|e| ApplyError::io("place", &at, e))?,
+                }
             }
         }
         self.barrier()
     }
 
+    /// Checks, just before it moves, that what is at `at` is still what the plan saw: a
+    /// `kind` (and, for a folder, an empty one). Anything else was changed under ota's feet.
+    fn recheck(&self, at: &Path, kind: FileKind) -> Result<(), ApplyError> {
+        let unsafe_path = |reason: String| ApplyError::UnsafePath {
+            path: at.to_owned(),
+            reason,
+        };
+        let now = self.exists(at)?.map(|m| m.kind);
+        if now != Some(kind) {
+            let name = |k: Option<FileKind>| match k {
+                None => "nothing",
+                Some(FileKind::File) => "a file",
+                Some(FileKind::Dir) => "a folder",
+                Some(FileKind::Symlink) => "a symbolic link",
+                Some(FileKind::Other) => "a device, socket or fifo",
+            };
+            return Err(unsafe_path(format!(
+                "it was {} when the update was planned and is now {}; ota left it alone",
+                name(Some(kind)),
+                name(now)
+            )));
+        }
+        if kind == FileKind::Dir && !self.list(at)?.is_empty() {
+            return Err(unsafe_path(
+                "this folder was emptied by the update but now holds new files; ota left it alone"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> Result<Vec<std::ffi::OsString>, ApplyError> {
+        self.fs
+            .read_dir(dir)
+            .map_err(|e| ApplyError::io("list", dir, e))
+    }
+
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> Result<(), ApplyError> {
+        self.fs
+            .rename_noreplace(from, to)
+            .map_err(|source| ApplyError::rename(from, to, source))
+    }
+
     /// Undoes `journal`'s operations in reverse order, then cleans up. Idempotent.
     ///
     /// Two passes with a barrier between them, mirroring phases 2 and 1: placed files go
-    /// back to the stage (and created folders are removed), then displaced files come back
-    /// from the backup (and removed folders are recreated). Without the barrier a crash could
-    /// persist a restore over the path while losing the move that had emptied it; the next
-    /// recovery would then take the restored original for the placed file, move it into the
-    /// stage and delete it.
+    /// back to the stage (and created folders are removed), then displaced files and folders
+    /// come back from the backup. Without the barrier a crash could persist a restore over
+    /// the path while losing the move that had emptied it; the next recovery would then take
+    /// the restored original for the placed file, move it into the stage and delete it.
     fn undo(&self, journal: &Journal) -> Result<(), ApplyError> {
         let txid = &journal.txid;
         let unplace = |op: &&Op| matches!(op, Op::Place { .. } | Op::CreateDir { .. });
@@ -396,7 +488,7 @@ impl Ctx<'_> {
             self.undo_one(txid, op)?;
         }
         self.barrier()?;
-        self.finish(txid, Cleanup::RolledBack)
+        self.finish(journal, Cleanup::RolledBack)
     }
 
     /// Undoes one operation if it had happened (see [`Ctx::undo`]).
@@ -406,17 +498,13 @@ impl Ctx<'_> {
                 let staged = self.staged(txid, slot);
                 let at = self.at(path);
                 if self.exists(&staged)?.is_none() && self.exists(&at)?.is_some() {
-                    self.rename(&at, &staged)?;
+                    self.rename_noreplace(&at, &staged)?;
                 }
             }
             Op::CreateDir { path } => {
                 let at = self.at(path);
                 let is_empty_dir = match self.exists(&at)? {
-                    Some(m) if m.kind == FileKind::Dir => self
-                        .fs
-                        .read_dir(&at)
-                        .map_err(|e| ApplyError::io("list", &at, e))?
-                        .is_empty(),
+                    Some(m) if m.kind == FileKind::Dir => self.list(&at)?.is_empty(),
                     _ => false,
                 };
                 if is_empty_dir {
@@ -433,37 +521,57 @@ impl Ctx<'_> {
                         .map_err(|e| ApplyError::io("recreate folder", &at, e))?;
                 }
             }
-            Op::Displace { path, slot } => {
+            Op::Displace { path, slot, .. } => {
                 let backup = self.backed_up(txid, slot);
                 let at = self.at(path);
                 if self.exists(&backup)?.is_some() {
+                    let blocked = || ApplyError::RestoreBlocked {
+                        path: at.clone(),
+                        backup: backup.clone(),
+                    };
                     if self.exists(&at)?.is_some() {
-                        return Err(ApplyError::RestoreBlocked { path: at, backup });
+                        return Err(blocked());
                     }
-                    self.rename(&backup, &at)?;
+                    match self.fs.rename_noreplace(&backup, &at) {
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            return Err(blocked());
+                        }
+                        other => other.map_err(|e| ApplyError::rename(&backup, &at, e))?,
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// Step 6: removes the journal, then the transaction's backup and stage folders.
+    /// Step 6: keeps what must be kept, removes the journal, then the transaction's backup
+    /// and stage folders.
     ///
-    /// The journal must go first. Undoing a `Place` reads "staged file gone, something at
-    /// the path" as "placed", so a journal that outlives any staged file would make the next
-    /// recovery move whatever is at that path now (after a rollback: the restored original)
-    /// into the stage and delete it. Without a journal, recovery sweeps what is left here.
+    /// After a commit, the displaced files ota does not own (and any folder that something
+    /// filled after ota emptied it) move from the backup to `kept/<txid>/<path>`, made
+    /// durable by a barrier before the journal goes: without the journal, recovery would
+    /// sweep the backup and them with it.
+    ///
+    /// The journal must go before the rest. Undoing a `Place` reads "staged file gone,
+    /// something at the path" as "placed", so a journal that outlives any staged file would
+    /// make the next recovery move whatever is at that path now (after a rollback: the
+    /// restored original) into the stage and delete it. Without a journal, recovery sweeps
+    /// what is left here.
     ///
     /// After a rollback the journal's removal is made durable before anything else goes.
     /// After a commit it needs no fsync: a journal that comes back after a crash names the
     /// txid `state.json` carries, and recovery only finishes this cleanup again (the next
     /// update's journal barrier makes the removal durable anyway).
-    fn finish(&self, txid: &str, cleanup: Cleanup) -> Result<(), ApplyError> {
-        let journal = self.dirs.journal_file();
-        if self.exists(&journal)?.is_some() {
+    fn finish(&self, journal: &Journal, cleanup: Cleanup) -> Result<(), ApplyError> {
+        let txid = &journal.txid;
+        if cleanup == Cleanup::Committed && self.keep_displaced(journal)? {
+            self.barrier()?;
+        }
+        let journal_file = self.dirs.journal_file();
+        if self.exists(&journal_file)?.is_some() {
             self.fs
-                .remove_file(&journal)
-                .map_err(|e| ApplyError::io("remove", &journal, e))?;
+                .remove_file(&journal_file)
+                .map_err(|e| ApplyError::io("remove", &journal_file, e))?;
         }
         if cleanup == Cleanup::RolledBack {
             self.fs
@@ -474,6 +582,50 @@ impl Ctx<'_> {
             fs::remove_tree(self.fs, &dir).map_err(|e| ApplyError::io("remove", &dir, e))?;
         }
         Ok(())
+    }
+
+    /// Moves what the committed transaction must not destroy from the backup into
+    /// `kept/<txid>/`; whether anything moved. Idempotent: what already moved is not in the
+    /// backup any more.
+    fn keep_displaced(&self, journal: &Journal) -> Result<bool, ApplyError> {
+        let mut moved = false;
+        for op in &journal.ops {
+            let Op::Displace {
+                path,
+                slot,
+                kind,
+                keep,
+            } = op
+            else {
+                continue;
+            };
+            let backup = self.backed_up(&journal.txid, slot);
+            let Some(meta) = self.exists(&backup)? else {
+                continue;
+            };
+            let filled_folder = *kind == FileKind::Dir
+                && meta.kind == FileKind::Dir
+                && !self.list(&backup)?.is_empty();
+            if !keep && !filled_folder {
+                continue;
+            }
+            let base = kept_root(self.dirs).join(&journal.txid);
+            for dir in [kept_root(self.dirs), base.clone()] {
+                ensure_dir(self.fs, &dir, 0o700)?;
+            }
+            for parent in path.ancestors() {
+                ensure_dir(self.fs, &base.join(parent.as_str()), 0o700)?;
+            }
+            let to = base.join(path.as_str());
+            self.rename_noreplace(&backup, &to)?;
+            tracing::warn!(
+                "{} was not installed by ota: it was replaced by the release's and kept as {}",
+                path,
+                to.display()
+            );
+            moved = true;
+        }
+        Ok(moved)
     }
 
     /// Removes the temporary files a crash can leave in the state folder (from
@@ -522,8 +674,39 @@ impl Ctx<'_> {
     }
 }
 
-/// Creates `dir` unless it exists (its parent must exist).
-fn ensure_dir(fs: &dyn Fs, dir: &Path) -> Result<(), ApplyError> {
+/// Where files ota displaced but does not own are kept after a commit:
+/// `<state_dir>/kept/<txid>/<their path in the target>`.
+pub(crate) const KEPT: &str = "kept";
+
+/// The folder holding every transaction's kept files.
+pub(crate) fn kept_root(dirs: &StateDir) -> PathBuf {
+    dirs.root().join(KEPT)
+}
+
+/// Every file and link kept under `kept/` (absolute paths, sorted; never through a link).
+pub(crate) fn kept_files(fs: &dyn Fs, dirs: &StateDir) -> io::Result<Vec<PathBuf>> {
+    fn walk(fs: &dyn Fs, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+        for name in fs.read_dir(dir)? {
+            let path = dir.join(name);
+            match fs.metadata(&path)? {
+                Some(m) if m.kind == FileKind::Dir => walk(fs, &path, out)?,
+                Some(_) => out.push(path),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+    let root = kept_root(dirs);
+    let mut out = Vec::new();
+    if fs.metadata(&root)?.is_some_and(|m| m.kind == FileKind::Dir) {
+        walk(fs, &root, &mut out)?;
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Creates `dir` with `mode` unless it exists (its parent must exist).
+fn ensure_dir(fs: &dyn Fs, dir: &Path, mode: u32) -> Result<(), ApplyError> {
     match fs
         .metadata(dir)
         .map_err(|e| ApplyError::io("inspect", dir, e))?
@@ -535,7 +718,7 @@ fn ensure_dir(fs: &dyn Fs, dir: &Path) -> Result<(), ApplyError> {
             io::Error::new(io::ErrorKind::AlreadyExists, "a file is in the way"),
         )),
         None => fs
-            .create_dir(dir, 0o755)
+            .create_dir(dir, mode)
             .map_err(|e| ApplyError::io("create folder", dir, e)),
     }
 }
@@ -599,6 +782,18 @@ pub enum ApplyError {
         /// Why.
         source: io::Error,
     },
+    /// A path changed under ota's feet, or would lead outside the target (through a link).
+    #[error(
+        "{}: {reason}. The update was stopped; check what changed that path (ota never writes \
+         through links or over files it did not expect), then run `ota update` again",
+        path.display()
+    )]
+    UnsafePath {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The journal cannot be read, so ota cannot know how to finish the update.
     #[error(
         "the update journal {} is damaged ({message}); ota cannot tell how far the interrupted update got. \
@@ -639,10 +834,39 @@ pub enum ApplyError {
 
 impl ApplyError {
     fn io(action: &'static str, path: &Path, source: io::Error) -> ApplyError {
+        if fs::is_unsafe(&source) {
+            return ApplyError::UnsafePath {
+                path: path.to_owned(),
+                reason: source.to_string(),
+            };
+        }
         ApplyError::Io {
             action,
             path: path.to_owned(),
             source,
+        }
+    }
+
+    fn rename(from: &Path, to: &Path, source: io::Error) -> ApplyError {
+        if fs::is_unsafe(&source) {
+            return ApplyError::UnsafePath {
+                path: from.to_owned(),
+                reason: format!("cannot move it to {}: {source}", to.display()),
+            };
+        }
+        ApplyError::Rename {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            source,
+        }
+    }
+
+    /// Whether this is (or was caused by) a path changed under ota's feet.
+    pub(crate) fn is_unsafe_path(&self) -> bool {
+        match self {
+            ApplyError::UnsafePath { .. } => true,
+            ApplyError::RollbackFailed { cause, .. } => cause.is_unsafe_path(),
+            _ => false,
         }
     }
 
@@ -654,5 +878,32 @@ impl ApplyError {
             ApplyError::State(crate::state::StateError::Io { source, .. }) => Some(source),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_format_1_journal_still_reads() {
+        let text = r#"{"format":1,"txid":"t","release":{"channel":"stable","ref":"v1",
+            "commit":"0123456789abcdef0123456789abcdef01234567"},"ops":[
+            {"op":"displace","path":"a/x.txt","slot":"0"},
+            {"op":"remove_dir","path":"a","mode":488},
+            {"op":"place","path":"b.txt","slot":"1"}]}"#;
+        let journal: Journal = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            journal.ops[0],
+            Op::Displace {
+                path: RelPath::new("a/x.txt", &[]).unwrap(),
+                slot: "0".into(),
+                kind: FileKind::File,
+                keep: false,
+            }
+        );
+        assert!(matches!(journal.ops[1], Op::RemoveDir { mode: 0o750, .. }));
     }
 }

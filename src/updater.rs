@@ -145,6 +145,9 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// What recovery did first.
     pub recovery: Recovery,
+    /// Files and links ota did not own at paths the release ships: replaced, and moved to
+    /// `<state_dir>/kept/<txid>/<path>` (path in the target, where it was kept).
+    pub kept: Vec<(RelPath, PathBuf)>,
 }
 
 /// What `ota status` shows.
@@ -161,6 +164,8 @@ pub struct Status {
     pub last_error: Option<LastError>,
     /// What the last check saw (time, rate-limit quota).
     pub cache: Cache,
+    /// Files ota replaced but did not own, kept under `<state_dir>/kept/` (sorted).
+    pub kept: Vec<PathBuf>,
 }
 
 /// Runs ota's commands for one configuration. One `Updater` can run any number of
@@ -197,7 +202,8 @@ impl Updater {
                 Box::new(GitHub::new(github, &config.network).with_limits(&config.limits))
             }
         };
-        Updater::with_parts(config, source, Box::new(RealFs))
+        let fs = RealFs::confined(&config.target_dir, &config.state_dir);
+        Updater::with_parts(config, source, Box::new(fs))
     }
 
     /// An updater with a given source and filesystem (simulations, other hosts).
@@ -361,6 +367,7 @@ impl Updater {
             elapsed: Duration::ZERO,
             warnings: Vec::new(),
             recovery,
+            kept: Vec::new(),
         };
         if report.reason.is_none() {
             self.finish(op, &mut report);
@@ -488,6 +495,10 @@ impl Updater {
         report.downloaded = fetched.downloaded;
         report.copied = fetched.copied;
         new_state.installed_at = now_rfc3339();
+        report.kept = (report.plan.changes.iter())
+            .filter(|c| c.kept)
+            .map(|c| (c.path.clone(), tx.kept_path(&c.path)))
+            .collect();
         tx.commit(report.plan.ops(), new_state)
             .map_err(Error::Apply)?;
         tracing::info!(
@@ -548,6 +559,7 @@ impl Updater {
                 pending: None,
                 last_error: None,
                 cache: Cache::default(),
+                kept: Vec::new(),
             });
         }
         Ok(Status {
@@ -558,6 +570,8 @@ impl Updater {
                 .map(|journal| journal.release),
             last_error: self.dirs.read_last_error(fs)?,
             cache: self.dirs.read_cache(fs),
+            kept: transaction::kept_files(fs, &self.dirs)
+                .map_err(|e| Error::Setup(format!("cannot list the kept files: {e}")))?,
         })
     }
 

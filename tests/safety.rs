@@ -16,13 +16,15 @@ use crate::util::{Device, GitRepo, serve};
 /// sync): that call and every later one fail, as if the process had been killed right there
 /// (nothing after it reaches the disk).
 struct KilledAt {
+    real: RealFs,
     changes_left: AtomicUsize,
     dead: AtomicBool,
 }
 
 impl KilledAt {
-    fn new(n: usize) -> KilledAt {
+    fn new(n: usize, real: RealFs) -> KilledAt {
         KilledAt {
+            real,
             changes_left: AtomicUsize::new(n),
             dead: AtomicBool::new(false),
         }
@@ -50,56 +52,67 @@ impl KilledAt {
 impl Fs for KilledAt {
     fn metadata(&self, path: &Path) -> io::Result<Option<Meta>> {
         self.alive()?;
-        RealFs.metadata(path)
+        self.real.metadata(path)
     }
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
         self.alive()?;
-        RealFs.read_dir(path)
+        self.real.read_dir(path)
     }
     fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
         self.alive()?;
-        RealFs.open(path)
+        self.real.open(path)
     }
     fn read_link(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.alive()?;
-        RealFs.read_link(path)
+        self.real.read_link(path)
     }
     fn create(&self, path: &Path, executable: bool) -> io::Result<Box<dyn WriteFile>> {
         self.change()?;
-        RealFs.create(path, executable)
+        self.real.create(path, executable)
     }
     fn symlink(&self, target: &[u8], link: &Path) -> io::Result<()> {
         self.change()?;
-        RealFs.symlink(target, link)
+        self.real.symlink(target, link)
     }
     fn create_dir(&self, path: &Path, mode: u32) -> io::Result<()> {
         self.change()?;
-        RealFs.create_dir(path, mode)
+        self.real.create_dir(path, mode)
     }
     fn remove_dir(&self, path: &Path) -> io::Result<()> {
         self.change()?;
-        RealFs.remove_dir(path)
+        self.real.remove_dir(path)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.change()?;
-        RealFs.remove_file(path)
+        self.real.remove_file(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.change()?;
-        RealFs.rename(from, to)
+        self.real.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.change()?;
+        self.real.rename_noreplace(from, to)
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.change()?;
-        RealFs.sync_dir(path)
+        self.real.sync_dir(path)
     }
     fn sync_fs(&self, path: &Path) -> io::Result<()> {
         self.change()?;
-        RealFs.sync_fs(path)
+        self.real.sync_fs(path)
     }
     fn space(&self, path: &Path) -> io::Result<Space> {
         self.alive()?;
-        RealFs.space(path)
+        self.real.space(path)
     }
+}
+
+/// The real filesystem, confined to the device's target and state folder (as `Updater::new`
+/// makes it).
+fn real_fs(device: &Device) -> RealFs {
+    let config = device.load_config();
+    RealFs::confined(&config.target_dir, &config.state_dir)
 }
 
 fn updater(device: &Device, fs: Box<dyn Fs>) -> Updater {
@@ -136,7 +149,7 @@ fn a_kill_at_any_step_recovers_the_exact_old_or_new_tree() {
         device.ota_expect(&["update"], 0);
         device.edit_config("tag = \"v1.0.0\"", "");
 
-        let killed = KilledAt::new(kill_at);
+        let killed = KilledAt::new(kill_at, real_fs(&device));
         let result = updater(&device, Box::new(killed)).update(UpdateOptions::default());
         if result.is_ok() {
             // Past the last change: the update finished without being killed.
@@ -145,7 +158,9 @@ fn a_kill_at_any_step_recovers_the_exact_old_or_new_tree() {
             break;
         }
         // The next command recovers first.
-        let recovered = updater(&device, Box::new(RealFs)).recover().unwrap();
+        let recovered = updater(&device, Box::new(real_fs(&device)))
+            .recover()
+            .unwrap();
         let tree = device.tree();
         if tree == old {
             saw_old += 1;
@@ -161,7 +176,9 @@ fn a_kill_at_any_step_recovers_the_exact_old_or_new_tree() {
             "kill at change {kill_at}: {:?}",
             device.leftovers()
         );
-        let status = updater(&device, Box::new(RealFs)).status().unwrap();
+        let status = updater(&device, Box::new(real_fs(&device)))
+            .status()
+            .unwrap();
         let on_disk = if tree == old { "v1.0.0" } else { "v2.0.0" };
         assert_eq!(status.installed.unwrap().release.ref_name, on_disk);
         // And a fresh update completes.
@@ -174,6 +191,7 @@ fn a_kill_at_any_step_recovers_the_exact_old_or_new_tree() {
 /// The real filesystem, with a hook run before every rename and every file creation: an
 /// error from it fails that call.
 struct Hooked<R, C> {
+    real: RealFs,
     on_rename: R,
     on_create: C,
 }
@@ -184,45 +202,49 @@ where
     C: Fn(&Path) -> io::Result<()> + Send + Sync,
 {
     fn metadata(&self, path: &Path) -> io::Result<Option<Meta>> {
-        RealFs.metadata(path)
+        self.real.metadata(path)
     }
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
-        RealFs.read_dir(path)
+        self.real.read_dir(path)
     }
     fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
-        RealFs.open(path)
+        self.real.open(path)
     }
     fn read_link(&self, path: &Path) -> io::Result<Vec<u8>> {
-        RealFs.read_link(path)
+        self.real.read_link(path)
     }
     fn create(&self, path: &Path, executable: bool) -> io::Result<Box<dyn WriteFile>> {
         (self.on_create)(path)?;
-        RealFs.create(path, executable)
+        self.real.create(path, executable)
     }
     fn symlink(&self, target: &[u8], link: &Path) -> io::Result<()> {
-        RealFs.symlink(target, link)
+        self.real.symlink(target, link)
     }
     fn create_dir(&self, path: &Path, mode: u32) -> io::Result<()> {
-        RealFs.create_dir(path, mode)
+        self.real.create_dir(path, mode)
     }
     fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        RealFs.remove_dir(path)
+        self.real.remove_dir(path)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        RealFs.remove_file(path)
+        self.real.remove_file(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         (self.on_rename)(from, to)?;
-        RealFs.rename(from, to)
+        self.real.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        (self.on_rename)(from, to)?;
+        self.real.rename_noreplace(from, to)
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        RealFs.sync_dir(path)
+        self.real.sync_dir(path)
     }
     fn sync_fs(&self, path: &Path) -> io::Result<()> {
-        RealFs.sync_fs(path)
+        self.real.sync_fs(path)
     }
     fn space(&self, path: &Path) -> io::Result<Space> {
-        RealFs.space(path)
+        self.real.space(path)
     }
 }
 
@@ -251,6 +273,7 @@ fn a_failed_rollback_says_the_old_release_is_not_back_and_recover_brings_it_back
     let stage = device.target.join(".ota/stage");
     let backup = device.target.join(".ota/backup");
     let fs = Hooked {
+        real: real_fs(&device),
         on_rename: move |from: &Path, _: &Path| match from.starts_with(&stage)
             || from.starts_with(&backup)
         {
@@ -291,6 +314,7 @@ fn last_error_is_written_while_the_lock_is_held() {
     let checked = std::sync::Arc::new(AtomicUsize::new(0));
     let seen = std::sync::Arc::clone(&checked);
     let fs = Hooked {
+        real: real_fs(&device),
         // Fail the placement; the rollback works, and the failure is recorded.
         on_rename: move |from: &Path, _: &Path| match from.starts_with(&stage) {
             true => Err(io::Error::other("injected failure")),

@@ -15,6 +15,7 @@ mod limits;
 mod network;
 mod private;
 mod progress;
+mod race;
 mod release;
 mod safety;
 mod trust;

@@ -103,6 +103,7 @@ pub fn step_labels(log: &[Rec], recovery: bool) -> Vec<String> {
                 match barriers_after_journal {
                     1 => "phase-1 barrier (displaced before placed)".to_owned(),
                     2 => "phase-2 barrier (placed before commit)".to_owned(),
+                    3 => "kept barrier (user's files kept before the journal goes)".to_owned(),
                     n => format!("barrier {n} after the journal"),
                 }
             }
@@ -450,6 +451,17 @@ impl<'a> Enumerator<'a> {
                 "the {} release is on disk but state.json names {:?}",
                 side.label,
                 release.map(|r| r.ref_name)
+            ));
+        }
+        // Nothing of the user's is lost: what the release replaced is kept, exactly when the
+        // update committed.
+        let kept = crate::scenario::kept_files(after, &p.dirs);
+        if kept != side.kept {
+            return Err(format!(
+                "kept files {:?}, expected {:?} ({} release)",
+                kept.keys(),
+                side.kept.keys(),
+                side.label
             ));
         }
         let owned = crate::scenario::owned_paths(installed.as_ref());

@@ -325,6 +325,8 @@ pub struct Side {
     pub digest: u128,
     pub release: Option<ReleaseId>,
     pub owned: BTreeSet<String>,
+    /// The user's files ota replaced and kept (`<state>/kept/<txid>/<path>`), by `<path>`.
+    pub kept: BTreeMap<String, Entry>,
 }
 
 /// A scenario with its recorded run.
@@ -418,7 +420,17 @@ pub fn outcome_of(label: &str, tree: &Tree, target: &Path, dirs: &StateDir) -> S
         digest: tree.digest_below(target, &[".ota"]),
         release: installed.as_ref().map(|i| i.release.clone()),
         owned: owned_paths(installed.as_ref()),
+        kept: kept_files(tree, dirs),
     }
+}
+
+/// The files under `<state>/kept/`, by their path in the target (the txid folder dropped).
+pub fn kept_files(tree: &Tree, dirs: &StateDir) -> BTreeMap<String, Entry> {
+    tree.listing(&dirs.root().join("kept"), &[])
+        .into_iter()
+        .filter(|(_, e)| !matches!(e, Entry::Dir(_)))
+        .filter_map(|(path, e)| Some((path.split_once('/')?.1.to_owned(), e)))
+        .collect()
 }
 
 /// The listing a release plus the user's files should give (files and links only).

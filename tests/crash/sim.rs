@@ -364,13 +364,14 @@ pub enum Op {
         name: OsString,
         ino: Ino,
     },
-    /// `rename(2)`.
+    /// `rename(2)`, or `renameat2(RENAME_NOREPLACE)` when `noreplace`.
     Rename {
         from: Ino,
         from_name: OsString,
         to: Ino,
         to_name: OsString,
         ino: Ino,
+        noreplace: bool,
     },
     /// `pwrite(2)` of `data` at `offset`.
     Write {
@@ -429,6 +430,9 @@ impl Rec {
             Op::Mkdir { .. } => "mkdir",
             Op::Rmdir { .. } => "rmdir",
             Op::Unlink { .. } => "unlink",
+            Op::Rename {
+                noreplace: true, ..
+            } => "rename (noreplace)",
             Op::Rename { .. } => "rename",
             Op::Write { offset, data, .. } => {
                 return format!(
@@ -762,36 +766,11 @@ impl Fs for SimFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut state = self.lock();
-        let (from_dir, from_name, at) = state.tree.lookup(from)?;
-        let ino = at.ok_or_else(|| not_found(from))?;
-        let (to_dir, to_name, occupant) = state.tree.lookup(to)?;
-        if occupant == Some(ino) {
-            return Ok(());
-        }
-        if let Some(o) = occupant {
-            check_replace(&state.tree, ino, o).map_err(|what| invalid(to, what))?;
-            state.tree.nodes.remove(&o);
-        }
-        state
-            .tree
-            .entries_mut(from_dir)
-            .expect("a folder")
-            .remove(&from_name);
-        state
-            .tree
-            .entries_mut(to_dir)
-            .expect("a folder")
-            .insert(to_name.clone(), ino);
-        let op = Op::Rename {
-            from: from_dir,
-            from_name,
-            to: to_dir,
-            to_name,
-            ino,
-        };
-        self.record(state, op, format!("{} -> {}", from.display(), to.display()));
-        Ok(())
+        self.rename_with(from, to, false)
+    }
+
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.rename_with(from, to, true)
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -815,6 +794,46 @@ impl Fs for SimFs {
             available: 1 << 40,
             block_size: 4096,
         })
+    }
+}
+
+impl SimFs {
+    /// `rename(2)`, or with `RENAME_NOREPLACE` semantics when `noreplace`.
+    fn rename_with(&self, from: &Path, to: &Path, noreplace: bool) -> io::Result<()> {
+        let mut state = self.lock();
+        let (from_dir, from_name, at) = state.tree.lookup(from)?;
+        let ino = at.ok_or_else(|| not_found(from))?;
+        let (to_dir, to_name, occupant) = state.tree.lookup(to)?;
+        if noreplace && occupant.is_some() {
+            return Err(exists(to));
+        }
+        if occupant == Some(ino) {
+            return Ok(());
+        }
+        if let Some(o) = occupant {
+            check_replace(&state.tree, ino, o).map_err(|what| invalid(to, what))?;
+            state.tree.nodes.remove(&o);
+        }
+        state
+            .tree
+            .entries_mut(from_dir)
+            .expect("a folder")
+            .remove(&from_name);
+        state
+            .tree
+            .entries_mut(to_dir)
+            .expect("a folder")
+            .insert(to_name.clone(), ino);
+        let op = Op::Rename {
+            from: from_dir,
+            from_name,
+            to: to_dir,
+            to_name,
+            ino,
+            noreplace,
+        };
+        self.record(state, op, format!("{} -> {}", from.display(), to.display()));
+        Ok(())
     }
 }
 
@@ -1062,6 +1081,10 @@ fn apply(tree: &mut Tree, op: &Op) {
             to,
             to_name,
             ino,
+            // What lands on disk is the same entry either way: `RENAME_NOREPLACE` is checked
+            // when the call is made, not when the change persists. A crash that loses the move
+            // which had freed the destination therefore replays this over the occupant.
+            noreplace: _,
         } => {
             if !holds(tree, *from, from_name, *ino) || tree.entries(*to).is_none() {
                 return;

@@ -216,6 +216,7 @@ impl Device {
                         | "backup"
                         | "cache.json"
                         | "ota-state.tag"
+                        | "kept"
                 ) {
                     out.push(name);
                 }

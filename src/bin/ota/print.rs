@@ -59,6 +59,10 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
                     Some(Origin::Copy(p)) => format!(" (copy of {p})"),
                     None => String::new(),
                 };
+                let how = match change.kept {
+                    true => format!("{how} (not ota's: kept in the state folder's kept/)"),
+                    false => how,
+                };
                 match size {
                     Some(size) => writeln!(out, "  {what:8} {} {}{how}", change.path, bytes(size))?,
                     None => writeln!(out, "  {what:8} {}", change.path)?,
@@ -73,6 +77,13 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
                 what_changes(r, ["installed", "reinstalled", "updated"])
             )?;
             summary(out, r)?;
+            for (path, at) in &r.kept {
+                writeln!(
+                    out,
+                    "  kept {path}, which ota did not own, as {}",
+                    at.display()
+                )?;
+            }
         }
     }
     out.flush()
@@ -128,10 +139,12 @@ fn report_json(state: &str, r: &Report) -> serde_json::Value {
             "path": c.path,
             "action": format!("{:?}", c.action).to_lowercase(),
             "size": c.entry.as_ref().map(|e| e.size),
+            "kept": c.kept,
         })).collect::<Vec<_>>(),
         "usage": r.usage,
         "elapsed_sec": r.elapsed.as_secs_f64(),
         "warnings": r.warnings,
+        "kept": r.kept.iter().map(|(path, at)| json!({"path": path, "kept_at": at})).collect::<Vec<_>>(),
         "peak_rss_bytes": peak_rss_bytes(),
     })
 }
@@ -199,6 +212,7 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             "last_error": status.last_error,
             "last_check": status.cache.last_check,
             "rate_limit": status.cache.quota,
+            "kept": status.kept,
         });
         return write_json(out, &value);
     }
@@ -243,6 +257,13 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             }
         }
         None => writeln!(out, "last error:  none")?,
+    }
+    for path in &status.kept {
+        writeln!(
+            out,
+            "kept:        {} (a file ota replaced but did not own)",
+            path.display()
+        )?;
     }
     if let Some(time) = &status.cache.last_check {
         writeln!(out, "last check:  {time}")?;
