@@ -180,15 +180,34 @@ impl Device {
         ))
     }
 
-    /// The target's files and symlinks (`.ota` excluded). An empty folder, or anything
+    /// The target's files and symlinks (`.ota` excluded). An empty folder, a file whose
+    /// mode is not 0644 or 0755 (what ota sets), folders of different modes, or anything
     /// that is neither file, folder nor symlink, is an error: no release holds one.
     pub fn tree(&self) -> Result<Listing, String> {
         let mut out = Listing::new();
         if !self.app.exists() {
             return Ok(out);
         }
+        let mut folder_mode: Option<(u32, PathBuf)> = None;
         let mut stack = vec![self.app.clone()];
         while let Some(dir) = stack.pop() {
+            if dir != self.app {
+                let mode = std::fs::symlink_metadata(&dir)
+                    .map_err(|e| e.to_string())?
+                    .mode()
+                    & 0o7777;
+                match &folder_mode {
+                    None => folder_mode = Some((mode, dir.clone())),
+                    Some((first, at)) if *first != mode => {
+                        return Err(format!(
+                            "folder {} has mode {mode:o}, folder {} {first:o}",
+                            dir.display(),
+                            at.display()
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
             let mut empty = true;
             for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())? {
                 empty = false;
@@ -207,7 +226,11 @@ impl Device {
                     stack.push(path);
                 } else if kind.is_file() {
                     let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-                    let exec = meta.permissions().mode() & 0o100 != 0;
+                    let mode = meta.permissions().mode() & 0o7777;
+                    if mode != 0o644 && mode != 0o755 {
+                        return Err(format!("{rel} has mode {mode:o}"));
+                    }
+                    let exec = mode == 0o755;
                     out.insert(rel, Entry::File { bytes, exec });
                 } else {
                     return Err(format!("not a file, folder or symlink: {rel}"));

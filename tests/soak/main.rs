@@ -122,7 +122,8 @@ struct Figures {
     finished_before_kill: usize,
     recover_killed: usize,
     recovered: BTreeMap<&'static str, usize>,
-    recovered_by_update: usize,
+    /// Recoveries left to the next `ota update`, by what they had to do.
+    left_to_update: BTreeMap<&'static str, usize>,
     trees_checked: usize,
     mixed: usize,
     leftovers: usize,
@@ -259,6 +260,19 @@ impl Soak {
                     kills += 1;
                     self.figures.kills += 1;
                     *self.figures.killed_in.entry(phase).or_default() += 1;
+                    // What recovery must do, judged from the disk.
+                    let left = self.device.leftovers();
+                    let expected = if left.iter().any(|l| l == "journal.json") {
+                        if phase == Phase::Committed {
+                            "completed"
+                        } else {
+                            "rolled back"
+                        }
+                    } else if !left.is_empty() {
+                        "swept"
+                    } else {
+                        "nothing to do"
+                    };
                     if rng.bool() {
                         let allowed: &[usize] = if phase == Phase::Committed {
                             &[k]
@@ -268,11 +282,18 @@ impl Soak {
                         let what = format!(
                             "{context}; run {runs} killed at {at:?} ({phase:?}), then `ota recover`"
                         );
-                        self.recover(&mut rng, &tag, &what);
+                        if let Some((how, recover_killed)) = self.recover(&mut rng, &tag, &what)
+                            && !recover_killed
+                            && how != expected
+                        {
+                            self.violations.push(format!(
+                                "{what}: recovery {how}, expected {expected} (state folder held {left:?})"
+                            ));
+                        }
                         self.check(allowed, &what);
                     } else {
-                        // The next run's own recovery handles it.
-                        self.figures.recovered_by_update += 1;
+                        // The next run's own recovery does it.
+                        *self.figures.left_to_update.entry(expected).or_default() += 1;
                     }
                 }
                 Run::Exited { ok, stdout, stderr } => {
@@ -367,14 +388,24 @@ impl Soak {
         }
     }
 
-    /// `ota recover` after a power cut, itself cut now and then (then run again).
-    fn recover(&mut self, rng: &mut fastrand::Rng, tag: &str, what: &str) {
+    /// `ota recover` after a power cut, itself cut now and then (then run again). Returns
+    /// what the last run did, and whether an earlier one was killed.
+    fn recover(
+        &mut self,
+        rng: &mut fastrand::Rng,
+        tag: &str,
+        what: &str,
+    ) -> Option<(&'static str, bool)> {
+        let mut killed = false;
         for _ in 0..4 {
             self.figures.recover_runs += 1;
             let aim =
                 (rng.u8(0..8) == 0).then(|| Aim::Start(Duration::from_micros(rng.u64(0..4000))));
             match self.device.run("recover", aim, tag) {
-                Run::Killed { .. } => self.figures.recover_killed += 1,
+                Run::Killed { .. } => {
+                    self.figures.recover_killed += 1;
+                    killed = true;
+                }
                 Run::Exited {
                     ok: true, stdout, ..
                 } => {
@@ -388,20 +419,23 @@ impl Soak {
                         "nothing to do"
                     };
                     *self.figures.recovered.entry(how).or_default() += 1;
-                    return;
+                    return Some((how, killed));
                 }
                 Run::Exited { stderr, .. } => {
                     self.violations
                         .push(format!("{what}: ota recover failed: {stderr}"));
-                    return;
+                    return None;
                 }
                 Run::Hung => {
                     self.figures.hung += 1;
                     self.violations.push(format!("{what}: ota recover hung"));
-                    return;
+                    return None;
                 }
             }
         }
+        self.violations
+            .push(format!("{what}: ota recover killed four times in a row"));
+        None
     }
 
     /// The tree must be exactly one of the `allowed` releases, the one `state.json` names,
@@ -484,14 +518,20 @@ impl Soak {
             f.finished_before_kill,
             f.recover_killed
         );
+        let by = |m: &BTreeMap<&str, usize>| {
+            format!(
+                "{} (rolled back {}, completed {}, swept {}, nothing to do {})",
+                m.values().sum::<usize>(),
+                count(m, &"rolled back"),
+                count(m, &"completed"),
+                count(m, &"swept"),
+                count(m, &"nothing to do")
+            )
+        };
         println!(
-            "soak: recoveries: by ota recover {} (rolled back {}, completed {}, swept {}, nothing to do {}), left to the next ota update {}",
-            f.recovered.values().sum::<usize>(),
-            count(&f.recovered, &"rolled back"),
-            count(&f.recovered, &"completed"),
-            count(&f.recovered, &"swept"),
-            count(&f.recovered, &"nothing to do"),
-            f.recovered_by_update
+            "soak: recoveries: by ota recover {}; left to the next ota update {}",
+            by(&f.recovered),
+            by(&f.left_to_update)
         );
         println!(
             "soak: trees checked {}: mixed trees {}, leftovers {}, state.json disagreeing {}",
