@@ -58,9 +58,19 @@ fn main() -> ExitCode {
         println!("soak: test");
         return ExitCode::SUCCESS;
     }
-    // `cargo test NAME` passes NAME on: run only for no filter or one naming the soak.
-    let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
-    if !filters.is_empty() && !filters.iter().any(|f| "soak".contains(f.as_str())) {
+    // `cargo test NAME` passes NAME on: run only for no filter or one naming the soak, and
+    // not with `--skip NAME` naming it.
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--skip" {
+            skips.extend(rest.next());
+        } else if !arg.starts_with('-') {
+            filters.push(arg);
+        }
+    }
+    let names = |f: &&String| "soak".contains(f.as_str());
+    if (!filters.is_empty() && !filters.iter().any(names)) || skips.iter().any(names) {
         return ExitCode::SUCCESS;
     }
     let updates = env_number("OTA_SOAK_UPDATES").map_or(DEFAULT_UPDATES, |n| n as usize);
@@ -286,7 +296,7 @@ impl Soak {
                             && !recover_killed
                             && how != expected
                         {
-                            self.violations.push(format!(
+                            self.violation(format!(
                                 "{what}: recovery {how}, expected {expected} (state folder held {left:?})"
                             ));
                         }
@@ -311,7 +321,7 @@ impl Soak {
                         self.check(&[k], &what);
                         if self.device.installed_tag().as_deref() != Some(tag.as_str()) {
                             self.figures.state_disagrees += 1;
-                            self.violations.push(format!(
+                            self.violation(format!(
                                 "{what}: succeeded ({}), but state.json names {:?}",
                                 stdout.trim(),
                                 self.device.installed_tag()
@@ -322,15 +332,19 @@ impl Soak {
                     self.check(&[before, k], &what);
                     self.figures.failed_runs += 1;
                     failed_runs += 1;
-                    let kind = self.device.last_error_kind().unwrap_or_else(|| {
-                        self.violations
-                            .push(format!("{what}: failed without last_error.json: {stderr}"));
-                        "none".to_owned()
-                    });
+                    let kind = match self.device.last_error_kind() {
+                        Some(kind) => kind,
+                        None => {
+                            self.violation(format!(
+                                "{what}: failed without last_error.json: {stderr}"
+                            ));
+                            "none".to_owned()
+                        }
+                    };
                     *self.figures.error_kinds.entry(kind).or_default() += 1;
                     if failed_runs >= MAX_FAILED_RUNS {
                         let last = stderr.lines().last().unwrap_or_default().to_owned();
-                        self.violations.push(format!(
+                        self.violation(format!(
                             "{context}: still failing after {failed_runs} failed runs; last error: {last}"
                         ));
                         break "failed";
@@ -338,8 +352,7 @@ impl Soak {
                 }
                 Run::Hung => {
                     self.figures.hung += 1;
-                    self.violations
-                        .push(format!("{context}; run {runs}: ota update hung"));
+                    self.violation(format!("{context}; run {runs}: ota update hung"));
                     break "failed";
                 }
             }
@@ -422,19 +435,17 @@ impl Soak {
                     return Some((how, killed));
                 }
                 Run::Exited { stderr, .. } => {
-                    self.violations
-                        .push(format!("{what}: ota recover failed: {stderr}"));
+                    self.violation(format!("{what}: ota recover failed: {stderr}"));
                     return None;
                 }
                 Run::Hung => {
                     self.figures.hung += 1;
-                    self.violations.push(format!("{what}: ota recover hung"));
+                    self.violation(format!("{what}: ota recover hung"));
                     return None;
                 }
             }
         }
-        self.violations
-            .push(format!("{what}: ota recover killed four times in a row"));
+        self.violation(format!("{what}: ota recover killed four times in a row"));
         None
     }
 
@@ -453,19 +464,19 @@ impl Soak {
                 let named_release = named.as_ref().and_then(|t| self.tags.get(t)).copied();
                 if named_release.is_none_or(|n| self.listings[n] != self.listings[i]) {
                     self.figures.state_disagrees += 1;
-                    self.violations.push(format!(
+                    self.violation(format!(
                         "{what}: release {i} on disk, but state.json names {named:?}"
                     ));
                 }
             }
             (Err(e), None) => {
                 self.figures.mixed += 1;
-                self.violations.push(format!("{what}: mixed tree: {e}"));
+                self.violation(format!("{what}: mixed tree: {e}"));
             }
             (Ok(t), None) => {
                 self.figures.mixed += 1;
                 let last = *allowed.last().unwrap();
-                self.violations.push(format!(
+                self.violation(format!(
                     "{what}: mixed tree, none of releases {allowed:?}; against release {last}: {}",
                     releases::diff(&self.listings[last], t)
                 ));
@@ -474,9 +485,14 @@ impl Soak {
         let left = self.device.leftovers();
         if !left.is_empty() {
             self.figures.leftovers += 1;
-            self.violations
-                .push(format!("{what}: leftovers in the state folder: {left:?}"));
+            self.violation(format!("{what}: leftovers in the state folder: {left:?}"));
         }
+    }
+
+    /// Records a violation and prints it at once (the figures come at the end).
+    fn violation(&mut self, message: String) {
+        println!("soak: VIOLATION: {message}");
+        self.violations.push(message);
     }
 
     /// Prints the figures; true if every criterion holds.
@@ -571,12 +587,6 @@ impl Soak {
         }
         if f.hung > 0 {
             failed.push(format!("{} hung runs", f.hung));
-        }
-        for v in self.violations.iter().take(20) {
-            println!("soak: VIOLATION: {v}");
-        }
-        if self.violations.len() > 20 {
-            println!("soak: … {} more violations", self.violations.len() - 20);
         }
         if failed.is_empty() && self.violations.is_empty() {
             println!("soak: ok");
