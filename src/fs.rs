@@ -58,7 +58,8 @@ pub trait WriteFile: Write + Send {
 
 /// The filesystem operations of an update. See the module docs.
 pub trait Fs: Send + Sync {
-    /// `lstat`; `Ok(None)` when nothing is at `path`.
+    /// `lstat`; `Ok(None)` when nothing is at `path`, also when a folder on the way is a
+    /// file (`ENOTDIR`): undoing a release that turned a file into a folder looks below it.
     fn metadata(&self, path: &Path) -> io::Result<Option<Meta>>;
     /// Names in a directory (without `.` and `..`).
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>>;
@@ -202,7 +203,14 @@ impl Fs for RealFs {
     fn metadata(&self, path: &Path) -> io::Result<Option<Meta>> {
         match fs::symlink_metadata(path) {
             Ok(m) => Ok(Some(meta_of(&m))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }

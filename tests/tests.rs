@@ -14,5 +14,6 @@ mod hostile;
 mod network;
 mod private;
 mod progress;
+mod recover;
 mod safety;
 mod update;
