@@ -116,6 +116,14 @@ fn env_number(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|_| panic!("{name}={text:?} is not a whole number")))
 }
 
+/// How one update ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    FirstTry,
+    AfterRetries,
+    Failed,
+}
+
 /// What the soak counts.
 #[derive(Default)]
 struct Figures {
@@ -268,43 +276,8 @@ impl Soak {
             match self.device.run("update", aim, &tag) {
                 Run::Killed { phase, at } => {
                     kills += 1;
-                    self.figures.kills += 1;
-                    *self.figures.killed_in.entry(phase).or_default() += 1;
-                    // What recovery must do, judged from the disk.
-                    let left = self.device.leftovers();
-                    let expected = if left.iter().any(|l| l == "journal.json") {
-                        if phase == Phase::Committed {
-                            "completed"
-                        } else {
-                            "rolled back"
-                        }
-                    } else if !left.is_empty() {
-                        "swept"
-                    } else {
-                        "nothing to do"
-                    };
-                    if rng.bool() {
-                        let allowed: &[usize] = if phase == Phase::Committed {
-                            &[k]
-                        } else {
-                            &[before, k]
-                        };
-                        let what = format!(
-                            "{context}; run {runs} killed at {at:?} ({phase:?}), then `ota recover`"
-                        );
-                        if let Some((how, recover_killed)) = self.recover(&mut rng, &tag, &what)
-                            && !recover_killed
-                            && how != expected
-                        {
-                            self.violation(format!(
-                                "{what}: recovery {how}, expected {expected} (state folder held {left:?})"
-                            ));
-                        }
-                        self.check(allowed, &what);
-                    } else {
-                        // The next run's own recovery does it.
-                        *self.figures.left_to_update.entry(expected).or_default() += 1;
-                    }
+                    let what = format!("{context}; run {runs} killed at {at:?} ({phase:?})");
+                    self.after_kill(&mut rng, phase, &[before, k], &tag, &what);
                 }
                 Run::Exited { ok, stdout, stderr } => {
                     if aim.is_some() {
@@ -327,7 +300,11 @@ impl Soak {
                                 self.device.installed_tag()
                             ));
                         }
-                        break if runs == 1 { "first" } else { "retried" };
+                        break if runs == 1 {
+                            Outcome::FirstTry
+                        } else {
+                            Outcome::AfterRetries
+                        };
                     }
                     self.check(&[before, k], &what);
                     self.figures.failed_runs += 1;
@@ -347,20 +324,20 @@ impl Soak {
                         self.violation(format!(
                             "{context}: still failing after {failed_runs} failed runs; last error: {last}"
                         ));
-                        break "failed";
+                        break Outcome::Failed;
                     }
                 }
                 Run::Hung => {
                     self.figures.hung += 1;
                     self.violation(format!("{context}; run {runs}: ota update hung"));
-                    break "failed";
+                    break Outcome::Failed;
                 }
             }
         };
         match outcome {
-            "first" => self.figures.first_try += 1,
-            "retried" => self.figures.after_retries += 1,
-            _ => self.figures.failed += 1,
+            Outcome::FirstTry => self.figures.first_try += 1,
+            Outcome::AfterRetries => self.figures.after_retries += 1,
+            Outcome::Failed => self.figures.failed += 1,
         }
         // What is installed now, for the next step (a failed step leaves either).
         if let Ok(tree) = self.device.tree()
@@ -368,7 +345,7 @@ impl Soak {
         {
             self.installed = i;
         }
-        if outcome != "failed" {
+        if outcome != Outcome::Failed {
             self.figures.disk.push((k, self.device.usage()));
         }
         let stats = self.server.stats();
@@ -381,11 +358,59 @@ impl Soak {
         self.server.clear_faults();
         if self.verbose {
             println!(
-                "soak: step {step}: {before} -> {k} ({tag}): {outcome} after {runs} runs, {kills} kills, {:.0} ms (publishing {:.0} ms); faults {specs:?}",
+                "soak: step {step}: {before} -> {k} ({tag}): {outcome:?} after {runs} runs, {kills} kills, {:.0} ms (publishing {:.0} ms); faults {specs:?}",
                 step_started.elapsed().as_secs_f64() * 1e3,
                 published_in.as_secs_f64() * 1e3
             );
         }
+    }
+
+    /// After a SIGKILL of `ota update` installing `allowed[1]` over `allowed[0]`: `ota
+    /// recover` at once (as at boot), checked, or the recovery left to the next run.
+    fn after_kill(
+        &mut self,
+        rng: &mut fastrand::Rng,
+        phase: Phase,
+        allowed: &[usize; 2],
+        tag: &str,
+        what: &str,
+    ) {
+        self.figures.kills += 1;
+        *self.figures.killed_in.entry(phase).or_default() += 1;
+        // What recovery must do, judged from the disk.
+        let left = self.device.leftovers();
+        let expected = if left.iter().any(|l| l == "journal.json") {
+            if phase == Phase::Committed {
+                "completed"
+            } else {
+                "rolled back"
+            }
+        } else if !left.is_empty() {
+            "swept"
+        } else {
+            "nothing to do"
+        };
+        if !rng.bool() {
+            // The next run's own recovery does it.
+            *self.figures.left_to_update.entry(expected).or_default() += 1;
+            return;
+        }
+        let what = format!("{what}, then `ota recover`");
+        if let Some((how, recover_killed)) = self.recover(rng, tag, &what)
+            && !recover_killed
+            && how != expected
+        {
+            self.violation(format!(
+                "{what}: recovery {how}, expected {expected} (state folder held {left:?})"
+            ));
+        }
+        // After the commit, only the new release will do.
+        let allowed = if phase == Phase::Committed {
+            &allowed[1..]
+        } else {
+            &allowed[..]
+        };
+        self.check(allowed, &what);
     }
 
     /// A random moment to SIGKILL `ota update`: anywhere in a typical run, or just after
