@@ -64,7 +64,8 @@ pub trait WriteFile: Write + Send {
 
 /// The filesystem operations of an update. See the module docs.
 pub trait Fs: Send + Sync {
-    /// `lstat`; `Ok(None)` when nothing is at `path`.
+    /// `lstat`; `Ok(None)` when nothing is at `path`, also when a folder on the way is a
+    /// file (`ENOTDIR`): undoing a release that turned a file into a folder looks below it.
     fn metadata(&self, path: &Path) -> io::Result<Option<Meta>>;
     /// Names in a directory (without `.` and `..`).
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>>;
@@ -442,14 +443,23 @@ fn meta_of(st: &rfs::Stat) -> Meta {
 
 impl Fs for RealFs {
     fn metadata(&self, path: &Path) -> io::Result<Option<Meta>> {
+        // "Not a directory": a component of the path is a file, so nothing is at the path
+        // (an update that turned a file into a folder is undone through such paths).
         let at = match self.locate(path) {
             Ok(at) => at,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         match rfs::statat(&at.dir, &at.name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(meta_of(&st))),
-            Err(Errno::NOENT) => Ok(None),
+            Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

@@ -16,6 +16,7 @@ mod network;
 mod private;
 mod progress;
 mod race;
+mod recover;
 mod release;
 mod safety;
 mod trust;

@@ -571,9 +571,17 @@ impl WriteFile for SimFile {
 impl Fs for SimFs {
     fn metadata(&self, path: &Path) -> io::Result<Option<Meta>> {
         let state = self.lock();
+        // Like `RealFs`: nothing there, also below a file.
         let ino = match state.tree.lookup(path) {
             Ok((_, _, ino)) => ino,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                None
+            }
             Err(e) => return Err(e),
         };
         Ok(ino.map(|ino| {
