@@ -7,8 +7,10 @@
 //! - a path that must change is staged from a local file that already has the right
 //!   content when there is one (a moved or re-moded file), otherwise downloaded;
 //! - a file ota owned that the release drops is deleted, and folders that this empties are
-//!   removed; anything ota does not own is never touched: where the release needs such a
-//!   path (a folder with foreign files, a link to write through), the update is refused;
+//!   moved into the backup (and so removed at the commit); a plain file or link ota does not
+//!   own at a path the release ships is displaced and kept under `<state>/kept/` (`Change::kept`);
+//!   anything else ota does not own is never touched: where the release needs such a path
+//!   (a folder with foreign files, a link to write through), the update is refused;
 //! - free space is checked before the first byte is fetched: the staged bytes, rounded up
 //!   per file to the filesystem block, plus a margin for the journal and state.
 
