@@ -242,6 +242,37 @@ pub(crate) fn pending(
     }
 }
 
+/// Parses the bytes of the journal at `path` (the fuzz targets drive this directly).
+pub(crate) fn parse_journal(path: &Path, bytes: &[u8]) -> Result<Journal, ApplyError> {
+    let journal: Journal =
+        serde_json::from_slice(bytes).map_err(|e| ApplyError::JournalDamaged {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    if journal.format != JOURNAL_FORMAT {
+        return Err(ApplyError::JournalDamaged {
+            path: path.to_owned(),
+            message: format!("unknown format {}", journal.format),
+        });
+    }
+    // Recovery joins the transaction id and the slots under `stage/` and `backup/`: each
+    // must be one plain name, or a crafted journal would move files anywhere.
+    let slots = journal.ops.iter().filter_map(|op| match op {
+        Op::Displace { slot, .. } | Op::Place { slot, .. } => Some(slot),
+        Op::RemoveDir { .. } | Op::CreateDir { .. } => None,
+    });
+    if let Some(bad) = std::iter::once(&journal.txid)
+        .chain(slots)
+        .find(|name| matches!(name.as_str(), "" | "." | "..") || name.contains(['/', '\0']))
+    {
+        return Err(ApplyError::JournalDamaged {
+            path: path.to_owned(),
+            message: format!("{bad:?} is not a plain file name"),
+        });
+    }
+    Ok(journal)
+}
+
 /// Why a transaction's leftovers are being removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cleanup {
@@ -314,18 +345,7 @@ impl Ctx<'_> {
         let path = self.dirs.journal_file();
         let bytes = fs::read_small(self.fs, &path, JOURNAL_LIMIT)
             .map_err(|e| ApplyError::io("read", &path, e))?;
-        let journal: Journal =
-            serde_json::from_slice(&bytes).map_err(|e| ApplyError::JournalDamaged {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        if journal.format != JOURNAL_FORMAT {
-            return Err(ApplyError::JournalDamaged {
-                path,
-                message: format!("unknown format {}", journal.format),
-            });
-        }
-        Ok(journal)
+        parse_journal(&path, &bytes)
     }
 
     /// Phases 1 and 2 with their barriers.
@@ -614,6 +634,38 @@ impl ApplyError {
             ApplyError::RollbackFailed { cause, .. } => cause.io_error(),
             ApplyError::State(crate::state::StateError::Io { source, .. }) => Some(source),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `state` fuzz target: a slot or transaction id with a `/` or `..` let a
+    /// crafted journal name paths outside `stage/` and `backup/`.
+    #[test]
+    fn a_journal_naming_a_path_outside_its_folders_is_damaged() {
+        let journal = |txid: &str, slot: &str| {
+            format!(
+                r#"{{"format":1,"txid":"{txid}","release":{{"channel":"stable","ref":"v1",
+                "commit":"8d12ae3ca32fc5d3478419b599612ae294476917"}},"ops":[{{"op":"place",
+                "path":"app/a.py","slot":"{slot}"}}]}}"#
+            )
+        };
+        let path = Path::new("journal.json");
+        assert!(parse_journal(path, journal("18edbb6833a8c162-5eee", "0").as_bytes()).is_ok());
+        for (txid, slot) in [
+            ("t", "../../etc/passwd"),
+            ("t", "0/a"),
+            ("..", "0"),
+            ("", "0"),
+        ] {
+            let err = parse_journal(path, journal(txid, slot).as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().contains("is not a plain file name"),
+                "{txid:?} {slot:?}: {err}"
+            );
         }
     }
 }
