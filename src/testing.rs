@@ -3,3 +3,62 @@
 
 pub use crate::state::StateDir;
 pub use crate::transaction::recover;
+
+use std::path::Path;
+
+use crate::Filter;
+use crate::manifest::{self, Manifest, RelPath};
+use crate::source::GitHub;
+
+// Entry points for the fuzz targets (fuzz/): each takes untrusted bytes and runs the real
+// parser, nothing more; the targets check the properties of what comes out. Errors are
+// returned as their messages, which also exercises their formatting.
+
+/// A release answer's tag, draft and prerelease flags, as `GitHub` reads them.
+pub fn parse_release(github: &GitHub, body: &[u8]) -> Result<(String, bool, bool), String> {
+    github
+        .parse_release(body.to_vec())
+        .map_err(|e| e.to_string())
+}
+
+/// A tree answer turned into the release's manifest, as an update does: the tree parsed by
+/// `GitHub`, then every path validated and `filter` applied, with `.ota` reserved. Also
+/// returns the warnings (skipped submodules).
+pub fn parse_tree(
+    github: &GitHub,
+    body: &[u8],
+    filter: &Filter,
+) -> Result<(Manifest, Vec<String>), String> {
+    let tree = github
+        .parse_tree(body.to_vec())
+        .map_err(|e| e.to_string())?;
+    let reserved = [RelPath::new(".ota", &[]).map_err(|e| e.to_string())?];
+    manifest::from_tree(tree, filter, &reserved).map_err(|e| e.to_string())
+}
+
+/// A release path validated against `reserved` top-level folders.
+pub fn rel_path(path: &str, reserved: &[&str]) -> Result<RelPath, String> {
+    let reserved = reserved
+        .iter()
+        .map(|r| RelPath::new(r, &[]))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    RelPath::new(path, &reserved).map_err(|e| e.to_string())
+}
+
+/// Whether the release symlink `link -> target` stays inside the target directory;
+/// `is_symlink` tells which release paths are symlinks.
+pub fn check_symlink(
+    link: &RelPath,
+    target: &str,
+    is_symlink: &dyn Fn(&str) -> bool,
+) -> Result<(), String> {
+    manifest::check_symlink(link, target, is_symlink).map_err(|e| e.to_string())
+}
+
+/// A `journal.json` as recovery reads it, written back as ota writes it.
+pub fn parse_journal(bytes: &[u8]) -> Result<String, String> {
+    let journal = crate::transaction::parse_journal(Path::new("journal.json"), bytes)
+        .map_err(|e| e.to_string())?;
+    serde_json::to_string(&journal).map_err(|e| e.to_string())
+}
