@@ -273,6 +273,29 @@ pub(crate) fn pending(
     }
 }
 
+/// Parses the bytes of the journal at `path` (the fuzz targets drive this directly).
+pub(crate) fn parse_journal(path: &Path, bytes: &[u8]) -> Result<Journal, ApplyError> {
+    let journal: Journal =
+        serde_json::from_slice(bytes).map_err(|e| ApplyError::JournalDamaged {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    // Format 1 (older ota) is a subset of 2 plus `RemoveDir`: still recoverable.
+    if !(1..=JOURNAL_FORMAT).contains(&journal.format) {
+        return Err(ApplyError::JournalDamaged {
+            path: path.to_owned(),
+            message: format!("unknown format {}", journal.format),
+        });
+    }
+    if let Some(name) = foreign_name(&journal) {
+        return Err(ApplyError::JournalDamaged {
+            path: path.to_owned(),
+            message: format!("{name:?} is not a name ota gives"),
+        });
+    }
+    Ok(journal)
+}
+
 /// Why a transaction's leftovers are being removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cleanup {
@@ -348,25 +371,7 @@ impl Ctx<'_> {
         let path = self.dirs.journal_file();
         let bytes = fs::read_small(self.fs, &path, JOURNAL_LIMIT)
             .map_err(|e| ApplyError::io("read", &path, e))?;
-        let journal: Journal =
-            serde_json::from_slice(&bytes).map_err(|e| ApplyError::JournalDamaged {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        // Format 1 (older ota) is a subset of 2 plus `RemoveDir`: still recoverable.
-        if !(1..=JOURNAL_FORMAT).contains(&journal.format) {
-            return Err(ApplyError::JournalDamaged {
-                path,
-                message: format!("unknown format {}", journal.format),
-            });
-        }
-        if let Some(name) = foreign_name(&journal) {
-            return Err(ApplyError::JournalDamaged {
-                path,
-                message: format!("{name:?} is not a name ota gives"),
-            });
-        }
-        Ok(journal)
+        parse_journal(&path, &bytes)
     }
 
     /// Phases 1 and 2 with their barriers.
@@ -905,5 +910,32 @@ mod tests {
             }
         );
         assert!(matches!(journal.ops[1], Op::RemoveDir { mode: 0o750, .. }));
+    }
+
+    /// Found by the `state` fuzz target: a slot or transaction id with a `/` or `..` let a
+    /// crafted journal name paths outside `stage/` and `backup/`.
+    #[test]
+    fn a_journal_naming_a_path_outside_its_folders_is_damaged() {
+        let journal = |txid: &str, slot: &str| {
+            format!(
+                r#"{{"format":1,"txid":"{txid}","release":{{"channel":"stable","ref":"v1",
+                "commit":"8d12ae3ca32fc5d3478419b599612ae294476917"}},"ops":[{{"op":"place",
+                "path":"app/a.py","slot":"{slot}"}}]}}"#
+            )
+        };
+        let path = Path::new("journal.json");
+        assert!(parse_journal(path, journal("18edbb6833a8c162-5eee", "0").as_bytes()).is_ok());
+        for (txid, slot) in [
+            ("t", "../../etc/passwd"),
+            ("t", "0/a"),
+            ("..", "0"),
+            ("", "0"),
+        ] {
+            let err = parse_journal(path, journal(txid, slot).as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().contains("is not a name ota gives"),
+                "{txid:?} {slot:?}: {err}"
+            );
+        }
     }
 }

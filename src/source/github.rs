@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::{Resolved, Source, SourceError, Validator};
 use crate::config::{Channel, GithubConfig, Limits, NetworkConfig};
-use crate::http::{Accept, Download, ErrorKind, Http, HttpError, Quota, Usage, host_of};
+use crate::http::{Accept, Answer, Download, ErrorKind, Http, HttpError, Quota, Usage, host_of};
 use crate::manifest::{Entry, Kind, ObjectId, TreeEntry};
 use crate::state::ReleaseId;
 
@@ -478,6 +478,38 @@ enum Asked<T = String> {
         url: String,
         etag: Option<String>,
     },
+}
+
+/// The parsing halves of `release_tag` and `tree`, on a body already received: the fuzz
+/// targets (`ota::testing`) drive them without a network.
+impl GitHub {
+    /// The tag, draft and prerelease flags of a release answer.
+    pub(crate) fn parse_release(&self, body: Vec<u8>) -> Result<(String, bool, bool), SourceError> {
+        let release: ReleaseJson = answer(body)
+            .json(&self.api)
+            .map_err(self.http_error("parsing a release"))?;
+        Ok((release.tag_name, release.draft, release.prerelease))
+    }
+
+    /// The entries of a tree answer, as `tree` collects them (a truncated answer's
+    /// sub-trees are not fetched: its own entries are taken as complete).
+    pub(crate) fn parse_tree(&self, body: Vec<u8>) -> Result<Vec<TreeEntry>, SourceError> {
+        let mut tree: TreeJson = answer(body)
+            .json(&self.api)
+            .map_err(self.http_error("parsing a tree"))?;
+        tree.truncated = false;
+        let mut out = Vec::new();
+        self.collect(tree, "", &mut out, 0)?;
+        Ok(out)
+    }
+}
+
+fn answer(body: Vec<u8>) -> Answer {
+    Answer {
+        body,
+        etag: None,
+        content_type: Some("application/json".to_owned()),
+    }
 }
 
 /// The release a validator named, after a 304 to it.
