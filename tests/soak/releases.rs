@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use test_git::noise;
+
 /// How many releases there are.
 pub const COUNT: usize = 5;
 
@@ -149,18 +151,4 @@ pub fn diff(want: &Listing, got: &Listing) -> String {
         out.push(format!("{more} more"));
     }
     out.join(", ")
-}
-
-/// `len` incompressible bytes (xorshift from `seed`): a fault or a bandwidth cap acts on the
-/// file's own bytes, and gzip cannot shrink them.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use ota_serve::{Options, Server};
 use tempfile::TempDir;
-pub use test_git::{GitRepo, Node, Raw, Tree};
+pub use test_git::{GitRepo, Node, Raw, Tree, noise};
 
 /// The files under `root`, skipping the top-level `.ota` folder.
 pub fn read_tree(root: &Path) -> Tree {
@@ -255,18 +255,4 @@ pub fn on_a_terminal(device: &Device, args: &str, env: &[(&str, &str)]) -> Optio
             None
         }
     }
-}
-
-/// `len` incompressible bytes (xorshift from `seed`), so that bytes on the wire are bytes of
-/// the file and a bandwidth cap limits them one for one.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }

@@ -310,3 +310,17 @@ pub enum Node {
 
 /// Files (not folders) of a tree, by relative path.
 pub type Tree = BTreeMap<String, Node>;
+
+/// `len` incompressible bytes (xorshift from `seed`), so that bytes on the wire are bytes of
+/// the file: a bandwidth cap or a fault acts on them one for one, and gzip cannot shrink them.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
