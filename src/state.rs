@@ -126,6 +126,16 @@ impl StateDir {
         self.root.join("backup")
     }
 
+    /// `kept/`: files of the user's that committed updates replaced, never removed by ota.
+    pub fn kept_root(&self) -> PathBuf {
+        self.root.join("kept")
+    }
+
+    /// `kept/<txid>`: the files that transaction replaced, at their paths in the target.
+    pub fn kept(&self, txid: &str) -> PathBuf {
+        self.kept_root().join(txid)
+    }
+
     /// `stage/<txid>`.
     pub fn stage(&self, txid: &str) -> PathBuf {
         self.stage_root().join(txid)

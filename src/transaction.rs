@@ -170,7 +170,7 @@ impl<'a> Transaction<'a> {
 
     /// Where the file ota does not own at `path` is kept if this transaction commits.
     pub(crate) fn kept_path(&self, path: &RelPath) -> PathBuf {
-        kept_root(self.dirs).join(&self.txid).join(path.as_str())
+        self.dirs.kept(&self.txid).join(path.as_str())
     }
 
     /// Gives up before anything in the target changed: removes the stage.
@@ -614,8 +614,8 @@ impl Ctx<'_> {
             if !keep && !filled_folder {
                 continue;
             }
-            let base = kept_root(self.dirs).join(&journal.txid);
-            for dir in [kept_root(self.dirs), base.clone()] {
+            let base = self.dirs.kept(&journal.txid);
+            for dir in [self.dirs.kept_root(), base.clone()] {
                 ensure_dir(self.fs, &dir, 0o700)?;
             }
             for parent in path.ancestors() {
@@ -679,15 +679,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Where files ota displaced but does not own are kept after a commit:
-/// `<state_dir>/kept/<txid>/<their path in the target>`.
-pub(crate) const KEPT: &str = "kept";
-
-/// The folder holding every transaction's kept files.
-pub(crate) fn kept_root(dirs: &StateDir) -> PathBuf {
-    dirs.root().join(KEPT)
-}
-
 /// Every file and link kept under `kept/` (absolute paths, sorted; never through a link).
 pub(crate) fn kept_files(fs: &dyn Fs, dirs: &StateDir) -> io::Result<Vec<PathBuf>> {
     fn walk(fs: &dyn Fs, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
@@ -701,7 +692,7 @@ pub(crate) fn kept_files(fs: &dyn Fs, dirs: &StateDir) -> io::Result<Vec<PathBuf
         }
         Ok(())
     }
-    let root = kept_root(dirs);
+    let root = dirs.kept_root();
     let mut out = Vec::new();
     if fs.metadata(&root)?.is_some_and(|m| m.kind == FileKind::Dir) {
         walk(fs, &root, &mut out)?;

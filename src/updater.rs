@@ -27,7 +27,7 @@ use crate::plan::{self, Action, Plan};
 use crate::source::{GitHub, Source};
 use crate::state::{Cache, Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339};
 use crate::survey;
-use crate::transaction::{self, Recovery, Transaction};
+use crate::transaction::{self, Op, Recovery, Transaction};
 use crate::trust::{self, Access, TrustedDir};
 
 /// How to run an update.
@@ -401,12 +401,13 @@ impl Updater {
             previous: installed.map(|i| i.release),
             files: target,
         };
-        limits::check_commit(&new_state, &report.plan.ops())?;
+        let ops = report.plan.ops();
+        limits::check_commit(&new_state, &ops)?;
         if options.dry_run {
             self.finish(op, &mut report);
             return Ok(Outcome::Planned(report));
         }
-        self.apply(&mut report, new_state, &links)?;
+        self.apply(&mut report, new_state, ops, &links)?;
         self.finish(op, &mut report);
         Ok(Outcome::Updated(report))
     }
@@ -464,12 +465,13 @@ impl Updater {
         Ok(result?.release)
     }
 
-    /// Fetches into a new transaction and commits `new_state` (the `state.json` to be);
-    /// `links` are the release's checked symlink targets.
+    /// Fetches into a new transaction and commits `ops` and `new_state` (the `state.json` to
+    /// be), both checked against the limits; `links` are the release's checked symlink targets.
     fn apply(
         &self,
         report: &mut Report,
         mut new_state: Installed,
+        ops: Vec<Op>,
         links: &BTreeMap<RelPath, String>,
     ) -> Result<(), Error> {
         let root = &self.config.target_dir;
@@ -499,8 +501,7 @@ impl Updater {
             .filter(|c| c.kept)
             .map(|c| (c.path.clone(), tx.kept_path(&c.path)))
             .collect();
-        tx.commit(report.plan.ops(), new_state)
-            .map_err(Error::Apply)?;
+        tx.commit(ops, new_state).map_err(Error::Apply)?;
         tracing::info!(
             "installed {} {} ({}): {} added, {} replaced, {} deleted",
             report.to.ref_name,

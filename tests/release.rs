@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::util::{Device, GitRepo, serve};
+use crate::util::{Device, GitRepo, exited, serve};
 
 /// Every entry under `root`, `.ota` included: kind, mode and content (or link target).
 fn snapshot(root: &Path) -> BTreeMap<String, String> {
@@ -205,13 +205,7 @@ fn ota(config: &Path, args: &[&str], code: i32) -> String {
         .env("RUST_LOG", "ota=info")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(code), "ota {args:?}:\n{text}");
-    text
+    exited(&out, args, code)
 }
 
 /// Finding 8: a release that ships a file where the device keeps its config (or its token

@@ -164,14 +164,7 @@ impl Device {
 
     /// Runs `ota` and asserts it exits with `code`; returns stdout + stderr.
     pub fn ota_expect(&self, args: &[&str], code: i32) -> String {
-        let out = self.ota(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(code), "ota {args:?}:\n{text}");
-        text
+        exited(&self.ota(args), args, code)
     }
 
     /// The target's files.
@@ -255,4 +248,16 @@ pub fn on_a_terminal(device: &Device, args: &str, env: &[(&str, &str)]) -> Optio
             None
         }
     }
+}
+
+/// Asserts that the `ota` run with `args` that gave `out` exited with `code`; returns its
+/// stdout + stderr.
+pub fn exited(out: &Output, args: &[&str], code: i32) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(code), "ota {args:?}:\n{text}");
+    text
 }
