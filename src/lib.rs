@@ -86,6 +86,6 @@ pub use filter::Filter;
 pub use http::{Quota, Usage};
 pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
 pub use plan::{Action, Change, Origin, Plan};
-pub use state::{Cache, Installed, LastError, ReleaseId};
+pub use state::{Cache, Installed, LastError, Rejected, ReleaseId, RollbackPoint, Trial};
 pub use transaction::Recovery;
 pub use updater::{Check, Outcome, Report, Status, UpdateOptions, UpdateReason, Updater};

@@ -303,6 +303,8 @@ mod tests {
             installed_at: "2026-12-03T11:23:49Z".into(),
             previous: Some(release()),
             files: Manifest::new(files).unwrap(),
+            trial: None,
+            rejected: Vec::new(),
         };
         let size = state_size(&installed);
         eprintln!("largest state.json: {size} bytes of {STATE_BYTES}");

@@ -289,6 +289,55 @@ pub struct Installed {
     pub previous: Option<ReleaseId>,
     /// The files ota owns: exactly these paths in the target are ota's to change.
     pub files: Manifest,
+    /// Set while this release is on trial (see `trial`); `None` once it is confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<Trial>,
+    /// Releases that were rolled back, oldest first (the last 10): not
+    /// installed again until the channel names another release, or `--force`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Rejected>,
+}
+
+/// A release on trial: what it waits for, and what it rolls back to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trial {
+    /// When the trial began (RFC 3339, UTC): the commit of the update.
+    pub since: String,
+    /// The confirmed release to go back to, whose files ota keeps under `previous/` until
+    /// the trial ends. `None` after a first install: there is nothing to go back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_to: Option<Box<RollbackPoint>>,
+}
+
+/// The release a trial rolls back to: enough to reinstall it without the network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackPoint {
+    /// The release.
+    pub release: ReleaseId,
+    /// `owner/repo` it came from.
+    pub source: String,
+    /// Fingerprint of the filter it was installed with.
+    pub filter: String,
+    /// When it was installed.
+    pub installed_at: String,
+    /// The release installed before it, if any.
+    pub previous: Option<ReleaseId>,
+    /// Its files.
+    pub files: Manifest,
+}
+
+/// A release that was rolled back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The release.
+    pub release: ReleaseId,
+    /// When it was rolled back (RFC 3339, UTC).
+    pub time: String,
+    /// Why, as a stable name: `health_failed`, `not_confirmed`, `too_many_boots`,
+    /// `after_update_failed`, `by_hand`.
+    pub kind: String,
+    /// Why, in words.
+    pub reason: String,
 }
 
 /// The current `state.json` format.

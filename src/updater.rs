@@ -400,6 +400,8 @@ impl Updater {
             installed_at: now_rfc3339(),
             previous: installed.map(|i| i.release),
             files: target,
+            trial: None,
+            rejected: Vec::new(),
         };
         let ops = report.plan.ops();
         limits::check_commit(&new_state, &ops)?;

@@ -18,6 +18,9 @@ pub(super) struct File {
     pub source: Source,
     pub network: Network,
     pub limits: Limits,
+    pub trial: Trial,
+    pub before_update: BeforeUpdate,
+    pub after_update: AfterUpdate,
 }
 
 /// `[source]`.
@@ -56,12 +59,43 @@ pub(super) struct Limits {
     pub max_tree_files: Option<Ranged<1, 10_000_000>>,
 }
 
+/// `[trial]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Trial {
+    pub health_command: Option<String>,
+    pub health_timeout_sec: Option<Ranged<1, 86_400>>,
+    pub confirm_within_sec: Option<Ranged<0, 31_536_000>>,
+    pub boots: Option<Ranged<0, 100>>,
+}
+
+/// `[before_update]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct BeforeUpdate {
+    pub command: Option<String>,
+    pub timeout_sec: Option<Ranged<1, 86_400>>,
+}
+
+/// `[after_update]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct AfterUpdate {
+    pub restart: Option<Vec<String>>,
+    pub reboot: Option<bool>,
+    pub command: Option<String>,
+    pub timeout_sec: Option<Ranged<1, 86_400>>,
+}
+
 /// The keys of a table of the new format, if `name` is one.
 pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
     match name {
         "source" => Some(fields::<Source>()),
         "network" => Some(fields::<Network>()),
         "limits" => Some(fields::<Limits>()),
+        "trial" => Some(fields::<Trial>()),
+        "before_update" => Some(fields::<BeforeUpdate>()),
+        "after_update" => Some(fields::<AfterUpdate>()),
         _ => None,
     }
 }

@@ -53,6 +53,12 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Limits on what a release may hold (`[limits]`).
     pub limits: Limits,
+    /// How a new release is tried before it is confirmed (`[trial]`).
+    pub trial: TrialConfig,
+    /// What runs before an update changes the target (`[before_update]`).
+    pub before_update: BeforeUpdate,
+    /// What runs after an update (or a rollback) changed the target (`[after_update]`).
+    pub after_update: AfterUpdate,
     /// Things worth telling the user that are not errors; the CLI logs each one.
     pub warnings: Vec<String>,
     /// The file this config was read from (absolute, normalised), when [`Config::load`]
@@ -177,6 +183,100 @@ pub struct Limits {
     pub max_tree_kb: Option<u64>,
     /// Most files a release may hold (`max_tree_files`).
     pub max_tree_files: Option<u64>,
+}
+
+/// How a new release is tried (`[trial]`): it is confirmed when every configured condition
+/// holds, and rolled back as soon as one fails. With none configured (and no
+/// `[after_update]` action), a release is confirmed as soon as it is installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrialConfig {
+    /// `health_command`: run in the target after each update; exit 0 = healthy.
+    pub health_command: Option<String>,
+    /// `health_timeout_sec` (default 60): a slower health command counts as failed.
+    pub health_timeout: Duration,
+    /// `confirm_within_sec` (0 = `None`): `ota confirm` must come within this long.
+    pub confirm_within: Option<Duration>,
+    /// `boots` (0 = none): boots the release must survive, counted by `ota boot`.
+    pub boots: u32,
+}
+
+impl Default for TrialConfig {
+    fn default() -> Self {
+        TrialConfig {
+            health_command: None,
+            health_timeout: Duration::from_secs(60),
+            confirm_within: None,
+            boots: 0,
+        }
+    }
+}
+
+/// `[before_update]`: a command run before an update changes anything; when it fails (or
+/// times out) the update is not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BeforeUpdate {
+    /// `command`, run with `sh -c` in the target.
+    pub command: Option<String>,
+    /// `timeout_sec` (default 60).
+    pub timeout: Duration,
+}
+
+impl Default for BeforeUpdate {
+    fn default() -> Self {
+        BeforeUpdate {
+            command: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[after_update]`: what runs once an update (or a rollback) changed the target, in this
+/// order: `command`, then `restart`, then `reboot`. A failure after an update fails the
+/// release's trial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AfterUpdate {
+    /// `restart`: systemd units restarted (`systemctl restart UNIT…`).
+    pub restart: Vec<String>,
+    /// `reboot`: reboot the device (`systemctl reboot`) once everything else is done.
+    pub reboot: bool,
+    /// `command`, run with `sh -c` in the target.
+    pub command: Option<String>,
+    /// `timeout_sec` (default 60), for `command` and for each `systemctl` call.
+    pub timeout: Duration,
+}
+
+impl Default for AfterUpdate {
+    fn default() -> Self {
+        AfterUpdate {
+            restart: Vec::new(),
+            reboot: false,
+            command: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl AfterUpdate {
+    /// Whether anything runs after an update.
+    pub fn is_empty(&self) -> bool {
+        self.restart.is_empty() && !self.reboot && self.command.is_none()
+    }
+}
+
+impl Config {
+    /// Whether a new release goes through a trial that can still fail after it is installed
+    /// (a health command, a confirmation, boots, or an after-update action): then the
+    /// previous release's files are kept until it is confirmed.
+    pub fn has_trial(&self) -> bool {
+        let t = &self.trial;
+        t.health_command.is_some()
+            || t.confirm_within.is_some()
+            || t.boots > 0
+            || !self.after_update.is_empty()
+    }
 }
 
 /// The syntax of a config file.

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use super::error::{ConfigError, closest, leaf};
 use super::file::{self, File, Ranged};
-use super::{Channel, Config, Format, GithubConfig, Limits, NetworkConfig, SourceConfig};
+use super::{
+    AfterUpdate, BeforeUpdate, Channel, Config, Format, GithubConfig, Limits, NetworkConfig,
+    SourceConfig, TrialConfig,
+};
 use super::{ReadError, TOKEN_ENV, Token, base_url, read_capped, readable_by_others, system};
 use crate::filter::Filter;
 
@@ -122,6 +125,8 @@ impl Check<'_> {
             max_tree_kb: file.limits.max_tree_kb.map(|n| n.0),
             max_tree_files: file.limits.max_tree_files.map(|n| n.0),
         };
+        let (trial, before_update, after_update) =
+            hooks(file.trial, file.before_update, file.after_update);
         let warnings = self.warnings;
         let config = Config {
             target_dir,
@@ -131,6 +136,9 @@ impl Check<'_> {
             source,
             network,
             limits,
+            trial,
+            before_update,
+            after_update,
             warnings,
             config_file: None,
         };
@@ -502,6 +510,40 @@ impl Check<'_> {
         };
         Err(self.invalid("network.user_agent", why))
     }
+}
+
+/// `[trial]`, `[before_update]` and `[after_update]`; an empty command is no command.
+fn hooks(
+    t: file::Trial,
+    b: file::BeforeUpdate,
+    a: file::AfterUpdate,
+) -> (TrialConfig, BeforeUpdate, AfterUpdate) {
+    let command = |c: Option<String>| c.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    let (dt, db, da) = (
+        TrialConfig::default(),
+        BeforeUpdate::default(),
+        AfterUpdate::default(),
+    );
+    let trial = TrialConfig {
+        health_command: command(t.health_command),
+        health_timeout: secs(t.health_timeout_sec, dt.health_timeout),
+        confirm_within: t
+            .confirm_within_sec
+            .filter(|s| s.0 > 0)
+            .map(|s| Duration::from_secs(s.0)),
+        boots: t.boots.map_or(0, |n| n.0 as u32),
+    };
+    let before = BeforeUpdate {
+        command: command(b.command),
+        timeout: secs(b.timeout_sec, db.timeout),
+    };
+    let after = AfterUpdate {
+        restart: a.restart.unwrap_or_default(),
+        reboot: a.reboot.unwrap_or(false),
+        command: command(a.command),
+        timeout: secs(a.timeout_sec, da.timeout),
+    };
+    (trial, before, after)
 }
 
 /// A number of seconds, or the default.
