@@ -326,6 +326,24 @@ pub struct RollbackPoint {
     pub files: Manifest,
 }
 
+impl RollbackPoint {
+    /// What an update from `installed` rolls back to: `installed` itself once confirmed;
+    /// while it is still on trial, the release its own trial would roll back to.
+    pub(crate) fn of(installed: &Installed) -> Option<Box<RollbackPoint>> {
+        match &installed.trial {
+            Some(trial) => trial.rollback_to.clone(),
+            None => Some(Box::new(RollbackPoint {
+                release: installed.release.clone(),
+                source: installed.source.clone(),
+                filter: installed.filter.clone(),
+                installed_at: installed.installed_at.clone(),
+                previous: installed.previous.clone(),
+                files: installed.files.clone(),
+            })),
+        }
+    }
+}
+
 /// A release that was rolled back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {

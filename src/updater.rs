@@ -25,7 +25,10 @@ use crate::limits;
 use crate::manifest::{self, Manifest, Protected, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::source::{GitHub, Source};
-use crate::state::{Cache, Installed, LastError, ReleaseId, STATE_FORMAT, StateDir, now_rfc3339};
+use crate::state::{
+    Cache, Installed, LastError, ReleaseId, RollbackPoint, STATE_FORMAT, StateDir, Trial,
+    now_rfc3339,
+};
 use crate::survey;
 use crate::transaction::{self, Op, Recovery, Transaction};
 use crate::trust::{self, Access, TrustedDir};
@@ -398,10 +401,13 @@ impl Updater {
             source: self.source.name(),
             filter: self.config.filter.fingerprint(),
             installed_at: now_rfc3339(),
-            previous: installed.map(|i| i.release),
+            previous: installed.as_ref().map(|i| i.release.clone()),
             files: target,
-            trial: None,
-            rejected: Vec::new(),
+            trial: self.config.has_trial().then(|| Trial {
+                since: now_rfc3339(),
+                rollback_to: installed.as_ref().and_then(RollbackPoint::of),
+            }),
+            rejected: installed.map(|i| i.rejected).unwrap_or_default(),
         };
         let ops = report.plan.ops();
         limits::check_commit(&new_state, &ops)?;
