@@ -1,0 +1,342 @@
+//! Hooks run for real: `sh` scripts in temp dirs, and a recording `systemctl` first in a
+//! `PATH` given to [`Hooks`] (never the test process's own `PATH`, never the real
+//! `systemctl`).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use super::*;
+use crate::manifest::ObjectId;
+
+/// A target and a state folder in a temp dir, and the `PATH` hooks get: the temp dir's
+/// `bin` (where a test puts its `systemctl`) before the system's.
+struct Fixture {
+    dir: tempfile::TempDir,
+    release: ReleaseId,
+    previous: ReleaseId,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for sub in ["target", "state", "bin"] {
+            fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        let release = |name: &str, content: &[u8]| ReleaseId {
+            channel: "stable".to_owned(),
+            ref_name: name.to_owned(),
+            commit: ObjectId::for_blob(content),
+        };
+        Fixture {
+            dir,
+            release: release("v2", b"two"),
+            previous: release("v1", b"one"),
+        }
+    }
+
+    fn target(&self) -> PathBuf {
+        self.dir.path().join("target")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn hooks(&self) -> Hooks {
+        let mut path = self.dir.path().join("bin").into_os_string();
+        path.push(":/usr/bin:/bin");
+        Hooks { path }
+    }
+
+    fn run(&self, command: &str, timeout: Duration) -> Result<(), HookError> {
+        let (target, state) = (self.target(), self.state());
+        let env = self.env(&target, &state, Phase::Health);
+        self.hooks().run(command, timeout, &env)
+    }
+
+    fn env<'a>(&'a self, target: &'a Path, state: &'a Path, phase: Phase) -> HookEnv<'a> {
+        HookEnv {
+            target,
+            state_dir: state,
+            release: &self.release,
+            previous: Some(&self.previous),
+            phase,
+        }
+    }
+
+    /// Puts an executable `systemctl` in `bin` that appends its arguments to
+    /// `systemctl.log` and exits with `code`.
+    fn systemctl(&self, code: i32) -> PathBuf {
+        let log = self.path("systemctl.log");
+        let script = format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\necho systemctl says hello\nexit {code}\n",
+            log.display()
+        );
+        let bin = self.dir.path().join("bin/systemctl");
+        fs::write(&bin, script).expect("write systemctl");
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
+        log
+    }
+}
+
+const SHORT: Duration = Duration::from_secs(30);
+
+#[test]
+fn exit_zero_is_success_and_other_codes_fail_with_the_command_and_code() {
+    let f = Fixture::new();
+    f.run("true", SHORT).expect("exit 0 succeeds");
+    let e = f.run("echo not healthy; exit 3", SHORT).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("the health command `echo not healthy; exit 3` failed with exit code 3"),
+        "{msg}"
+    );
+    assert!(msg.contains("\n  not healthy"), "{msg}");
+    assert_eq!(e.phase(), Phase::Health);
+    assert!(!e.timed_out());
+}
+
+#[test]
+fn a_signal_is_named() {
+    let f = Fixture::new();
+    let msg = f.run("kill -TERM $$", SHORT).unwrap_err().to_string();
+    assert!(msg.contains("was killed by signal 15"), "{msg}");
+    assert!(msg.ends_with("it printed nothing"), "{msg}");
+}
+
+#[test]
+fn a_missing_target_is_a_start_failure() {
+    let f = Fixture::new();
+    let (missing, state) = (f.path("no-such-target"), f.state());
+    let env = f.env(&missing, &state, Phase::BeforeUpdate);
+    let msg = f.hooks().run("true", SHORT, &env).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("could not start the before_update command `true`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn it_runs_in_the_target() {
+    let f = Fixture::new();
+    f.run("pwd -P > where; echo made > made.txt", SHORT)
+        .expect("runs");
+    let made = fs::read_to_string(f.target().join("made.txt")).expect("made in the target");
+    assert_eq!(made, "made\n");
+    let pwd = fs::read_to_string(f.target().join("where")).expect("where");
+    assert_eq!(
+        PathBuf::from(pwd.trim_end()),
+        f.target().canonicalize().unwrap()
+    );
+}
+
+/// Every variable the hook sees, `name=value`, from `env` run by the hook (`sh` adds
+/// `PWD`, `SHLVL` and `_` itself).
+fn hook_env(f: &Fixture) -> BTreeSet<String> {
+    f.run("env > ../env.txt", SHORT).expect("runs");
+    let text = fs::read_to_string(f.path("env.txt")).expect("env.txt");
+    text.lines()
+        .filter(|l| !l.starts_with("PWD=") && !l.starts_with("SHLVL=") && !l.starts_with("_="))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_environment_is_exactly_the_documented_one() {
+    let f = Fixture::new();
+    let got = hook_env(&f);
+    let expected: BTreeSet<String> = [
+        format!("PATH={}", f.hooks().path.to_string_lossy()),
+        "OTA_PHASE=health".to_owned(),
+        "OTA_RELEASE=v2".to_owned(),
+        format!("OTA_COMMIT={}", f.release.commit.to_hex()),
+        "OTA_CHANNEL=stable".to_owned(),
+        "OTA_PREVIOUS=v1".to_owned(),
+        format!("OTA_PREVIOUS_COMMIT={}", f.previous.commit.to_hex()),
+        format!("OTA_TARGET={}", f.target().display()),
+        format!("OTA_STATE_DIR={}", f.state().display()),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn without_a_previous_release_there_is_no_ota_previous() {
+    let f = Fixture::new();
+    let (target, state) = (f.target(), f.state());
+    let mut env = f.env(&target, &state, Phase::AfterUpdate);
+    env.previous = None;
+    f.hooks()
+        .run("env > ../env.txt", SHORT, &env)
+        .expect("runs");
+    let text = fs::read_to_string(f.path("env.txt")).expect("env.txt");
+    assert!(text.contains("OTA_PHASE=after_update\n"), "{text}");
+    assert!(!text.contains("OTA_PREVIOUS"), "{text}");
+}
+
+/// Run by [`a_token_in_otas_environment_never_reaches_a_hook`] in a child test process
+/// whose environment holds the tokens (a test cannot change its own environment safely);
+/// does nothing in a normal run.
+#[test]
+fn token_child() {
+    let Some(out) = std::env::var_os("OTA_HOOKS_TEST_ENV_OUT") else {
+        return;
+    };
+    let f = Fixture::new();
+    let (target, state) = (f.target(), f.state());
+    let env = f.env(&target, &state, Phase::Health);
+    // `from_ota`: ota's own PATH, as in production.
+    let command = format!("env > '{}'", PathBuf::from(out).display());
+    Hooks::from_ota().run(&command, SHORT, &env).expect("runs");
+}
+
+#[test]
+fn a_token_in_otas_environment_never_reaches_a_hook() {
+    let f = Fixture::new();
+    let out = f.path("child-env.txt");
+    let exe = std::env::current_exe().expect("test binary");
+    let child = Command::new(exe)
+        .args(["hooks::tests::token_child", "--exact", "--quiet"])
+        .env("OTA_HOOKS_TEST_ENV_OUT", &out)
+        .env("OTA_TOKEN", "ghp_secret_from_ota_token")
+        .env("GITHUB_TOKEN", "ghp_secret_from_github_token")
+        .output()
+        .expect("run the child test");
+    assert!(child.status.success(), "{child:?}");
+    let text = fs::read_to_string(&out).expect("the child wrote the hook's environment");
+    assert!(text.contains("OTA_PHASE=health"), "{text}");
+    assert!(!text.contains("ghp_secret"), "{text}");
+    assert!(!text.contains("OTA_HOOKS_TEST_ENV_OUT"), "{text}");
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet: dead all the same).
+fn gone(pid: &str) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn at_the_timeout_the_whole_process_group_is_killed() {
+    let f = Fixture::new();
+    let e = f
+        .run(
+            "echo started; sleep 100 & echo $! > ../grandchild.pid; sleep 100",
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+    assert!(e.timed_out());
+    let msg = e.to_string();
+    assert!(
+        msg.contains("the health command `echo started; sleep 100 & echo $! > ../grandchild.pid; sleep 100` timed out after 1 s"),
+        "{msg}"
+    );
+    assert!(msg.contains("\n  started"), "{msg}");
+    let pid = fs::read_to_string(f.path("grandchild.pid")).expect("pid written");
+    assert!(gone(pid.trim()), "the background sleep {pid} survived");
+}
+
+#[test]
+fn what_a_hook_leaves_running_is_killed_when_it_exits() {
+    let f = Fixture::new();
+    f.run("sleep 100 & echo $! > ../left.pid", SHORT)
+        .expect("runs");
+    let pid = fs::read_to_string(f.path("left.pid")).expect("pid written");
+    assert!(gone(pid.trim()), "the background sleep {pid} survived");
+}
+
+#[test]
+fn stdout_and_stderr_are_captured_and_only_the_end_is_kept() {
+    let f = Fixture::new();
+    let long = "i=0; while [ $i -lt 3000 ]; do echo line$i; i=$((i+1)); done; \
+                echo to-stderr >&2; exit 1";
+    let e = f.run(long, SHORT).unwrap_err();
+    assert_eq!(e.output.lines().count(), SHOWN_LINES + 1, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("  (earlier output not shown)\n  line2981\n"),
+        "{msg}"
+    );
+    assert!(msg.ends_with("  line2999\n  to-stderr"), "{msg}");
+    assert!(!msg.contains("line2980\n"), "{msg}");
+
+    // Everything of a short output is shown, without the note.
+    let e = f.run("echo one; echo two >&2; exit 1", SHORT).unwrap_err();
+    assert_eq!(e.output, "  one\n  two");
+}
+
+#[test]
+fn after_update_runs_the_command_then_one_systemctl_restart_from_path() {
+    let f = Fixture::new();
+    let log = f.systemctl(0);
+    let (target, state) = (f.target(), f.state());
+    let env = f.env(&target, &state, Phase::AfterUpdate);
+    let config = AfterUpdate {
+        command: Some(format!("echo command >> '{}'", log.display())),
+        restart: vec!["app.service".to_owned(), "web.service".to_owned()],
+        reboot: true, // not `after_update`'s job
+        ..AfterUpdate::default()
+    };
+    f.hooks().after_update(&config, &env).expect("runs");
+    let calls = fs::read_to_string(&log).expect("log");
+    assert_eq!(calls, "command\nrestart app.service web.service\n");
+
+    f.hooks().reboot(SHORT, &env).expect("reboot queued");
+    let calls = fs::read_to_string(&log).expect("log");
+    assert!(calls.ends_with("restart app.service web.service\n--no-block reboot\n"));
+}
+
+#[test]
+fn a_failing_command_stops_after_update_before_the_restart() {
+    let f = Fixture::new();
+    let log = f.systemctl(0);
+    let (target, state) = (f.target(), f.state());
+    let env = f.env(&target, &state, Phase::AfterRollback);
+    let config = AfterUpdate {
+        command: Some("exit 4".to_owned()),
+        restart: vec!["app.service".to_owned()],
+        ..AfterUpdate::default()
+    };
+    let msg = f
+        .hooks()
+        .after_update(&config, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("the after_rollback command `exit 4` failed with exit code 4"),
+        "{msg}"
+    );
+    assert!(!log.exists(), "systemctl ran after a failed command");
+}
+
+#[test]
+fn a_failing_systemctl_is_an_error_naming_the_units() {
+    let f = Fixture::new();
+    f.systemctl(5);
+    let (target, state) = (f.target(), f.state());
+    let env = f.env(&target, &state, Phase::AfterUpdate);
+    let config = AfterUpdate {
+        restart: vec!["app.service".to_owned()],
+        ..AfterUpdate::default()
+    };
+    let msg = f
+        .hooks()
+        .after_update(&config, &env)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        msg,
+        "the after_update command `systemctl restart app.service` failed with exit code 5; \
+         its last output:\n  systemctl says hello"
+    );
+}
