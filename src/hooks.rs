@@ -39,6 +39,9 @@ const KEPT_OUTPUT: usize = 8 << 10;
 /// Lines of output an error shows at most (the last ones).
 const SHOWN_LINES: usize = 20;
 
+/// Characters of one output line an error shows at most.
+const SHOWN_WIDTH: usize = 300;
+
 /// A line longer than this is logged in pieces, so one runaway line cannot grow memory.
 const MAX_LINE: usize = 4 << 10;
 
@@ -433,21 +436,27 @@ impl Output {
         }
     }
 
-    /// The last [`SHOWN_LINES`] lines kept, each indented, for an error.
+    /// The last [`SHOWN_LINES`] lines kept, each indented (and cut at [`SHOWN_WIDTH`]
+    /// characters), for an error.
     fn last_lines(&self) -> String {
         let (front, back) = self.kept.as_slices();
         let text = String::from_utf8_lossy(&[front, back].concat()).into_owned();
-        let lines: Vec<&str> = text.lines().collect();
-        // A first line cut mid-way by the bound is not shown.
-        let skip_first = usize::from(self.cut && lines.len() > 1);
-        let start = lines.len().saturating_sub(SHOWN_LINES).max(skip_first);
-        let mut shown: Vec<String> = Vec::new();
+        let mut lines: Vec<&str> = text.lines().collect();
+        // The first line kept was cut mid-way by the bound: not shown, unless it is all.
+        if self.cut && lines.len() > 1 {
+            lines.remove(0);
+        }
+        let start = lines.len().saturating_sub(SHOWN_LINES);
+        let mut shown = Vec::new();
         if self.cut || start > 0 {
             shown.push("  (earlier output not shown)".to_owned());
         }
-        shown.extend(lines[start..].iter().map(|l| format!("  {}", l.trim_end())));
-        if shown.len() == 1 && (self.cut || start > 0) && lines.len() <= start {
-            shown.clear();
+        for line in &lines[start..] {
+            let line = line.trim_end();
+            match line.char_indices().nth(SHOWN_WIDTH) {
+                Some((cut, _)) => shown.push(format!("  {}…", &line[..cut])),
+                None => shown.push(format!("  {line}")),
+            }
         }
         shown.join("\n")
     }
