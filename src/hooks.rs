@@ -13,8 +13,8 @@
 //!   hook never outlives its call (long-running programs belong in a systemd unit).
 
 // The updater calls these from issue 9's trial work (engineer `trial`); until that is merged
-// only the tests call (some of) them. Remove this line then.
-#![allow(dead_code)]
+// only the tests do. Remove this line then.
+#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -276,7 +276,10 @@ impl Hooks {
         let status = wait(&mut child, reader, timeout, &mut output);
         let status = status.map_err(|e| fail(e, &output))?;
         match (status.code(), status.signal()) {
-            (Some(0), _) => Ok(()),
+            (Some(0), _) => {
+                tracing::info!("{phase}: `{shown}` succeeded");
+                Ok(())
+            }
             (Some(code), _) => Err(fail(Failure::Exit(code), &output)),
             (None, Some(sig)) => Err(fail(Failure::Signal(sig), &output)),
             (None, None) => Err(fail(Failure::Signal(0), &output)),

@@ -13,43 +13,53 @@ use crate::manifest::ObjectId;
 /// A target and a state folder in a temp dir, and the `PATH` hooks get: the temp dir's
 /// `bin` (where a test puts its `systemctl`) before the system's.
 struct Fixture {
-    dir: tempfile::TempDir,
+    root: PathBuf,
+    /// Removes `root` when the fixture goes; `None` in a child process (its parent's).
+    _temp: Option<tempfile::TempDir>,
     release: ReleaseId,
     previous: ReleaseId,
 }
 
 impl Fixture {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let temp = tempfile::tempdir().expect("temp dir");
         for sub in ["target", "state", "bin"] {
-            fs::create_dir(dir.path().join(sub)).expect("mkdir");
+            fs::create_dir(temp.path().join(sub)).expect("mkdir");
         }
+        let mut f = Fixture::at(temp.path().to_owned());
+        f._temp = Some(temp);
+        f
+    }
+
+    /// The fixture a parent test made in `root`.
+    fn at(root: PathBuf) -> Self {
         let release = |name: &str, content: &[u8]| ReleaseId {
             channel: "stable".to_owned(),
             ref_name: name.to_owned(),
             commit: ObjectId::for_blob(content),
         };
         Fixture {
-            dir,
+            root,
+            _temp: None,
             release: release("v2", b"two"),
             previous: release("v1", b"one"),
         }
     }
 
     fn target(&self) -> PathBuf {
-        self.dir.path().join("target")
+        self.root.join("target")
     }
 
     fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.root.join("state")
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.root.join(name)
     }
 
     fn hooks(&self) -> Hooks {
-        let mut path = self.dir.path().join("bin").into_os_string();
+        let mut path = self.root.join("bin").into_os_string();
         path.push(":/usr/bin:/bin");
         Hooks { path }
     }
@@ -78,7 +88,7 @@ impl Fixture {
             "#!/bin/sh\necho \"$*\" >> '{}'\necho systemctl says hello\nexit {code}\n",
             log.display()
         );
-        let bin = self.dir.path().join("bin/systemctl");
+        let bin = self.root.join("bin/systemctl");
         fs::write(&bin, script).expect("write systemctl");
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
         log
@@ -181,39 +191,84 @@ fn without_a_previous_release_there_is_no_ota_previous() {
     assert!(!text.contains("OTA_PREVIOUS"), "{text}");
 }
 
-/// Run by [`a_token_in_otas_environment_never_reaches_a_hook`] in a child test process
-/// whose environment holds the tokens (a test cannot change its own environment safely);
-/// does nothing in a normal run.
+/// The folder of a [`Fixture`] made by the parent test, in a child test process whose
+/// environment the parent chose (a test cannot safely change its own environment).
+const CHILD_DIR: &str = "OTA_HOOKS_TEST_CHILD_DIR";
+
+/// Run by the tests below in a child test process, with ota's environment as the parent
+/// set it: runs the public entry points (`run`, `after_update`, `reboot`), which take
+/// `PATH` from ota's own environment as in production. Does nothing in a normal run.
 #[test]
-fn token_child() {
-    let Some(out) = std::env::var_os("OTA_HOOKS_TEST_ENV_OUT") else {
+fn child_with_otas_environment() {
+    let Some(dir) = std::env::var_os(CHILD_DIR).map(PathBuf::from) else {
         return;
     };
-    let f = Fixture::new();
+    let f = Fixture::at(dir);
     let (target, state) = (f.target(), f.state());
     let env = f.env(&target, &state, Phase::Health);
-    // `from_ota`: ota's own PATH, as in production.
-    let command = format!("env > '{}'", PathBuf::from(out).display());
-    Hooks::from_ota().run(&command, SHORT, &env).expect("runs");
+    run("env > ../env.txt", SHORT, &env).expect("runs");
+    // Never the real systemctl: only when the recording one is first in PATH.
+    let path = std::env::var("PATH").unwrap_or_default();
+    let first = path.split(':').next().unwrap_or_default();
+    if !Path::new(first).join("systemctl").starts_with(&f.root) {
+        return;
+    }
+    assert!(Path::new(first).join("systemctl").is_file());
+    let env = f.env(&target, &state, Phase::AfterUpdate);
+    let config = AfterUpdate {
+        restart: vec!["app.service".to_owned()],
+        ..AfterUpdate::default()
+    };
+    after_update(&config, &env).expect("restart");
+    reboot(SHORT, &env).expect("reboot");
+}
+
+/// Runs [`child_with_otas_environment`] for `f` with `vars` as its whole environment.
+fn child(f: &Fixture, vars: &[(&str, &std::ffi::OsStr)]) {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new(exe)
+        .args(["hooks::tests::child_with_otas_environment", "--exact"])
+        .env_clear()
+        .env(CHILD_DIR, &f.root)
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run the child test");
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]
-fn a_token_in_otas_environment_never_reaches_a_hook() {
+fn otas_path_reaches_hooks_and_systemctl_but_no_token_does() {
     let f = Fixture::new();
-    let out = f.path("child-env.txt");
-    let exe = std::env::current_exe().expect("test binary");
-    let child = Command::new(exe)
-        .args(["hooks::tests::token_child", "--exact", "--quiet"])
-        .env("OTA_HOOKS_TEST_ENV_OUT", &out)
-        .env("OTA_TOKEN", "ghp_secret_from_ota_token")
-        .env("GITHUB_TOKEN", "ghp_secret_from_github_token")
-        .output()
-        .expect("run the child test");
-    assert!(child.status.success(), "{child:?}");
-    let text = fs::read_to_string(&out).expect("the child wrote the hook's environment");
+    let log = f.systemctl(0);
+    let path = f.hooks().path;
+    child(
+        &f,
+        &[
+            ("PATH", &path),
+            ("OTA_TOKEN", "ghp_secret_from_ota_token".as_ref()),
+            ("GITHUB_TOKEN", "ghp_secret_from_github_token".as_ref()),
+            ("HOME", "/root/secret-home".as_ref()),
+        ],
+    );
+    let text = fs::read_to_string(f.path("env.txt")).expect("the hook's environment");
+    assert!(
+        text.contains(&format!("\nPATH={}\n", path.to_string_lossy())),
+        "{text}"
+    );
     assert!(text.contains("OTA_PHASE=health"), "{text}");
-    assert!(!text.contains("ghp_secret"), "{text}");
-    assert!(!text.contains("OTA_HOOKS_TEST_ENV_OUT"), "{text}");
+    for leak in ["ghp_secret", "secret-home", CHILD_DIR] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    let calls = fs::read_to_string(&log).expect("the recording systemctl ran");
+    assert_eq!(calls, "restart app.service\n--no-block reboot\n");
+}
+
+#[test]
+fn without_a_path_of_its_own_ota_gives_hooks_the_standard_one() {
+    let f = Fixture::new();
+    child(&f, &[]);
+    let text = fs::read_to_string(f.path("env.txt")).expect("the hook's environment");
+    assert!(text.contains(&format!("\nPATH={DEFAULT_PATH}\n")), "{text}");
 }
 
 /// Whether process `pid` is gone (or a zombie nobody reaped yet: dead all the same).
