@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
 use crate::config::AfterUpdate;
 use crate::state::ReleaseId;
@@ -257,6 +257,13 @@ impl Hooks {
         };
         let mut output = Output::new(phase);
         let (reader, writer) = io::pipe().map_err(|e| fail(Failure::Start(e), &output))?;
+        // Non-blocking, so that output kept open by a process that escaped the group (setsid)
+        // can never hang ota: reading stops at the deadline whatever happens.
+        rustix::fs::fcntl_getfl(&reader)
+            .and_then(|flags| {
+                rustix::fs::fcntl_setfl(&reader, flags | rustix::fs::OFlags::NONBLOCK)
+            })
+            .map_err(|e| fail(Failure::Start(e.into()), &output))?;
         let writer2 = writer
             .try_clone()
             .map_err(|e| fail(Failure::Start(e), &output))?;
@@ -313,37 +320,31 @@ fn wait(
     timeout: Duration,
     output: &mut Output,
 ) -> Result<ExitStatus, Failure> {
-    // Non-blocking, so that output left open by a process that escaped the group (setsid)
-    // can never hang ota: the reads below stop at the deadline whatever happens.
-    let nonblocking = rustix::fs::fcntl_getfl(&reader)
-        .and_then(|flags| rustix::fs::fcntl_setfl(&reader, flags | rustix::fs::OFlags::NONBLOCK));
-    if let Err(e) = nonblocking {
-        kill_group(child);
-        let _ = child.wait();
-        return Err(Failure::Wait(e.into()));
-    }
+    // The group's id is the shell's pid (`process_group(0)`).
+    let group = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
     let started = Instant::now();
     let mut open = true;
     let ended = loop {
         if open {
             open = output.read_from(&mut reader);
         }
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) => {}
-            Err(e) => break Err(Failure::Wait(e)),
+        match group.map(has_ended) {
+            Some(Ok(true)) => break Ok(()),
+            Some(Ok(false)) => {}
+            Some(Err(e)) => break Err(Failure::Wait(e)),
+            None => break Err(Failure::Wait(io::Error::other("no process id"))),
         }
         if started.elapsed() >= timeout {
             break Err(Failure::TimedOut(timeout));
         }
         std::thread::sleep(POLL);
     };
-    // Whatever way the shell ended, nothing it started may outlive the hook.
-    kill_group(child);
-    if ended.is_err() {
-        // Reap the shell (killed with its group just above).
-        let _ = child.wait();
+    // Whatever way the shell ended, nothing it started may outlive the hook. The shell is not
+    // reaped yet, so its pid, the group's id, cannot have been reused by another program.
+    if let Some(group) = group {
+        kill_group(group);
     }
+    let status = child.wait();
     let drained = Instant::now();
     while open && drained.elapsed() < DRAIN {
         open = output.read_from(&mut reader);
@@ -352,19 +353,21 @@ fn wait(
         }
     }
     output.finish();
-    ended
+    ended?;
+    status.map_err(Failure::Wait)
 }
 
-/// SIGKILL to the child's whole process group (its id is the child's pid: `process_group(0)`).
-/// A group already gone is fine. Linux does not reuse a pid while a group of that id exists,
-/// so this never reaches another program even after the shell was reaped.
-fn kill_group(child: &Child) {
-    let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) else {
-        return;
-    };
-    match rustix::process::kill_process_group(pid, Signal::KILL) {
+/// Whether the shell has ended, without reaping it.
+fn has_ended(pid: Pid) -> io::Result<bool> {
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    Ok(rustix::process::waitid(WaitId::Pid(pid), options)?.is_some())
+}
+
+/// SIGKILL to a whole process group; a group already gone is fine.
+fn kill_group(group: Pid) {
+    match rustix::process::kill_process_group(group, Signal::KILL) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-        Err(e) => tracing::warn!("could not kill the hook's process group {pid:?}: {e}"),
+        Err(e) => tracing::warn!("could not kill the hook's process group {group:?}: {e}"),
     }
 }
 

@@ -395,3 +395,22 @@ fn a_failing_systemctl_is_an_error_naming_the_units() {
          its last output:\n  systemctl says hello"
     );
 }
+
+#[test]
+fn a_process_that_escapes_the_group_does_not_hold_the_hook() {
+    let f = Fixture::new();
+    // `setsid` leaves the group (and is not killed with it) but keeps the output pipe open:
+    // the hook still ends when its shell does, with the output read so far.
+    let result = f.run(
+        "echo before; setsid sh -c 'echo $$ > ../escaped.pid; exec sleep 100' & \
+         while [ ! -s ../escaped.pid ]; do sleep 0.01; done; echo after",
+        SHORT,
+    );
+    let pid = fs::read_to_string(f.path("escaped.pid")).unwrap_or_default();
+    if !pid.trim().is_empty() {
+        // Ours to end: the escaped sleep.
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    result.expect("the hook succeeds");
+    assert!(!pid.trim().is_empty());
+}
