@@ -111,6 +111,14 @@ fn config_errors_name_the_key_and_what_to_do() {
             vec!["chanel", "channel"],
         ),
         (format!("ignore = [\"../up\"]\n{base}"), vec!["ignore[0]"]),
+        (
+            format!("{base}[after_update]\nrestart = [\"app.service web.service\"]\n"),
+            vec!["after_update.restart[0]", "one unit per entry"],
+        ),
+        (
+            format!("{base}[trial]\nhealth_command = \"TODO\"\n"),
+            vec!["trial.health_command", "placeholder"],
+        ),
     ];
     for (text, needles) in cases {
         let (code, out) = status_with(dir.path(), "ota.toml", &text);
