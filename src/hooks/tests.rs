@@ -414,3 +414,53 @@ fn a_process_that_escapes_the_group_does_not_hold_the_hook() {
     result.expect("the hook succeeds");
     assert!(!pid.trim().is_empty());
 }
+
+/// Log lines written during `f`, as ota's log shows them (without time or colour).
+fn logged(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buffer.0.lock().expect("log buffer").clone();
+    String::from_utf8(bytes).expect("UTF-8 log")
+}
+
+#[test]
+fn each_output_line_is_logged_with_the_phase() {
+    let f = Fixture::new();
+    let log = logged(|| {
+        f.run("echo one; echo two >&2; printf 'no newline'", SHORT)
+            .expect("runs");
+    });
+    let lines: Vec<&str> = log.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "INFO health: running `echo one; echo two >&2; printf 'no newline'`",
+            "INFO health: one",
+            "INFO health: two",
+            "INFO health: no newline",
+            "INFO health: `echo one; echo two >&2; printf 'no newline'` succeeded",
+        ]
+    );
+}
