@@ -21,7 +21,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -100,8 +100,14 @@ pub(crate) struct HookEnv<'a> {
 /// Why a hook failed.
 #[derive(Debug)]
 enum Failure {
-    /// The program could not be started (no `sh`, no target folder, …).
-    Start(io::Error),
+    /// The program (`sh` or `systemctl`) could not be started in the target folder.
+    Start {
+        program: String,
+        target: PathBuf,
+        error: io::Error,
+    },
+    /// The pipe for its output could not be made.
+    Pipe(io::Error),
     /// Waiting for it or reading its output failed.
     Wait(io::Error),
     /// It exited with a non-zero code.
@@ -139,10 +145,19 @@ impl fmt::Display for HookError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (phase, command) = (self.phase, &self.command);
         match &self.failure {
-            Failure::Start(e) => write!(
+            Failure::Start {
+                program,
+                target,
+                error,
+            } => write!(
                 f,
-                "could not start the {phase} command `{command}`: {e} (ota runs it with `sh -c` \
-                 in the target folder: check that both exist)"
+                "could not start the {phase} command `{command}`: {error} (ota runs `{program}` \
+                 in {}: check that `{program}` is in PATH and that the folder exists)",
+                target.display()
+            )?,
+            Failure::Pipe(e) => write!(
+                f,
+                "could not make a pipe for the output of the {phase} command `{command}`: {e}"
             )?,
             Failure::Wait(e) => write!(f, "lost track of the {phase} command `{command}`: {e}")?,
             Failure::Exit(code) => {
@@ -175,7 +190,7 @@ impl fmt::Display for HookError {
 impl std::error::Error for HookError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.failure {
-            Failure::Start(e) | Failure::Wait(e) => Some(e),
+            Failure::Start { error: e, .. } | Failure::Pipe(e) | Failure::Wait(e) => Some(e),
             _ => None,
         }
     }
@@ -256,17 +271,17 @@ impl Hooks {
             output: output.last_lines(),
         };
         let mut output = Output::new(phase);
-        let (reader, writer) = io::pipe().map_err(|e| fail(Failure::Start(e), &output))?;
+        let (reader, writer) = io::pipe().map_err(|e| fail(Failure::Pipe(e), &output))?;
         // Non-blocking, so that output kept open by a process that escaped the group (setsid)
         // can never hang ota: reading stops at the deadline whatever happens.
         rustix::fs::fcntl_getfl(&reader)
             .and_then(|flags| {
                 rustix::fs::fcntl_setfl(&reader, flags | rustix::fs::OFlags::NONBLOCK)
             })
-            .map_err(|e| fail(Failure::Start(e.into()), &output))?;
+            .map_err(|e| fail(Failure::Pipe(e.into()), &output))?;
         let writer2 = writer
             .try_clone()
-            .map_err(|e| fail(Failure::Start(e), &output))?;
+            .map_err(|e| fail(Failure::Pipe(e), &output))?;
         cmd.env_clear()
             .envs(self.environment(env))
             .current_dir(env.target)
@@ -275,11 +290,17 @@ impl Hooks {
             .stderr(writer2)
             .process_group(0);
         tracing::info!("{phase}: running `{shown}`");
+        let program = cmd.get_program().to_owned();
         let spawned = cmd.spawn();
         // The Command holds our copies of the pipe's write end: drop them, or the pipe never
         // reports end of file.
         drop(cmd);
-        let mut child = spawned.map_err(|e| fail(Failure::Start(e), &output))?;
+        let started = |error| Failure::Start {
+            program: program.to_string_lossy().into_owned(),
+            target: env.target.to_owned(),
+            error,
+        };
+        let mut child = spawned.map_err(|e| fail(started(e), &output))?;
         let status = wait(&mut child, reader, timeout, &mut output);
         let status = status.map_err(|e| fail(e, &output))?;
         match (status.code(), status.signal()) {

@@ -464,3 +464,28 @@ fn each_output_line_is_logged_with_the_phase() {
         ]
     );
 }
+
+#[test]
+fn a_missing_systemctl_is_a_start_failure() {
+    let f = Fixture::new();
+    let (target, state) = (f.target(), f.state());
+    let env = f.env(&target, &state, Phase::AfterUpdate);
+    let config = AfterUpdate {
+        restart: vec!["app.service".to_owned()],
+        ..AfterUpdate::default()
+    };
+    // Only the fixture's empty `bin` in PATH: no systemctl anywhere.
+    let hooks = Hooks {
+        path: f.path("bin").into_os_string(),
+    };
+    let msg = hooks.after_update(&config, &env).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "could not start the after_update command `systemctl restart app.service`: No such \
+             file or directory (os error 2) (ota runs `systemctl` in {}: check that \
+             `systemctl` is in PATH and that the folder exists)",
+            target.display()
+        )),
+        "{msg}"
+    );
+}
