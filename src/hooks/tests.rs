@@ -489,3 +489,33 @@ fn a_missing_systemctl_is_a_start_failure() {
         "{msg}"
     );
 }
+
+#[test]
+fn the_reference_documents_what_a_hook_gets() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-reference.md");
+    let doc = fs::read_to_string(path).expect("docs/config-reference.md");
+    let hooks = doc
+        .split_once("## Hooks\n")
+        .and_then(|(_, rest)| rest.split("\n## ").next())
+        .expect("a Hooks section");
+    let f = Fixture::new();
+    let (target, state) = (f.target(), f.state());
+    let env = f.env(&target, &state, Phase::Health);
+    for (name, _) in f.hooks().environment(&env) {
+        assert!(hooks.contains(&format!("`{name}`")), "{name} undocumented");
+    }
+    for phase in [
+        Phase::BeforeUpdate,
+        Phase::AfterUpdate,
+        Phase::Health,
+        Phase::AfterRollback,
+    ] {
+        assert!(
+            hooks.contains(&format!("`{phase}`")),
+            "{phase} undocumented"
+        );
+    }
+    assert!(hooks.contains(DEFAULT_PATH));
+    assert!(hooks.contains(&format!("last {} KiB", KEPT_OUTPUT >> 10)));
+    assert!(hooks.contains(&format!("last {SHOWN_LINES} lines")));
+}
