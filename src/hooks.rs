@@ -45,6 +45,12 @@ const SHOWN_WIDTH: usize = 300;
 /// A line longer than this is logged in pieces, so one runaway line cannot grow memory.
 const MAX_LINE: usize = 4 << 10;
 
+/// Lines of a hook's output logged at most, so that a chatty hook cannot flood the log.
+const MAX_LOGGED_LINES: usize = 1000;
+
+/// Bytes read from a hook's output between two checks of its end and deadline.
+const READ_AT_ONCE: usize = 64 << 10;
+
 /// How often a running hook is checked for exit, output and its deadline.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -401,6 +407,8 @@ struct Output {
     kept: VecDeque<u8>,
     /// Whether older output was dropped from `kept`.
     cut: bool,
+    /// Lines logged so far (the log takes at most [`MAX_LOGGED_LINES`]).
+    logged: usize,
 }
 
 impl Output {
@@ -410,14 +418,17 @@ impl Output {
             line: Vec::new(),
             kept: VecDeque::new(),
             cut: false,
+            logged: 0,
         }
     }
 
     /// Reads what the pipe holds now; returns whether it may still hold more (not at end of
     /// file and no error).
+    /// At most [`READ_AT_ONCE`] bytes, so that a hook that writes without pause (`yes`)
+    /// cannot keep ota from checking its deadline.
     fn read_from(&mut self, reader: &mut io::PipeReader) -> bool {
         let mut buf = [0u8; 4096];
-        loop {
+        for _ in 0..READ_AT_ONCE / buf.len() {
             match reader.read(&mut buf) {
                 Ok(0) => return false,
                 Ok(n) => self.push(&buf[..n]),
@@ -429,6 +440,7 @@ impl Output {
                 }
             }
         }
+        true
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -451,8 +463,16 @@ impl Output {
     }
 
     fn log_line(&mut self) {
-        let line = String::from_utf8_lossy(&self.line);
-        tracing::info!("{}: {}", self.phase, line.trim_end_matches('\r'));
+        self.logged += 1;
+        if self.logged <= MAX_LOGGED_LINES {
+            let line = String::from_utf8_lossy(&self.line);
+            tracing::info!("{}: {}", self.phase, line.trim_end_matches('\r'));
+        } else if self.logged == MAX_LOGGED_LINES + 1 {
+            tracing::info!(
+                "{}: (more output; only its last lines are kept, for an error)",
+                self.phase
+            );
+        }
         self.line.clear();
     }
 

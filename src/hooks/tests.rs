@@ -518,4 +518,20 @@ fn the_reference_documents_what_a_hook_gets() {
     assert!(hooks.contains(DEFAULT_PATH));
     assert!(hooks.contains(&format!("last {} KiB", KEPT_OUTPUT >> 10)));
     assert!(hooks.contains(&format!("last {SHOWN_LINES} lines")));
+    assert!(hooks.contains(&format!("first {MAX_LOGGED_LINES} lines")));
+}
+
+#[test]
+fn endless_output_neither_stops_the_timeout_nor_floods_the_log() {
+    let f = Fixture::new();
+    let mut result = None;
+    let log = logged(|| result = Some(f.run("yes", Duration::from_secs(1))));
+    let e = result.expect("ran").unwrap_err();
+    assert!(e.timed_out(), "{e}");
+    assert!(e.to_string().ends_with("\n  y\n  y"), "{e}");
+    assert_eq!(
+        log.lines().filter(|l| l.ends_with("health: y")).count(),
+        MAX_LOGGED_LINES
+    );
+    assert!(log.contains("health: (more output; only its last lines are kept, for an error)"));
 }
