@@ -66,6 +66,7 @@ pub mod error;
 mod fetch;
 mod filter;
 pub mod fs;
+mod hooks;
 mod http;
 mod limits;
 mod manifest;

@@ -59,16 +59,11 @@ fn the_original_ota_config_json_loads() {
         "{out}"
     );
     // Keys ota does not act on are named in warnings, never silently dropped.
-    for key in [
-        "chunk",
-        "stage_dir",
-        "backup_dir",
-        "force",
-        "reset_mode",
-        "debug",
-    ] {
+    for key in ["chunk", "stage_dir", "backup_dir", "force", "debug"] {
         assert!(out.contains(key), "no warning names `{key}`:\n{out}");
     }
+    // `reset_mode` is acted on: "hard" reboots after an update, as the original reset.
+    assert!(!out.contains("reset_mode"), "{out}");
 
     let config = Config::load(&dir.path().join("ota_config.json")).unwrap();
     assert_eq!(config.target_dir, dir.path());
@@ -82,6 +77,7 @@ fn the_original_ota_config_json_loads() {
     assert_eq!(config.network.retries, 3);
     assert_eq!(config.network.connect_timeout.as_secs(), 10);
     assert!(config.filter.includes("lib/x.py") && !config.filter.includes("tests/t.py"));
+    assert!(config.after_update.reboot, "reset_mode \"hard\" reboots");
 }
 
 #[test]
@@ -115,6 +111,14 @@ fn config_errors_name_the_key_and_what_to_do() {
             vec!["chanel", "channel"],
         ),
         (format!("ignore = [\"../up\"]\n{base}"), vec!["ignore[0]"]),
+        (
+            format!("{base}[after_update]\nrestart = [\"app.service web.service\"]\n"),
+            vec!["after_update.restart[0]", "one unit per entry"],
+        ),
+        (
+            format!("{base}[trial]\nhealth_command = \"TODO\"\n"),
+            vec!["trial.health_command", "placeholder"],
+        ),
     ];
     for (text, needles) in cases {
         let (code, out) = status_with(dir.path(), "ota.toml", &text);
@@ -149,7 +153,7 @@ fn the_token_never_shows() {
 const SHIPPED: &str = include_str!("fixtures/original_ota_config.json");
 
 /// The keys of the original that ota acts on.
-const ACTED: [&str; 16] = [
+const ACTED: [&str; 17] = [
     "owner",
     "repo",
     "token",
@@ -166,6 +170,7 @@ const ACTED: [&str; 16] = [
     "user_agent",
     "max_tree_size_kb",
     "max_tree_files",
+    "reset_mode",
 ];
 
 #[test]
@@ -221,6 +226,7 @@ fn the_original_shipped_config_loads_with_only_its_placeholders_filled_in() {
         (3, 3, 60)
     );
     assert_eq!(net.user_agent, "pico-ota/1.0");
+    assert!(config.after_update.reboot, "reset_mode \"hard\" reboots");
     assert_eq!(
         (config.limits.max_tree_kb, config.limits.max_tree_files),
         (None, None),

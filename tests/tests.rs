@@ -11,6 +11,7 @@ mod config;
 mod corpus;
 mod embed;
 mod faults;
+mod hooks;
 mod limits;
 mod network;
 mod private;

@@ -228,6 +228,8 @@ pub(super) fn unknown_key(
         )
     } else if let Some(new) = Original::new_name(key).filter(|_| !legacy) {
         format!("`{key}` is the original format's name of `{new}`: write it as `{new}`")
+    } else if let Some(way) = Original::new_way(key).filter(|_| !legacy) {
+        format!("`{key}` is the original format's; in this format write {way}")
     } else if let Some(why) = Original::why_unused(key) {
         format!("`{key}` is not used: {why}; remove it")
     } else {

@@ -408,7 +408,7 @@ fn parse_config(
     let legacy =
         (top.contains_key("owner") || top.contains_key("repo")) && !top.contains_key("source");
     let (file, warnings) = if legacy {
-        read::<original::Original>(text, format, true)?.into_file()
+        read::<original::Original>(text, format, true)?.into_file()?
     } else {
         (read(text, format, false)?, Vec::new())
     };

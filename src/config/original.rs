@@ -1,9 +1,13 @@
 //! The original MicroPython updater's flat `ota_config.json`, mapped onto the new format.
 //!
-//! Each key of the original is one line of [`Original`]: either a key ota acts on, with the
-//! new-format key it sets, or a key ota does not act on, with why (the warning). Switching a
-//! key from "warn" to "act" is moving its line from one list to the other.
+//! Each key of the original is one line of [`Original`]: a key ota acts on, with the
+//! new-format key it sets; a key whose value ota translates (`mapped`, handled in
+//! [`Original::into_file`]), with how the new format writes it; or a key ota does not act on,
+//! with why (the warning). Switching a key from "warn" to "act" is moving its line from one
+//! list to another.
 
+use super::ConfigError;
+use super::error::closest;
 use super::file::{File, Ranged};
 
 /// A key that ota does not act on: only whether it was written (even as `null`) matters.
@@ -20,6 +24,7 @@ impl<'de> serde::Deserialize<'de> for Seen {
 macro_rules! original_format {
     (
         acted { $($key:ident: $ty:ty => $($path:ident).+,)* }
+        mapped { $($mapped:ident: $mapped_ty:ty => $new_way:expr,)* }
         unused { $($($unused:ident)|+: $why:expr,)* }
     ) => {
         /// The original's keys. Comment keys (`_…`, `//…`) are not fields: serde skips them
@@ -28,6 +33,7 @@ macro_rules! original_format {
         #[serde(default)]
         pub(super) struct Original {
             $($key: Option<$ty>,)*
+            $($mapped: Option<$mapped_ty>,)*
             $($($unused: Seen,)+)*
         }
 
@@ -49,6 +55,15 @@ macro_rules! original_format {
                     .into_iter()
                     .find(|(k, _)| *k == key)
                     .map(|(_, new)| new)
+            }
+
+            /// How the new format writes what `key` of the original does, if `key` is one
+            /// whose value ota translates.
+            pub(super) fn new_way(key: &str) -> Option<&'static str> {
+                [$((stringify!($mapped), $new_way),)*]
+                    .into_iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, way)| way)
             }
 
             /// Why ota does not act on `key`, if it is such a key of the original.
@@ -81,6 +96,11 @@ original_format! {
         max_tree_size_kb: Ranged<1, 32_768> => limits.max_tree_kb,
         max_tree_files: Ranged<1, 10_000_000> => limits.max_tree_files,
     }
+    mapped {
+        reset_mode: String => "`reboot = true` under `[after_update]` for \"hard\", the \
+            application's systemd units in `restart` under `[after_update]` for \"soft\", \
+            nothing for \"none\"",
+    }
     unused {
         chunk: "ota streams every download through its own fixed-size buffer",
         stage_dir: "ota stages under state_dir (`<target_dir>/.ota/stage` by default) so that \
@@ -88,8 +108,6 @@ original_format! {
         backup_dir: "ota keeps the displaced files under state_dir (`<target_dir>/.ota/backup` \
             by default), on the target's filesystem",
         force: "run `ota update --force` to reinstall",
-        reset_mode: "ota never resets the device; restart the application from your service \
-            manager after an update",
         debug: "run ota with `-v` or set `RUST_LOG=ota=debug`",
         ssid: "ota uses the system's network connection; configure Wi-Fi in the operating system",
         password: "ota uses the system's network connection; configure Wi-Fi in the operating \
@@ -143,9 +161,13 @@ impl Original {
     /// The new-format file this one means, and a warning for each key ota does not act on.
     /// `target_dir` defaults to the config's folder (the caller's job). A leading `/` in a
     /// pattern is dropped, as the original does: there, `/lib/` is the folder `lib`.
-    pub(super) fn into_file(self) -> (File, Vec<String>) {
+    pub(super) fn into_file(mut self) -> Result<(File, Vec<String>), ConfigError> {
         let mut file = File::default();
-        let warnings = self.fill(&mut file);
+        let reset_mode = self.reset_mode.take();
+        let mut warnings = self.fill(&mut file);
+        if let Some(warning) = reset(reset_mode.as_deref(), &mut file)? {
+            warnings.push(warning);
+        }
         for list in [&mut file.allow, &mut file.ignore].into_iter().flatten() {
             for pattern in list.iter_mut() {
                 if let Some(relative) = pattern.strip_prefix('/') {
@@ -153,6 +175,40 @@ impl Original {
                 }
             }
         }
-        (file, warnings)
+        Ok((file, warnings))
+    }
+}
+
+/// The original's `reset_mode`, what it did after an update: `hard` reset the board (here:
+/// reboot), `soft` restarted the MicroPython interpreter, so the application (here: its
+/// systemd units, which ota cannot guess: a warning says how to name them), `none` nothing.
+fn reset(mode: Option<&str>, file: &mut File) -> Result<Option<String>, ConfigError> {
+    match mode {
+        None | Some("none") => Ok(None),
+        Some("hard") => {
+            file.after_update.reboot = Some(true);
+            Ok(None)
+        }
+        Some("soft") => Ok(Some(
+            "`reset_mode` \"soft\" restarted the application in the original updater, but ota \
+             cannot tell which systemd units run it, so nothing is restarted after an update: \
+             move to the new format and list them in `restart` under `[after_update]` (e.g. \
+             `restart = [\"app.service\"]`), or set `reset_mode` to \"hard\" to reboot"
+                .to_owned(),
+        )),
+        Some(other) => {
+            let modes = ["hard", "soft", "none"];
+            let suggestion = closest(other, &modes)
+                .map(|c| format!("; did you mean \"{c}\"?"))
+                .unwrap_or_default();
+            Err(ConfigError::invalid(
+                "reset_mode",
+                format!(
+                    "`reset_mode` is {other:?}, but it must be \"hard\" (reboot after an \
+                     update), \"soft\" (restart the application: see `[after_update]` in the \
+                     new format) or \"none\"{suggestion}"
+                ),
+            ))
+        }
     }
 }

@@ -977,13 +977,15 @@ fn original_format_loads() {
         "`stage_dir` is not used: ota stages under state_dir",
         "`backup_dir` is not used",
         "`force` is not used: run `ota update --force`",
-        "`reset_mode` is not used",
         "`debug` is not used: run ota with `-v` or set `RUST_LOG=ota=debug`",
         "`branch` is not used with the stable channel",
     ] {
         assert!(warnings.contains(needle), "{needle} in {warnings}");
     }
-    assert_eq!(config.warnings.len(), 7, "{warnings}");
+    assert_eq!(config.warnings.len(), 6, "{warnings}");
+    // `reset_mode: "hard"` reset the board after an update: here, a reboot.
+    assert!(config.after_update.reboot);
+    assert!(config.after_update.restart.is_empty() && config.after_update.command.is_none());
 }
 
 #[test]
@@ -1427,4 +1429,172 @@ fn load_records_the_config_file_and_the_token_file() {
     assert_eq!(config.config_file, Some(dir.path().join("ota.toml")));
     assert_eq!(github(&config).token_file, Some(dir.path().join("token")));
     assert_eq!(toml(&minimal("", "")).unwrap().config_file, None);
+}
+
+fn with_hooks(sections: &str) -> String {
+    format!("{}\n{sections}\n", minimal("", ""))
+}
+
+#[test]
+fn hook_sections_take_their_values_and_defaults() {
+    let config = toml(&minimal("", "")).unwrap();
+    assert_eq!(config.trial, TrialConfig::default());
+    assert_eq!(config.before_update, BeforeUpdate::default());
+    assert_eq!(config.after_update, AfterUpdate::default());
+    assert!(!config.has_trial());
+
+    let config = toml(&with_hooks(
+        "[trial]\nhealth_command = \"  sh health.sh \"\nhealth_timeout_sec = 5\n\
+         confirm_within_sec = 600\nboots = 2\n\
+         [before_update]\ncommand = \"./stop.sh\"\ntimeout_sec = 7\n\
+         [after_update]\nrestart = [\"app.service\", \"app-web\", \"getty@tty1.service\"]\n\
+         reboot = true\ncommand = \"./migrate.sh --yes\"\ntimeout_sec = 9\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.trial,
+        TrialConfig {
+            health_command: Some("sh health.sh".to_owned()),
+            health_timeout: Duration::from_secs(5),
+            confirm_within: Some(Duration::from_secs(600)),
+            boots: 2,
+        }
+    );
+    assert_eq!(config.before_update.command.as_deref(), Some("./stop.sh"));
+    assert_eq!(config.before_update.timeout, Duration::from_secs(7));
+    let a = &config.after_update;
+    // Unit names stay as written: systemctl reads `app-web` as `app-web.service`.
+    assert_eq!(a.restart, ["app.service", "app-web", "getty@tty1.service"]);
+    assert!(a.reboot);
+    assert_eq!(a.command.as_deref(), Some("./migrate.sh --yes"));
+    assert_eq!(a.timeout, Duration::from_secs(9));
+    assert!(config.has_trial());
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn an_empty_command_or_restart_list_is_none() {
+    let config = toml(&with_hooks(
+        "[trial]\nhealth_command = \"\"\n[before_update]\ncommand = \" \\t\\n\"\n\
+         [after_update]\ncommand = \"\"\nrestart = []\n",
+    ))
+    .unwrap();
+    assert_eq!(config.trial.health_command, None);
+    assert_eq!(config.before_update.command, None);
+    assert!(config.after_update.is_empty());
+    assert!(!config.has_trial());
+}
+
+#[test]
+fn bad_commands_are_errors_naming_the_key() {
+    let e = err(&with_hooks("[before_update]\ncommand = \"a\\u0000b\"\n"));
+    assert_eq!(
+        e.to_string(),
+        "`before_update.command` contains a NUL character, which no command can hold"
+    );
+    let e = err(&with_hooks(
+        "[trial]\nhealth_command = \"<your health check>\"\n",
+    ));
+    assert_eq!(e.key(), Some("trial.health_command"));
+    assert!(e.to_string().contains("placeholder"), "{e}");
+    let long = "true; ".repeat(40_000);
+    let e = err(&with_hooks(&format!(
+        "[after_update]\ncommand = \"{long}\"\n"
+    )));
+    assert!(
+        e.to_string()
+            .starts_with("`after_update.command` is 240000 bytes long, more than Linux passes"),
+        "{}",
+        e.to_string().chars().take(200).collect::<String>()
+    );
+}
+
+#[test]
+fn bad_unit_names_are_errors_naming_the_entry() {
+    let cases = [
+        (
+            "\"\"",
+            "`after_update.restart[1]` is empty; give a unit's name",
+        ),
+        (
+            "\"-x\"",
+            "which starts with `-`: systemctl would read it as an option",
+        ),
+        (
+            "\"app.service web.service\"",
+            "which contains ' '; systemd unit names hold only ASCII letters, digits and \
+             `:-_.\\@` (one unit per entry",
+        ),
+        ("\"app/x\"", "which contains '/'"),
+        ("\"app\\n\"", "which contains '\\n'"),
+        ("\"ota.service\"", "the unit that runs ota itself"),
+        ("\"ota-boot\"", "the unit that runs ota itself"),
+        ("\"YOUR_APP.service\"", "still holds the placeholder"),
+    ];
+    for (unit, needle) in cases {
+        let text = with_hooks(&format!(
+            "[after_update]\nrestart = [\"ok.service\", {unit}]\n"
+        ));
+        let e = err(&text);
+        assert_eq!(e.key(), Some("after_update.restart[1]"), "{unit}: {e}");
+        assert!(e.to_string().contains(needle), "{unit}: {e}");
+    }
+    let long = format!("{}.service", "a".repeat(250));
+    let e = err(&with_hooks(&format!(
+        "[after_update]\nrestart = [\"{long}\"]\n"
+    )));
+    assert!(e.to_string().contains("longer than 255 bytes"), "{e}");
+}
+
+fn original_with_reset(mode: &str) -> Result<Config, ConfigError> {
+    json(&original().replace(
+        "\"reset_mode\": \"hard\"",
+        &format!("\"reset_mode\": {mode}"),
+    ))
+}
+
+#[test]
+fn the_originals_reset_mode_maps_onto_after_update() {
+    let hard = original_with_reset("\"hard\"").unwrap();
+    assert!(hard.after_update.reboot && hard.has_trial());
+
+    for none in ["\"none\"", "null"] {
+        let config = original_with_reset(none).unwrap();
+        assert!(config.after_update.is_empty(), "{none}");
+        assert!(!config.warnings.join("\n").contains("reset_mode"), "{none}");
+    }
+
+    let soft = original_with_reset("\"soft\"").unwrap();
+    assert!(soft.after_update.is_empty());
+    let warnings = soft.warnings.join("\n");
+    assert!(
+        warnings.contains(
+            "`reset_mode` \"soft\" restarted the application in the original updater, but ota \
+             cannot tell which systemd units run it, so nothing is restarted after an update: \
+             move to the new format and list them in `restart` under `[after_update]`"
+        ),
+        "{warnings}"
+    );
+
+    let e = original_with_reset("\"Hard\"").unwrap_err();
+    assert_eq!(e.key(), Some("reset_mode"));
+    assert_eq!(
+        e.to_string(),
+        "`reset_mode` is \"Hard\", but it must be \"hard\" (reboot after an update), \"soft\" \
+         (restart the application: see `[after_update]` in the new format) or \"none\"; did \
+         you mean \"hard\"?"
+    );
+    let e = original_with_reset("\"machine\"").unwrap_err();
+    assert!(e.to_string().ends_with("or \"none\""), "{e}");
+}
+
+#[test]
+fn reset_mode_in_the_new_format_says_how_to_write_it() {
+    let e = err(&minimal("reset_mode = \"hard\"", ""));
+    assert_eq!(
+        e.to_string(),
+        "unknown key `reset_mode`: `reset_mode` is the original format's; in this format write \
+         `reboot = true` under `[after_update]` for \"hard\", the application's systemd units \
+         in `restart` under `[after_update]` for \"soft\", nothing for \"none\""
+    );
 }

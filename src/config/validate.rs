@@ -20,6 +20,13 @@ const MAX_TOKEN_FILE_SIZE: u64 = 64 << 10;
 /// Longest token ota accepts, in bytes (GitHub's are under 300).
 const MAX_TOKEN_LEN: usize = 4096;
 
+/// Longest hook command, in bytes: Linux's limit on one argument (`MAX_ARG_STRLEN`, 128 KiB
+/// with its NUL).
+const MAX_COMMAND_LEN: usize = (128 << 10) - 1;
+
+/// Longest systemd unit name, in bytes (systemd's `UNIT_NAME_MAX`, 256 with its NUL).
+const MAX_UNIT_LEN: usize = 255;
+
 /// The state of one validation: how the file was written, and the warnings so far.
 pub(super) struct Check<'a> {
     pub format: Format,
@@ -126,7 +133,7 @@ impl Check<'_> {
             max_tree_files: file.limits.max_tree_files.map(|n| n.0),
         };
         let (trial, before_update, after_update) =
-            hooks(file.trial, file.before_update, file.after_update);
+            self.hooks(file.trial, file.before_update, file.after_update)?;
         let warnings = self.warnings;
         let config = Config {
             target_dir,
@@ -497,6 +504,94 @@ impl Check<'_> {
         Ok(network)
     }
 
+    /// `[trial]`, `[before_update]` and `[after_update]`.
+    fn hooks(
+        &self,
+        t: file::Trial,
+        b: file::BeforeUpdate,
+        a: file::AfterUpdate,
+    ) -> Result<(TrialConfig, BeforeUpdate, AfterUpdate), ConfigError> {
+        let (dt, db, da) = (
+            TrialConfig::default(),
+            BeforeUpdate::default(),
+            AfterUpdate::default(),
+        );
+        let trial = TrialConfig {
+            health_command: self.command("trial.health_command", t.health_command)?,
+            health_timeout: secs(t.health_timeout_sec, dt.health_timeout),
+            confirm_within: t
+                .confirm_within_sec
+                .filter(|s| s.0 > 0)
+                .map(|s| Duration::from_secs(s.0)),
+            boots: t.boots.map_or(0, |n| n.0 as u32),
+        };
+        let before = BeforeUpdate {
+            command: self.command("before_update.command", b.command)?,
+            timeout: secs(b.timeout_sec, db.timeout),
+        };
+        let restart = a.restart.unwrap_or_default();
+        for (i, unit) in restart.iter().enumerate() {
+            self.unit(&format!("after_update.restart[{i}]"), unit)?;
+        }
+        let after = AfterUpdate {
+            restart,
+            reboot: a.reboot.unwrap_or(false),
+            command: self.command("after_update.command", a.command)?,
+            timeout: secs(a.timeout_sec, da.timeout),
+        };
+        Ok((trial, before, after))
+    }
+
+    /// A hook's command, run with `sh -c`: empty (or only white space) is no command.
+    fn command(&self, name: &str, value: Option<String>) -> Result<Option<String>, ConfigError> {
+        let Some(command) = value.filter(|c| !c.trim().is_empty()) else {
+            return Ok(None);
+        };
+        if command.contains('\0') {
+            Err(self.invalid(name, "contains a NUL character, which no command can hold"))
+        } else if command.len() > MAX_COMMAND_LEN {
+            Err(self.invalid(
+                name,
+                format_args!(
+                    "is {} bytes long, more than Linux passes in one argument \
+                     ({MAX_COMMAND_LEN}); put the commands in a script and run that",
+                    command.len()
+                ),
+            ))
+        } else {
+            self.no_placeholder(name, &command)?;
+            Ok(Some(command.trim().to_owned()))
+        }
+    }
+
+    /// A systemd unit name for `systemctl restart`, as systemd accepts it. A name without a
+    /// suffix stays as written: `systemctl` reads it as `NAME.service`.
+    fn unit(&self, name: &str, unit: &str) -> Result<(), ConfigError> {
+        self.no_placeholder(name, unit)?;
+        let allowed = |c: char| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c);
+        let stem = unit.strip_suffix(".service").unwrap_or(unit);
+        let why = if unit.is_empty() {
+            "is empty; give a unit's name, e.g. \"app.service\"".to_owned()
+        } else if unit.starts_with('-') {
+            format!("is {unit:?}, which starts with `-`: systemctl would read it as an option")
+        } else if let Some(c) = unit.chars().find(|&c| !allowed(c)) {
+            format!(
+                "is {unit:?}, which contains {c:?}; systemd unit names hold only ASCII letters, \
+                 digits and `:-_.\\@` (one unit per entry: `[\"a.service\", \"b.service\"]`)"
+            )
+        } else if unit.len() > MAX_UNIT_LEN {
+            format!("is longer than {MAX_UNIT_LEN} bytes, the most systemd allows")
+        } else if matches!(stem, "ota" | "ota-boot") {
+            format!(
+                "is {unit:?}, the unit that runs ota itself: restarting it would stop ota in the \
+                 middle of the update's trial; list the application's own units"
+            )
+        } else {
+            return Ok(());
+        };
+        Err(self.invalid(name, why))
+    }
+
     fn user_agent(&self, agent: String) -> Result<String, ConfigError> {
         let why = if agent.is_empty() {
             "is empty; remove it to send ota's own (`ota/VERSION`)"
@@ -510,40 +605,6 @@ impl Check<'_> {
         };
         Err(self.invalid("network.user_agent", why))
     }
-}
-
-/// `[trial]`, `[before_update]` and `[after_update]`; an empty command is no command.
-fn hooks(
-    t: file::Trial,
-    b: file::BeforeUpdate,
-    a: file::AfterUpdate,
-) -> (TrialConfig, BeforeUpdate, AfterUpdate) {
-    let command = |c: Option<String>| c.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
-    let (dt, db, da) = (
-        TrialConfig::default(),
-        BeforeUpdate::default(),
-        AfterUpdate::default(),
-    );
-    let trial = TrialConfig {
-        health_command: command(t.health_command),
-        health_timeout: secs(t.health_timeout_sec, dt.health_timeout),
-        confirm_within: t
-            .confirm_within_sec
-            .filter(|s| s.0 > 0)
-            .map(|s| Duration::from_secs(s.0)),
-        boots: t.boots.map_or(0, |n| n.0 as u32),
-    };
-    let before = BeforeUpdate {
-        command: command(b.command),
-        timeout: secs(b.timeout_sec, db.timeout),
-    };
-    let after = AfterUpdate {
-        restart: a.restart.unwrap_or_default(),
-        reboot: a.reboot.unwrap_or(false),
-        command: command(a.command),
-        timeout: secs(a.timeout_sec, da.timeout),
-    };
-    (trial, before, after)
 }
 
 /// A number of seconds, or the default.
