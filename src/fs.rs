@@ -89,6 +89,10 @@ pub trait Fs: Send + Sync {
     /// [`io::ErrorKind::AlreadyExists`] otherwise. Where the filesystem cannot do that
     /// atomically, checks `to` first.
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Creates `to` as a new name of the file or link at `from` (`link(2)`, never following a
+    /// link at `from`); fails with [`io::ErrorKind::AlreadyExists`] if `to` exists. Both
+    /// must be on one filesystem.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes a directory's entries durable (`fsync` on the directory).
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Makes every pending write of the filesystem holding `path` durable (`syncfs`).
@@ -569,6 +573,13 @@ impl Fs for RealFs {
             Err(Errno::NOENT) => Ok(rfs::renameat(&a.dir, &a.name, &b.dir, &b.name)?),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (a, b) = (self.locate(from)?, self.locate(to)?);
+        // No AT_SYMLINK_FOLLOW: a link at `from` is linked itself, never what it points to.
+        rfs::linkat(&a.dir, &a.name, &b.dir, &b.name, AtFlags::empty())?;
+        Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
