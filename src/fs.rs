@@ -717,6 +717,41 @@ mod tests {
     }
 
     #[test]
+    fn hard_links_link_links_themselves_and_stay_inside() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, target, state) = setup();
+        let outside = dir.path().join("outside");
+        std::os::unix::fs::symlink(&outside, target.join("link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", target.join("lib/abs")).unwrap();
+        for fs in both(&target, &state) {
+            fs.hard_link(&target.join("lib/a.txt"), &state.join("a"))
+                .unwrap();
+            let ino = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
+            assert_eq!(ino(&state.join("a")), ino(&target.join("lib/a.txt")));
+            let error = fs
+                .hard_link(&target.join("lib/a.txt"), &state.join("a"))
+                .unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+            // A link is linked itself, never what it points to.
+            fs.hard_link(&target.join("lib/abs"), &state.join("l"))
+                .unwrap();
+            let meta = std::fs::symlink_metadata(state.join("l")).unwrap();
+            assert!(meta.file_type().is_symlink());
+            for (from, to) in [
+                (target.join("link/x.txt"), state.join("x")),
+                (target.join("lib/a.txt"), target.join("link/y.txt")),
+                (outside.join("x.txt"), state.join("x")),
+            ] {
+                let error = fs.hard_link(&from, &to).unwrap_err();
+                assert!(is_unsafe(&error), "{}: {error}", from.display());
+            }
+            std::fs::remove_file(state.join("a")).unwrap();
+            std::fs::remove_file(state.join("l")).unwrap();
+        }
+        assert!(!outside.join("y.txt").exists());
+    }
+
+    #[test]
     fn folders_and_files_get_their_final_mode() {
         let (_dir, target, state) = setup();
         let fs = RealFs::confined(&target, &state);

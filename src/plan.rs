@@ -519,6 +519,70 @@ mod tests {
         assert_eq!(plan.copy_bytes, 7);
     }
 
+    /// A rollback point's content kept under `previous/` is staged from there at no space
+    /// cost (a hard link); a file it sets aside is marked for keeping only when the rollback
+    /// point has that content.
+    #[test]
+    fn kept_content_is_linked_not_downloaded_and_displaced_files_are_kept() {
+        let installed = manifest(&[file("a", "v2"), file("b", "b1")]);
+        let target = manifest(&[file("a", "v1"), file("c", "new")]);
+        let mut survey = disk(&[("a", "v2"), ("b", "b1")], &[]);
+        survey.paths.insert(
+            p("a"),
+            Local::File {
+                len: 2,
+                executable: false,
+                blob: None,
+            },
+        );
+        let v1 = ObjectId::for_blob(b"v1");
+        survey.store.insert(
+            v1,
+            Local::File {
+                len: 2,
+                executable: false,
+                blob: Some(v1),
+            },
+        );
+        survey.space.available = 4096 + MARGIN_BYTES + 2 * MARGIN_PER_FILE;
+        let plan = plan(&installed, &target, &survey).unwrap();
+        let a = plan.changes.iter().find(|c| c.path == p("a")).unwrap();
+        assert_eq!(a.origin, Some(Origin::Previous(v1)));
+        assert_eq!((plan.previous_bytes, plan.download_bytes), (2, 3));
+        assert_eq!(
+            plan.space_needed, survey.space.available,
+            "only c is staged"
+        );
+        // The rollback point had b's content, not a's v2.
+        let rollback_to = RollbackPoint {
+            release: crate::state::ReleaseId {
+                channel: "stable".into(),
+                ref_name: "v1".into(),
+                commit: v1,
+            },
+            source: String::new(),
+            filter: String::new(),
+            installed_at: String::new(),
+            previous: None,
+            files: manifest(&[file("a", "v1"), file("b", "b1")]),
+        };
+        let previous: Vec<_> = (plan.ops(Some(&rollback_to)).into_iter())
+            .filter_map(|op| match op {
+                Op::Displace { path, previous, .. } => Some((path, previous)),
+                _ => None,
+            })
+            .collect();
+        let b1 = ObjectId::for_blob(b"b1");
+        assert_eq!(previous, vec![(p("a"), None), (p("b"), Some(b1))]);
+        assert!(plan.ops(None).iter().all(|op| !matches!(
+            op,
+            Op::Displace {
+                previous: Some(_),
+                ..
+            }
+        )));
+    }
+
     #[test]
     fn a_folder_of_foreign_files_blocks_a_file() {
         let target = manifest(&[file("d", "x")]);
