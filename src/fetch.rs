@@ -16,7 +16,7 @@
 //! A [`Progress`] callback, when given, hears about every chunk written and every file
 //! finished, one call at a time, so that a program can draw a bar or log a line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -141,6 +141,7 @@ impl Fetcher<'_> {
         let failure: Mutex<Option<FetchError>> = Mutex::new(None);
         let downloaded = AtomicUsize::new(0);
         let copied = AtomicUsize::new(0);
+        let linked = Mutex::new(BTreeSet::new());
         let workers = self.net.parallel.clamp(1, work.len().max(1));
         let tally = Tally {
             now: Mutex::new(Progress {
@@ -161,7 +162,7 @@ impl Fetcher<'_> {
                             break;
                         };
                         let dest = stage_path(slot);
-                        let done = self.fetch_one(entry, origin, &dest, &stop, &tally);
+                        let done = self.fetch_one(entry, origin, &dest, &stop, &tally, &linked);
                         if done.is_ok() {
                             tally.file_done();
                         }
@@ -199,6 +200,7 @@ impl Fetcher<'_> {
         dest: &Path,
         stop: &AtomicBool,
         tally: &Tally,
+        linked: &Mutex<BTreeSet<ObjectId>>,
     ) -> Result<bool, FetchError> {
         if let Origin::Copy(from) = origin {
             if self.copy_local(entry, &self.target.join(from.as_str()), dest)? {
@@ -209,7 +211,10 @@ impl Fetcher<'_> {
             tracing::info!("{from} changed on disk; downloading {} instead", entry.path);
         }
         if let Origin::Previous(id) = origin {
-            if self.stage_kept(entry, &self.store.join(id.to_hex()), dest)? {
+            // One hard link per object: two paths of a release with the same content stay
+            // two files, as a download would make them.
+            let first = linked.lock().map(|mut l| l.insert(*id)).unwrap_or(false);
+            if self.stage_kept(entry, &self.store.join(id.to_hex()), dest, first)? {
                 tracing::debug!("staged {} from the kept previous release", entry.path);
                 tally.bytes(entry.size);
                 return Ok(true);
@@ -267,14 +272,22 @@ impl Fetcher<'_> {
         }
     }
 
-    /// Stages `entry` from `object` under `previous/`: a hard link when it is a file with the
-    /// right exec bit (verified by reading the staged file), else a verified copy; `Ok(false)`
-    /// (and nothing left behind) when the object is missing or not what `entry` wants.
-    fn stage_kept(&self, entry: &Entry, object: &Path, dest: &Path) -> Result<bool, FetchError> {
+    /// Stages `entry` from `object` under `previous/`: a hard link when `link` and it is a
+    /// file with the right exec bit (verified by reading the staged file), else a verified
+    /// copy; `Ok(false)` (and nothing left behind) when the object is missing or not what
+    /// `entry` wants.
+    fn stage_kept(
+        &self,
+        entry: &Entry,
+        object: &Path,
+        dest: &Path,
+        link: bool,
+    ) -> Result<bool, FetchError> {
         let Ok(Some(meta)) = self.fs.metadata(object) else {
             return Ok(false);
         };
-        let linkable = entry.kind != Kind::Symlink
+        let linkable = link
+            && entry.kind != Kind::Symlink
             && meta.kind == FileKind::File
             && meta.len == entry.size
             && meta.executable == (entry.kind == Kind::Executable);

@@ -322,6 +322,9 @@ pub(crate) fn plan(
     // space there is and is refused as such.
     let block = survey.space.block_size.max(1);
     let mut staged = 0u64;
+    // Each object of `previous/` is hard-linked once (`fetch`); a second path with the same
+    // content gets a copy.
+    let mut linked: BTreeSet<ObjectId> = BTreeSet::new();
     for change in &plan.changes {
         let (Some(entry), Some(origin)) = (&change.entry, &change.origin) else {
             continue;
@@ -335,11 +338,12 @@ pub(crate) fn plan(
                 plan.previous_bytes = plan.previous_bytes.saturating_add(entry.size)
             }
         }
-        let linked = matches!(origin, Origin::Previous(_))
+        let linkable = matches!(origin, Origin::Previous(_))
             && survey
                 .stored(entry)
                 .is_some_and(|l| l.holds(entry.kind, entry.size, entry.blob, true));
-        if entry.kind != Kind::Symlink && !linked {
+        let hard_link = linkable && linked.insert(entry.blob);
+        if entry.kind != Kind::Symlink && !hard_link {
             staged = staged.saturating_add(entry.size.div_ceil(block).saturating_mul(block));
         }
     }

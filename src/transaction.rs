@@ -16,10 +16,13 @@
 //! 5. **Commit**: `state.json` (the new release and owned files, tagged with the txid) is
 //!    replaced atomically: write temp, fsync, rename, fsync folder (invariant 4).
 //! 6. **Cleanup**: after a commit, displaced files ota did not own move from the backup to
-//!    `kept/<txid>/<path>` (then one `syncfs`, only if any did). Then the journal is removed,
-//!    then the backups and the stage (what a crash leaves of them belongs to no journal and
-//!    is swept). After a rollback the journal's removal is fsynced before the rest goes;
-//!    after a commit it need not be.
+//!    `kept/<txid>/<path>`, and displaced files and links of the release the new state rolls
+//!    back to (a trial's rollback point, `Op::Displace::previous`) move to
+//!    `previous/<blob id>` (then one `syncfs`, only if anything moved). Then the journal is
+//!    removed, then the backups and the stage (what a crash leaves of them belongs to no
+//!    journal and is swept). After a rollback the journal's removal is fsynced before the
+//!    rest goes; after a commit it need not be. Last, `previous/` is swept
+//!    ([`sweep_previous`]).
 //!
 //! A path changed under ota's feet (a different kind at a displaced path, a file where one
 //! is placed, a link on the way, which the confined [`crate::fs::RealFs`] refuses to follow)
@@ -42,6 +45,15 @@
 //! still in place), so running recovery again, or crashing inside it, is harmless
 //! (invariant 5). Without a journal, anything left in `stage/` or `backup/` belongs to no
 //! transaction and is removed; `kept/` is never swept.
+//!
+//! # The kept previous release
+//! Which objects in `previous/` are valid is decided only by the committed `state.json`: the
+//! blob ids of its trial's rollback point. Recovery (after finishing or undoing), each commit,
+//! and whoever rewrites `state.json` to end a trial call [`sweep_previous`], which removes
+//! every other object. Objects only ever enter `previous/` after a commit whose state needs
+//! them, and leave after a state that does not, so a crash anywhere leaves every file of a
+//! pending rollback point either in the target or in `previous/` (checked by the crash
+//! enumeration).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;

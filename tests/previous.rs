@@ -15,6 +15,8 @@ fn app_v1() -> GitRepo {
     repo.write("main.py", "print('v1')\n")
         .write("lib/util.py", "def util(): return 1\n")
         .write("old.txt", "goes away in v2\n")
+        .write("same/one.txt", "twice in v1\n")
+        .write("same/two.txt", "twice in v1\n")
         .write_exec("bin/run", "#!/bin/sh\necho v1\n")
         .symlink("current", "main.py");
     repo.commit("v1");
@@ -27,6 +29,8 @@ fn app_v2(repo: &mut GitRepo) {
     repo.write("main.py", "print('v2')\n")
         .write_exec("bin/run", "#!/bin/sh\necho v2\n")
         .remove("old.txt")
+        .remove("same/one.txt")
+        .remove("same/two.txt")
         .remove("current")
         .symlink("current", "lib/util.py");
     repo.commit("v2");
@@ -37,6 +41,8 @@ fn app_v2(repo: &mut GitRepo) {
 fn app_v3_as_v1(repo: &mut GitRepo) {
     repo.write("main.py", "print('v1')\n")
         .write("old.txt", "goes away in v2\n")
+        .write("same/one.txt", "twice in v1\n")
+        .write("same/two.txt", "twice in v1\n")
         .write_exec("bin/run", "#!/bin/sh\necho v1\n")
         .remove("current")
         .symlink("current", "main.py");
@@ -119,8 +125,10 @@ fn an_update_on_trial_keeps_the_files_it_sets_aside_themselves() {
     // The link itself.
     let link = object(&device, "main.py");
     assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("main.py"));
-    // Only what v1 had and the target no longer has: four objects, nothing of v2's.
-    assert_eq!(stored(&device).len(), 4, "{:?}", stored(&device));
+    // Only what v1 had and the target no longer has, once per content: five objects,
+    // nothing of v2's.
+    assert!(object(&device, "twice in v1\n").is_file());
+    assert_eq!(stored(&device).len(), 5, "{:?}", stored(&device));
     assert!(device.leftovers().iter().all(|l| l == "previous"));
 }
 
@@ -141,6 +149,12 @@ fn reinstalling_the_kept_release_downloads_no_file() {
     // Hard-linked back: the very inodes v1 had.
     assert_eq!(ino(&device.target.join("main.py")), before[0]);
     assert_eq!(ino(&device.target.join("bin/run")), before[2]);
+    // Two paths with one content stay two files (one linked, one copied).
+    let (one, two) = (
+        device.target.join("same/one.txt"),
+        device.target.join("same/two.txt"),
+    );
+    assert_ne!(ino(&one), ino(&two));
     // v3 is on trial too, still rolling back to v1 (v2 was never confirmed).
     assert_eq!(rollback_ref(&device).as_deref(), Some("v1.0.0"));
 }
@@ -180,7 +194,7 @@ fn the_kept_files_go_once_no_trial_needs_them_and_foreign_names_stay() {
 
     // Still on trial: recovery keeps what the rollback point needs.
     device.ota_expect(&["recover"], 0);
-    assert_eq!(stored(&device).len(), 4 + foreign.len() + 1);
+    assert_eq!(stored(&device).len(), 5 + foreign.len() + 1);
 
     // The next release installs with no trial configured: v2's trial ends with it.
     stop_trials(&device);
