@@ -417,12 +417,11 @@ impl Updater {
             }),
             rejected: installed.map(|i| i.rejected).unwrap_or_default(),
         };
-        let ops = (report.plan).ops(
-            new_state
-                .trial
-                .as_ref()
-                .and_then(|t| t.rollback_to.as_deref()),
-        );
+        let rollback_to = new_state
+            .trial
+            .as_ref()
+            .and_then(|t| t.rollback_to.as_deref());
+        let ops = report.plan.ops(rollback_to);
         limits::check_commit(&new_state, &ops)?;
         if options.dry_run {
             self.finish(op, &mut report);
