@@ -13,7 +13,7 @@
 //! effect of those `k` operations and any subset of the others:
 //!
 //! - **Durable** means: a file's writes once `WriteFile::sync` (fsync) of that inode or a
-//!   `sync_fs` (syncfs) followed them; a create, mkdir, symlink, unlink or rmdir once its
+//!   `sync_fs` (syncfs) followed them; a create, mkdir, symlink, hard link, unlink or rmdir once its
 //!   parent folder was fsynced (`sync_dir`) or a `sync_fs` followed; a rename once either of
 //!   its two parent folders was fsynced (the rename is atomic, so making one of its names
 //!   durable makes both) or a `sync_fs` followed. A file fsync does not make the file's
@@ -32,7 +32,9 @@
 //! - **Physical dependencies**, applied while replaying the persisted operations in log order
 //!   on the last durable tree: an operation whose inputs are not there in the replayed tree is
 //!   dropped too. A create/mkdir/symlink needs its parent folder (by inode) and a free name;
-//!   an unlink or rmdir needs the very inode at that name, and rmdir needs it empty *in the
+//!   a hard link needs its inode (a file or link, still named somewhere) and a free name;
+//!   an unlink or rmdir needs the very inode at that name (an inode lives on while another
+//!   name holds it), and rmdir needs it empty *in the
 //!   replayed tree* (a folder cannot vanish while a lost unlink left a file in it); a rename
 //!   needs its source inode at the source name and the destination folder, and may replace
 //!   whatever is at the destination only as `rename(2)` could (a file or link over a file or
