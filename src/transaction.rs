@@ -1055,6 +1055,45 @@ mod tests {
         assert!(matches!(journal.ops[1], Op::RemoveDir { mode: 0o750, .. }));
     }
 
+    /// `previous` is new in format 2 and optional: a format-2 journal written before it
+    /// still reads, and one that names a blob id keeps it.
+    #[test]
+    fn a_displace_names_what_goes_to_previous_only_when_set() {
+        let text = r#"{"format":2,"txid":"18edbb6833a8c162-5eee","release":{"channel":"stable",
+            "ref":"v1","commit":"0123456789abcdef0123456789abcdef01234567"},"ops":[
+            {"op":"displace","path":"a.txt","slot":"0","kind":"file","keep":false}]}"#;
+        let mut journal = parse_journal(Path::new("journal.json"), text.as_bytes()).unwrap();
+        assert!(matches!(
+            journal.ops[0],
+            Op::Displace { previous: None, .. }
+        ));
+        let id = ObjectId::for_blob(b"v1\n");
+        if let Op::Displace { previous, .. } = &mut journal.ops[0] {
+            *previous = Some(id);
+        }
+        let written = serde_json::to_string(&journal).unwrap();
+        assert!(
+            written.contains(&format!(r#""previous":"{id}""#)),
+            "{written}"
+        );
+        let read = parse_journal(Path::new("journal.json"), written.as_bytes()).unwrap();
+        assert_eq!(read, journal);
+    }
+
+    #[test]
+    fn only_blob_ids_name_objects_in_previous() {
+        let id = ObjectId::for_blob(b"x").to_hex();
+        assert_eq!(object_name(&id), ObjectId::from_hex(&id));
+        for name in [
+            id.to_uppercase(),
+            format!("{id}.tmp"),
+            id[1..].to_owned(),
+            "..".into(),
+        ] {
+            assert_eq!(object_name(&name), None, "{name}");
+        }
+    }
+
     /// Found by the `state` fuzz target: a slot or transaction id with a `/` or `..` let a
     /// crafted journal name paths outside `stage/` and `backup/`.
     #[test]

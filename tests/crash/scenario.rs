@@ -40,7 +40,13 @@ pub struct Scenario {
     /// so the release stays on trial); missing: no. The starting release is installed
     /// without one: it is the confirmed release a trial rolls back to.
     pub on_trial: &'static [bool],
+    /// Runs the last step instead of an update to its release, when set (e.g. a rollback of
+    /// the trial the earlier updates started: `Updater::rollback`).
+    pub last_step: Option<Step>,
 }
+
+/// One recorded step on the simulated filesystem, with the config of that step.
+pub type Step = fn(&Config, SimFs) -> Result<(), ota::Error>;
 
 fn file(bytes: impl Into<Vec<u8>>) -> FileSpec {
     FileSpec::File {
@@ -117,6 +123,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
+            last_step: None,
         },
         Scenario {
             name: "first-install-over-user-files",
@@ -138,6 +145,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
+            last_step: None,
         },
         Scenario {
             name: "edits",
@@ -158,6 +166,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
+            last_step: None,
         },
         Scenario {
             name: "adds-in-new-nested-folders",
@@ -179,6 +188,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
+            last_step: None,
         },
         Scenario {
             name: "deletes-that-empty-folders",
@@ -200,6 +210,7 @@ pub fn all() -> Vec<Scenario> {
             // A folder mode other than ota's default, to see it restored on rollback.
             tweak: |tree, target| tree.chmod_dir(&target.join("old/sub"), 0o750),
             on_trial: &[],
+            last_step: None,
         },
         Scenario {
             name: "exec-bit-change",
@@ -220,6 +231,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
+            last_step: None,
         },
         Scenario {
             name: "symlink-add-and-retarget",
@@ -249,6 +261,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
+            last_step: None,
         },
         Scenario {
             name: "file-to-folder-and-folder-to-file",
@@ -275,6 +288,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
+            last_step: None,
         },
         Scenario {
             name: "download-fails-midway",
@@ -297,6 +311,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: Some(2),
             tweak: no_tweak,
             on_trial: &[],
+            last_step: None,
         },
         Scenario {
             name: "two-updates-back-to-back",
@@ -320,6 +335,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
+            last_step: None,
         },
         // v1 confirmed, v2 installed on trial: what v2 sets aside of v1 is kept in previous/.
         Scenario {
@@ -331,6 +347,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[true],
+            last_step: None,
         },
         // v1 confirmed, v2 on trial, then v3 on trial (still rolling back to v1): v3 stages
         // v1's main.py from previous/ (hard link) and sets more of v1 aside.
@@ -343,9 +360,11 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[true, true],
+            last_step: None,
         },
         // The shape of a rollback: v1 confirmed, v2 on trial, then v1's files again with the
-        // trial ended (every file from previous/, no download), and previous/ swept.
+        // trial ended (every file from previous/, no download), and previous/ swept. (A real
+        // rollback runs as `last_step`, which also names v1.0.0 in state.json.)
         Scenario {
             name: "trial-back-to-the-kept-release",
             releases: vec![trial_v1(), trial_v2(), trial_v1()],
@@ -355,6 +374,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[true, false],
+            last_step: None,
         },
     ]
 }
@@ -631,7 +651,10 @@ pub fn prepare(sc: &Scenario) -> Prepared {
             }
         }
         let cfg = doomed_config.take().unwrap_or_else(|| config_of(n));
-        let got = update(&cfg, &tag(u), fs.clone());
+        let got = match sc.last_step.filter(|_| n == last) {
+            Some(step) => step(&with_tag(&cfg, &tag(u)), fs.clone()),
+            None => update(&cfg, &tag(u), fs.clone()).map(|_| ()),
+        };
         match (&got, n == last && sc.stop_server_after.is_some()) {
             (Ok(_), false) => result = "update returned Ok".into(),
             (Err(e), true) => result = format!("update failed as intended: {e}"),
