@@ -385,13 +385,21 @@ impl Updater {
         let root = &self.config.target_dir;
         // Every symlink is judged with the targets of all the others, before anything is
         // written (a dry run too: it says whether the release would be refused).
-        let links = fetch::link_targets(&*self.source, &*self.fs, root, &report.to.commit, &target)
-            .map_err(|e| match e {
-                FetchError::Manifest(e) => Error::Manifest(e),
-                e => Error::Fetch(e),
-            })?;
+        let store = self.dirs.previous_root();
+        let links = fetch::link_targets(
+            &*self.source,
+            &*self.fs,
+            root,
+            &store,
+            &report.to.commit,
+            &target,
+        )
+        .map_err(|e| match e {
+            FetchError::Manifest(e) => Error::Manifest(e),
+            e => Error::Fetch(e),
+        })?;
         manifest::check_links(&links, &self.reserved)?;
-        let facts = survey::survey(&*self.fs, root, &owned, &target, options.force)?;
+        let facts = survey::survey(&*self.fs, root, &self.dirs, &owned, &target, options.force)?;
         report.plan = plan::plan(&owned, &target, &facts)?;
         report.warnings.extend(report.plan.warnings.iter().cloned());
         let new_state = Installed {
@@ -409,7 +417,11 @@ impl Updater {
             }),
             rejected: installed.map(|i| i.rejected).unwrap_or_default(),
         };
-        let ops = report.plan.ops();
+        let rollback_to = new_state
+            .trial
+            .as_ref()
+            .and_then(|t| t.rollback_to.as_deref());
+        let ops = report.plan.ops(rollback_to);
         limits::check_commit(&new_state, &ops)?;
         if options.dry_run {
             self.finish(op, &mut report);
@@ -488,6 +500,7 @@ impl Updater {
             source: &*self.source,
             fs: &*self.fs,
             target: root,
+            store: &self.dirs.previous_root(),
             commit: report.to.commit,
             links,
             net: &self.config.network,

@@ -14,6 +14,7 @@ mod faults;
 mod hooks;
 mod limits;
 mod network;
+mod previous;
 mod private;
 mod progress;
 mod race;

@@ -13,7 +13,7 @@
 //! effect of those `k` operations and any subset of the others:
 //!
 //! - **Durable** means: a file's writes once `WriteFile::sync` (fsync) of that inode or a
-//!   `sync_fs` (syncfs) followed them; a create, mkdir, symlink, unlink or rmdir once its
+//!   `sync_fs` (syncfs) followed them; a create, mkdir, symlink, hard link, unlink or rmdir once its
 //!   parent folder was fsynced (`sync_dir`) or a `sync_fs` followed; a rename once either of
 //!   its two parent folders was fsynced (the rename is atomic, so making one of its names
 //!   durable makes both) or a `sync_fs` followed. A file fsync does not make the file's
@@ -32,7 +32,9 @@
 //! - **Physical dependencies**, applied while replaying the persisted operations in log order
 //!   on the last durable tree: an operation whose inputs are not there in the replayed tree is
 //!   dropped too. A create/mkdir/symlink needs its parent folder (by inode) and a free name;
-//!   an unlink or rmdir needs the very inode at that name, and rmdir needs it empty *in the
+//!   a hard link needs its inode (a file or link, still named somewhere) and a free name;
+//!   an unlink or rmdir needs the very inode at that name (an inode lives on while another
+//!   name holds it), and rmdir needs it empty *in the
 //!   replayed tree* (a folder cannot vanish while a lost unlink left a file in it); a rename
 //!   needs its source inode at the source name and the destination folder, and may replace
 //!   whatever is at the destination only as `rename(2)` could (a file or link over a file or
@@ -155,6 +157,18 @@ impl Tree {
         }
         let at = self.entries(dir).and_then(|e| e.get(*last).copied());
         Ok((dir, (*last).to_owned(), at))
+    }
+
+    /// Drops inode `ino` once no folder names it any more (a file with another hard link
+    /// lives on).
+    fn forget(&mut self, ino: Ino) {
+        let named = self.nodes.values().any(|n| match n {
+            Node::Dir { entries, .. } => entries.values().any(|&i| i == ino),
+            _ => false,
+        });
+        if !named {
+            self.nodes.remove(&ino);
+        }
     }
 
     /// The inode at `path`, if any.
@@ -364,6 +378,12 @@ pub enum Op {
         name: OsString,
         ino: Ino,
     },
+    /// `link(2)`: a new name for the file or link `ino`.
+    Link {
+        parent: Ino,
+        name: OsString,
+        ino: Ino,
+    },
     /// `rename(2)`, or `renameat2(RENAME_NOREPLACE)` when `noreplace`.
     Rename {
         from: Ino,
@@ -403,7 +423,8 @@ impl Op {
                 | Op::Symlink { parent, .. }
                 | Op::Mkdir { parent, .. }
                 | Op::Rmdir { parent, .. }
-                | Op::Unlink { parent, .. },
+                | Op::Unlink { parent, .. }
+                | Op::Link { parent, .. },
                 Op::SyncDir { ino },
             ) => parent == ino,
             (Op::Rename { from, to, .. }, Op::SyncDir { ino }) => from == ino || to == ino,
@@ -430,6 +451,7 @@ impl Rec {
             Op::Mkdir { .. } => "mkdir",
             Op::Rmdir { .. } => "rmdir",
             Op::Unlink { .. } => "unlink",
+            Op::Link { .. } => "link",
             Op::Rename {
                 noreplace: true, ..
             } => "rename (noreplace)",
@@ -764,7 +786,7 @@ impl Fs for SimFs {
             .entries_mut(parent)
             .expect("a folder")
             .remove(&name);
-        state.tree.nodes.remove(&ino);
+        state.tree.forget(ino);
         self.record(
             state,
             Op::Unlink { parent, name, ino },
@@ -779,6 +801,29 @@ impl Fs for SimFs {
 
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.rename_with(from, to, true)
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        let ino = state.tree.lookup(from)?.2.ok_or_else(|| not_found(from))?;
+        if state.tree.entries(ino).is_some() {
+            return Err(io::Error::other(format!(
+                "{}: cannot hard-link a folder",
+                from.display()
+            )));
+        }
+        let (parent, name, at) = state.tree.lookup(to)?;
+        if at.is_some() {
+            return Err(exists(to));
+        }
+        state
+            .tree
+            .entries_mut(parent)
+            .expect("a folder")
+            .insert(name.clone(), ino);
+        let op = Op::Link { parent, name, ino };
+        self.record(state, op, format!("{} -> {}", from.display(), to.display()));
+        Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -820,7 +865,6 @@ impl SimFs {
         }
         if let Some(o) = occupant {
             check_replace(&state.tree, ino, o).map_err(|what| invalid(to, what))?;
-            state.tree.nodes.remove(&o);
         }
         state
             .tree
@@ -832,6 +876,9 @@ impl SimFs {
             .entries_mut(to_dir)
             .expect("a folder")
             .insert(to_name.clone(), ino);
+        if let Some(o) = occupant {
+            state.tree.forget(o);
+        }
         let op = Op::Rename {
             from: from_dir,
             from_name,
@@ -1073,7 +1120,13 @@ fn apply(tree: &mut Tree, op: &Op) {
         Op::Unlink { parent, name, ino } => {
             if holds(tree, *parent, name, *ino) && tree.entries(*ino).is_none() {
                 tree.entries_mut(*parent).expect("a folder").remove(name);
-                tree.nodes.remove(ino);
+                tree.forget(*ino);
+            }
+        }
+        Op::Link { parent, name, ino } => {
+            let linkable = matches!(tree.nodes.get(ino), Some(Node::File { .. } | Node::Link(_)));
+            if linkable && free(tree, *parent, name) {
+                link(tree, *parent, name, *ino);
             }
         }
         Op::Rmdir { parent, name, ino } => {
@@ -1098,14 +1151,16 @@ fn apply(tree: &mut Tree, op: &Op) {
                 return;
             }
             let occupant = tree.entries(*to).and_then(|e| e.get(to_name)).copied();
-            if let Some(o) = occupant {
-                if o == *ino || check_replace(tree, *ino, o).is_err() {
-                    return;
-                }
-                tree.nodes.remove(&o);
+            if let Some(o) = occupant
+                && (o == *ino || check_replace(tree, *ino, o).is_err())
+            {
+                return;
             }
             tree.entries_mut(*from).expect("a folder").remove(from_name);
             link(tree, *to, to_name, *ino);
+            if let Some(o) = occupant {
+                tree.forget(o);
+            }
         }
         Op::Write { ino, offset, data } => {
             if let Some(Node::File { data: bytes, .. }) = tree.nodes.get_mut(ino) {
