@@ -25,10 +25,13 @@
 //!                     "installed {}: {} files downloaded",
 //!                     report.to.ref_name, report.downloaded
 //!                 ),
-//!                 Outcome::UpToDate(_) | Outcome::Planned(_) => {}
+//!                 _ => {}
 //!             }
 //!         }
 //!         // `phase` and `kind` are stable names, also written to `last_error.json`.
+//!         Ok(Check::Rejected { available, .. }) => {
+//!             println!("{} failed its trial here: skipped", available.ref_name)
+//!         }
 //!         Err(e) => eprintln!("{} [{}/{}]", e, e.phase(), e.kind()),
 //!     }
 //!     Ok(())
@@ -75,6 +78,7 @@ pub mod source;
 mod state;
 mod survey;
 mod transaction;
+mod trial;
 mod trust;
 mod updater;
 
@@ -87,6 +91,12 @@ pub use filter::Filter;
 pub use http::{Quota, Usage};
 pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
 pub use plan::{Action, Change, Origin, Plan};
-pub use state::{Cache, Installed, LastError, Rejected, ReleaseId, RollbackPoint, Trial};
+pub use state::{
+    Cache, Failure, FailureKind, Health, Installed, LastError, Rejected, ReleaseId, RollbackPoint,
+    Trial,
+};
 pub use transaction::Recovery;
-pub use updater::{Check, Outcome, Report, Status, UpdateOptions, UpdateReason, Updater};
+pub use trial::{Verdict, Waiting};
+pub use updater::{
+    Check, Outcome, Report, Status, TrialReport, UpdateOptions, UpdateReason, Updater,
+};
