@@ -19,5 +19,6 @@ mod race;
 mod recover;
 mod release;
 mod safety;
+mod trial;
 mod trust;
 mod update;
