@@ -71,8 +71,8 @@ pub enum Error {
     /// The `[before_update]` command failed (the message says which and why): the update
     /// was not applied.
     #[error(
-        "the update was not applied, nothing changed: {0}. ota tries again at the next \
-         `ota update`; fix the command (or what it checks) first"
+        "the update was not applied and nothing changed (ota tries again at the next `ota \
+         update`; fix the command, or what it checks, first): {0}"
     )]
     BeforeUpdate(String),
     /// A release failed its trial (and was rolled back, unless the message says otherwise).

@@ -3,7 +3,9 @@
 //!
 //! # Embedding
 //! Load a [`config::Config`], build an [`Updater`], and call [`Updater::check`],
-//! [`Updater::update`], [`Updater::recover`] or [`Updater::status`] as often as needed:
+//! [`Updater::update`], [`Updater::recover`] or [`Updater::status`] as often as needed
+//! (and [`Updater::confirm`], [`Updater::boot`], [`Updater::rollback`] for a release on
+//! trial):
 //! each call is one operation with its own deadline (`update_timeout_sec`) and its own
 //! figures, so one `Updater` can serve a daemon for its whole life.
 //!
@@ -59,8 +61,10 @@
 //! client), `limits` (how big a release ota installs), `manifest` (a release's file list, every path validated once), `survey` (what
 //! is on disk now), `plan` (the pure decision of what changes), `fetch` (stages new files,
 //! verified against their git blob ids), `transaction` (the journaled, crash-safe swap, and
-//! recovery), `state` (ota's own folder), `trust` (whether that folder is ota's) and
-//! `updater` (runs the pipeline).
+//! recovery), `state` (ota's own folder), `trust` (whether that folder is ota's), `hooks`
+//! (the commands ota runs: before and after an update, the health check), `trial` (the
+//! pure verdict on a release on trial) and `updater` (runs the pipeline, and the trial:
+//! after-update actions, health command, confirmation, boots, rollback).
 
 #![warn(unreachable_pub)]
 

@@ -74,15 +74,16 @@ impl std::fmt::Display for Waiting {
     }
 }
 
-/// A release failed its trial.
+/// A release failed its trial. Each message ends with why (the hook's output may follow on
+/// further lines).
 #[derive(Debug, thiserror::Error)]
 pub enum TrialError {
     /// It was rolled back.
     #[error(
-        "{} failed its trial ({}: {}) and was rolled back: {} is installed again. {} is \
-         recorded as rejected and is not installed again until the channel names another \
-         release or `ota update --force` asks for it: fix it and publish a new release",
-        named(release), failure.kind.name(), failure.reason, named(restored), release.ref_name
+        "{} failed its trial and was rolled back: {} is installed again. {} is recorded as \
+         rejected and is not installed again until the channel names another release or \
+         `ota update --force` asks for it: fix it and publish a new release. Why ({}): {}",
+        named(release), named(restored), release.ref_name, failure.kind.name(), failure.reason
     )]
     RolledBack {
         /// The release that failed.
@@ -94,9 +95,9 @@ pub enum TrialError {
     },
     /// It failed, but nothing was kept to go back to (it was the first release installed).
     #[error(
-        "{} failed its trial ({}: {}), but it is the first release ota installed here, so \
-         there is nothing to roll back to: it stays installed and its trial has ended. Fix \
-         it and publish a new release, which the next `ota update` installs",
+        "{} failed its trial, but it is the first release ota installed here, so there is \
+         nothing to roll back to: it stays installed and its trial has ended. Fix it and \
+         publish a new release, which the next `ota update` installs. Why ({}): {}",
         named(release), failure.kind.name(), failure.reason
     )]
     NothingToRollBackTo {
@@ -107,10 +108,10 @@ pub enum TrialError {
     },
     /// It failed, and rolling back failed too.
     #[error(
-        "{} failed its trial ({}: {}), and rolling back to {} failed: {cause}. {} stays \
+        "{} failed its trial ({}), and rolling back to {} failed: {cause}. {} stays \
          installed, recorded as failed: the next `ota update`, `ota boot`, `ota confirm` or \
-         `ota rollback` tries the rollback again",
-        named(release), failure.kind.name(), failure.reason, named(to), release.ref_name
+         `ota rollback` tries the rollback again. Why it failed its trial: {}",
+        named(release), failure.kind.name(), named(to), release.ref_name, failure.reason
     )]
     RollbackFailed {
         /// The release that failed.

@@ -380,11 +380,11 @@ impl Updater {
             self.dirs.write_installed(&*self.fs, &installed)?;
         }
         tracing::warn!(
-            "{} failed its trial ({}: {}): rolling back to {}",
+            "{} failed its trial ({}): rolling back to {}. Why: {}",
             verdicts::named(&release),
             failure.kind.name(),
+            verdicts::named(&point.release),
             failure.reason,
-            verdicts::named(&point.release)
         );
         let to = point.release.clone();
         let cause = match self.install_rollback_point(op, installed, *point, failure.clone()) {
@@ -408,6 +408,7 @@ impl Updater {
         point: crate::state::RollbackPoint,
         failure: Failure,
     ) -> Result<Report, Error> {
+        let usage_before = self.source.usage();
         let root = &self.config.target_dir;
         let owned = self.owned(Some(&installed))?;
         let target = point.files;
@@ -455,6 +456,8 @@ impl Updater {
         limits::check_commit(&new_state, &ops)?;
         self.apply(&mut report, new_state, ops, &links, false)?;
         self.finish(op, &mut report);
+        // The figures of the rollback alone, not of the update that led to it.
+        report.usage = self.source.usage().since(&usage_before);
         tracing::warn!(
             "rolled back to {}: {} files downloaded, {} staged from local copies, {} requests",
             verdicts::named(&report.to),
@@ -522,7 +525,8 @@ impl Updater {
     /// process that made it.
     fn health_window(&self) -> u64 {
         let after = &self.config.after_update;
-        let runs = after.restart.len() as u64 + u64::from(after.command.is_some());
+        // The command, then one `systemctl restart` for all the units.
+        let runs = u64::from(after.command.is_some()) + u64::from(!after.restart.is_empty());
         let health = self.config.trial.health_timeout.as_secs();
         (after.timeout.as_secs().saturating_mul(runs))
             .saturating_add(health)

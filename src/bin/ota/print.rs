@@ -154,7 +154,7 @@ fn waiting_list(waiting: &[Waiting]) -> String {
 
 fn rejected_why(r: &Rejected) -> String {
     format!(
-        "it failed its trial here and was rolled back at {} ({}: {})",
+        "it failed its trial here and was rolled back at {} ({}): {}",
         r.time, r.kind, r.reason
     )
 }
