@@ -390,3 +390,65 @@ fn a_failing_after_update_command_fails_the_trial() {
         "after_update v1.0.0 none\nafter_update v2.0.0 v1.0.0\nafter_rollback v1.0.0 v2.0.0\n"
     );
 }
+
+/// The order of what runs after an update and after a rollback: the `[after_update]`
+/// command, `systemctl restart` (a recording `systemctl` first in `PATH`: never the real
+/// one), then the health command; after the rollback, the command and the restart again for
+/// the restored release.
+#[test]
+fn after_update_actions_run_before_the_health_command_and_again_after_a_rollback() {
+    let mut repo = app_v1();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    let bin = device.home().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = device.home().join("actions.log");
+    let systemctl = bin.join("systemctl");
+    let record = format!(
+        "#!/bin/sh\necho \"systemctl $* ($OTA_PHASE)\" >> '{}'\n",
+        log.display()
+    );
+    std::fs::write(&systemctl, record).unwrap();
+    std::fs::set_permissions(
+        &systemctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    // The recording systemctl is the one a hook finds.
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v systemctl"])
+        .env_clear()
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout).trim(),
+        systemctl.to_str().unwrap()
+    );
+    tables(
+        &device,
+        &format!(
+            "[trial]\nhealth_command = \"echo health $OTA_RELEASE >> '{log}'; sh health.sh\"\n\
+             [after_update]\ncommand = \"echo command $OTA_PHASE $OTA_RELEASE >> '{log}'\"\n\
+             restart = [\"app.service\"]\n",
+            log = log.display()
+        ),
+    );
+
+    device.ota_with_path(&["update"], &path, 0);
+    release(&mut repo, "v2.0.0", 1);
+    device.ota_with_path(&["update"], &path, 1);
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "command after_update v1.0.0\n\
+         systemctl restart app.service (after_update)\n\
+         health v1.0.0\n\
+         command after_update v2.0.0\n\
+         systemctl restart app.service (after_update)\n\
+         health v2.0.0\n\
+         command after_rollback v1.0.0\n\
+         systemctl restart app.service (after_rollback)\n"
+    );
+}

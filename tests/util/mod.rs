@@ -122,6 +122,17 @@ impl Device {
         self.command(args, log).output().unwrap()
     }
 
+    /// Runs the real `ota` binary with `PATH` set to `path` (a test's recording
+    /// `systemctl` first) and asserts it exits with `code`; returns stdout + stderr.
+    pub fn ota_with_path(&self, args: &[&str], path: &str, code: i32) -> String {
+        let out = self
+            .command(args, "ota=debug")
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        exited(&out, args, code)
+    }
+
     /// Starts the real `ota` binary with this device's config, its output piped.
     pub fn spawn_ota(&self, args: &[&str]) -> std::process::Child {
         let mut cmd = self.command(args, "ota=debug");
