@@ -452,3 +452,47 @@ fn after_update_actions_run_before_the_health_command_and_again_after_a_rollback
          systemctl restart app.service (after_rollback)\n"
     );
 }
+
+/// A health result that never came (ota was killed while the health command ran, here
+/// forged by dating the trial back): the next `ota update` runs the health command again,
+/// asks the network nothing, and records the verdict.
+#[test]
+fn a_health_command_whose_run_was_interrupted_runs_again() {
+    let mut repo = app_v1();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    tables(&device, "[trial]\nconfirm_within_sec = 3600\n");
+    device.ota_expect(&["update"], 0);
+    device.ota_expect(&["confirm"], 0);
+    release(&mut repo, "v2.0.0", 0);
+    device.ota_expect(&["update"], 0);
+    let out = device.ota_expect(&["status"], 0);
+    assert!(
+        out.contains("waiting for `ota confirm`") && out.contains("rollback to: v1.0.0"),
+        "{out}"
+    );
+
+    // The health command is configured, and the trial began two hours ago without its
+    // result (its deadline, recorded then, is still ahead).
+    device.edit_config("[trial]\n", "[trial]\nhealth_command = \"sh health.sh\"\n");
+    let state_file = device.target.join(".ota/state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let since = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(7200),
+    );
+    state["trial"]["since"] = since.to_string().into();
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    server.reset_stats();
+    let out = device.ota_expect(&["update"], 0);
+    assert!(
+        out.contains("ran the health command of v2.0.0") && out.contains("again"),
+        "{out}"
+    );
+    assert!(out.contains("waiting for `ota confirm`"), "{out}");
+    assert_eq!(server.stats().requests, 0, "{:#?}", server.stats().log);
+    assert_eq!(status(&device)["trial"]["health"], "passed");
+    let out = device.ota_expect(&["confirm"], 0);
+    assert!(out.contains("confirmed"), "{out}");
+    assert_eq!(device.tree(), repo.snapshot("v2.0.0"));
+}
