@@ -142,8 +142,9 @@ pub enum Outcome {
         /// When and why it was rolled back.
         rejected: Rejected,
     },
-    /// The health command of the release on trial ran again (its earlier run was
-    /// interrupted) and its verdict was recorded; the channel was not asked this time.
+    /// The after-update actions and the health command of the release on trial ran again
+    /// (the run after its update was interrupted) and the verdict was recorded; the channel
+    /// was not asked this time.
     Retried(Report),
 }
 

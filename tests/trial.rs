@@ -486,7 +486,8 @@ fn a_health_command_whose_run_was_interrupted_runs_again() {
     server.reset_stats();
     let out = device.ota_expect(&["update"], 0);
     assert!(
-        out.contains("ran the health command of v2.0.0") && out.contains("again"),
+        out.contains("ran the after-update actions and the health command of v2.0.0 ")
+            && out.contains(" again (the run after its update was interrupted)"),
         "{out}"
     );
     assert!(out.contains("waiting for `ota confirm`"), "{out}");

@@ -183,7 +183,8 @@ impl Updater {
     /// Settles the trial of the installed release before an update asks the network
     /// anything: a failed one (or one past its deadline) is rolled back (the error), a
     /// confirmed one recorded. When its health result is missing because the run that
-    /// should have recorded it was interrupted, returns the retry of its health command.
+    /// should have recorded it was interrupted, returns the retry of its after-update
+    /// actions and health command.
     pub(super) fn settle_before_update(
         &self,
         op: &Operation,
@@ -203,9 +204,11 @@ impl Updater {
                     // Another ota process may be running it right now.
                     return Ok(None);
                 }
+                // The run that should have recorded it was interrupted, maybe before the
+                // after-update actions (a restart): run those again too.
                 tracing::warn!(
-                    "the health command of {} never reported (ota was interrupted while it \
-                     ran): running it again",
+                    "the health command of {} never reported (ota was interrupted after the \
+                     update): running the after-update actions and the health command again",
                     verdicts::named(&installed.release)
                 );
                 let mut report = Report::about(&installed.release, recovery.clone());
@@ -213,7 +216,7 @@ impl Updater {
                 Ok(Some(Next::Try {
                     outcome: Outcome::Retried(report),
                     txid: installed.txid,
-                    actions: false,
+                    actions: true,
                 }))
             }
             Verdict::Pending(_) => Ok(None),

@@ -69,8 +69,8 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
         Outcome::Retried(r) => {
             writeln!(
                 out,
-                "ran the health command of {} again (its earlier run was interrupted); the \
-                 channel was not asked this time",
+                "ran the after-update actions and the health command of {} again (the run \
+                 after its update was interrupted); the channel was not asked this time",
                 release(&r.to)
             )?;
             trial_line(out, &r.to, r.trial.as_ref())?;
