@@ -326,6 +326,11 @@ pub struct Trial {
     /// rollback still ends in a rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<Failure>,
+    /// When the after-update actions and the health command last started (seconds since
+    /// the Unix epoch): until they may have timed out, another ota process is taken to be
+    /// running them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tried_at: Option<u64>,
 }
 
 impl Trial {
@@ -345,6 +350,7 @@ impl Trial {
             confirmed_at: None,
             boots: 0,
             failed: None,
+            tried_at: Some(now),
         }
     }
 }

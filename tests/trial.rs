@@ -35,6 +35,12 @@ fn release(repo: &mut GitRepo, tag: &str, health: i32) {
     repo.tag(tag);
 }
 
+/// Seconds since the Unix epoch.
+fn ota_now() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.unwrap().as_secs()
+}
+
 /// Appends TOML tables to the device's config.
 fn tables(device: &Device, text: &str) {
     let mut config = std::fs::read_to_string(&device.config).unwrap();
@@ -481,6 +487,7 @@ fn a_health_command_whose_run_was_interrupted_runs_again() {
         std::time::SystemTime::now() - std::time::Duration::from_secs(7200),
     );
     state["trial"]["since"] = since.to_string().into();
+    state["trial"]["tried_at"] = (ota_now() - 7200).into();
     std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
 
     server.reset_stats();

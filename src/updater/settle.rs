@@ -190,20 +190,22 @@ impl Updater {
         op: &Operation,
         recovery: &Recovery,
     ) -> Result<Option<Next>, Error> {
-        let Some(installed) = self.installed_if_any()? else {
+        let Some(mut installed) = self.installed_if_any()? else {
             return Ok(None);
         };
-        let Some(trial) = &installed.trial else {
+        let Some(trial) = installed.trial.as_mut() else {
             return Ok(None);
         };
         let now = unix_now();
         match verdicts::verdict(trial, &self.config.trial, now) {
             Verdict::Pending(waiting) if waiting.contains(&Waiting::Health) => {
-                let started = verdicts::started(trial);
+                let started = trial.tried_at.unwrap_or_else(|| verdicts::started(trial));
                 if now <= started.saturating_add(self.health_window()) {
-                    // Another ota process may be running it right now.
+                    // Another ota process may be running them right now.
                     return Ok(None);
                 }
+                trial.tried_at = Some(now);
+                self.dirs.write_installed(&*self.fs, &installed)?;
                 // The run that should have recorded it was interrupted, maybe before the
                 // after-update actions (a restart): run those again too.
                 tracing::warn!(
