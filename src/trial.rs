@@ -16,7 +16,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::TrialConfig;
 use crate::error::Error;
-use crate::state::{Failure, FailureKind, Health, ReleaseId, Trial};
+use crate::state::{Failure, FailureKind, Health, Rejected, ReleaseId, Trial};
+
+/// Rejected releases remembered in `state.json` (the oldest are forgotten first).
+const MAX_REJECTED: usize = 10;
 
 /// What a trial has come to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,6 +195,19 @@ pub(crate) fn verdict(trial: &Trial, config: &TrialConfig, now: u64) -> Verdict 
     Verdict::Pending(waiting)
 }
 
+/// The rejected releases once `entry` is added: an older entry for the same release (same
+/// ref and commit) is replaced, and only the last [`MAX_REJECTED`] are kept, oldest first.
+pub(crate) fn remember(rejected: Vec<Rejected>, entry: Rejected) -> Vec<Rejected> {
+    let same = |r: &Rejected| {
+        r.release.ref_name == entry.release.ref_name && r.release.commit == entry.release.commit
+    };
+    let mut kept: Vec<Rejected> = rejected.into_iter().filter(|r| !same(r)).collect();
+    kept.push(entry);
+    let excess = kept.len().saturating_sub(MAX_REJECTED);
+    kept.drain(..excess);
+    kept
+}
+
 /// The confirmation deadline: the one recorded when the trial began, else (an older
 /// state, or a config that asks for a confirmation only now) `confirm_within` after it began.
 fn deadline(trial: &Trial, confirm_within: Duration) -> u64 {
@@ -359,6 +375,36 @@ mod tests {
         assert_eq!(
             failed_kind(verdict(&t, &config(false, None, 0), T0)),
             FailureKind::AfterUpdateFailed
+        );
+    }
+
+    #[test]
+    fn the_last_ten_rejected_releases_are_remembered_once_each() {
+        let entry = |n: u8| Rejected {
+            release: ReleaseId {
+                channel: "stable".into(),
+                ref_name: format!("v{n}"),
+                commit: crate::manifest::ObjectId::for_blob(&[n]),
+            },
+            time: rfc3339(T0 + u64::from(n)),
+            kind: "health_failed".into(),
+            reason: String::new(),
+        };
+        let mut list = Vec::new();
+        for n in 0..12 {
+            list = remember(list, entry(n));
+        }
+        let names: Vec<&str> = list.iter().map(|r| r.release.ref_name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11"]
+        );
+        let again = remember(list, entry(5));
+        assert_eq!(again.len(), 10);
+        assert_eq!(again.last().unwrap().release.ref_name, "v5");
+        assert_eq!(
+            again.iter().filter(|r| r.release.ref_name == "v5").count(),
+            1
         );
     }
 

@@ -21,10 +21,7 @@ use crate::transaction::Recovery;
 use crate::trial::{self as verdicts, Verdict, Waiting};
 use crate::{fetch, limits};
 
-use super::{Operation, Outcome, Report, TRIAL_LOCK_PATIENCE, UpdateReason, Updater, same_release};
-
-/// Rejected releases remembered in `state.json` (the oldest are forgotten first).
-const MAX_REJECTED: usize = 10;
+use super::{Operation, Outcome, Report, TRIAL_LOCK_PATIENCE, UpdateReason, Updater};
 
 /// Slack added to the time the after-update actions and the health command may take, before
 /// a trial whose health result is missing counts as interrupted (its health command is run
@@ -430,17 +427,13 @@ impl Updater {
         })?;
         manifest::check_links(&links, &self.reserved)?;
         let facts = survey::survey(&*self.fs, root, &owned, &target, false)?;
-        let mut rejected: Vec<Rejected> = (installed.rejected.into_iter())
-            .filter(|r| !same_release(&r.release, &installed.release))
-            .collect();
-        rejected.push(Rejected {
+        let rejected = Rejected {
             release: installed.release.clone(),
             time: now_rfc3339(),
             kind: failure.kind.name().into(),
             reason: failure.reason,
-        });
-        let excess = rejected.len().saturating_sub(MAX_REJECTED);
-        rejected.drain(..excess);
+        };
+        let rejected = verdicts::remember(installed.rejected, rejected);
         let mut report = Report::about(&point.release, Recovery::Clean);
         report.from = Some(installed.release);
         report.reason = Some(UpdateReason::Rollback);
