@@ -23,7 +23,7 @@ use crate::fs::{FileKind, Fs, RealFs};
 use crate::hooks::{self, Phase};
 use crate::http::Usage;
 use crate::limits;
-use crate::manifest::{self, Manifest, Protected, RelPath};
+use crate::manifest::{self, Manifest, ObjectId, Protected, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::source::{GitHub, Source};
 use crate::state::{
@@ -497,17 +497,8 @@ impl Updater {
         limits::check_release(&target, &self.config.target_dir, &self.dirs)?;
         report.warnings = warnings;
         let owned = self.owned(installed.as_ref())?;
-        let root = &self.config.target_dir;
-        // Every symlink is judged with the targets of all the others, before anything is
-        // written (a dry run too: it says whether the release would be refused).
-        let links = fetch::link_targets(&*self.source, &*self.fs, root, &report.to.commit, &target)
-            .map_err(|e| match e {
-                FetchError::Manifest(e) => Error::Manifest(e),
-                e => Error::Fetch(e),
-            })?;
-        manifest::check_links(&links, &self.reserved)?;
-        let facts = survey::survey(&*self.fs, root, &owned, &target, options.force)?;
-        report.plan = plan::plan(&owned, &target, &facts)?;
+        let links;
+        (links, report.plan) = self.plan_to(&owned, &target, &report.to.commit, options.force)?;
         report.warnings.extend(report.plan.warnings.iter().cloned());
         let new_state = Installed {
             format: STATE_FORMAT,
@@ -540,6 +531,30 @@ impl Updater {
         self.finish(op, &mut report);
         report.trial = None;
         Ok(Outcome::Updated(report))
+    }
+
+    /// Plans the change from the `owned` files to `target`, the files of `commit`: returns
+    /// the targets of its symlinks (read and checked) and the plan. An update and a
+    /// rollback alike.
+    fn plan_to(
+        &self,
+        owned: &Manifest,
+        target: &Manifest,
+        commit: &ObjectId,
+        force: bool,
+    ) -> Result<(BTreeMap<RelPath, String>, Plan), Error> {
+        let root = &self.config.target_dir;
+        // Every symlink is judged with the targets of all the others, before anything is
+        // written (a dry run too: it says whether the release would be refused).
+        let links = fetch::link_targets(&*self.source, &*self.fs, root, commit, target).map_err(
+            |e| match e {
+                FetchError::Manifest(e) => Error::Manifest(e),
+                e => Error::Fetch(e),
+            },
+        )?;
+        manifest::check_links(&links, &self.reserved)?;
+        let facts = survey::survey(&*self.fs, root, owned, target, force)?;
+        Ok((links, plan::plan(owned, target, &facts)?))
     }
 
     /// The files ota installed, less the device's own files (config, token): an older ota

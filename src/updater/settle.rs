@@ -10,16 +10,14 @@
 //! before the rollback starts, so a rollback interrupted by a crash is undone by recovery
 //! and then started again by the next command.
 
-use crate::error::{Error, FetchError, TrialError};
+use crate::error::{Error, TrialError};
 use crate::hooks::{self, HookEnv, HookError, Phase};
-use crate::manifest;
-use crate::plan::{self, Plan};
+use crate::limits;
+use crate::plan::Plan;
 use crate::state::{Failure, FailureKind, Health, Installed, Rejected, ReleaseId, STATE_FORMAT};
 use crate::state::{now_rfc3339, unix_now};
-use crate::survey;
 use crate::transaction::Recovery;
 use crate::trial::{self as verdicts, Verdict, Waiting};
-use crate::{fetch, limits};
 
 use super::{Operation, Outcome, Report, TRIAL_LOCK_PATIENCE, UpdateReason, Updater};
 
@@ -411,22 +409,9 @@ impl Updater {
         failure: Failure,
     ) -> Result<Report, Error> {
         let usage_before = self.source.usage();
-        let root = &self.config.target_dir;
         let owned = self.owned(Some(&installed))?;
         let target = point.files;
-        let links = fetch::link_targets(
-            &*self.source,
-            &*self.fs,
-            root,
-            &point.release.commit,
-            &target,
-        )
-        .map_err(|e| match e {
-            FetchError::Manifest(e) => Error::Manifest(e),
-            e => Error::Fetch(e),
-        })?;
-        manifest::check_links(&links, &self.reserved)?;
-        let facts = survey::survey(&*self.fs, root, &owned, &target, false)?;
+        let (links, plan) = self.plan_to(&owned, &target, &point.release.commit, false)?;
         let rejected = Rejected {
             release: installed.release.clone(),
             time: now_rfc3339(),
@@ -437,7 +422,7 @@ impl Updater {
         let mut report = Report::about(&point.release, Recovery::Clean);
         report.from = Some(installed.release);
         report.reason = Some(UpdateReason::Rollback);
-        report.plan = plan::plan(&owned, &target, &facts)?;
+        report.plan = plan;
         let new_state = Installed {
             format: STATE_FORMAT,
             txid: String::new(),
