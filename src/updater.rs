@@ -418,7 +418,8 @@ impl Updater {
             } => self.try_release(&op, outcome, &txid, actions),
         };
         self.after_rollback(&result);
-        if let Ok(Outcome::Updated(report)) = &result {
+        // Last, once the verdict is durable (a run interrupted before it never rebooted).
+        if let Ok(Outcome::Updated(report) | Outcome::Retried(report)) = &result {
             self.reboot_if_asked(&report.to);
         }
         result
