@@ -9,24 +9,28 @@
 //!
 //! Content the plan found on disk (a moved file, a changed exec bit) is copied from there
 //! instead, verified the same way; if the local copy turns out to differ, it is downloaded.
+//! Content kept from the previous release (`<state>/previous/<blob id>`) is hard-linked into
+//! the stage (no bytes written; copied when only the exec bit differs) and then verified by
+//! reading it; a missing or damaged object is downloaded instead.
 //!
 //! A [`Progress`] callback, when given, hears about every chunk written and every file
 //! finished, one call at a time, so that a program can draw a bar or log a line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::config::NetworkConfig;
-use crate::fs::{Fs, WriteFile};
+use crate::fs::{FileKind, Fs, WriteFile};
 use crate::http::backoff;
 use crate::manifest::{
     BlobHasher, Entry, Kind, LinkProblem, Manifest, ManifestError, ObjectId, RelPath,
 };
 use crate::plan::{Change, Origin, Plan};
 use crate::source::{Source, SourceError};
+use crate::survey::hash_file;
 
 /// Read buffer per download.
 const BUFFER: usize = 64 * 1024;
@@ -38,7 +42,8 @@ const MAX_LINK: u64 = 4096;
 pub(crate) struct Fetched {
     /// Files downloaded.
     pub downloaded: usize,
-    /// Files copied from local content.
+    /// Files staged from local content: copied from the target, or taken from the kept
+    /// previous release.
     pub copied: usize,
 }
 
@@ -105,6 +110,8 @@ pub(crate) struct Fetcher<'a> {
     pub fs: &'a dyn Fs,
     /// The target directory (local copies are read from it).
     pub target: &'a Path,
+    /// The kept previous release, `<state>/previous/` ([`Origin::Previous`]).
+    pub store: &'a Path,
     /// The commit being installed.
     pub commit: ObjectId,
     /// The target of every symlink of the release, read and checked before the update
@@ -134,6 +141,7 @@ impl Fetcher<'_> {
         let failure: Mutex<Option<FetchError>> = Mutex::new(None);
         let downloaded = AtomicUsize::new(0);
         let copied = AtomicUsize::new(0);
+        let linked = Mutex::new(BTreeSet::new());
         let workers = self.net.parallel.clamp(1, work.len().max(1));
         let tally = Tally {
             now: Mutex::new(Progress {
@@ -154,7 +162,7 @@ impl Fetcher<'_> {
                             break;
                         };
                         let dest = stage_path(slot);
-                        let done = self.fetch_one(entry, origin, &dest, &stop, &tally);
+                        let done = self.fetch_one(entry, origin, &dest, &stop, &tally, &linked);
                         if done.is_ok() {
                             tally.file_done();
                         }
@@ -192,6 +200,7 @@ impl Fetcher<'_> {
         dest: &Path,
         stop: &AtomicBool,
         tally: &Tally,
+        linked: &Mutex<BTreeSet<ObjectId>>,
     ) -> Result<bool, FetchError> {
         if let Origin::Copy(from) = origin {
             if self.copy_local(entry, &self.target.join(from.as_str()), dest)? {
@@ -200,6 +209,20 @@ impl Fetcher<'_> {
                 return Ok(true);
             }
             tracing::info!("{from} changed on disk; downloading {} instead", entry.path);
+        }
+        if let Origin::Previous(id) = origin {
+            // One hard link per object: two paths of a release with the same content stay
+            // two files, as a download would make them.
+            let first = linked.lock().map(|mut l| l.insert(*id)).unwrap_or(false);
+            if self.stage_kept(entry, &self.store.join(id.to_hex()), dest, first)? {
+                tracing::debug!("staged {} from the kept previous release", entry.path);
+                tally.bytes(entry.size);
+                return Ok(true);
+            }
+            tracing::info!(
+                "the kept copy of {} is missing or damaged; downloading it instead",
+                entry.path
+            );
         }
         match entry.kind {
             Kind::Symlink => {
@@ -247,6 +270,42 @@ impl Fetcher<'_> {
                 Ok(false)
             }
         }
+    }
+
+    /// Stages `entry` from `object` under `previous/`: a hard link when `link` and it is a
+    /// file with the right exec bit (verified by reading the staged file), else a verified
+    /// copy; `Ok(false)` (and nothing left behind) when the object is missing or not what
+    /// `entry` wants.
+    fn stage_kept(
+        &self,
+        entry: &Entry,
+        object: &Path,
+        dest: &Path,
+        link: bool,
+    ) -> Result<bool, FetchError> {
+        let Ok(Some(meta)) = self.fs.metadata(object) else {
+            return Ok(false);
+        };
+        let linkable = link
+            && entry.kind != Kind::Symlink
+            && meta.kind == FileKind::File
+            && meta.len == entry.size
+            && meta.executable == (entry.kind == Kind::Executable);
+        if linkable {
+            match self.fs.hard_link(object, dest) {
+                Ok(()) => {
+                    if hash_file(self.fs, dest, entry.size).ok().flatten() == Some(entry.blob) {
+                        return Ok(true);
+                    }
+                    self.fs
+                        .remove_file(dest)
+                        .map_err(|e| FetchError::io(dest, e))?;
+                    return Ok(false);
+                }
+                Err(e) => tracing::debug!("cannot hard-link {}: {e}; copying", object.display()),
+            }
+        }
+        self.copy_local(entry, object, dest)
     }
 
     fn create(&self, entry: &Entry, dest: &Path) -> Result<Box<dyn WriteFile>, FetchError> {
@@ -395,12 +454,14 @@ impl Fetcher<'_> {
 }
 
 /// Reads the target of every symlink in `manifest`: from the link in `root` when it already
-/// has the release's blob id, else from `source`; each verified against its blob id. A
-/// target over 4 KiB or not UTF-8 rejects the release.
+/// has the release's blob id, else from the link kept as `store/<blob id>` (the previous
+/// release), else from `source`; each verified against its blob id. A target over 4 KiB or
+/// not UTF-8 rejects the release.
 pub(crate) fn link_targets(
     source: &dyn Source,
     fs: &dyn Fs,
     root: &Path,
+    store: &Path,
     commit: &ObjectId,
     manifest: &Manifest,
 ) -> Result<BTreeMap<RelPath, String>, FetchError> {
@@ -421,8 +482,10 @@ pub(crate) fn link_targets(
             let shown = format!("<{} bytes>", entry.size);
             return Err(unsafe_link(shown, LinkProblem::TooLong(MAX_LINK)));
         }
+        let right = |t: &Vec<u8>| ObjectId::for_blob(t) == entry.blob;
         let local = fs.read_link(&root.join(entry.path.as_str())).ok();
-        let bytes = match local.filter(|t| ObjectId::for_blob(t) == entry.blob) {
+        let kept = || fs.read_link(&store.join(entry.blob.to_hex())).ok();
+        let bytes = match local.filter(right).or_else(|| kept().filter(right)) {
             Some(bytes) => bytes,
             None => download_link_target(source, commit, entry)?,
         };

@@ -89,6 +89,10 @@ pub trait Fs: Send + Sync {
     /// [`io::ErrorKind::AlreadyExists`] otherwise. Where the filesystem cannot do that
     /// atomically, checks `to` first.
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Creates `to` as a new name of the file or link at `from` (`link(2)`, never following a
+    /// link at `from`); fails with [`io::ErrorKind::AlreadyExists`] if `to` exists. Both
+    /// must be on one filesystem.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes a directory's entries durable (`fsync` on the directory).
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Makes every pending write of the filesystem holding `path` durable (`syncfs`).
@@ -571,6 +575,13 @@ impl Fs for RealFs {
         }
     }
 
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (a, b) = (self.locate(from)?, self.locate(to)?);
+        // No AT_SYMLINK_FOLLOW: a link at `from` is linked itself, never what it points to.
+        rfs::linkat(&a.dir, &a.name, &b.dir, &b.name, AtFlags::empty())?;
+        Ok(())
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         rfs::fsync(self.open_dir(path)?)?;
         Ok(())
@@ -703,6 +714,41 @@ mod tests {
             assert_eq!(std::fs::read(state.join("b.txt")).unwrap(), b"b");
             std::fs::remove_file(state.join("b.txt")).unwrap();
         }
+    }
+
+    #[test]
+    fn hard_links_link_links_themselves_and_stay_inside() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, target, state) = setup();
+        let outside = dir.path().join("outside");
+        std::os::unix::fs::symlink(&outside, target.join("link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", target.join("lib/abs")).unwrap();
+        for fs in both(&target, &state) {
+            fs.hard_link(&target.join("lib/a.txt"), &state.join("a"))
+                .unwrap();
+            let ino = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
+            assert_eq!(ino(&state.join("a")), ino(&target.join("lib/a.txt")));
+            let error = fs
+                .hard_link(&target.join("lib/a.txt"), &state.join("a"))
+                .unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+            // A link is linked itself, never what it points to.
+            fs.hard_link(&target.join("lib/abs"), &state.join("l"))
+                .unwrap();
+            let meta = std::fs::symlink_metadata(state.join("l")).unwrap();
+            assert!(meta.file_type().is_symlink());
+            for (from, to) in [
+                (target.join("link/x.txt"), state.join("x")),
+                (target.join("lib/a.txt"), target.join("link/y.txt")),
+                (outside.join("x.txt"), state.join("x")),
+            ] {
+                let error = fs.hard_link(&from, &to).unwrap_err();
+                assert!(is_unsafe(&error), "{}: {error}", from.display());
+            }
+            std::fs::remove_file(state.join("a")).unwrap();
+            std::fs::remove_file(state.join("l")).unwrap();
+        }
+        assert!(!outside.join("y.txt").exists());
     }
 
     #[test]

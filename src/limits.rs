@@ -31,7 +31,9 @@ pub(crate) const MAX_PATH_BYTES: u64 = 16 << 20;
 /// Longest path the kernel takes, its terminating NUL included (Linux's `PATH_MAX`).
 pub(crate) const PATH_MAX: usize = 4096;
 /// Largest `state.json` ota writes and reads.
-pub(crate) const STATE_BYTES: u64 = 64 << 20;
+/// Room for two releases: the installed one and, while it is on trial, the one it rolls back
+/// to.
+pub(crate) const STATE_BYTES: u64 = 128 << 20;
 /// Largest `journal.json` ota writes and reads.
 pub(crate) const JOURNAL_BYTES: u64 = 256 << 20;
 
@@ -262,7 +264,7 @@ mod tests {
     use super::*;
     use crate::fs::FileKind;
     use crate::manifest::{Entry, ObjectId, RelPath};
-    use crate::state::{ReleaseId, STATE_FORMAT};
+    use crate::state::{ReleaseId, RollbackPoint, STATE_FORMAT, Trial};
 
     /// A path of `len` bytes made of the character JSON escapes most (`"` → `\"`), unique
     /// by its prefix `n`.
@@ -282,7 +284,7 @@ mod tests {
 
     /// The largest `state.json` the per-release limits allow still reads back: as many
     /// files as allowed, all path bytes in them, every path byte escaped, every size the
-    /// widest number.
+    /// widest number; on trial, with a rollback point as large.
     #[test]
     fn the_largest_allowed_release_makes_a_state_ota_reads_back() {
         let len = (MAX_PATH_BYTES / MAX_FILES as u64) as usize;
@@ -306,6 +308,18 @@ mod tests {
             trial: None,
             rejected: Vec::new(),
         };
+        let mut installed = installed;
+        // From JSON: whatever else a trial records has a default.
+        let mut trial: Trial = serde_json::from_str(r#"{"since":"2026-12-03T11:23:49Z"}"#).unwrap();
+        trial.rollback_to = Some(Box::new(RollbackPoint {
+            release: release(),
+            source: installed.source.clone(),
+            filter: installed.filter.clone(),
+            installed_at: installed.installed_at.clone(),
+            previous: Some(release()),
+            files: installed.files.clone(),
+        }));
+        installed.trial = Some(trial);
         let size = state_size(&installed);
         eprintln!("largest state.json: {size} bytes of {STATE_BYTES}");
         assert!(size <= STATE_BYTES, "{size} > {STATE_BYTES}");
@@ -332,6 +346,7 @@ mod tests {
                 slot: slot.clone(),
                 kind: FileKind::Symlink,
                 keep: true,
+                previous: Some(ObjectId::for_blob(b"x")),
             });
             ops.push(Op::Place { path, slot });
         }
@@ -342,6 +357,7 @@ mod tests {
                 slot: slot.clone(),
                 kind: FileKind::Symlink,
                 keep: true,
+                previous: Some(ObjectId::for_blob(b"x")),
             });
             ops.push(Op::CreateDir { path });
         }

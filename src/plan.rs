@@ -5,19 +5,26 @@
 //! - a path whose content on disk already equals the release's is left alone (and becomes
 //!   owned if it was not), so even a first install downloads only what is missing;
 //! - a path that must change is staged from a local file that already has the right
-//!   content when there is one (a moved or re-moded file), otherwise downloaded;
+//!   content when there is one (a moved or re-moded file), else from the kept previous
+//!   release (`<state>/previous/<blob id>`, hard-linked: a rollback needs no network),
+//!   otherwise downloaded;
+//! - a file or link of the release a trial rolls back to that the update sets aside is
+//!   stored in `previous/` at the commit (`Change::displaced`, [`Plan::ops`]);
 //! - a file ota owned that the release drops is deleted, and folders that this empties are
 //!   moved into the backup (and so removed at the commit); a plain file or link ota does not
 //!   own at a path the release ships is displaced and kept under `<state>/kept/` (`Change::kept`);
 //!   anything else ota does not own is never touched: where the release needs such a path
 //!   (a folder with foreign files, a link to write through), the update is refused;
 //! - free space is checked before the first byte is fetched: the staged bytes, rounded up
-//!   per file to the filesystem block, plus a margin for the journal and state.
+//!   per file to the filesystem block, plus a margin for the journal and state. A file
+//!   hard-linked from `previous/` stages no new bytes; the objects kept there are already
+//!   counted by the filesystem's free space.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::fs::FileKind;
 use crate::manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
+use crate::state::RollbackPoint;
 use crate::survey::{Local, Survey};
 use crate::transaction::Op;
 
@@ -45,6 +52,10 @@ pub enum Origin {
     /// Copied from a local file expected to hold the same content (verified while
     /// copying; a mismatch falls back to a download).
     Copy(RelPath),
+    /// Taken from the kept previous release, `<state>/previous/<blob id>`: hard-linked into
+    /// the stage (copied if the exec bit differs), verified; a missing or damaged object
+    /// falls back to a download.
+    Previous(ObjectId),
 }
 
 /// One changed path.
@@ -63,6 +74,10 @@ pub struct Change {
     /// Whether the occupant is a file or link ota does not own: it is kept (moved under
     /// `<state_dir>/kept/`) when the update commits, instead of being removed.
     pub kept: bool,
+    /// The git blob id ota installed at this path (from the owned manifest), when the
+    /// occupant set aside is that file or link: if the new state's rollback point has that
+    /// content, the occupant is stored under `previous/` at the commit.
+    pub displaced: Option<ObjectId>,
 }
 
 impl Change {
@@ -90,6 +105,8 @@ pub struct Plan {
     pub download_bytes: u64,
     /// Bytes copied from local files.
     pub copy_bytes: u64,
+    /// Bytes taken from the kept previous release (`previous/`).
+    pub previous_bytes: u64,
     /// Bytes of free space required (staged files rounded to blocks, plus margin).
     pub space_needed: u64,
     /// Things the user should know (e.g. an owned file replaced by a folder, left alone).
@@ -107,8 +124,13 @@ impl Plan {
         self.changes.iter().filter(|c| c.action == action).count()
     }
 
-    /// The transaction's operations in order (see `transaction`).
-    pub(crate) fn ops(&self) -> Vec<Op> {
+    /// The transaction's operations in order (see `transaction`). `rollback_to` is the
+    /// release the new state rolls back to, if any: the displaced files and links that hold
+    /// one of its contents are stored under `previous/` at the commit.
+    pub(crate) fn ops(&self, rollback_to: Option<&RollbackPoint>) -> Vec<Op> {
+        let wanted: BTreeSet<ObjectId> = rollback_to
+            .map(|r| r.files.entries().iter().map(|e| e.blob).collect())
+            .unwrap_or_default();
         let mut ops = Vec::new();
         for (i, c) in self.changes.iter().enumerate() {
             if matches!(c.action, Action::Replace | Action::Delete) {
@@ -117,6 +139,7 @@ impl Plan {
                     slot: Change::slot(i),
                     kind: c.occupant.unwrap_or(FileKind::File),
                     keep: c.kept,
+                    previous: c.displaced.filter(|id| wanted.contains(id)),
                 });
             }
         }
@@ -127,6 +150,7 @@ impl Plan {
                 slot: format!("dir{i}"),
                 kind: FileKind::Dir,
                 keep: false,
+                previous: None,
             });
         }
         for path in &self.create_dirs {
@@ -172,6 +196,7 @@ pub(crate) fn plan(
                         origin: None,
                         occupant: local.kind(),
                         kept: false,
+                        displaced: displaced(old, local),
                     },
                 );
             }
@@ -241,6 +266,7 @@ pub(crate) fn plan(
         };
         let origin = match copies.get(&(entry.blob, entry.kind == Kind::Symlink)) {
             Some(from) => Origin::Copy(from.clone()),
+            None if survey.stored(entry).is_some() => Origin::Previous(entry.blob),
             None => Origin::Download,
         };
         changes.insert(
@@ -252,6 +278,7 @@ pub(crate) fn plan(
                 origin: Some(origin),
                 occupant: local.kind(),
                 kept: action == Action::Replace && owned.is_none(),
+                displaced: owned.and_then(|o| displaced(o, local)),
             },
         );
     }
@@ -295,6 +322,9 @@ pub(crate) fn plan(
     // space there is and is refused as such.
     let block = survey.space.block_size.max(1);
     let mut staged = 0u64;
+    // Each object of `previous/` is hard-linked once (`fetch`); a second path with the same
+    // content gets a copy.
+    let mut linked: BTreeSet<ObjectId> = BTreeSet::new();
     for change in &plan.changes {
         let (Some(entry), Some(origin)) = (&change.entry, &change.origin) else {
             continue;
@@ -304,8 +334,16 @@ pub(crate) fn plan(
                 plan.download_bytes = plan.download_bytes.saturating_add(entry.size)
             }
             Origin::Copy(_) => plan.copy_bytes = plan.copy_bytes.saturating_add(entry.size),
+            Origin::Previous(_) => {
+                plan.previous_bytes = plan.previous_bytes.saturating_add(entry.size)
+            }
         }
-        if entry.kind != Kind::Symlink {
+        let linkable = matches!(origin, Origin::Previous(_))
+            && survey
+                .stored(entry)
+                .is_some_and(|l| l.holds(entry.kind, entry.size, entry.blob, true));
+        let hard_link = linkable && linked.insert(entry.blob);
+        if entry.kind != Kind::Symlink && !hard_link {
             staged = staged.saturating_add(entry.size.div_ceil(block).saturating_mul(block));
         }
     }
@@ -319,6 +357,22 @@ pub(crate) fn plan(
         });
     }
     Ok(plan)
+}
+
+/// The blob id of the owned `entry` when `local`, the occupant about to be set aside, is
+/// of its kind (a file for a file, a link for a link); its content is verified when it is
+/// used (`fetch`).
+fn displaced(entry: &Entry, local: &Local) -> Option<ObjectId> {
+    let same_kind = match local {
+        Local::File { len, blob, .. } => {
+            entry.kind != Kind::Symlink
+                && *len == entry.size
+                && blob.is_none_or(|b| b == entry.blob)
+        }
+        Local::Symlink { blob } => entry.kind == Kind::Symlink && *blob == entry.blob,
+        _ => false,
+    };
+    same_kind.then_some(entry.blob)
 }
 
 /// Local files known to hold a given content: (blob, is symlink) → path. Hashed files count;
@@ -417,6 +471,7 @@ mod tests {
         Survey {
             paths,
             listings,
+            store: BTreeMap::new(),
             space: Space {
                 available: u64::MAX,
                 block_size: 4096,
@@ -468,6 +523,70 @@ mod tests {
         assert_eq!(plan.copy_bytes, 7);
     }
 
+    /// A rollback point's content kept under `previous/` is staged from there at no space
+    /// cost (a hard link); a file it sets aside is marked for keeping only when the rollback
+    /// point has that content.
+    #[test]
+    fn kept_content_is_linked_not_downloaded_and_displaced_files_are_kept() {
+        let installed = manifest(&[file("a", "v2"), file("b", "b1")]);
+        let target = manifest(&[file("a", "v1"), file("c", "new")]);
+        let mut survey = disk(&[("a", "v2"), ("b", "b1")], &[]);
+        survey.paths.insert(
+            p("a"),
+            Local::File {
+                len: 2,
+                executable: false,
+                blob: None,
+            },
+        );
+        let v1 = ObjectId::for_blob(b"v1");
+        survey.store.insert(
+            v1,
+            Local::File {
+                len: 2,
+                executable: false,
+                blob: Some(v1),
+            },
+        );
+        survey.space.available = 4096 + MARGIN_BYTES + 2 * MARGIN_PER_FILE;
+        let plan = plan(&installed, &target, &survey).unwrap();
+        let a = plan.changes.iter().find(|c| c.path == p("a")).unwrap();
+        assert_eq!(a.origin, Some(Origin::Previous(v1)));
+        assert_eq!((plan.previous_bytes, plan.download_bytes), (2, 3));
+        assert_eq!(
+            plan.space_needed, survey.space.available,
+            "only c is staged"
+        );
+        // The rollback point had b's content, not a's v2.
+        let rollback_to = RollbackPoint {
+            release: crate::state::ReleaseId {
+                channel: "stable".into(),
+                ref_name: "v1".into(),
+                commit: v1,
+            },
+            source: String::new(),
+            filter: String::new(),
+            installed_at: String::new(),
+            previous: None,
+            files: manifest(&[file("a", "v1"), file("b", "b1")]),
+        };
+        let previous: Vec<_> = (plan.ops(Some(&rollback_to)).into_iter())
+            .filter_map(|op| match op {
+                Op::Displace { path, previous, .. } => Some((path, previous)),
+                _ => None,
+            })
+            .collect();
+        let b1 = ObjectId::for_blob(b"b1");
+        assert_eq!(previous, vec![(p("a"), None), (p("b"), Some(b1))]);
+        assert!(plan.ops(None).iter().all(|op| !matches!(
+            op,
+            Op::Displace {
+                previous: Some(_),
+                ..
+            }
+        )));
+    }
+
     #[test]
     fn a_folder_of_foreign_files_blocks_a_file() {
         let target = manifest(&[file("d", "x")]);
@@ -483,7 +602,7 @@ mod tests {
         let survey = disk(&[("d", "x")], &[]);
         let plan = plan(&installed, &target, &survey).unwrap();
         assert_eq!(plan.create_dirs, vec![p("d")]);
-        let ops = plan.ops();
+        let ops = plan.ops(None);
         assert!(matches!(&ops[0], Op::Displace { path, .. } if *path == p("d")));
         assert!(matches!(&ops[1], Op::CreateDir { path } if *path == p("d")));
         assert!(matches!(&ops[2], Op::Place { path, .. } if *path == p("d/inner")));

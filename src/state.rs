@@ -7,6 +7,9 @@
 //! backup/<txid>/    files displaced by an open transaction
 //! kept/<txid>/      files of the user's that a committed update replaced, at their paths
 //!                   in the target; never removed by ota
+//! previous/<blob>   while a release is on trial, the files of the release it rolls back to
+//!                   that are no longer in the target, named by git blob id (the displaced
+//!                   file or link itself); removed once no trial needs them
 //! last_error.json   the last failed update or recover (time, phase, kind, message);
 //!                   removed by a successful update or recover
 //! cache.json        what the last check saw: the channel answer's ETag, the rate-limit quota
@@ -14,8 +17,9 @@
 //! ota-state.tag     marks the folder as ota's (see `trust`): written when ota creates it
 //! ```
 //!
-//! ota deletes only names it creates here: the `<file>.tmp` of each JSON file above, and
-//! transaction folders (named by `transaction::new_txid`) under `stage/` and `backup/`.
+//! ota deletes only names it creates here: the `<file>.tmp` of each JSON file above,
+//! transaction folders (named by `transaction::new_txid`) under `stage/` and `backup/`, and
+//! files and links named by 40 lowercase hex digits under `previous/`.
 //!
 //! `state.json` holds both the release and the owned-file manifest, so that replacing it is
 //! one atomic rename: the single commit point of an update.
@@ -59,7 +63,7 @@ const TMP_WRITTEN: [&str; 4] = [
 /// only such names is one an older ota made, and can be adopted).
 pub(crate) fn is_own_name(name: &str) -> bool {
     OWN_FILES.contains(&name)
-        || matches!(name, MARKER | "stage" | "backup" | "kept")
+        || matches!(name, MARKER | "stage" | "backup" | "kept" | "previous")
         || name
             .strip_suffix(".tmp")
             .is_some_and(|base| TMP_WRITTEN.contains(&base))
@@ -129,6 +133,12 @@ impl StateDir {
     /// `kept/`: files of the user's that committed updates replaced, never removed by ota.
     pub fn kept_root(&self) -> PathBuf {
         self.root.join("kept")
+    }
+
+    /// `previous/`: while a release is on trial, the files of its rollback point that are
+    /// not in the target any more, each named by its git blob id (see `transaction`).
+    pub fn previous_root(&self) -> PathBuf {
+        self.root.join("previous")
     }
 
     /// `kept/<txid>`: the files that transaction replaced, at their paths in the target.

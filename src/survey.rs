@@ -6,13 +6,17 @@
 //! a file ota does not own yet, or whose recorded content differs from the new one, but whose
 //! size matches what the release ships. Files ota installed and the release keeps are trusted
 //! by type, size and exec bit unless `verify` asks for a full check.
+//!
+//! It also lists the kept previous release (`<state>/previous/`): which contents an update
+//! can take from there instead of downloading them (verified when used, in `fetch`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::fs::{FileKind, Fs, Space};
-use crate::manifest::{BlobHasher, Kind, Manifest, ObjectId, RelPath};
+use crate::manifest::{BlobHasher, Entry, Kind, Manifest, ObjectId, RelPath};
+use crate::state::StateDir;
 
 /// What is at one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +87,9 @@ pub(crate) struct Survey {
     pub paths: BTreeMap<RelPath, Local>,
     /// Names inside folders that might become empty.
     pub listings: BTreeMap<RelPath, Vec<String>>,
+    /// The objects kept under `previous/`, by the blob id they are named by (a file's
+    /// `blob` is that name, not yet verified).
+    pub store: BTreeMap<ObjectId, Local>,
     /// Free space on the target's filesystem.
     pub space: Space,
 }
@@ -92,12 +99,24 @@ impl Survey {
     pub(crate) fn local(&self, path: &RelPath) -> &Local {
         self.paths.get(path).unwrap_or(&Local::Absent)
     }
+
+    /// The object under `previous/` that can stage `entry`: its content by name, of its kind
+    /// (a link for a link, a file of its size for a file).
+    pub(crate) fn stored(&self, entry: &Entry) -> Option<&Local> {
+        self.store.get(&entry.blob).filter(|local| match local {
+            Local::Symlink { .. } => entry.kind == Kind::Symlink,
+            Local::File { len, .. } => entry.kind != Kind::Symlink && *len == entry.size,
+            _ => false,
+        })
+    }
 }
 
-/// Gathers the facts; see the module docs. `root` is the target directory.
+/// Gathers the facts; see the module docs. `root` is the target directory, `dirs` the
+/// state folder (for `previous/`).
 pub(crate) fn survey(
     fs: &dyn Fs,
     root: &Path,
+    dirs: &StateDir,
     installed: &Manifest,
     target: &Manifest,
     verify: bool,
@@ -105,6 +124,7 @@ pub(crate) fn survey(
     let mut out = Survey {
         paths: BTreeMap::new(),
         listings: BTreeMap::new(),
+        store: stored(fs, dirs),
         space: space_at(fs, root).map_err(|e| SurveyError::at(root.to_owned(), e))?,
     };
     let mut blocked: BTreeSet<RelPath> = BTreeSet::new();
@@ -168,6 +188,31 @@ pub(crate) fn survey(
         }
     }
     Ok(out)
+}
+
+/// The objects under `previous/`. One that cannot be listed is only a download more: warned.
+fn stored(fs: &dyn Fs, dirs: &StateDir) -> BTreeMap<ObjectId, Local> {
+    let objects = match crate::transaction::previous_objects(fs, dirs) {
+        Ok(objects) => objects,
+        Err(e) => {
+            let root = dirs.previous_root();
+            tracing::warn!("cannot list {}: {e}; downloading instead", root.display());
+            return BTreeMap::new();
+        }
+    };
+    (objects.into_iter())
+        .map(|(id, meta)| {
+            let local = match meta.kind {
+                FileKind::Symlink => Local::Symlink { blob: id },
+                _ => Local::File {
+                    len: meta.len,
+                    executable: meta.executable,
+                    blob: Some(id),
+                },
+            };
+            (id, local)
+        })
+        .collect()
 }
 
 /// Free space where `root` is, or will be: before the first install (a dry run creates

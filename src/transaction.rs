@@ -16,10 +16,13 @@
 //! 5. **Commit**: `state.json` (the new release and owned files, tagged with the txid) is
 //!    replaced atomically: write temp, fsync, rename, fsync folder (invariant 4).
 //! 6. **Cleanup**: after a commit, displaced files ota did not own move from the backup to
-//!    `kept/<txid>/<path>` (then one `syncfs`, only if any did). Then the journal is removed,
-//!    then the backups and the stage (what a crash leaves of them belongs to no journal and
-//!    is swept). After a rollback the journal's removal is fsynced before the rest goes;
-//!    after a commit it need not be.
+//!    `kept/<txid>/<path>`, and displaced files and links of the release the new state rolls
+//!    back to (a trial's rollback point, `Op::Displace::previous`) move to
+//!    `previous/<blob id>` (then one `syncfs`, only if anything moved). Then the journal is
+//!    removed, then the backups and the stage (what a crash leaves of them belongs to no
+//!    journal and is swept). After a rollback the journal's removal is fsynced before the
+//!    rest goes; after a commit it need not be. Last, `previous/` is swept
+//!    ([`sweep_previous`]).
 //!
 //! A path changed under ota's feet (a different kind at a displaced path, a file where one
 //! is placed, a link on the way, which the confined [`crate::fs::RealFs`] refuses to follow)
@@ -42,14 +45,24 @@
 //! still in place), so running recovery again, or crashing inside it, is harmless
 //! (invariant 5). Without a journal, anything left in `stage/` or `backup/` belongs to no
 //! transaction and is removed; `kept/` is never swept.
+//!
+//! # The kept previous release
+//! Which objects in `previous/` are valid is decided only by the committed `state.json`: the
+//! blob ids of its trial's rollback point. Recovery (after finishing or undoing), each commit,
+//! and whoever rewrites `state.json` to end a trial call [`sweep_previous`], which removes
+//! every other object. Objects only ever enter `previous/` after a commit whose state needs
+//! them, and leave after a state that does not, so a crash anywhere leaves every file of a
+//! pending rollback point either in the target or in `previous/` (checked by the crash
+//! enumeration).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{self, FileKind, Fs};
-use crate::manifest::RelPath;
+use crate::manifest::{ObjectId, RelPath};
 use crate::state::{Installed, ReleaseId, StateDir};
 
 /// Largest journal ota writes and reads (one number both ways: see `limits`).
@@ -77,6 +90,11 @@ pub(crate) enum Op {
         /// instead of being removed with the backup.
         #[serde(default)]
         keep: bool,
+        /// A file or link of the release the new state rolls back to (its git blob id, from
+        /// the owned manifest): after the commit it moves to `previous/<id>` instead of being
+        /// removed with the backup, so that a rollback needs no download.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<ObjectId>,
     },
     /// Format 1 only (before emptied folders moved into the backup): the folder `path` was
     /// removed; undo recreates it with `mode`. Read so that an update interrupted before ota
@@ -217,10 +235,12 @@ impl<'a> Transaction<'a> {
                 },
             });
         }
+        // Committed: the new release is in place. What is left is removed by the next
+        // command's recovery.
         if let Err(e) = ctx.finish(&journal, Cleanup::Committed) {
-            // Committed: the new release is in place. What is left is removed by the next
-            // command's recovery.
             tracing::warn!("update committed, but cleaning up failed: {e}");
+        } else if let Err(e) = sweep_previous(ctx.fs, ctx.dirs) {
+            tracing::warn!("update committed, but removing the kept release failed: {e}");
         }
         Ok(())
     }
@@ -249,6 +269,16 @@ pub fn recover(fs: &dyn Fs, target: &Path, dirs: &StateDir) -> Result<Recovery, 
         }
     };
     swept |= ctx.sweep()?;
+    // Decided by the state.json now committed, whatever the journal did.
+    swept |= match sweep_previous(fs, dirs) {
+        // A damaged state.json is reported by the command that reads it; without it, nothing
+        // says which objects are garbage, so none is removed.
+        Err(ApplyError::State(e)) => {
+            tracing::warn!("kept previous release not checked: {e}");
+            false
+        }
+        other => other?,
+    };
     Ok(match outcome {
         Some(done) => done,
         None if swept => Recovery::SweptLeftovers,
@@ -569,8 +599,12 @@ impl Ctx<'_> {
     /// update's journal barrier makes the removal durable anyway).
     fn finish(&self, journal: &Journal, cleanup: Cleanup) -> Result<(), ApplyError> {
         let txid = &journal.txid;
-        if cleanup == Cleanup::Committed && self.keep_displaced(journal)? {
-            self.barrier()?;
+        if cleanup == Cleanup::Committed {
+            let kept = self.keep_displaced(journal)?;
+            let stored = self.store_previous(journal)?;
+            if kept || stored {
+                self.barrier()?;
+            }
         }
         let journal_file = self.dirs.journal_file();
         if self.exists(&journal_file)?.is_some() {
@@ -600,6 +634,7 @@ impl Ctx<'_> {
                 slot,
                 kind,
                 keep,
+                ..
             } = op
             else {
                 continue;
@@ -628,6 +663,42 @@ impl Ctx<'_> {
                 path,
                 to.display()
             );
+            moved = true;
+        }
+        Ok(moved)
+    }
+
+    /// Moves the displaced files and links of the release the committed state rolls back to
+    /// (`Op::Displace::previous`) from the backup into `previous/<blob id>`; whether anything
+    /// moved. An id already stored (the same content at two paths, or stored by an earlier
+    /// update of the same trial) leaves the duplicate in the backup, removed with it; so does
+    /// anything of another kind than the plan saw. Idempotent: what already moved is not in
+    /// the backup any more.
+    fn store_previous(&self, journal: &Journal) -> Result<bool, ApplyError> {
+        let mut moved = false;
+        let root = self.dirs.previous_root();
+        for op in &journal.ops {
+            let Op::Displace {
+                slot,
+                kind,
+                previous: Some(id),
+                ..
+            } = op
+            else {
+                continue;
+            };
+            let backup = self.backed_up(&journal.txid, slot);
+            let is_object =
+                |k: FileKind| k == *kind && matches!(k, FileKind::File | FileKind::Symlink);
+            if !self.exists(&backup)?.is_some_and(|m| is_object(m.kind)) {
+                continue;
+            }
+            ensure_dir(self.fs, &root, 0o700)?;
+            let to = root.join(id.to_hex());
+            match self.fs.rename_noreplace(&backup, &to) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                other => other.map_err(|e| ApplyError::rename(&backup, &to, e))?,
+            }
             moved = true;
         }
         Ok(moved)
@@ -677,6 +748,86 @@ impl Ctx<'_> {
         }
         Ok(removed)
     }
+}
+
+/// Removes every object under `previous/` that the committed `state.json` does not need: all
+/// of them unless it names a release on trial with a rollback point, else those whose blob id
+/// is not one of that rollback point's files. Only files and links named by 40 lowercase hex
+/// digits are removed; anything else there is not ota's and stays. Whether anything was
+/// removed.
+///
+/// Called by recovery, after each commit, and by whoever rewrites `state.json` so that a
+/// trial ends (confirmed, or rolled back by hand): after the write, so that a crash in
+/// between leaves objects that the next recovery removes, never a trial without its store.
+/// Needs no fsync: an object that comes back after a crash is removed again.
+pub(crate) fn sweep_previous(fs: &dyn Fs, dirs: &StateDir) -> Result<bool, ApplyError> {
+    let root = dirs.previous_root();
+    let listed = fs
+        .metadata(&root)
+        .map_err(|e| ApplyError::io("inspect", &root, e))?;
+    if !listed.is_some_and(|m| m.kind == FileKind::Dir) {
+        return Ok(false);
+    }
+    let installed = dirs.read_installed(fs).map_err(ApplyError::State)?;
+    let wanted: BTreeSet<ObjectId> = installed
+        .and_then(|i| i.trial)
+        .and_then(|t| t.rollback_to)
+        .map(|r| r.files.entries().iter().map(|e| e.blob).collect())
+        .unwrap_or_default();
+    let mut removed = false;
+    for name in fs
+        .read_dir(&root)
+        .map_err(|e| ApplyError::io("list", &root, e))?
+    {
+        let path = root.join(&name);
+        let Some(id) = name.to_str().and_then(object_name) else {
+            tracing::debug!("leaving {}: not ota's", path.display());
+            continue;
+        };
+        if wanted.contains(&id) {
+            continue;
+        }
+        let meta = fs
+            .metadata(&path)
+            .map_err(|e| ApplyError::io("inspect", &path, e))?;
+        if meta.is_some_and(|m| matches!(m.kind, FileKind::File | FileKind::Symlink)) {
+            fs.remove_file(&path)
+                .map_err(|e| ApplyError::io("remove", &path, e))?;
+            removed = true;
+        }
+    }
+    Ok(removed)
+}
+
+/// The objects under `previous/`: blob id → what is there (file or link) and its size.
+/// Names that are not 40 lowercase hex digits, and folders, are not objects. Empty when
+/// the folder does not exist.
+pub(crate) fn previous_objects(
+    fs: &dyn Fs,
+    dirs: &StateDir,
+) -> io::Result<BTreeMap<ObjectId, fs::Meta>> {
+    let root = dirs.previous_root();
+    let mut out = BTreeMap::new();
+    if !fs.metadata(&root)?.is_some_and(|m| m.kind == FileKind::Dir) {
+        return Ok(out);
+    }
+    for name in fs.read_dir(&root)? {
+        let Some(id) = name.to_str().and_then(object_name) else {
+            continue;
+        };
+        if let Some(meta) = fs.metadata(&root.join(&name))?
+            && matches!(meta.kind, FileKind::File | FileKind::Symlink)
+        {
+            out.insert(id, meta);
+        }
+    }
+    Ok(out)
+}
+
+/// The blob id an object under `previous/` is named by: exactly 40 lowercase hex digits.
+fn object_name(name: &str) -> Option<ObjectId> {
+    let ours = name.len() == 40 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    ours.then(|| ObjectId::from_hex(name)).flatten()
 }
 
 /// Every file and link kept under `kept/` (absolute paths, sorted; never through a link).
@@ -898,6 +1049,7 @@ mod tests {
                 slot: "0".into(),
                 kind: FileKind::File,
                 keep: false,
+                previous: None,
             }
         );
         assert!(matches!(journal.ops[1], Op::RemoveDir { mode: 0o750, .. }));

@@ -522,7 +522,11 @@ impl Updater {
             .filter(|r| !same_release(&r.release, &report.to))
             .collect(),
         };
-        let ops = report.plan.ops();
+        let rollback_to = new_state
+            .trial
+            .as_ref()
+            .and_then(|t| t.rollback_to.as_deref());
+        let ops = report.plan.ops(rollback_to);
         limits::check_commit(&new_state, &ops)?;
         if options.dry_run {
             self.finish(op, &mut report);
@@ -547,14 +551,14 @@ impl Updater {
         let root = &self.config.target_dir;
         // Every symlink is judged with the targets of all the others, before anything is
         // written (a dry run too: it says whether the release would be refused).
-        let links = fetch::link_targets(&*self.source, &*self.fs, root, commit, target).map_err(
-            |e| match e {
+        let store = self.dirs.previous_root();
+        let links = fetch::link_targets(&*self.source, &*self.fs, root, &store, commit, target)
+            .map_err(|e| match e {
                 FetchError::Manifest(e) => Error::Manifest(e),
                 e => Error::Fetch(e),
-            },
-        )?;
+            })?;
         manifest::check_links(&links, &self.reserved)?;
-        let facts = survey::survey(&*self.fs, root, owned, target, force)?;
+        let facts = survey::survey(&*self.fs, root, &self.dirs, owned, target, force)?;
         Ok((links, plan::plan(owned, target, &facts)?))
     }
 
@@ -630,6 +634,7 @@ impl Updater {
             source: &*self.source,
             fs: &*self.fs,
             target: root,
+            store: &self.dirs.previous_root(),
             commit: report.to.commit,
             links,
             net: &self.config.network,

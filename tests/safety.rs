@@ -94,6 +94,10 @@ impl Fs for KilledAt {
         self.change()?;
         self.real.rename_noreplace(from, to)
     }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.change()?;
+        self.real.hard_link(from, to)
+    }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.change()?;
         self.real.sync_dir(path)
@@ -236,6 +240,10 @@ where
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
         (self.on_rename)(from, to)?;
         self.real.rename_noreplace(from, to)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        (self.on_create)(to)?;
+        self.real.hard_link(from, to)
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.real.sync_dir(path)

@@ -13,6 +13,7 @@ mod embed;
 mod faults;
 mod limits;
 mod network;
+mod previous;
 mod private;
 mod progress;
 mod race;

@@ -111,14 +111,15 @@ fn a_release_whose_health_check_fails_is_rolled_back_and_skipped_until_a_newer_o
     let status = status(&device);
     assert_eq!(status["installed"]["release"]["ref"], "v1.0.0");
     assert!(status["trial"].is_null() && status["previous"].is_null());
-    // What the rollback itself fetched: v2 changed main.py and health.sh and deleted
-    // lib/old.py. TIGHTEN when store's `previous/` lands: the rollback makes 0 requests.
+    // The rollback took v1's files from the state folder's `previous/`: every download of
+    // the run was v2's (its tree and the 3 files it changed), none of v1's.
+    let v1 = repo.rev("v1.0.0");
     let fetched = downloads(&server);
-    let v2_files = 4; // the tree, main.py, health.sh, lib/v2_0_0.py
-    let rollback_downloads = fetched.len() - v2_files;
-    assert_eq!(
-        rollback_downloads, 3,
-        "TIGHTEN to 0 once the previous release is kept: {fetched:#?}"
+    assert_eq!(fetched.len(), 4, "{fetched:#?}");
+    assert!(
+        (server.stats().log.iter()).all(|r| !r.path.contains(&v1)),
+        "the rollback made no request: {:#?}",
+        server.stats().log
     );
 
     // The next run asks the channel, sees v2 again, and downloads nothing.
@@ -177,7 +178,14 @@ fn a_release_never_confirmed_is_rolled_back_after_its_deadline() {
     assert_eq!(trial["state"], "pending");
     assert_eq!(trial["waiting_for"], serde_json::json!(["confirm"]));
     assert!(trial["confirm_deadline"].is_string(), "{trial}");
-    assert_eq!(status(&device)["previous"]["release"]["ref"], "v1.0.0");
+    let previous = &status(&device)["previous"];
+    assert_eq!(previous["release"]["ref"], "v1.0.0");
+    // v1's main.py, health.sh and lib/old.py, which v2 replaced or deleted.
+    let kept = ["print('v1')\n", "echo healthy v1\nexit 0\n", "OLD = 1\n"];
+    assert_eq!(
+        previous["kept_bytes"],
+        kept.iter().map(|k| k.len()).sum::<usize>()
+    );
 
     // Nobody confirms. Past the deadline, the next run rolls back before any request.
     std::thread::sleep(std::time::Duration::from_millis(2100));
@@ -192,9 +200,11 @@ fn a_release_never_confirmed_is_rolled_back_after_its_deadline() {
         rejected(&device),
         [("v2.0.0".to_owned(), "not_confirmed".to_owned())]
     );
-    assert!(
-        (server.stats().log.iter()).all(|r| !r.path.contains("/releases")),
-        "the trial was settled before the channel was asked: {:#?}",
+    assert_eq!(
+        server.stats().requests,
+        0,
+        "the trial was settled before the channel was asked, and the rollback used the \
+         kept files: {:#?}",
         server.stats().log
     );
     server.reset_stats();
@@ -215,7 +225,9 @@ fn a_late_confirmation_rolls_back() {
     device.ota_expect(&["update"], 0);
 
     std::thread::sleep(std::time::Duration::from_millis(2100));
+    server.reset_stats();
     let out = device.ota_expect(&["confirm"], 1);
+    assert_eq!(server.stats().requests, 0, "a rollback needs no network");
     assert!(
         out.contains("not_confirmed") && out.contains("rolled back"),
         "{out}"
@@ -252,7 +264,13 @@ fn boots_are_counted_and_one_too_many_rolls_back() {
         assert_eq!(status(&device)["trial"]["boots"], boot);
     }
     assert_eq!(status(&device)["trial"]["boots_needed"], 2);
+    server.reset_stats();
     let out = device.ota_expect(&["boot"], 1);
+    assert_eq!(
+        server.stats().requests,
+        0,
+        "a rollback at boot needs no network"
+    );
     assert!(
         out.contains("too_many_boots") && out.contains("rolled back"),
         "{out}"
@@ -299,7 +317,10 @@ fn rollback_by_hand_then_force_reinstalls_the_rejected_release() {
 
     release(&mut repo, "v2.0.0", 0);
     device.ota_expect(&["update"], 0);
+    server.reset_stats();
     let out = device.ota_expect(&["rollback"], 0);
+    assert_eq!(server.stats().requests, 0, "a rollback needs no network");
+    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
     assert!(
         out.contains("rolled back v2.0.0") && out.contains("→ v1.0.0"),
         "{out}"

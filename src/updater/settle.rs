@@ -435,7 +435,8 @@ impl Updater {
             trial: None,
             rejected,
         };
-        let ops = report.plan.ops();
+        // The restored release is not on trial: nothing it displaces is kept.
+        let ops = report.plan.ops(None);
         limits::check_commit(&new_state, &ops)?;
         self.apply(&mut report, new_state, ops, &links, false)?;
         self.finish(op, &mut report);
@@ -524,7 +525,7 @@ impl Updater {
 
     /// Bytes kept in the state folder's `previous/` (the rollback point's files).
     pub(super) fn previous_bytes(&self) -> u64 {
-        let dir = self.dirs.root().join("previous");
+        let dir = self.dirs.previous_root();
         let names = self.fs.read_dir(&dir).unwrap_or_default();
         (names.iter())
             .filter_map(|name| self.fs.metadata(&dir.join(name)).ok().flatten())

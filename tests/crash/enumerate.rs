@@ -103,7 +103,8 @@ pub fn step_labels(log: &[Rec], recovery: bool) -> Vec<String> {
                 match barriers_after_journal {
                     1 => "phase-1 barrier (displaced before placed)".to_owned(),
                     2 => "phase-2 barrier (placed before commit)".to_owned(),
-                    3 => "kept barrier (user's files kept before the journal goes)".to_owned(),
+                    3 => "kept barrier (kept/ and previous/ filled before the journal goes)"
+                        .to_owned(),
                     n => format!("barrier {n} after the journal"),
                 }
             }
@@ -471,6 +472,7 @@ impl<'a> Enumerator<'a> {
                 side.owned
             ));
         }
+        check_previous(after, p, installed.as_ref())?;
         // `ota status` reads last_error.json: it must parse, and a failure recorded before
         // the crash must still be reported after it.
         let error = p
@@ -490,6 +492,60 @@ impl<'a> Enumerator<'a> {
         }
         Ok(())
     }
+}
+
+/// While `state.json` says a release is on trial with a rollback point, every file of that
+/// point is on the device: in the target with its content, or kept as `previous/<blob id>`
+/// holding exactly that content (so a rollback needs no network). And `previous/` holds no
+/// object the state does not need (recovery sweeps them).
+fn check_previous(
+    after: &Tree,
+    p: &Prepared,
+    installed: Option<&ota::Installed>,
+) -> Result<(), String> {
+    use crate::sim::Entry;
+    let id_of = |e: &Entry| match e {
+        Entry::File(bytes, _) => Some((ota::ObjectId::for_blob(bytes), false)),
+        Entry::Link(target) => Some((ota::ObjectId::for_blob(target.as_bytes()), true)),
+        Entry::Dir(_) => None,
+    };
+    let in_target: BTreeSet<(ota::ObjectId, bool)> = after
+        .listing(&p.target, &[".ota"])
+        .values()
+        .filter_map(id_of)
+        .collect();
+    let mut kept = BTreeSet::new();
+    for (name, entry) in after.listing(&p.dirs.root().join("previous"), &[]) {
+        let Some((id, link)) = id_of(&entry) else {
+            return Err(format!("previous/{name} is a folder"));
+        };
+        if id.to_hex() != name {
+            return Err(format!("previous/{name} holds other content (blob {id})"));
+        }
+        kept.insert((id, link));
+    }
+    let rollback_to = installed
+        .and_then(|i| i.trial.as_ref())
+        .and_then(|t| t.rollback_to.as_ref());
+    let needed: BTreeSet<ota::ObjectId> = rollback_to
+        .map(|r| r.files.entries().iter().map(|e| e.blob).collect())
+        .unwrap_or_default();
+    if let Some((id, _)) = kept.iter().find(|(id, _)| !needed.contains(id)) {
+        return Err(format!("previous/{id} is kept but no trial needs it"));
+    }
+    let Some(rollback_to) = rollback_to else {
+        return Ok(());
+    };
+    for entry in rollback_to.files.entries() {
+        let key = (entry.blob, entry.kind == ota::Kind::Symlink);
+        if !in_target.contains(&key) && !kept.contains(&key) {
+            return Err(format!(
+                "{} of the rollback point {} is neither in the target nor kept in previous/",
+                entry.path, rollback_to.release.ref_name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The first differences between two listings.

@@ -36,6 +36,10 @@ pub struct Scenario {
     pub stop_server_after: Option<usize>,
     /// Changes made to the durable tree before the recorded run.
     pub tweak: fn(&mut Tree, &Path),
+    /// Whether each of `updates` runs with a trial configured (`[trial] confirm_within_sec`,
+    /// so the release stays on trial); missing: no. The starting release is installed
+    /// without one: it is the confirmed release a trial rolls back to.
+    pub on_trial: &'static [bool],
 }
 
 fn file(bytes: impl Into<Vec<u8>>) -> FileSpec {
@@ -112,6 +116,7 @@ pub fn all() -> Vec<Scenario> {
             updates: vec![0],
             stop_server_after: None,
             tweak: no_tweak,
+            on_trial: &[],
         },
         Scenario {
             name: "first-install-over-user-files",
@@ -132,6 +137,7 @@ pub fn all() -> Vec<Scenario> {
             updates: vec![0],
             stop_server_after: None,
             tweak: no_tweak,
+            on_trial: &[],
         },
         Scenario {
             name: "edits",
@@ -151,6 +157,7 @@ pub fn all() -> Vec<Scenario> {
             updates: vec![1],
             stop_server_after: None,
             tweak: no_tweak,
+            on_trial: &[],
         },
         Scenario {
             name: "adds-in-new-nested-folders",
@@ -171,6 +178,7 @@ pub fn all() -> Vec<Scenario> {
             updates: vec![1],
             stop_server_after: None,
             tweak: no_tweak,
+            on_trial: &[],
         },
         Scenario {
             name: "deletes-that-empty-folders",
@@ -191,6 +199,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             // A folder mode other than ota's default, to see it restored on rollback.
             tweak: |tree, target| tree.chmod_dir(&target.join("old/sub"), 0o750),
+            on_trial: &[],
         },
         Scenario {
             name: "exec-bit-change",
@@ -210,6 +219,7 @@ pub fn all() -> Vec<Scenario> {
             updates: vec![1],
             stop_server_after: None,
             tweak: no_tweak,
+            on_trial: &[],
         },
         Scenario {
             name: "symlink-add-and-retarget",
@@ -238,6 +248,7 @@ pub fn all() -> Vec<Scenario> {
             updates: vec![1],
             stop_server_after: None,
             tweak: no_tweak,
+            on_trial: &[],
         },
         Scenario {
             name: "file-to-folder-and-folder-to-file",
@@ -263,6 +274,7 @@ pub fn all() -> Vec<Scenario> {
             updates: vec![1],
             stop_server_after: None,
             tweak: no_tweak,
+            on_trial: &[],
         },
         Scenario {
             name: "download-fails-midway",
@@ -284,6 +296,7 @@ pub fn all() -> Vec<Scenario> {
             updates: vec![1],
             stop_server_after: Some(2),
             tweak: no_tweak,
+            on_trial: &[],
         },
         Scenario {
             name: "two-updates-back-to-back",
@@ -306,8 +319,81 @@ pub fn all() -> Vec<Scenario> {
             updates: vec![1, 2],
             stop_server_after: None,
             tweak: no_tweak,
+            on_trial: &[],
+        },
+        // v1 confirmed, v2 installed on trial: what v2 sets aside of v1 is kept in previous/.
+        Scenario {
+            name: "trial-keeps-the-previous-release",
+            releases: vec![trial_v1(), trial_v2()],
+            user: vec![],
+            installed: Some(0),
+            updates: vec![1],
+            stop_server_after: None,
+            tweak: no_tweak,
+            on_trial: &[true],
+        },
+        // v1 confirmed, v2 on trial, then v3 on trial (still rolling back to v1): v3 stages
+        // v1's main.py from previous/ (hard link) and sets more of v1 aside.
+        Scenario {
+            name: "trial-update-while-on-trial",
+            releases: vec![trial_v1(), trial_v2(), trial_v3()],
+            user: vec![],
+            installed: Some(0),
+            updates: vec![1, 2],
+            stop_server_after: None,
+            tweak: no_tweak,
+            on_trial: &[true, true],
+        },
+        // The shape of a rollback: v1 confirmed, v2 on trial, then v1's files again with the
+        // trial ended (every file from previous/, no download), and previous/ swept.
+        Scenario {
+            name: "trial-back-to-the-kept-release",
+            releases: vec![trial_v1(), trial_v2(), trial_v1()],
+            user: vec![],
+            installed: Some(0),
+            updates: vec![1, 2],
+            stop_server_after: None,
+            tweak: no_tweak,
+            on_trial: &[true, false],
         },
     ]
+}
+
+/// The confirmed release of the trial scenarios: a big file, an executable, a link.
+fn trial_v1() -> BTreeMap<String, FileSpec> {
+    release(with(
+        base(),
+        vec![
+            ("data/blob.bin", file(big(1, 150_000))),
+            ("current", link("main.py")),
+            ("old.txt", file("only in v1\n")),
+        ],
+    ))
+}
+
+/// On trial: changes main.py, run.sh (exec) and the link, deletes old.txt and the big file.
+fn trial_v2() -> BTreeMap<String, FileSpec> {
+    release(with(
+        without(base(), &[]),
+        vec![
+            ("main.py", file("print('v2')\n")),
+            ("run.sh", exec("#!/bin/sh\nexec python3 main.py --v2\n")),
+            ("current", link("lib/util.py")),
+        ],
+    ))
+}
+
+/// On trial after v2: v1's main.py again (from previous/), lib/util.py changed, README.md
+/// deleted (both v1's, set aside into previous/).
+fn trial_v3() -> BTreeMap<String, FileSpec> {
+    release(with(
+        without(base(), &["README.md"]),
+        vec![
+            ("run.sh", exec("#!/bin/sh\nexec python3 main.py --v2\n")),
+            ("lib/util.py", file("def util(): return 3\n")),
+            ("current", link("lib/util.py")),
+        ],
+    ))
 }
 
 /// The tag of release `i`.
@@ -361,9 +447,9 @@ pub struct Prepared {
     pub result: String,
 }
 
-/// Config text for a target and server.
-fn config(target: &Path, server: &Server, tag: &str) -> Config {
-    let text = format!(
+/// Config text for a target and server; with a trial that stays pending if `trial`.
+fn config(target: &Path, server: &Server, tag: &str, trial: bool) -> Config {
+    let mut text = format!(
         "target_dir = {target:?}\ntag = {tag:?}\n\
          [source]\nowner = \"acme\"\nrepo = \"app\"\napi_url = \"{}\"\nraw_url = \"{}\"\n\
          [network]\nconnect_timeout_sec = 5\nhttp_timeout_sec = 5\nretries = 0\nbackoff_sec = 1\n\
@@ -371,6 +457,9 @@ fn config(target: &Path, server: &Server, tag: &str) -> Config {
         server.api_url(),
         server.raw_url(),
     );
+    if trial {
+        text.push_str("[trial]\nconfirm_within_sec = 3600\n");
+    }
     Config::parse(&text, Format::Toml, Path::new("/"), &|_| None).expect("valid config")
 }
 
@@ -475,7 +564,13 @@ pub fn prepare(sc: &Scenario) -> Prepared {
         writer.tag_lightweight(&tag(i), &commit).expect("tag");
     }
     let server = start_server(&repo);
-    let config = config(&target, &server, &tag(0));
+    let config = config(&target, &server, &tag(0), false);
+    let on_trial = |n: usize| sc.on_trial.get(n).copied().unwrap_or(false);
+    let trial_config = self::config(&target, &server, &tag(0), true);
+    let config_of = |n: usize| match on_trial(n) {
+        true => trial_config.clone(),
+        false => config.clone(),
+    };
 
     let mut base = Tree::with_dirs(&target);
     for u in &sc.user {
@@ -517,7 +612,7 @@ pub fn prepare(sc: &Scenario) -> Prepared {
             }
             if let Some(after) = sc.stop_server_after {
                 let server = start_server(&repo);
-                doomed_config = Some(self::config(&target, &server, &tag(u)));
+                doomed_config = Some(self::config(&target, &server, &tag(u), on_trial(n)));
                 let slot = Arc::new(Mutex::new(Some(server)));
                 let stage = state.join("stage");
                 let mut staged = 0;
@@ -535,7 +630,7 @@ pub fn prepare(sc: &Scenario) -> Prepared {
                 });
             }
         }
-        let cfg = doomed_config.take().unwrap_or_else(|| config.clone());
+        let cfg = doomed_config.take().unwrap_or_else(|| config_of(n));
         let got = update(&cfg, &tag(u), fs.clone());
         match (&got, n == last && sc.stop_server_after.is_some()) {
             (Ok(_), false) => result = "update returned Ok".into(),
@@ -559,6 +654,7 @@ pub fn prepare(sc: &Scenario) -> Prepared {
             sc.name
         );
         let healthy = SimFs::new(end.clone());
+        let config = config_of(sc.updates.len() - 1);
         update(&config, &fresh_tag, healthy.clone()).expect("a healthy update works");
         (outcome_of("new", &healthy.live(), &target, &dirs), false)
     } else {
@@ -600,7 +696,8 @@ pub fn prepare(sc: &Scenario) -> Prepared {
         new_allowed,
         fresh_tag,
         _server: server,
-        config,
+        // A fresh update after recovery runs like the update under test.
+        config: config_of(sc.updates.len() - 1),
         result,
     }
 }

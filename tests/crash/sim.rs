@@ -157,6 +157,18 @@ impl Tree {
         Ok((dir, (*last).to_owned(), at))
     }
 
+    /// Drops inode `ino` once no folder names it any more (a file with another hard link
+    /// lives on).
+    fn forget(&mut self, ino: Ino) {
+        let named = self.nodes.values().any(|n| match n {
+            Node::Dir { entries, .. } => entries.values().any(|&i| i == ino),
+            _ => false,
+        });
+        if !named {
+            self.nodes.remove(&ino);
+        }
+    }
+
     /// The inode at `path`, if any.
     pub fn ino_at(&self, path: &Path) -> Option<Ino> {
         self.lookup(path).ok().and_then(|(_, _, ino)| ino)
@@ -364,6 +376,12 @@ pub enum Op {
         name: OsString,
         ino: Ino,
     },
+    /// `link(2)`: a new name for the file or link `ino`.
+    Link {
+        parent: Ino,
+        name: OsString,
+        ino: Ino,
+    },
     /// `rename(2)`, or `renameat2(RENAME_NOREPLACE)` when `noreplace`.
     Rename {
         from: Ino,
@@ -403,7 +421,8 @@ impl Op {
                 | Op::Symlink { parent, .. }
                 | Op::Mkdir { parent, .. }
                 | Op::Rmdir { parent, .. }
-                | Op::Unlink { parent, .. },
+                | Op::Unlink { parent, .. }
+                | Op::Link { parent, .. },
                 Op::SyncDir { ino },
             ) => parent == ino,
             (Op::Rename { from, to, .. }, Op::SyncDir { ino }) => from == ino || to == ino,
@@ -430,6 +449,7 @@ impl Rec {
             Op::Mkdir { .. } => "mkdir",
             Op::Rmdir { .. } => "rmdir",
             Op::Unlink { .. } => "unlink",
+            Op::Link { .. } => "link",
             Op::Rename {
                 noreplace: true, ..
             } => "rename (noreplace)",
@@ -764,7 +784,7 @@ impl Fs for SimFs {
             .entries_mut(parent)
             .expect("a folder")
             .remove(&name);
-        state.tree.nodes.remove(&ino);
+        state.tree.forget(ino);
         self.record(
             state,
             Op::Unlink { parent, name, ino },
@@ -779,6 +799,29 @@ impl Fs for SimFs {
 
     fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.rename_with(from, to, true)
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        let ino = state.tree.lookup(from)?.2.ok_or_else(|| not_found(from))?;
+        if state.tree.entries(ino).is_some() {
+            return Err(io::Error::other(format!(
+                "{}: cannot hard-link a folder",
+                from.display()
+            )));
+        }
+        let (parent, name, at) = state.tree.lookup(to)?;
+        if at.is_some() {
+            return Err(exists(to));
+        }
+        state
+            .tree
+            .entries_mut(parent)
+            .expect("a folder")
+            .insert(name.clone(), ino);
+        let op = Op::Link { parent, name, ino };
+        self.record(state, op, format!("{} -> {}", from.display(), to.display()));
+        Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -820,7 +863,6 @@ impl SimFs {
         }
         if let Some(o) = occupant {
             check_replace(&state.tree, ino, o).map_err(|what| invalid(to, what))?;
-            state.tree.nodes.remove(&o);
         }
         state
             .tree
@@ -832,6 +874,9 @@ impl SimFs {
             .entries_mut(to_dir)
             .expect("a folder")
             .insert(to_name.clone(), ino);
+        if let Some(o) = occupant {
+            state.tree.forget(o);
+        }
         let op = Op::Rename {
             from: from_dir,
             from_name,
@@ -1073,7 +1118,13 @@ fn apply(tree: &mut Tree, op: &Op) {
         Op::Unlink { parent, name, ino } => {
             if holds(tree, *parent, name, *ino) && tree.entries(*ino).is_none() {
                 tree.entries_mut(*parent).expect("a folder").remove(name);
-                tree.nodes.remove(ino);
+                tree.forget(*ino);
+            }
+        }
+        Op::Link { parent, name, ino } => {
+            let linkable = matches!(tree.nodes.get(ino), Some(Node::File { .. } | Node::Link(_)));
+            if linkable && free(tree, *parent, name) {
+                link(tree, *parent, name, *ino);
             }
         }
         Op::Rmdir { parent, name, ino } => {
@@ -1098,14 +1149,16 @@ fn apply(tree: &mut Tree, op: &Op) {
                 return;
             }
             let occupant = tree.entries(*to).and_then(|e| e.get(to_name)).copied();
-            if let Some(o) = occupant {
-                if o == *ino || check_replace(tree, *ino, o).is_err() {
-                    return;
-                }
-                tree.nodes.remove(&o);
+            if let Some(o) = occupant
+                && (o == *ino || check_replace(tree, *ino, o).is_err())
+            {
+                return;
             }
             tree.entries_mut(*from).expect("a folder").remove(from_name);
             link(tree, *to, to_name, *ino);
+            if let Some(o) = occupant {
+                tree.forget(o);
+            }
         }
         Op::Write { ino, offset, data } => {
             if let Some(Node::File { data: bytes, .. }) = tree.nodes.get_mut(ino) {

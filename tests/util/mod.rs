@@ -194,11 +194,13 @@ impl Device {
         Some(serde_json::from_slice(&text).unwrap())
     }
 
-    /// Everything left in the state folder besides the permanent files.
+    /// Everything left in the state folder besides the permanent files (and the files of
+    /// `previous/`, kept only while a release is on trial).
     pub fn leftovers(&self) -> Vec<String> {
         let state = self.target.join(".ota");
         let mut out = Vec::new();
-        for sub in ["stage", "backup"] {
+        // `previous/` holds files only while a release is on trial.
+        for sub in ["stage", "backup", "previous"] {
             if let Ok(entries) = std::fs::read_dir(state.join(sub)) {
                 for e in entries {
                     out.push(format!(
@@ -221,6 +223,7 @@ impl Device {
                         | "cache.json"
                         | "ota-state.tag"
                         | "kept"
+                        | "previous"
                 ) {
                     out.push(name);
                 }

@@ -91,6 +91,7 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
                 let how = match &change.origin {
                     Some(Origin::Download) => " (download)".to_owned(),
                     Some(Origin::Copy(p)) => format!(" (copy of {p})"),
+                    Some(Origin::Previous(_)) => " (kept from the previous release)".to_owned(),
                     None => String::new(),
                 };
                 let how = match change.kept {
