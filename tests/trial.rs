@@ -293,6 +293,11 @@ fn boots_are_counted_and_one_too_many_rolls_back() {
     assert_eq!(json["trial"]["state"], "confirmed");
     assert_eq!(device.tree(), repo.snapshot("v3.0.0"));
     assert!(status(&device)["trial"].is_null());
+    assert!(
+        device.leftovers().is_empty(),
+        "confirmed: nothing kept any more: {:?}",
+        device.leftovers()
+    );
 }
 
 #[test]
@@ -521,7 +526,12 @@ fn a_health_command_whose_run_was_interrupted_runs_again() {
     assert!(out.contains("waiting for `ota confirm`"), "{out}");
     assert_eq!(server.stats().requests, 0, "{:#?}", server.stats().log);
     assert_eq!(status(&device)["trial"]["health"], "passed");
+    assert!(
+        !device.leftovers().is_empty(),
+        "v1's files are kept while v2 is on trial"
+    );
     let out = device.ota_expect(&["confirm"], 0);
     assert!(out.contains("confirmed"), "{out}");
     assert_eq!(device.tree(), repo.snapshot("v2.0.0"));
+    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
 }

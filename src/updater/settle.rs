@@ -16,7 +16,7 @@ use crate::limits;
 use crate::plan::Plan;
 use crate::state::{Failure, FailureKind, Health, Installed, Rejected, ReleaseId, STATE_FORMAT};
 use crate::state::{now_rfc3339, unix_now};
-use crate::transaction::Recovery;
+use crate::transaction::{self, Recovery};
 use crate::trial::{self as verdicts, Verdict, Waiting};
 
 use super::{Operation, Outcome, Report, TRIAL_LOCK_PATIENCE, UpdateReason, Updater};
@@ -322,6 +322,7 @@ impl Updater {
             Verdict::Confirmed => {
                 installed.trial = None;
                 self.dirs.write_installed(&*self.fs, &installed)?;
+                self.sweep_previous();
                 tracing::info!(
                     "{} passed its trial: confirmed",
                     verdicts::named(&installed.release)
@@ -341,6 +342,7 @@ impl Updater {
                     // Nothing to go back to: the trial ends, the release stays.
                     installed.trial = None;
                     self.dirs.write_installed(&*self.fs, &installed)?;
+                    self.sweep_previous();
                     return Err(TrialError::NothingToRollBackTo { release, failure }.into());
                 }
                 let report = self.roll_back(op, installed, failure.clone())?;
@@ -523,14 +525,18 @@ impl Updater {
         Some(verdicts::verdict(trial, &self.config.trial, unix_now()))
     }
 
+    /// Removes the kept files no trial needs any more, once `state.json` ended a trial
+    /// (a failure only costs space until the next command's recovery sweeps again).
+    fn sweep_previous(&self) {
+        if let Err(e) = transaction::sweep_previous(&*self.fs, &self.dirs) {
+            tracing::warn!("removing the files kept for the trial: {e}");
+        }
+    }
+
     /// Bytes kept in the state folder's `previous/` (the rollback point's files).
     pub(super) fn previous_bytes(&self) -> u64 {
-        let dir = self.dirs.previous_root();
-        let names = self.fs.read_dir(&dir).unwrap_or_default();
-        (names.iter())
-            .filter_map(|name| self.fs.metadata(&dir.join(name)).ok().flatten())
-            .map(|meta| meta.len)
-            .sum()
+        let objects = transaction::previous_objects(&*self.fs, &self.dirs).unwrap_or_default();
+        objects.values().map(|meta| meta.len).sum()
     }
 }
 
