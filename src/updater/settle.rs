@@ -285,6 +285,7 @@ impl Updater {
             // Confirmed meanwhile (by `ota confirm`).
             return Ok(Some(Verdict::Confirmed));
         };
+        let changed = tried.after_update.is_some() || tried.health.is_some();
         if let Some(Err(e)) = tried.after_update {
             trial.failed.get_or_insert(Failure {
                 kind: FailureKind::AfterUpdateFailed,
@@ -302,7 +303,7 @@ impl Updater {
             }
             None => {}
         }
-        self.settle_locked(op, installed, true).map(Some)
+        self.settle_locked(op, installed, changed).map(Some)
     }
 
     /// Judges the trial of `installed` now, and acts on the verdict: confirmed → the trial

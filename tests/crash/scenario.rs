@@ -344,8 +344,9 @@ pub fn all() -> Vec<Scenario> {
             tweak: no_tweak,
             on_trial: &[true, true],
         },
-        // The shape of a rollback: v1 confirmed, v2 on trial, then v1's files again with the
-        // trial ended (every file from previous/, no download), and previous/ swept.
+        // v1 confirmed, v2 on trial, then v1's files again as v3 under a config with no
+        // trial: the update first confirms v2 (no condition is configured any more) and
+        // sweeps previous/, then installs v3.
         Scenario {
             name: "trial-back-to-the-kept-release",
             releases: vec![trial_v1(), trial_v2(), trial_v1()],
@@ -670,16 +671,23 @@ pub fn prepare(sc: &Scenario) -> Prepared {
         "{}: the new release",
         sc.name
     );
-    let sync_after_rename_to = |file: &str| {
-        (crash_from..log.len().saturating_sub(1))
+    let sync_after_rename_to = |file: &str, from: usize| {
+        (from..log.len().saturating_sub(1))
             .find(|&i| {
                 matches!(&log[i].op, Op::Rename { to_name, .. } if to_name == file)
                     && matches!(log[i + 1].op, Op::SyncDir { .. })
             })
             .map(|i| i + 1)
     };
-    let commit_sync = sync_after_rename_to("state.json");
-    let error_sync = sync_after_rename_to("last_error.json");
+    // The commit point is the transaction's `state.json` (after its journal): an update may
+    // also rewrite `state.json` before it (settling the trial of the installed release) and
+    // after it (recording its own trial's verdict), neither of which changes the files.
+    let journal = (crash_from..log.len())
+        .rev()
+        .find(|&i| matches!(&log[i].op, Op::Rename { to_name, .. } if to_name == "journal.json"))
+        .unwrap_or(crash_from);
+    let commit_sync = sync_after_rename_to("state.json", journal);
+    let error_sync = sync_after_rename_to("last_error.json", crash_from);
     Prepared {
         name: sc.name,
         _dir: dir,
