@@ -226,6 +226,8 @@ pub struct Status {
     pub previous_bytes: u64,
     /// Boots a release on trial must survive (`[trial] boots`; 0: not counted).
     pub boots_needed: u32,
+    /// Whether a release on trial waits for a health command (`[trial] health_command`).
+    pub health_needed: bool,
 }
 
 /// Runs ota's commands for one configuration. One `Updater` can run any number of
@@ -739,6 +741,7 @@ impl Updater {
                 trial: None,
                 previous_bytes: 0,
                 boots_needed: self.config.trial.boots,
+                health_needed: self.config.trial.health_command.is_some(),
             });
         }
         let installed = self.dirs.read_installed(fs)?;
@@ -747,6 +750,7 @@ impl Updater {
             trial: self.verdict_now(installed.as_ref()),
             previous_bytes: self.previous_bytes(),
             boots_needed: self.config.trial.boots,
+            health_needed: self.config.trial.health_command.is_some(),
             installed,
             pending: transaction::pending(fs, &self.config.target_dir, &self.dirs)
                 .map_err(Error::Recover)?

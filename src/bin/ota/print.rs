@@ -380,7 +380,10 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             value["confirmed_at"] = json!(t.confirmed_at);
             value["boots"] = json!(t.boots);
             value["boots_needed"] = json!(status.boots_needed);
-            value["health"] = json!(t.health.name());
+            value["health"] = match status.health_needed {
+                true => json!(t.health.name()),
+                false => json!("not_configured"),
+            };
             value
         });
         let previous = installed_trial
@@ -424,7 +427,7 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
                 bytes(i.files.total_bytes())
             )?;
             if let Some(prev) = &i.previous {
-                writeln!(out, "installed before: {}", release(prev))?;
+                writeln!(out, "previous:    {}", release(prev))?;
             }
             if let Some(t) = &i.trial {
                 match &status.trial {
@@ -448,10 +451,13 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
                         t.since
                     )?,
                 }
+                let health = match status.health_needed {
+                    true => t.health.name(),
+                    false => "not checked",
+                };
                 writeln!(
                     out,
-                    "             health {}, {} boots counted{}",
-                    t.health.name(),
+                    "             health {health}, {} boots counted{}",
                     t.boots,
                     match status.boots_needed {
                         0 => String::new(),
