@@ -17,6 +17,7 @@ pub use crate::source::SourceError;
 pub use crate::state::StateError;
 pub use crate::survey::SurveyError;
 pub use crate::transaction::ApplyError;
+pub use crate::trial::TrialError;
 pub use crate::trust::TrustError;
 
 use HttpErrorKind as HttpKind;
@@ -67,11 +68,27 @@ pub enum Error {
     /// The state folder could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The `[before_update]` command failed (the message says which and why): the update
+    /// was not applied.
+    #[error(
+        "the update was not applied and nothing changed (ota tries again at the next `ota \
+         update`; fix the command, or what it checks, first): {0}"
+    )]
+    BeforeUpdate(String),
+    /// A release failed its trial (and was rolled back, unless the message says otherwise).
+    #[error(transparent)]
+    Trial(Box<TrialError>),
+}
+
+impl From<TrialError> for Error {
+    fn from(error: TrialError) -> Error {
+        Error::Trial(Box::new(error))
+    }
 }
 
 impl Error {
     /// The stage that failed: `config`, `setup`, `recover`, `resolve`, `manifest`, `plan`,
-    /// `fetch`, `apply`, `state`.
+    /// `fetch`, `apply`, `state`, `before_update`, `trial`.
     pub fn phase(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
@@ -83,13 +100,18 @@ impl Error {
             Error::Fetch(_) => "fetch",
             Error::Apply(_) => "apply",
             Error::State(_) => "state",
+            Error::BeforeUpdate(_) => "before_update",
+            Error::Trial(_) => "trial",
         }
     }
 
     /// A stable cause name: `config`, `busy`, `network`, `rate_limited`, `not_found`,
     /// `protocol`, `integrity`, `invalid_release`, `unsafe_path` (a path that would leave the
     /// target through a link, or that changed under ota's feet), `refused_target`, `conflict`,
-    /// `disk_full`, `filesystem`, `rollback_failed`, `state`, `untrusted_state`, `limits`.
+    /// `disk_full`, `filesystem`, `rollback_failed`, `state`, `untrusted_state`, `limits`,
+    /// `hook_failed` (the `[before_update]` command failed), `unhealthy` (a release failed
+    /// its trial), `no_rollback_point` (`ota rollback` with
+    /// nothing kept to go back to).
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Config(e) if e.is_refused_target() => "refused_target",
@@ -121,6 +143,9 @@ impl Error {
             Error::Apply(e) if e.is_unsafe_path() => "unsafe_path",
             Error::Apply(e) => e.io_error().map_or("filesystem", io_kind),
             Error::State(_) => "state",
+            Error::BeforeUpdate(_) => "hook_failed",
+            Error::Trial(e) if matches!(**e, TrialError::NoRollbackPoint(_)) => "no_rollback_point",
+            Error::Trial(_) => "unhealthy",
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! # Embedding
 //! Load a [`config::Config`], build an [`Updater`], and call [`Updater::check`],
-//! [`Updater::update`], [`Updater::recover`] or [`Updater::status`] as often as needed:
+//! [`Updater::update`], [`Updater::recover`] or [`Updater::status`] as often as needed
+//! (and [`Updater::confirm`], [`Updater::boot`], [`Updater::rollback`] for a release on
+//! trial):
 //! each call is one operation with its own deadline (`update_timeout_sec`) and its own
 //! figures, so one `Updater` can serve a daemon for its whole life.
 //!
@@ -25,10 +27,13 @@
 //!                     "installed {}: {} files downloaded",
 //!                     report.to.ref_name, report.downloaded
 //!                 ),
-//!                 Outcome::UpToDate(_) | Outcome::Planned(_) => {}
+//!                 _ => {}
 //!             }
 //!         }
 //!         // `phase` and `kind` are stable names, also written to `last_error.json`.
+//!         Ok(Check::Rejected { available, .. }) => {
+//!             println!("{} failed its trial here: skipped", available.ref_name)
+//!         }
 //!         Err(e) => eprintln!("{} [{}/{}]", e, e.phase(), e.kind()),
 //!     }
 //!     Ok(())
@@ -56,8 +61,10 @@
 //! client), `limits` (how big a release ota installs), `manifest` (a release's file list, every path validated once), `survey` (what
 //! is on disk now), `plan` (the pure decision of what changes), `fetch` (stages new files,
 //! verified against their git blob ids), `transaction` (the journaled, crash-safe swap, and
-//! recovery), `state` (ota's own folder), `trust` (whether that folder is ota's) and
-//! `updater` (runs the pipeline).
+//! recovery), `state` (ota's own folder), `trust` (whether that folder is ota's), `hooks`
+//! (the commands ota runs: before and after an update, the health check), `trial` (the
+//! pure verdict on a release on trial) and `updater` (runs the pipeline, and the trial:
+//! after-update actions, health command, confirmation, boots, rollback).
 
 #![warn(unreachable_pub)]
 
@@ -75,6 +82,7 @@ pub mod source;
 mod state;
 mod survey;
 mod transaction;
+mod trial;
 mod trust;
 mod updater;
 
@@ -87,6 +95,12 @@ pub use filter::Filter;
 pub use http::{Quota, Usage};
 pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
 pub use plan::{Action, Change, Origin, Plan};
-pub use state::{Cache, Installed, LastError, Rejected, ReleaseId, RollbackPoint, Trial};
+pub use state::{
+    Cache, Failure, FailureKind, Health, Installed, LastError, Rejected, ReleaseId, RollbackPoint,
+    Trial,
+};
 pub use transaction::Recovery;
-pub use updater::{Check, Outcome, Report, Status, UpdateOptions, UpdateReason, Updater};
+pub use trial::{Verdict, Waiting};
+pub use updater::{
+    Check, Outcome, Report, Status, TrialReport, UpdateOptions, UpdateReason, Updater,
+};

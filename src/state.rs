@@ -308,7 +308,9 @@ pub struct Installed {
     pub rejected: Vec<Rejected>,
 }
 
-/// A release on trial: what it waits for, and what it rolls back to.
+/// A release on trial: what it waits for, and what it rolls back to. What the trial has
+/// seen so far is recorded here; `trial::verdict` judges it against the config. Every field
+/// added since the first format has a default, so an older `state.json` still reads.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trial {
     /// When the trial began (RFC 3339, UTC): the commit of the update.
@@ -317,6 +319,113 @@ pub struct Trial {
     /// the trial ends. `None` after a first install: there is nothing to go back to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_to: Option<Box<RollbackPoint>>,
+    /// When `ota confirm` must have come by (seconds since the Unix epoch), when the
+    /// config asked for a confirmation (`confirm_within_sec`) as the trial began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
+    /// What the health command said.
+    #[serde(default)]
+    pub health: Health,
+    /// When `ota confirm` came (RFC 3339, UTC), if it came in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<String>,
+    /// Boots counted by `ota boot` while on trial.
+    #[serde(default)]
+    pub boots: u32,
+    /// Why the trial failed, recorded before the rollback starts: a crash during the
+    /// rollback still ends in a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Failure>,
+    /// When the after-update actions and the health command last started (seconds since
+    /// the Unix epoch): until they may have timed out, another ota process is taken to be
+    /// running them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tried_at: Option<u64>,
+}
+
+impl Trial {
+    /// A trial that begins now (`since`, `now` in Unix seconds), rolling back to
+    /// `rollback_to`, asked for a confirmation within `confirm_within` if set.
+    pub(crate) fn begin(
+        since: String,
+        now: u64,
+        confirm_within: Option<std::time::Duration>,
+        rollback_to: Option<Box<RollbackPoint>>,
+    ) -> Trial {
+        Trial {
+            since,
+            rollback_to,
+            deadline: confirm_within.map(|d| now.saturating_add(d.as_secs())),
+            health: Health::Pending,
+            confirmed_at: None,
+            boots: 0,
+            failed: None,
+            tried_at: Some(now),
+        }
+    }
+}
+
+/// The health command's result for a release on trial.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Not run yet (or its run was interrupted).
+    #[default]
+    Pending,
+    /// It exited 0.
+    Passed,
+    /// It failed or timed out.
+    Failed,
+}
+
+impl Health {
+    /// A stable name: `pending`, `passed`, `failed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Pending => "pending",
+            Health::Passed => "passed",
+            Health::Failed => "failed",
+        }
+    }
+}
+
+/// Why a trial failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Why, as a stable name.
+    pub kind: FailureKind,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Why a trial failed, as a stable name (`Rejected::kind` holds the same names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The health command failed or timed out.
+    HealthFailed,
+    /// `ota confirm` did not come in time.
+    NotConfirmed,
+    /// More boots on trial than `[trial] boots` without the trial ending.
+    TooManyBoots,
+    /// An `[after_update]` command or restart failed.
+    AfterUpdateFailed,
+    /// `ota rollback`.
+    ByHand,
+}
+
+impl FailureKind {
+    /// `health_failed`, `not_confirmed`, `too_many_boots`, `after_update_failed`, `by_hand`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::HealthFailed => "health_failed",
+            FailureKind::NotConfirmed => "not_confirmed",
+            FailureKind::TooManyBoots => "too_many_boots",
+            FailureKind::AfterUpdateFailed => "after_update_failed",
+            FailureKind::ByHand => "by_hand",
+        }
+    }
 }
 
 /// The release a trial rolls back to: enough to reinstall it without the network.

@@ -20,18 +20,25 @@ use crate::config::{Channel, Config, SourceConfig};
 use crate::error::{Error, FetchError};
 use crate::fetch::{self, Fetcher, Progress, ProgressFn};
 use crate::fs::{FileKind, Fs, RealFs};
+use crate::hooks::{self, Phase};
 use crate::http::Usage;
 use crate::limits;
-use crate::manifest::{self, Manifest, Protected, RelPath};
+use crate::manifest::{self, Manifest, ObjectId, Protected, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::source::{GitHub, Source};
 use crate::state::{
-    Cache, Installed, LastError, ReleaseId, RollbackPoint, STATE_FORMAT, StateDir, Trial,
-    now_rfc3339,
+    Cache, Installed, LastError, Rejected, ReleaseId, RollbackPoint, STATE_FORMAT, StateDir, Trial,
+    now_rfc3339, unix_now,
 };
 use crate::survey;
 use crate::transaction::{self, Op, Recovery, Transaction};
+use crate::trial::Verdict;
 use crate::trust::{self, Access, TrustedDir};
+
+mod settle;
+
+use settle::Next;
+pub use settle::TrialReport;
 
 /// How to run an update.
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,6 +63,16 @@ pub enum Check {
         /// What differs between the two.
         reason: UpdateReason,
     },
+    /// The channel names a release that failed its trial here: `ota update` skips it
+    /// (unless forced).
+    Rejected {
+        /// What is installed, if anything.
+        installed: Option<ReleaseId>,
+        /// What the channel points at.
+        available: ReleaseId,
+        /// When and why it was rolled back.
+        rejected: Rejected,
+    },
 }
 
 /// Why an update has something to do.
@@ -74,11 +91,13 @@ pub enum UpdateReason {
     ChannelChanged,
     /// `force`: a reinstall that verifies every file.
     Forced,
+    /// Going back to the release a failed trial (or `ota rollback`) returns to.
+    Rollback,
 }
 
 impl UpdateReason {
     /// A stable machine-readable name: `first_install`, `new_release`, `filter_changed`,
-    /// `source_changed`, `channel_changed`, `forced`.
+    /// `source_changed`, `channel_changed`, `forced`, `rollback`.
     pub fn name(self) -> &'static str {
         match self {
             UpdateReason::FirstInstall => "first_install",
@@ -87,6 +106,7 @@ impl UpdateReason {
             UpdateReason::SourceChanged => "source_changed",
             UpdateReason::ChannelChanged => "channel_changed",
             UpdateReason::Forced => "forced",
+            UpdateReason::Rollback => "rollback",
         }
     }
 }
@@ -100,6 +120,7 @@ impl fmt::Display for UpdateReason {
             UpdateReason::SourceChanged => "the source repository changed since it was installed",
             UpdateReason::ChannelChanged => "the channel changed since it was installed",
             UpdateReason::Forced => "forced reinstall",
+            UpdateReason::Rollback => "rolling back a release that failed its trial",
         })
     }
 }
@@ -111,15 +132,41 @@ pub enum Outcome {
     UpToDate(Report),
     /// `--dry-run`: the plan, not applied.
     Planned(Report),
-    /// The new release is installed.
+    /// The new release is installed (`Report::trial` says whether it is confirmed).
     Updated(Report),
+    /// The channel names a release that failed its trial here before: not downloaded, not
+    /// installed (`UpdateOptions::force` installs it all the same).
+    Rejected {
+        /// What the run saw (`to` is the rejected release).
+        report: Report,
+        /// When and why it was rolled back.
+        rejected: Rejected,
+    },
+    /// The after-update actions and the health command of the release on trial ran again
+    /// (the run after its update was interrupted) and the verdict was recorded; the channel
+    /// was not asked this time.
+    Retried(Report),
 }
 
 impl Outcome {
     /// The report, whatever happened.
     pub fn report(&self) -> &Report {
         match self {
-            Outcome::UpToDate(r) | Outcome::Planned(r) | Outcome::Updated(r) => r,
+            Outcome::UpToDate(r)
+            | Outcome::Planned(r)
+            | Outcome::Updated(r)
+            | Outcome::Retried(r)
+            | Outcome::Rejected { report: r, .. } => r,
+        }
+    }
+
+    fn report_mut(&mut self) -> &mut Report {
+        match self {
+            Outcome::UpToDate(r)
+            | Outcome::Planned(r)
+            | Outcome::Updated(r)
+            | Outcome::Retried(r)
+            | Outcome::Rejected { report: r, .. } => r,
         }
     }
 }
@@ -151,6 +198,9 @@ pub struct Report {
     /// Files and links ota did not own at paths the release ships: replaced, and moved to
     /// `<state_dir>/kept/<txid>/<path>` (path in the target, where it was kept).
     pub kept: Vec<(RelPath, PathBuf)>,
+    /// The trial of the release installed at the end of the run, if it is on trial (or was
+    /// confirmed by this run): `None` without a trial.
+    pub trial: Option<Verdict>,
 }
 
 /// What `ota status` shows.
@@ -169,6 +219,15 @@ pub struct Status {
     pub cache: Cache,
     /// Files ota replaced but did not own, kept under `<state_dir>/kept/` (sorted).
     pub kept: Vec<PathBuf>,
+    /// The verdict on the installed release's trial now, if it is on trial
+    /// (`installed.trial` has what the trial has seen, and its rollback point).
+    pub trial: Option<Verdict>,
+    /// Bytes of the rollback point's files kept in the state folder's `previous/`.
+    pub previous_bytes: u64,
+    /// Boots a release on trial must survive (`[trial] boots`; 0: not counted).
+    pub boots_needed: u32,
+    /// Whether a release on trial waits for a health command (`[trial] health_command`).
+    pub health_needed: bool,
 }
 
 /// Runs ota's commands for one configuration. One `Updater` can run any number of
@@ -295,28 +354,77 @@ impl Updater {
         trust::open(self.dirs.root(), Access::Inspect)?;
         let installed = self.installed_if_any()?;
         let available = self.resolve(installed.as_ref(), false, true)?;
-        Ok(match self.reason(installed.as_ref(), &available) {
-            None => Check::UpToDate(available),
-            Some(reason) => Check::Available {
-                installed: installed.map(|i| i.release),
-                available,
-                reason,
+        let rejected = installed
+            .as_ref()
+            .and_then(|i| rejected_entry(i, &available));
+        Ok(
+            match (self.reason(installed.as_ref(), &available), rejected) {
+                (None, _) => Check::UpToDate(available),
+                (Some(_), Some(rejected)) => Check::Rejected {
+                    installed: installed.as_ref().map(|i| i.release.clone()),
+                    available,
+                    rejected: rejected.clone(),
+                },
+                (Some(reason), None) => Check::Available {
+                    installed: installed.map(|i| i.release),
+                    available,
+                    reason,
+                },
             },
-        })
+        )
     }
 
     /// Brings the target to the channel's current release; see [`UpdateOptions`].
+    ///
+    /// A release on trial is settled first, before any request: one that failed (or missed
+    /// its deadline) is rolled back, and this returns [`Error::Trial`]. A release the
+    /// channel names that was rolled back before is skipped ([`Outcome::Rejected`]) unless
+    /// forced. After a new release is committed, the lock is released while the
+    /// `[after_update]` actions and the health command run (the application may call
+    /// `ota confirm` meanwhile), then the verdict is recorded: confirmed or still pending
+    /// ([`Report::trial`]), or failed, rolled back and [`Error::Trial`].
     pub fn update(&self, options: UpdateOptions) -> Result<Outcome, Error> {
         let op = self.begin();
         if options.dry_run {
             return self.dry_run(&op, options);
         }
         let lock = self.prepare(true)?;
-        self.recorded(lock, || {
+        let next = (|| {
             self.check_folders()?;
             let recovery = self.recover_locked()?;
-            self.run_update(&op, options, recovery)
-        })
+            if let Some(retry) = self.settle_before_update(&op, &recovery)? {
+                return Ok(retry);
+            }
+            let outcome = self.run_update(&op, options, recovery)?;
+            let txid = match &outcome {
+                Outcome::Updated(_) => self.trial_txid()?,
+                _ => None,
+            };
+            Ok(match txid {
+                Some(txid) => Next::Try {
+                    outcome,
+                    txid,
+                    actions: true,
+                },
+                None => Next::Done(outcome),
+            })
+        })();
+        let next = self.record(next, true);
+        drop(lock);
+        let result = match next? {
+            Next::Done(outcome) => return Ok(outcome),
+            Next::Try {
+                outcome,
+                txid,
+                actions,
+            } => self.try_release(&op, outcome, &txid, actions),
+        };
+        self.after_rollback(&result);
+        // Last, once the verdict is durable (a run interrupted before it never rebooted).
+        if let Ok(Outcome::Updated(report) | Outcome::Retried(report)) = &result {
+            self.reboot_if_asked(&report.to);
+        }
+        result
     }
 
     /// `update --dry-run`: plans from the target as it is and writes nothing at all: not the
@@ -329,7 +437,7 @@ impl Updater {
         };
         // The lock file exists once an update ran; without it no update is under way.
         let _lock = match self.exists(&self.dirs.lock_file()) {
-            true => Some(Lock::take(&state)?),
+            true => Some(Lock::take(&state, LOCK_PATIENCE)?),
             false => None,
         };
         self.check_folders()?;
@@ -371,10 +479,20 @@ impl Updater {
             warnings: Vec::new(),
             recovery,
             kept: Vec::new(),
+            trial: self.verdict_now(installed.as_ref()),
         };
         if report.reason.is_none() {
             self.finish(op, &mut report);
             return Ok(Outcome::UpToDate(report));
+        }
+        let rejected = installed
+            .as_ref()
+            .and_then(|i| rejected_entry(i, &report.to));
+        if let Some(rejected) = rejected.filter(|_| !options.force) {
+            report.reason = None;
+            let rejected = rejected.clone();
+            self.finish(op, &mut report);
+            return Ok(Outcome::Rejected { report, rejected });
         }
         let tree = self.source.tree(&report.to.commit)?;
         let (target, warnings) =
@@ -382,25 +500,8 @@ impl Updater {
         limits::check_release(&target, &self.config.target_dir, &self.dirs)?;
         report.warnings = warnings;
         let owned = self.owned(installed.as_ref())?;
-        let root = &self.config.target_dir;
-        // Every symlink is judged with the targets of all the others, before anything is
-        // written (a dry run too: it says whether the release would be refused).
-        let store = self.dirs.previous_root();
-        let links = fetch::link_targets(
-            &*self.source,
-            &*self.fs,
-            root,
-            &store,
-            &report.to.commit,
-            &target,
-        )
-        .map_err(|e| match e {
-            FetchError::Manifest(e) => Error::Manifest(e),
-            e => Error::Fetch(e),
-        })?;
-        manifest::check_links(&links, &self.reserved)?;
-        let facts = survey::survey(&*self.fs, root, &self.dirs, &owned, &target, options.force)?;
-        report.plan = plan::plan(&owned, &target, &facts)?;
+        let links;
+        (links, report.plan) = self.plan_to(&owned, &target, &report.to.commit, options.force)?;
         report.warnings.extend(report.plan.warnings.iter().cloned());
         let new_state = Installed {
             format: STATE_FORMAT,
@@ -411,11 +512,17 @@ impl Updater {
             installed_at: now_rfc3339(),
             previous: installed.as_ref().map(|i| i.release.clone()),
             files: target,
-            trial: self.config.has_trial().then(|| Trial {
-                since: now_rfc3339(),
-                rollback_to: installed.as_ref().and_then(RollbackPoint::of),
+            trial: self.config.has_trial().then(|| {
+                let rollback_to = installed.as_ref().and_then(RollbackPoint::of);
+                Trial::begin(now_rfc3339(), unix_now(), None, rollback_to)
             }),
-            rejected: installed.map(|i| i.rejected).unwrap_or_default(),
+            // A release installed again (`--force`) is no longer rejected.
+            rejected: (installed
+                .map(|i| i.rejected)
+                .unwrap_or_default()
+                .into_iter())
+            .filter(|r| !same_release(&r.release, &report.to))
+            .collect(),
         };
         let rollback_to = new_state
             .trial
@@ -427,9 +534,34 @@ impl Updater {
             self.finish(op, &mut report);
             return Ok(Outcome::Planned(report));
         }
-        self.apply(&mut report, new_state, ops, &links)?;
+        self.apply(&mut report, new_state, ops, &links, true)?;
         self.finish(op, &mut report);
+        report.trial = None;
         Ok(Outcome::Updated(report))
+    }
+
+    /// Plans the change from the `owned` files to `target`, the files of `commit`: returns
+    /// the targets of its symlinks (read and checked) and the plan. An update and a
+    /// rollback alike.
+    fn plan_to(
+        &self,
+        owned: &Manifest,
+        target: &Manifest,
+        commit: &ObjectId,
+        force: bool,
+    ) -> Result<(BTreeMap<RelPath, String>, Plan), Error> {
+        let root = &self.config.target_dir;
+        // Every symlink is judged with the targets of all the others, before anything is
+        // written (a dry run too: it says whether the release would be refused).
+        let store = self.dirs.previous_root();
+        let links = fetch::link_targets(&*self.source, &*self.fs, root, &store, commit, target)
+            .map_err(|e| match e {
+                FetchError::Manifest(e) => Error::Manifest(e),
+                e => Error::Fetch(e),
+            })?;
+        manifest::check_links(&links, &self.reserved)?;
+        let facts = survey::survey(&*self.fs, root, &self.dirs, owned, target, force)?;
+        Ok((links, plan::plan(owned, target, &facts)?))
     }
 
     /// The files ota installed, less the device's own files (config, token): an older ota
@@ -487,12 +619,16 @@ impl Updater {
 
     /// Fetches into a new transaction and commits `ops` and `new_state` (the `state.json` to
     /// be), both checked against the limits; `links` are the release's checked symlink targets.
+    /// With `before_update`, the `[before_update]` command runs once everything is staged,
+    /// just before the target changes (so the application is stopped for the shortest
+    /// time); when it fails, nothing changes.
     fn apply(
         &self,
         report: &mut Report,
         mut new_state: Installed,
         ops: Vec<Op>,
         links: &BTreeMap<RelPath, String>,
+        before_update: bool,
     ) -> Result<(), Error> {
         let root = &self.config.target_dir;
         let tx = Transaction::begin(&*self.fs, root, &self.dirs).map_err(Error::Apply)?;
@@ -517,7 +653,27 @@ impl Updater {
         };
         report.downloaded = fetched.downloaded;
         report.copied = fetched.copied;
+        if before_update && let Some(command) = &self.config.before_update.command {
+            let env = self.hook_env(&report.to, report.from.as_ref(), Phase::BeforeUpdate);
+            if let Err(e) = hooks::run(command, self.config.before_update.timeout, &env) {
+                if let Err(cleanup) = tx.abort() {
+                    tracing::warn!("removing the stage after [before_update] failed: {cleanup}");
+                }
+                return Err(Error::BeforeUpdate(e.to_string()));
+            }
+        }
         new_state.installed_at = now_rfc3339();
+        // The trial begins at the commit (a deadline counts from there, not from the plan).
+        if let Some(trial) = new_state.trial.take() {
+            let confirm_within = self.config.trial.confirm_within;
+            let since = new_state.installed_at.clone();
+            new_state.trial = Some(Trial::begin(
+                since,
+                unix_now(),
+                confirm_within,
+                trial.rollback_to,
+            ));
+        }
         report.kept = (report.plan.changes.iter())
             .filter(|c| c.kept)
             .map(|c| (c.path.clone(), tx.kept_path(&c.path)))
@@ -582,11 +738,20 @@ impl Updater {
                 last_error: None,
                 cache: Cache::default(),
                 kept: Vec::new(),
+                trial: None,
+                previous_bytes: 0,
+                boots_needed: self.config.trial.boots,
+                health_needed: self.config.trial.health_command.is_some(),
             });
         }
+        let installed = self.dirs.read_installed(fs)?;
         Ok(Status {
             target: self.config.target_dir.clone(),
-            installed: self.dirs.read_installed(fs)?,
+            trial: self.verdict_now(installed.as_ref()),
+            previous_bytes: self.previous_bytes(),
+            boots_needed: self.config.trial.boots,
+            health_needed: self.config.trial.health_command.is_some(),
+            installed,
             pending: transaction::pending(fs, &self.config.target_dir, &self.dirs)
                 .map_err(Error::Recover)?
                 .map(|journal| journal.release),
@@ -646,6 +811,11 @@ impl Updater {
     /// Nothing is written into a state folder that is not ota's, and so no journal there is
     /// ever run.
     fn prepare(&self, create: bool) -> Result<Lock, Error> {
+        self.prepare_with(create, LOCK_PATIENCE)
+    }
+
+    /// [`Updater::prepare`], waiting up to `patience` for the lock.
+    fn prepare_with(&self, create: bool, patience: Duration) -> Result<Lock, Error> {
         let access = match create {
             true => Access::Create,
             false => Access::Use,
@@ -672,7 +842,7 @@ impl Updater {
             std::fs::create_dir_all(target)
                 .map_err(|e| Error::Setup(format!("cannot create {}: {e}", target.display())))?;
         }
-        Lock::take(&state)
+        Lock::take(&state, patience)
     }
 
     /// Checks, under the lock, that the target is a folder on the state folder's filesystem.
@@ -720,9 +890,17 @@ impl Updater {
     /// Runs `work` holding `lock`, and records its outcome in `last_error.json` before
     /// releasing it: a failure is written, a success removes the file.
     fn recorded<T>(&self, lock: Lock, work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-        let result = work();
+        let result = self.record(work(), true);
+        drop(lock);
+        result
+    }
+
+    /// Records `result` in `last_error.json` (the caller holds the lock): a failure is
+    /// written; a success removes the file if `clear`.
+    fn record<T>(&self, result: Result<T, Error>, clear: bool) -> Result<T, Error> {
         let fs = &*self.fs;
         let recorded = match &result {
+            Ok(_) if !clear => Ok(()),
             Ok(_) => self.dirs.clear_last_error(fs),
             Err(e) => {
                 let time = now_rfc3339();
@@ -748,9 +926,18 @@ impl Updater {
                 self.dirs.error_file().display()
             );
         }
-        drop(lock);
         result
     }
+}
+
+/// The entry of `installed.rejected` for `release` (same ref and commit), if any.
+fn rejected_entry<'a>(installed: &'a Installed, release: &ReleaseId) -> Option<&'a Rejected> {
+    (installed.rejected.iter()).find(|r| same_release(&r.release, release))
+}
+
+/// Whether two releases are the same ref at the same commit (whatever the channel).
+fn same_release(a: &ReleaseId, b: &ReleaseId) -> bool {
+    a.ref_name == b.ref_name && a.commit == b.commit
 }
 
 /// `path` relative to `root`, when it lies inside it: compared as written (both absolute and
@@ -769,20 +956,25 @@ fn inside(root: &Path, path: &Path) -> Option<RelPath> {
 /// How long to wait for the lock before reporting another ota process at work.
 const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
+/// How long the commands of a trial wait for the lock: `ota confirm`, `ota boot`, and an
+/// update taking it back after its health command. Another ota may hold it for a whole
+/// download meanwhile; giving up would leave the verdict unrecorded.
+const TRIAL_LOCK_PATIENCE: Duration = Duration::from_secs(300);
+
 /// An exclusive `flock` on the state folder's lock file, released on drop.
 struct Lock {
     _file: File,
 }
 
 impl Lock {
-    fn take(state: &TrustedDir) -> Result<Lock, Error> {
+    fn take(state: &TrustedDir, patience: Duration) -> Result<Lock, Error> {
         let path = &state.path().join("lock");
         let file = state
             .open_lock()
             .map_err(|e| Error::Setup(format!("cannot open {}: {e}", path.display())))?;
         // A lock can be held for a moment by a process that is not ota at all: a child forked
         // by a program that embeds ota keeps the descriptor until it execs. Wait that out.
-        let patience = Instant::now() + LOCK_PATIENCE;
+        let patience = Instant::now() + patience;
         loop {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => return Ok(Lock { _file: file }),

@@ -129,7 +129,13 @@ fn an_update_on_trial_keeps_the_files_it_sets_aside_themselves() {
     // nothing of v2's.
     assert!(object(&device, "twice in v1\n").is_file());
     assert_eq!(stored(&device).len(), 5, "{:?}", stored(&device));
-    assert!(device.leftovers().iter().all(|l| l == "previous"));
+    // Nothing else is left: `leftovers` lists the objects of `previous/` themselves.
+    let leftovers = device.leftovers();
+    assert!(
+        leftovers.iter().all(|l| l.starts_with("previous/")),
+        "{leftovers:?}"
+    );
+    assert_eq!(leftovers.len(), 5, "{leftovers:?}");
 }
 
 #[test]

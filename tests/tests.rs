@@ -21,5 +21,6 @@ mod race;
 mod recover;
 mod release;
 mod safety;
+mod trial;
 mod trust;
 mod update;

@@ -40,13 +40,10 @@ pub struct Scenario {
     /// so the release stays on trial); missing: no. The starting release is installed
     /// without one: it is the confirmed release a trial rolls back to.
     pub on_trial: &'static [bool],
-    /// Runs the last step instead of an update to its release, when set (e.g. a rollback of
-    /// the trial the earlier updates started: `Updater::rollback`).
-    pub last_step: Option<Step>,
+    /// `ota boot` runs after the updates (`[trial] boots = 1` on trial); when any, crashes
+    /// are placed in the last boot instead, which must roll back to `installed`.
+    pub boots_after: usize,
 }
-
-/// One recorded step on the simulated filesystem, with the config of that step.
-pub type Step = fn(&Config, SimFs) -> Result<(), ota::Error>;
 
 fn file(bytes: impl Into<Vec<u8>>) -> FileSpec {
     FileSpec::File {
@@ -123,7 +120,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
-            last_step: None,
+            boots_after: 0,
         },
         Scenario {
             name: "first-install-over-user-files",
@@ -145,7 +142,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
-            last_step: None,
+            boots_after: 0,
         },
         Scenario {
             name: "edits",
@@ -166,7 +163,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
-            last_step: None,
+            boots_after: 0,
         },
         Scenario {
             name: "adds-in-new-nested-folders",
@@ -188,7 +185,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
-            last_step: None,
+            boots_after: 0,
         },
         Scenario {
             name: "deletes-that-empty-folders",
@@ -210,7 +207,7 @@ pub fn all() -> Vec<Scenario> {
             // A folder mode other than ota's default, to see it restored on rollback.
             tweak: |tree, target| tree.chmod_dir(&target.join("old/sub"), 0o750),
             on_trial: &[],
-            last_step: None,
+            boots_after: 0,
         },
         Scenario {
             name: "exec-bit-change",
@@ -231,7 +228,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
-            last_step: None,
+            boots_after: 0,
         },
         Scenario {
             name: "symlink-add-and-retarget",
@@ -261,7 +258,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
-            last_step: None,
+            boots_after: 0,
         },
         Scenario {
             name: "file-to-folder-and-folder-to-file",
@@ -288,7 +285,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
-            last_step: None,
+            boots_after: 0,
         },
         Scenario {
             name: "download-fails-midway",
@@ -311,7 +308,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: Some(2),
             tweak: no_tweak,
             on_trial: &[],
-            last_step: None,
+            boots_after: 0,
         },
         Scenario {
             name: "two-updates-back-to-back",
@@ -335,7 +332,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[],
-            last_step: None,
+            boots_after: 0,
         },
         // v1 confirmed, v2 installed on trial: what v2 sets aside of v1 is kept in previous/.
         Scenario {
@@ -347,7 +344,7 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[true],
-            last_step: None,
+            boots_after: 0,
         },
         // v1 confirmed, v2 on trial, then v3 on trial (still rolling back to v1): v3 stages
         // v1's main.py from previous/ (hard link) and sets more of v1 aside.
@@ -360,11 +357,11 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[true, true],
-            last_step: None,
+            boots_after: 0,
         },
-        // The shape of a rollback: v1 confirmed, v2 on trial, then v1's files again with the
-        // trial ended (every file from previous/, no download), and previous/ swept. (A real
-        // rollback runs as `last_step`, which also names v1.0.0 in state.json.)
+        // v1 confirmed, v2 on trial, then v1's files again as v3 under a config with no
+        // trial: the update first confirms v2 (no condition is configured any more) and
+        // sweeps previous/, then installs v3.
         Scenario {
             name: "trial-back-to-the-kept-release",
             releases: vec![trial_v1(), trial_v2(), trial_v1()],
@@ -374,7 +371,21 @@ pub fn all() -> Vec<Scenario> {
             stop_server_after: None,
             tweak: no_tweak,
             on_trial: &[true, false],
-            last_step: None,
+            boots_after: 0,
+        },
+        // A real rollback: v1 confirmed, v2 on trial and never confirmed; the second boot on
+        // trial (one more than `boots = 1`) rolls it back: one transaction puts v1's files
+        // back from previous/ (no download) and records v2 as rejected.
+        Scenario {
+            name: "trial-rolled-back-at-boot",
+            releases: vec![trial_v1(), trial_v2()],
+            user: vec![],
+            installed: Some(0),
+            updates: vec![1],
+            stop_server_after: None,
+            tweak: no_tweak,
+            on_trial: &[true],
+            boots_after: 2,
         },
     ]
 }
@@ -478,7 +489,7 @@ fn config(target: &Path, server: &Server, tag: &str, trial: bool) -> Config {
         server.raw_url(),
     );
     if trial {
-        text.push_str("[trial]\nconfirm_within_sec = 3600\n");
+        text.push_str("[trial]\nconfirm_within_sec = 3600\nboots = 1\n");
     }
     Config::parse(&text, Format::Toml, Path::new("/"), &|_| None).expect("valid config")
 }
@@ -489,6 +500,18 @@ fn with_tag(config: &Config, tag: &str) -> Config {
         tag: Some(tag.to_owned()),
     };
     config
+}
+
+/// Runs `ota boot` on `fs`.
+pub fn boot(config: &Config, fs: SimFs) -> Result<Option<ota::TrialReport>, ota::Error> {
+    let ota::config::SourceConfig::Github(github) = &config.source;
+    let source = Box::new(GitHub::new(github, &config.network));
+    Updater::with_parts(config.clone(), source, Box::new(fs)).boot()
+}
+
+/// Whether `error` says a release failed its trial and was rolled back.
+pub fn rolled_back(error: &ota::Error) -> bool {
+    matches!(error, ota::Error::Trial(e) if matches!(**e, ota::error::TrialError::RolledBack { .. }))
 }
 
 /// Runs one update on `fs` following `tag`.
@@ -621,7 +644,11 @@ pub fn prepare(sc: &Scenario) -> Prepared {
     let mut old = outcome_of("old", &base, &target, &dirs);
     let mut crash_from = 0;
     let mut result = String::new();
-    let last = sc.updates.len() - 1;
+    // With boots after the updates, the last boot is under test, not an update.
+    let last = match sc.boots_after {
+        0 => sc.updates.len() - 1,
+        _ => usize::MAX,
+    };
     // The update under test may get its own server, stopped mid-run.
     let mut doomed_config = None;
     for (n, &u) in sc.updates.iter().enumerate() {
@@ -651,10 +678,7 @@ pub fn prepare(sc: &Scenario) -> Prepared {
             }
         }
         let cfg = doomed_config.take().unwrap_or_else(|| config_of(n));
-        let got = match sc.last_step.filter(|_| n == last) {
-            Some(step) => step(&with_tag(&cfg, &tag(u)), fs.clone()),
-            None => update(&cfg, &tag(u), fs.clone()).map(|_| ()),
-        };
+        let got = update(&cfg, &tag(u), fs.clone());
         match (&got, n == last && sc.stop_server_after.is_some()) {
             (Ok(_), false) => result = "update returned Ok".into(),
             (Err(e), true) => result = format!("update failed as intended: {e}"),
@@ -666,9 +690,32 @@ pub fn prepare(sc: &Scenario) -> Prepared {
             ),
         }
     }
+    for b in 0..sc.boots_after {
+        let under_test = b + 1 == sc.boots_after;
+        if under_test {
+            crash_from = fs.log().len();
+            old = outcome_of("old", &fs.live(), &target, &dirs);
+        }
+        let got = boot(
+            &with_tag(&config_of(sc.updates.len() - 1), &tag(0)),
+            fs.clone(),
+        );
+        match (&got, under_test) {
+            (Ok(_), false) => {}
+            (Err(e), true) if rolled_back(e) => result = "ota boot rolled back".into(),
+            (got, _) => panic!("{}: boot {} ended {got:?}", sc.name, b + 1),
+        }
+    }
+    // The release the run must leave: a boot under test rolls back to the installed one.
+    let wanted = match sc.boots_after {
+        0 => *sc.updates.last().expect("an update"),
+        _ => sc
+            .installed
+            .expect("a rollback goes back to the installed release"),
+    };
     let log = fs.log();
     let end = fs.live();
-    let fresh_tag = tag(*sc.updates.last().expect("an update"));
+    let fresh_tag = tag(wanted);
     let (new, new_allowed) = if sc.stop_server_after.is_some() {
         assert_eq!(
             end.listing(&target, &[".ota"]),
@@ -683,26 +730,30 @@ pub fn prepare(sc: &Scenario) -> Prepared {
     } else {
         (outcome_of("new", &end, &target, &dirs), true)
     };
-    let want = expected_files(
-        &sc.releases[*sc.updates.last().expect("an update")],
-        &sc.user,
-    );
+    let want = expected_files(&sc.releases[wanted], &sc.user);
     assert_eq!(
         files_only(&new.listing),
         want,
         "{}: the new release",
         sc.name
     );
-    let sync_after_rename_to = |file: &str| {
-        (crash_from..log.len().saturating_sub(1))
+    let sync_after_rename_to = |file: &str, from: usize| {
+        (from..log.len().saturating_sub(1))
             .find(|&i| {
                 matches!(&log[i].op, Op::Rename { to_name, .. } if to_name == file)
                     && matches!(log[i + 1].op, Op::SyncDir { .. })
             })
             .map(|i| i + 1)
     };
-    let commit_sync = sync_after_rename_to("state.json");
-    let error_sync = sync_after_rename_to("last_error.json");
+    // The commit point is the transaction's `state.json` (after its journal): an update may
+    // also rewrite `state.json` before it (settling the trial of the installed release) and
+    // after it (recording its own trial's verdict), neither of which changes the files.
+    let journal = (crash_from..log.len())
+        .rev()
+        .find(|&i| matches!(&log[i].op, Op::Rename { to_name, .. } if to_name == "journal.json"))
+        .unwrap_or(crash_from);
+    let commit_sync = sync_after_rename_to("state.json", journal);
+    let error_sync = sync_after_rename_to("last_error.json", crash_from);
     Prepared {
         name: sc.name,
         _dir: dir,

@@ -122,6 +122,17 @@ impl Device {
         self.command(args, log).output().unwrap()
     }
 
+    /// Runs the real `ota` binary with `PATH` set to `path` (a test's recording
+    /// `systemctl` first) and asserts it exits with `code`; returns stdout + stderr.
+    pub fn ota_with_path(&self, args: &[&str], path: &str, code: i32) -> String {
+        let out = self
+            .command(args, "ota=debug")
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        exited(&out, args, code)
+    }
+
     /// Starts the real `ota` binary with this device's config, its output piped.
     pub fn spawn_ota(&self, args: &[&str]) -> std::process::Child {
         let mut cmd = self.command(args, "ota=debug");
@@ -183,11 +194,13 @@ impl Device {
         Some(serde_json::from_slice(&text).unwrap())
     }
 
-    /// Everything left in the state folder besides the permanent files.
+    /// Everything left in the state folder besides the permanent files (and the files of
+    /// `previous/`, kept only while a release is on trial).
     pub fn leftovers(&self) -> Vec<String> {
         let state = self.target.join(".ota");
         let mut out = Vec::new();
-        for sub in ["stage", "backup"] {
+        // `previous/` holds files only while a release is on trial.
+        for sub in ["stage", "backup", "previous"] {
             if let Ok(entries) = std::fs::read_dir(state.join(sub)) {
                 for e in entries {
                     out.push(format!(
@@ -210,6 +223,7 @@ impl Device {
                         | "cache.json"
                         | "ota-state.tag"
                         | "kept"
+                        | "previous"
                 ) {
                     out.push(name);
                 }

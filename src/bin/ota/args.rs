@@ -31,6 +31,13 @@ pub enum Command {
     /// Finish or undo an interrupted update (every command that changes the target does
     /// this first).
     Recover(RecoverArgs),
+    /// Confirm the release on trial: the application works (`[trial] confirm_within_sec`).
+    Confirm(TrialArgs),
+    /// Count a boot of the release on trial (`[trial] boots`); run once per boot, before
+    /// the application.
+    Boot(TrialArgs),
+    /// Go back to the previous release, kept while the installed one is on trial.
+    Rollback(TrialArgs),
 }
 
 impl Command {
@@ -40,7 +47,8 @@ impl Command {
             Command::Update(a) => a.json,
             Command::Check(a) => a.json,
             Command::Status(a) => a.json,
-            _ => false,
+            Command::Confirm(a) | Command::Boot(a) | Command::Rollback(a) => a.json,
+            Command::Recover(_) => false,
         }
     }
 }
@@ -94,4 +102,14 @@ pub struct StatusArgs {
 pub struct RecoverArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+}
+
+/// `ota confirm`, `ota boot`, `ota rollback`.
+#[derive(Debug, clap::Args)]
+pub struct TrialArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

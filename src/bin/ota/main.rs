@@ -1,6 +1,8 @@
 //! The `ota` command: parses arguments, calls the library, prints, maps errors to exit codes.
 //!
-//! Exit codes: 0 success (or up to date), 1 error, 2 bad usage, 100 `check` found an update.
+//! Exit codes: 0 success (or up to date, or a release on trial still waiting), 1 error (a
+//! release that failed its trial and was rolled back included: error kind `unhealthy`), 2 bad
+//! usage, 100 `check` found an update.
 //!
 //! Results go to stdout through checked writes; logs, the progress bar and the final error
 //! to stderr (see `log`). A closed stdout (`ota status | head -0`) ends the command quietly.
@@ -94,7 +96,7 @@ fn run(args: Args, stderr: &Stderr) -> anyhow::Result<ExitCode> {
             let check = updater.check()?;
             print::check(&check, a.json).map_err(OutputError)?;
             Ok(match check {
-                Check::UpToDate(_) => ExitCode::SUCCESS,
+                Check::UpToDate(_) | Check::Rejected { .. } => ExitCode::SUCCESS,
                 Check::Available { .. } => ExitCode::from(EXIT_UPDATE_AVAILABLE),
             })
         }
@@ -106,6 +108,24 @@ fn run(args: Args, stderr: &Stderr) -> anyhow::Result<ExitCode> {
         Command::Recover(a) => {
             let updater = updater(&a.config.config)?;
             print::recovery(&updater.recover()?).map_err(OutputError)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Confirm(a) => {
+            let updater = updater(&a.config.config)?;
+            print::trial(updater.confirm()?.as_ref(), a.json).map_err(OutputError)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Boot(a) => {
+            let updater = updater(&a.config.config)?;
+            print::trial(updater.boot()?.as_ref(), a.json).map_err(OutputError)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback(a) => {
+            let mut updater = updater(&a.config.config)?;
+            updater.on_progress(progress::reporter(stderr.clone(), args.quiet));
+            let report = updater.rollback()?;
+            stderr.clear_bar();
+            print::rollback(&report, a.json).map_err(OutputError)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -5,7 +5,10 @@
 
 use std::io::{self, Write};
 
-use ota::{Action, Check, Origin, Outcome, Recovery, ReleaseId, Report, Status, UpdateReason};
+use ota::{
+    Action, Check, Origin, Outcome, Recovery, Rejected, ReleaseId, Report, Status, TrialReport,
+    UpdateReason, Verdict, Waiting,
+};
 use serde_json::json;
 
 /// Standard output, locked for one command's result.
@@ -36,11 +39,42 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
             Outcome::UpToDate(_) => "up_to_date",
             Outcome::Planned(_) => "planned",
             Outcome::Updated(_) => "updated",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Retried(_) => "trial_retried",
         };
-        return write_json(out, &report_json(state, report));
+        let mut value = report_json(state, report);
+        if let Outcome::Rejected { rejected, .. } = outcome {
+            value["rejected"] = json!(rejected);
+        }
+        return write_json(out, &value);
     }
     match outcome {
-        Outcome::UpToDate(r) => writeln!(out, "up to date: {}", release(&r.to))?,
+        Outcome::UpToDate(r) => {
+            writeln!(out, "up to date: {}", release(&r.to))?;
+            trial_line(out, &r.to, r.trial.as_ref())?;
+        }
+        Outcome::Rejected { report, rejected } => {
+            writeln!(
+                out,
+                "skipped {}: {}",
+                release(&report.to),
+                rejected_why(rejected)
+            )?;
+            writeln!(
+                out,
+                "  it is not installed again until the channel names another release; \
+                 `ota update --force` installs it anyway"
+            )?;
+        }
+        Outcome::Retried(r) => {
+            writeln!(
+                out,
+                "ran the after-update actions and the health command of {} again (the run \
+                 after its update was interrupted); the channel was not asked this time",
+                release(&r.to)
+            )?;
+            trial_line(out, &r.to, r.trial.as_ref())?;
+        }
         Outcome::Planned(r) => {
             writeln!(
                 out,
@@ -85,8 +119,107 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
                     at.display()
                 )?;
             }
+            trial_line(out, &r.to, r.trial.as_ref())?;
         }
     }
+    out.flush()
+}
+
+/// Says where the trial of `release` stands, if it has one.
+fn trial_line(out: &mut impl Write, r: &ReleaseId, trial: Option<&Verdict>) -> io::Result<()> {
+    match trial {
+        None => Ok(()),
+        Some(Verdict::Confirmed) => writeln!(out, "  {} passed its trial: confirmed", r.ref_name),
+        Some(Verdict::Pending(waiting)) => writeln!(
+            out,
+            "  {} is on trial, waiting for {}",
+            r.ref_name,
+            waiting_list(waiting)
+        ),
+        // A failed trial is rolled back and reported as an error; status shows it pending
+        // the rollback.
+        Some(Verdict::Failed(f)) => writeln!(
+            out,
+            "  {} failed its trial ({}: {}); the next ota command rolls it back",
+            r.ref_name,
+            f.kind.name(),
+            f.reason
+        ),
+    }
+}
+
+fn waiting_list(waiting: &[Waiting]) -> String {
+    let all: Vec<String> = waiting.iter().map(ToString::to_string).collect();
+    all.join(" and ")
+}
+
+fn rejected_why(r: &Rejected) -> String {
+    format!(
+        "it failed its trial here and was rolled back at {} ({}): {}",
+        r.time, r.kind, r.reason
+    )
+}
+
+/// A trial's verdict as JSON: `{"state": "confirmed" | "pending" | "failed", "waiting_for":
+/// [...], "failed": {...}}`.
+fn verdict_json(verdict: Option<&Verdict>) -> serde_json::Value {
+    match verdict {
+        None => serde_json::Value::Null,
+        Some(Verdict::Confirmed) => json!({"state": "confirmed", "waiting_for": []}),
+        Some(Verdict::Pending(waiting)) => json!({
+            "state": "pending",
+            "waiting_for": waiting.iter().map(Waiting::name).collect::<Vec<_>>(),
+        }),
+        Some(Verdict::Failed(f)) => json!({
+            "state": "failed",
+            "waiting_for": [],
+            "failed": {"kind": f.kind.name(), "reason": f.reason},
+        }),
+    }
+}
+
+/// Prints what `ota confirm` or `ota boot` left: the trial of the installed release.
+pub fn trial(trial: Option<&TrialReport>, as_json: bool) -> io::Result<()> {
+    let out = &mut stdout();
+    if as_json {
+        let value = match trial {
+            None => json!({"release": null, "trial": null}),
+            Some(t) => json!({"release": t.release, "trial": verdict_json(Some(&t.verdict))}),
+        };
+        return write_json(out, &value);
+    }
+    match trial {
+        None => writeln!(out, "no release is on trial")?,
+        Some(t) => match &t.verdict {
+            Verdict::Confirmed => {
+                writeln!(out, "{} passed its trial: confirmed", release(&t.release))?
+            }
+            other => {
+                writeln!(out, "{} is on trial", release(&t.release))?;
+                if let Verdict::Pending(waiting) = other {
+                    writeln!(out, "  waiting for {}", waiting_list(waiting))?;
+                }
+            }
+        },
+    }
+    out.flush()
+}
+
+/// Prints what `ota rollback` did.
+pub fn rollback(report: &Report, as_json: bool) -> io::Result<()> {
+    let out = &mut stdout();
+    if as_json {
+        return write_json(out, &report_json("rolled_back", report));
+    }
+    let from = report.from.as_ref().map_or("?".into(), release);
+    writeln!(out, "rolled back {from} → {}", release(&report.to))?;
+    writeln!(
+        out,
+        "  {} is recorded as rejected: not installed again until the channel names another \
+         release (or `ota update --force`)",
+        report.from.as_ref().map_or("?", |r| r.ref_name.as_str())
+    )?;
+    summary(out, report)?;
     out.flush()
 }
 
@@ -146,6 +279,7 @@ fn report_json(state: &str, r: &Report) -> serde_json::Value {
         "elapsed_sec": r.elapsed.as_secs_f64(),
         "warnings": r.warnings,
         "kept": r.kept.iter().map(|(path, at)| json!({"path": path, "kept_at": at})).collect::<Vec<_>>(),
+        "trial": verdict_json(r.trial.as_ref()),
         "peak_rss_bytes": peak_rss_bytes(),
     })
 }
@@ -160,6 +294,30 @@ pub fn check(check: &Check, as_json: bool) -> io::Result<()> {
             json!({"update_available": false, "installed": r})
         )?,
         Check::UpToDate(r) => writeln!(out, "up to date: {}", release(r))?,
+        Check::Rejected {
+            installed,
+            available,
+            rejected,
+        } if as_json => writeln!(
+            out,
+            "{}",
+            json!({
+                "update_available": false,
+                "installed": installed,
+                "available": available,
+                "rejected": rejected,
+            })
+        )?,
+        Check::Rejected {
+            available,
+            rejected,
+            ..
+        } => writeln!(
+            out,
+            "no update: the channel names {}, but {}",
+            release(available),
+            rejected_why(rejected)
+        )?,
         Check::Available {
             installed,
             available,
@@ -206,9 +364,49 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
                 "bytes": i.files.total_bytes(),
             })
         });
+        let installed_trial = status.installed.as_ref().and_then(|i| i.trial.as_ref());
+        let trial = installed_trial.map(|t| {
+            let mut value = verdict_json(status.trial.as_ref());
+            let waiting: &[Waiting] = match &status.trial {
+                Some(Verdict::Pending(w)) => w,
+                _ => &[],
+            };
+            let deadline = waiting.iter().find_map(|w| match w {
+                Waiting::Confirm { deadline } => Some(rfc3339(*deadline)),
+                _ => None,
+            });
+            value["since"] = json!(t.since);
+            value["confirm_deadline"] = json!(deadline.or(t.deadline.map(rfc3339)));
+            value["confirmed_at"] = json!(t.confirmed_at);
+            value["boots"] = json!(t.boots);
+            value["boots_needed"] = json!(status.boots_needed);
+            value["health"] = match status.health_needed {
+                true => json!(t.health.name()),
+                false => json!("not_configured"),
+            };
+            value
+        });
+        let previous = installed_trial
+            .and_then(|t| t.rollback_to.as_ref())
+            .map(|p| {
+                json!({
+                    "release": p.release,
+                    "installed_at": p.installed_at,
+                    "files": p.files.len(),
+                    "bytes": p.files.total_bytes(),
+                    "kept_bytes": status.previous_bytes,
+                })
+            });
+        let rejected = status
+            .installed
+            .as_ref()
+            .map_or(&[][..], |i| &i.rejected[..]);
         let value = json!({
             "target": status.target,
             "installed": installed,
+            "trial": trial,
+            "previous": previous,
+            "rejected": rejected,
             "recovery_pending": status.pending,
             "last_error": status.last_error,
             "last_check": status.cache.last_check,
@@ -230,6 +428,63 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             )?;
             if let Some(prev) = &i.previous {
                 writeln!(out, "previous:    {}", release(prev))?;
+            }
+            if let Some(t) = &i.trial {
+                match &status.trial {
+                    Some(Verdict::Pending(waiting)) => writeln!(
+                        out,
+                        "trial:       since {}, waiting for {}",
+                        t.since,
+                        waiting_list(waiting)
+                    )?,
+                    Some(Verdict::Failed(f)) => writeln!(
+                        out,
+                        "trial:       since {}, failed ({}: {}); the next ota command rolls it back",
+                        t.since,
+                        f.kind.name(),
+                        f.reason
+                    )?,
+                    _ => writeln!(
+                        out,
+                        "trial:       since {}, every condition holds; the next ota command \
+                         confirms it",
+                        t.since
+                    )?,
+                }
+                let health = match status.health_needed {
+                    true => t.health.name(),
+                    false => "not checked",
+                };
+                writeln!(
+                    out,
+                    "             health {health}, {} boots counted{}",
+                    t.boots,
+                    match status.boots_needed {
+                        0 => String::new(),
+                        n => format!(" of {n}"),
+                    }
+                )?;
+                match &t.rollback_to {
+                    Some(p) => writeln!(
+                        out,
+                        "rollback to: {} ({} files, {} kept in the state folder)",
+                        release(&p.release),
+                        p.files.len(),
+                        bytes(status.previous_bytes)
+                    )?,
+                    None => writeln!(
+                        out,
+                        "rollback to: nothing (the first release installed here)"
+                    )?,
+                }
+            }
+            for r in &i.rejected {
+                writeln!(
+                    out,
+                    "rejected:    {}: {}",
+                    release(&r.release),
+                    rejected_why(r)
+                )?;
             }
         }
         None => writeln!(out, "installed:   nothing yet")?,
@@ -312,6 +567,11 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+fn rfc3339(unix: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 fn release(r: &ReleaseId) -> String {

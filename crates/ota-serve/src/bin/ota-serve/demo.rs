@@ -77,7 +77,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
             "   update available: {} (`ota check` exits 100)",
             available.ref_name
         ),
-        Check::UpToDate(_) => anyhow::bail!("the new release was not seen"),
+        _ => anyhow::bail!("the new release was not seen"),
     }
     served(&server);
 
@@ -130,6 +130,8 @@ fn outcome_lines(outcome: &Outcome) {
             Some(from) => println!("   updated {} → {}", release(from), release(&r.to)),
             None => println!("   installed {}", release(&r.to)),
         },
+        // The demo configures no trial and rejects nothing.
+        _ => println!("   {}", release(&report.to)),
     }
     if !matches!(outcome, Outcome::UpToDate(_)) {
         let plan = &report.plan;
