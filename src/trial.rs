@@ -66,7 +66,9 @@ impl Waiting {
 impl std::fmt::Display for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Waiting::Health => f.write_str("the health command's result"),
+            Waiting::Health => {
+                f.write_str("the result of the after-update actions and the health command")
+            }
             Waiting::Confirm { deadline } => {
                 write!(f, "`ota confirm` by {}", rfc3339(*deadline))
             }
@@ -137,12 +139,16 @@ pub(crate) fn named(release: &ReleaseId) -> String {
 }
 
 /// The verdict on `trial` under `config` at `now` (seconds since the Unix epoch).
-pub(crate) fn verdict(trial: &Trial, config: &TrialConfig, now: u64) -> Verdict {
+///
+/// `actions`: whether `[after_update]` actions run after an update. Their result is awaited
+/// like the health command's (one `health` result records both), so that a run interrupted
+/// before them is retried rather than confirmed.
+pub(crate) fn verdict(trial: &Trial, config: &TrialConfig, actions: bool, now: u64) -> Verdict {
     if let Some(failed) = &trial.failed {
         return Verdict::Failed(failed.clone());
     }
     let mut waiting = Vec::new();
-    if config.health_command.is_some() {
+    if config.health_command.is_some() || actions {
         match trial.health {
             Health::Passed => {}
             Health::Pending => waiting.push(Waiting::Health),
@@ -260,20 +266,40 @@ mod tests {
     #[test]
     fn nothing_configured_confirms_at_once() {
         assert_eq!(
-            verdict(&trial(), &config(false, None, 0), T0),
+            verdict(&trial(), &config(false, None, 0), false, T0),
             Verdict::Confirmed
         );
+    }
+
+    /// A run interrupted after the commit, before the after-update actions (a restart) ran,
+    /// must not confirm the release: the next run retries them.
+    #[test]
+    fn after_update_actions_are_awaited_like_the_health_command() {
+        let c = config(false, None, 0);
+        let mut t = trial();
+        assert_eq!(
+            verdict(&t, &c, true, T0),
+            Verdict::Pending(vec![Waiting::Health])
+        );
+        t.health = Health::Passed;
+        assert_eq!(verdict(&t, &c, true, T0), Verdict::Confirmed);
     }
 
     #[test]
     fn health_decides_when_it_is_the_only_condition() {
         let c = config(true, None, 0);
         let mut t = trial();
-        assert_eq!(verdict(&t, &c, T0), Verdict::Pending(vec![Waiting::Health]));
+        assert_eq!(
+            verdict(&t, &c, false, T0),
+            Verdict::Pending(vec![Waiting::Health])
+        );
         t.health = Health::Passed;
-        assert_eq!(verdict(&t, &c, T0 + 10_000), Verdict::Confirmed);
+        assert_eq!(verdict(&t, &c, false, T0 + 10_000), Verdict::Confirmed);
         t.health = Health::Failed;
-        assert_eq!(failed_kind(verdict(&t, &c, T0)), FailureKind::HealthFailed);
+        assert_eq!(
+            failed_kind(verdict(&t, &c, false, T0)),
+            FailureKind::HealthFailed
+        );
     }
 
     #[test]
@@ -281,17 +307,20 @@ mod tests {
         let c = config(false, Some(60), 0);
         let t = Trial::begin(rfc3339(T0), T0, Some(Duration::from_secs(60)), None);
         let waiting = Verdict::Pending(vec![Waiting::Confirm { deadline: T0 + 60 }]);
-        assert_eq!(verdict(&t, &c, T0), waiting);
+        assert_eq!(verdict(&t, &c, false, T0), waiting);
         assert_eq!(
-            verdict(&t, &c, T0 + 60),
+            verdict(&t, &c, false, T0 + 60),
             waiting,
             "the deadline itself is in time"
         );
-        let late = verdict(&t, &c, T0 + 61);
+        let late = verdict(&t, &c, false, T0 + 61);
         assert_eq!(failed_kind(late), FailureKind::NotConfirmed);
         let mut confirmed = t.clone();
         confirmed.confirmed_at = Some(rfc3339(T0 + 30));
-        assert_eq!(verdict(&confirmed, &c, T0 + 1_000), Verdict::Confirmed);
+        assert_eq!(
+            verdict(&confirmed, &c, false, T0 + 1_000),
+            Verdict::Confirmed
+        );
     }
 
     #[test]
@@ -300,17 +329,17 @@ mod tests {
         let c = config(false, Some(60), 0);
         let t = trial();
         assert_eq!(
-            verdict(&t, &c, T0 + 5),
+            verdict(&t, &c, false, T0 + 5),
             Verdict::Pending(vec![Waiting::Confirm { deadline: T0 + 60 }])
         );
         assert_eq!(
-            failed_kind(verdict(&t, &c, T0 + 61)),
+            failed_kind(verdict(&t, &c, false, T0 + 61)),
             FailureKind::NotConfirmed
         );
         let mut garbled = t;
         garbled.since = "yesterday".into();
         assert_eq!(
-            failed_kind(verdict(&garbled, &c, T0)),
+            failed_kind(verdict(&garbled, &c, false, T0)),
             FailureKind::NotConfirmed
         );
     }
@@ -324,23 +353,26 @@ mod tests {
             counted: 1,
             needed: 2,
         }]);
-        assert_eq!(verdict(&t, &c, T0), pending);
+        assert_eq!(verdict(&t, &c, false, T0), pending);
         t.boots = 2;
-        assert_eq!(verdict(&t, &c, T0), Verdict::Confirmed);
+        assert_eq!(verdict(&t, &c, false, T0), Verdict::Confirmed);
 
         // Still waiting for a confirmation at the third boot: too many.
         let c = config(false, Some(3600), 2);
         t.boots = 2;
         assert_eq!(
-            verdict(&t, &c, T0),
+            verdict(&t, &c, false, T0),
             Verdict::Pending(vec![Waiting::Confirm {
                 deadline: T0 + 3600
             }])
         );
         t.boots = 3;
-        assert_eq!(failed_kind(verdict(&t, &c, T0)), FailureKind::TooManyBoots);
+        assert_eq!(
+            failed_kind(verdict(&t, &c, false, T0)),
+            FailureKind::TooManyBoots
+        );
         t.confirmed_at = Some(rfc3339(T0));
-        assert_eq!(verdict(&t, &c, T0), Verdict::Confirmed);
+        assert_eq!(verdict(&t, &c, false, T0), Verdict::Confirmed);
     }
 
     #[test]
@@ -348,7 +380,7 @@ mod tests {
         let c = config(true, Some(100), 1);
         let mut t = Trial::begin(rfc3339(T0), T0, Some(Duration::from_secs(100)), None);
         assert_eq!(
-            verdict(&t, &c, T0),
+            verdict(&t, &c, false, T0),
             Verdict::Pending(vec![
                 Waiting::Health,
                 Waiting::Confirm { deadline: T0 + 100 },
@@ -361,7 +393,7 @@ mod tests {
         t.health = Health::Passed;
         t.boots = 1;
         t.confirmed_at = Some(rfc3339(T0 + 1));
-        assert_eq!(verdict(&t, &c, T0 + 5_000), Verdict::Confirmed);
+        assert_eq!(verdict(&t, &c, false, T0 + 5_000), Verdict::Confirmed);
     }
 
     #[test]
@@ -373,7 +405,7 @@ mod tests {
             reason: "restart app.service failed".into(),
         });
         assert_eq!(
-            failed_kind(verdict(&t, &config(false, None, 0), T0)),
+            failed_kind(verdict(&t, &config(false, None, 0), false, T0)),
             FailureKind::AfterUpdateFailed
         );
     }

@@ -226,7 +226,8 @@ pub struct Status {
     pub previous_bytes: u64,
     /// Boots a release on trial must survive (`[trial] boots`; 0: not counted).
     pub boots_needed: u32,
-    /// Whether a release on trial waits for a health command (`[trial] health_command`).
+    /// Whether a release on trial waits for the result of its health command and
+    /// after-update actions (`[trial] health_command`, `[after_update]`).
     pub health_needed: bool,
 }
 
@@ -741,7 +742,8 @@ impl Updater {
                 trial: None,
                 previous_bytes: 0,
                 boots_needed: self.config.trial.boots,
-                health_needed: self.config.trial.health_command.is_some(),
+                health_needed: self.config.trial.health_command.is_some()
+                    || !self.config.after_update.is_empty(),
             });
         }
         let installed = self.dirs.read_installed(fs)?;
@@ -750,7 +752,8 @@ impl Updater {
             trial: self.verdict_now(installed.as_ref()),
             previous_bytes: self.previous_bytes(),
             boots_needed: self.config.trial.boots,
-            health_needed: self.config.trial.health_command.is_some(),
+            health_needed: self.config.trial.health_command.is_some()
+                || !self.config.after_update.is_empty(),
             installed,
             pending: transaction::pending(fs, &self.config.target_dir, &self.dirs)
                 .map_err(Error::Recover)?

@@ -535,3 +535,60 @@ fn a_health_command_whose_run_was_interrupted_runs_again() {
     assert_eq!(device.tree(), repo.snapshot("v2.0.0"));
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
 }
+
+/// With only an after-update action configured (no health command, no confirmation), ota
+/// killed while the action runs must not leave the release confirmed without it: the next
+/// `ota update` runs the action again, asks the network nothing, then confirms.
+#[test]
+fn after_update_actions_cut_short_by_a_kill_run_again_before_the_release_is_confirmed() {
+    let mut repo = app_v1();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    let log = device.home().join("actions.log");
+    // The action of v2's update kills ota (its parent) on its first run, as a power cut or
+    // an OOM kill would at that moment; it finishes its own line first.
+    let marker = device.home().join("killed-once");
+    tables(
+        &device,
+        &format!(
+            "[after_update]\ncommand = \"echo ran $OTA_RELEASE >> '{log}'; \
+             if [ $OTA_RELEASE = v2.0.0 ] && [ ! -e '{marker}' ]; then touch '{marker}'; \
+             kill -9 $PPID; fi\"\n",
+            log = log.display(),
+            marker = marker.display()
+        ),
+    );
+    device.ota_expect(&["update"], 0);
+    assert_eq!(
+        status(&device)["trial"],
+        Value::Null,
+        "v1 confirmed at once"
+    );
+    release(&mut repo, "v2.0.0", 0);
+    let out = device.ota(&["update"]);
+    assert_eq!(out.status.code(), None, "ota was killed by its own action");
+    assert_eq!(device.tree(), repo.snapshot("v2.0.0"));
+    assert_eq!(status(&device)["trial"]["health"], "pending");
+
+    // The interrupted run began two hours ago, so no other ota can still be running it.
+    let state_file = device.target.join(".ota/state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let since = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(7200),
+    );
+    state["trial"]["since"] = since.to_string().into();
+    state["trial"]["tried_at"] = (ota_now() - 7200).into();
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+
+    server.reset_stats();
+    let out = device.ota_expect(&["update"], 0);
+    assert!(out.contains("again"), "{out}");
+    assert_eq!(server.stats().requests, 0, "{:#?}", server.stats().log);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "ran v1.0.0\nran v2.0.0\nran v2.0.0\n"
+    );
+    assert_eq!(status(&device)["trial"], Value::Null, "v2 confirmed now");
+    assert_eq!(device.tree(), repo.snapshot("v2.0.0"));
+    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+}

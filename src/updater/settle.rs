@@ -74,14 +74,13 @@ impl Updater {
             let Some(mut installed) = self.installed_if_any()? else {
                 return Ok(None);
             };
-            let config = &self.config.trial;
             let Some(trial) = installed.trial.as_mut() else {
                 return Ok(None);
             };
             // A confirmation counts only while the trial can still succeed: a late one
             // finds it failed.
             let now = unix_now();
-            if !matches!(verdicts::verdict(trial, config, now), Verdict::Failed(_)) {
+            if !matches!(self.verdict(trial, now), Verdict::Failed(_)) {
                 trial.confirmed_at.get_or_insert_with(now_rfc3339);
             }
             let release = installed.release.clone();
@@ -192,7 +191,7 @@ impl Updater {
             return Ok(None);
         };
         let now = unix_now();
-        match verdicts::verdict(trial, &self.config.trial, now) {
+        match self.verdict(trial, now) {
             Verdict::Pending(waiting) if waiting.contains(&Waiting::Health) => {
                 let started = trial.tried_at.unwrap_or_else(|| verdicts::started(trial));
                 if now <= started.saturating_add(self.health_window()) {
@@ -286,6 +285,7 @@ impl Updater {
             return Ok(Some(Verdict::Confirmed));
         };
         let changed = tried.after_update.is_some() || tried.health.is_some();
+        let actions_passed = matches!(tried.after_update, Some(Ok(())));
         if let Some(Err(e)) = tried.after_update {
             trial.failed.get_or_insert(Failure {
                 kind: FailureKind::AfterUpdateFailed,
@@ -294,6 +294,13 @@ impl Updater {
         }
         match tried.health {
             Some(Ok(())) => trial.health = Health::Passed,
+            // No health command: the after-update actions' success is the try's result.
+            None if actions_passed
+                && !self.config.after_update.is_empty()
+                && self.config.trial.health_command.is_none() =>
+            {
+                trial.health = Health::Passed
+            }
             Some(Err(e)) => {
                 trial.health = Health::Failed;
                 trial.failed.get_or_insert(Failure {
@@ -318,7 +325,7 @@ impl Updater {
         let Some(trial) = &installed.trial else {
             return Ok(Verdict::Confirmed);
         };
-        let verdict = verdicts::verdict(trial, &self.config.trial, unix_now());
+        let verdict = self.verdict(trial, unix_now());
         match &verdict {
             Verdict::Confirmed => {
                 installed.trial = None;
@@ -520,10 +527,16 @@ impl Updater {
             .saturating_add(HEALTH_SLACK_SEC)
     }
 
+    /// The verdict on `trial` at `now` under this config.
+    fn verdict(&self, trial: &crate::state::Trial, now: u64) -> Verdict {
+        let actions = !self.config.after_update.is_empty();
+        verdicts::verdict(trial, &self.config.trial, actions, now)
+    }
+
     /// The verdict on the trial of `installed` now, if it is on trial.
     pub(super) fn verdict_now(&self, installed: Option<&Installed>) -> Option<Verdict> {
         let trial = installed?.trial.as_ref()?;
-        Some(verdicts::verdict(trial, &self.config.trial, unix_now()))
+        Some(self.verdict(trial, unix_now()))
     }
 
     /// Removes the kept files no trial needs any more, once `state.json` ended a trial
