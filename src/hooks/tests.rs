@@ -535,3 +535,28 @@ fn endless_output_neither_stops_the_timeout_nor_floods_the_log() {
     );
     assert!(log.contains("health: (more output; only its last lines are kept, for an error)"));
 }
+
+/// What the reference tells a device without systemd: `setsid -f` starts a program that
+/// outlives the hook, and the hook still ends at once.
+#[test]
+fn a_program_started_with_setsid_outlives_its_hook() {
+    let f = Fixture::new();
+    f.run(
+        "setsid -f sh -c 'echo $$ > ../app.pid; exec sleep 30' >/dev/null 2>&1",
+        SHORT,
+    )
+    .expect("the hook succeeds");
+    let mut pid = String::new();
+    for _ in 0..250 {
+        pid = fs::read_to_string(f.path("app.pid")).unwrap_or_default();
+        if !pid.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = pid.trim().to_owned();
+    assert!(!pid.is_empty(), "the detached program never started");
+    let alive = !gone(&pid);
+    let _ = Command::new("kill").args(["-9", &pid]).status();
+    assert!(alive, "the detached program {pid} was killed with the hook");
+}
