@@ -56,6 +56,25 @@ fn status(device: &Device) -> Value {
     serde_json::from_str(&out[start..=end]).unwrap()
 }
 
+/// The device holds exactly v1.0.0 again, and v2.0.0 is the one release rejected, for `kind`.
+fn assert_back_on_v1(device: &Device, repo: &GitRepo, kind: &str) {
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    assert_eq!(rejected(device), [("v2.0.0".to_owned(), kind.to_owned())]);
+}
+
+/// Dates the trial of the installed release back two hours, as if the run that began it
+/// had been interrupted long ago (no other ota can still be running its commands).
+fn backdate_trial(device: &Device) {
+    let state_file = device.target.join(".ota/state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let since = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(7200),
+    );
+    state["trial"]["since"] = since.to_string().into();
+    state["trial"]["tried_at"] = (ota_now() - 7200).into();
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+}
+
 /// The refs `ota status --json` lists as rejected, with their kind.
 fn rejected(device: &Device) -> Vec<(String, String)> {
     let status = status(device);
@@ -195,11 +214,7 @@ fn a_release_never_confirmed_is_rolled_back_after_its_deadline() {
         out.contains("not_confirmed") && out.contains("rolled back"),
         "{out}"
     );
-    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
-    assert_eq!(
-        rejected(&device),
-        [("v2.0.0".to_owned(), "not_confirmed".to_owned())]
-    );
+    assert_back_on_v1(&device, &repo, "not_confirmed");
     assert_eq!(
         server.stats().requests,
         0,
@@ -275,11 +290,7 @@ fn boots_are_counted_and_one_too_many_rolls_back() {
         out.contains("too_many_boots") && out.contains("rolled back"),
         "{out}"
     );
-    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
-    assert_eq!(
-        rejected(&device),
-        [("v2.0.0".to_owned(), "too_many_boots".to_owned())]
-    );
+    assert_back_on_v1(&device, &repo, "too_many_boots");
 
     // v3 is confirmed by the application and survives its two boots.
     release(&mut repo, "v3.0.0", 0);
@@ -330,11 +341,7 @@ fn rollback_by_hand_then_force_reinstalls_the_rejected_release() {
         out.contains("rolled back v2.0.0") && out.contains("→ v1.0.0"),
         "{out}"
     );
-    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
-    assert_eq!(
-        rejected(&device),
-        [("v2.0.0".to_owned(), "by_hand".to_owned())]
-    );
+    assert_back_on_v1(&device, &repo, "by_hand");
     assert!(
         device.last_error().is_none(),
         "a rollback by hand is a success"
@@ -411,11 +418,7 @@ fn a_failing_after_update_command_fails_the_trial() {
         out.contains("after_update_failed") && out.contains("exit code 3"),
         "{out}"
     );
-    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
-    assert_eq!(
-        rejected(&device),
-        [("v2.0.0".to_owned(), "after_update_failed".to_owned())]
-    );
+    assert_back_on_v1(&device, &repo, "after_update_failed");
     // The after-update command ran for v1, for v2, and again once v1 was restored.
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
@@ -507,14 +510,7 @@ fn a_health_command_whose_run_was_interrupted_runs_again() {
     // The health command is configured, and the trial began two hours ago without its
     // result (its deadline, recorded then, is still ahead).
     device.edit_config("[trial]\n", "[trial]\nhealth_command = \"sh health.sh\"\n");
-    let state_file = device.target.join(".ota/state.json");
-    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
-    let since = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() - std::time::Duration::from_secs(7200),
-    );
-    state["trial"]["since"] = since.to_string().into();
-    state["trial"]["tried_at"] = (ota_now() - 7200).into();
-    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    backdate_trial(&device);
 
     server.reset_stats();
     let out = device.ota_expect(&["update"], 0);
@@ -571,14 +567,7 @@ fn after_update_actions_cut_short_by_a_kill_run_again_before_the_release_is_conf
     assert_eq!(status(&device)["trial"]["health"], "pending");
 
     // The interrupted run began two hours ago, so no other ota can still be running it.
-    let state_file = device.target.join(".ota/state.json");
-    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
-    let since = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() - std::time::Duration::from_secs(7200),
-    );
-    state["trial"]["since"] = since.to_string().into();
-    state["trial"]["tried_at"] = (ota_now() - 7200).into();
-    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    backdate_trial(&device);
 
     server.reset_stats();
     let out = device.ota_expect(&["update"], 0);
