@@ -78,6 +78,7 @@ mod http;
 mod limits;
 mod manifest;
 mod plan;
+mod resources;
 pub mod source;
 mod state;
 mod survey;
@@ -95,6 +96,7 @@ pub use filter::Filter;
 pub use http::{Quota, Usage};
 pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
 pub use plan::{Action, Change, Origin, Plan};
+pub use resources::{Battery, Resources, Snapshot};
 pub use state::{
     Cache, Failure, FailureKind, Health, Installed, LastError, Rejected, ReleaseId, RollbackPoint,
     Trial,
