@@ -189,3 +189,24 @@ fn a_huge_min_free_storage_defers_once_the_plan_is_known_before_any_download() {
         "x = 2\n"
     );
 }
+
+#[test]
+fn the_library_reads_its_stand_in_roots_and_tells_a_deferral_from_a_failure() {
+    let (_repo, server, device) = device_behind();
+    let machine = Machine::new();
+    machine.mem_available_kb(500);
+    guards(&device, "min_free_mem = 1000000");
+    let root = machine.dir.path();
+    let updater =
+        ota::Updater::new(device.load_config()).with_resources(ota::Resources::new(root, root));
+
+    let status = updater.status().unwrap();
+    assert_eq!(status.resources.free_memory, Some(500 * 1024));
+    assert_eq!(status.resources.battery, None, "no power_supply folder");
+    server.reset_stats();
+    let error = updater.update(ota::UpdateOptions::default()).unwrap_err();
+    assert!(error.deferred(), "{error}");
+    assert_eq!((error.phase(), error.kind()), ("guards", "low_memory"));
+    assert_eq!(server.stats().raw_requests, 0);
+    assert!(device.last_error().is_none());
+}
