@@ -13,6 +13,7 @@ pub use crate::http::{ErrorKind as HttpErrorKind, HttpError};
 pub use crate::limits::LimitsError;
 pub use crate::manifest::{LinkProblem, ManifestError, PathError, PathProblem};
 pub use crate::plan::PlanError;
+pub use crate::resources::GuardError;
 pub use crate::source::SourceError;
 pub use crate::state::StateError;
 pub use crate::survey::SurveyError;
@@ -78,6 +79,10 @@ pub enum Error {
     /// A release failed its trial (and was rolled back, unless the message says otherwise).
     #[error(transparent)]
     Trial(Box<TrialError>),
+    /// The device runs low (`[guards]`): the update was deferred, nothing changed. Not a
+    /// failure: see [`Error::deferred`].
+    #[error(transparent)]
+    Guard(#[from] GuardError),
 }
 
 impl From<TrialError> for Error {
@@ -88,7 +93,7 @@ impl From<TrialError> for Error {
 
 impl Error {
     /// The stage that failed: `config`, `setup`, `recover`, `resolve`, `manifest`, `plan`,
-    /// `fetch`, `apply`, `state`, `before_update`, `trial`.
+    /// `fetch`, `apply`, `state`, `before_update`, `trial`, `guards`.
     pub fn phase(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
@@ -102,7 +107,15 @@ impl Error {
             Error::State(_) => "state",
             Error::BeforeUpdate(_) => "before_update",
             Error::Trial(_) => "trial",
+            Error::Guard(_) => "guards",
         }
+    }
+
+    /// Whether the command was deferred rather than failed (a `[guards]` refusal): nothing
+    /// changed, it is not recorded in `last_error.json` and does not count toward its
+    /// consecutive failures; the CLI exits 75.
+    pub fn deferred(&self) -> bool {
+        matches!(self, Error::Guard(_))
     }
 
     /// A stable cause name: `config`, `busy`, `network`, `rate_limited`, `not_found`,
@@ -111,7 +124,8 @@ impl Error {
     /// `disk_full`, `filesystem`, `rollback_failed`, `state`, `untrusted_state`, `limits`,
     /// `hook_failed` (the `[before_update]` command failed), `unhealthy` (a release failed
     /// its trial), `no_rollback_point` (`ota rollback` with
-    /// nothing kept to go back to).
+    /// nothing kept to go back to), `low_storage`, `low_memory`, `low_battery` (a `[guards]`
+    /// refusal: see [`Error::deferred`]).
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Config(e) if e.is_refused_target() => "refused_target",
@@ -146,6 +160,7 @@ impl Error {
             Error::BeforeUpdate(_) => "hook_failed",
             Error::Trial(e) if matches!(**e, TrialError::NoRollbackPoint(_)) => "no_rollback_point",
             Error::Trial(_) => "unhealthy",
+            Error::Guard(e) => e.kind(),
         }
     }
 }

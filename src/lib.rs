@@ -63,7 +63,8 @@
 //! verified against their git blob ids), `transaction` (the journaled, crash-safe swap, and
 //! recovery), `state` (ota's own folder), `trust` (whether that folder is ota's), `hooks`
 //! (the commands ota runs: before and after an update, the health check), `trial` (the
-//! pure verdict on a release on trial) and `updater` (runs the pipeline, and the trial:
+//! pure verdict on a release on trial), `resources` (free memory and the battery, and the
+//! `[guards]` that defer an update when they or the free storage run low) and `updater` (runs the pipeline, and the trial:
 //! after-update actions, health command, confirmation, boots, rollback).
 
 #![warn(unreachable_pub)]
@@ -78,6 +79,7 @@ mod http;
 mod limits;
 mod manifest;
 mod plan;
+mod resources;
 pub mod source;
 mod state;
 mod survey;
@@ -95,6 +97,7 @@ pub use filter::Filter;
 pub use http::{Quota, Usage};
 pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
 pub use plan::{Action, Change, Origin, Plan};
+pub use resources::{Battery, Resources, Snapshot};
 pub use state::{
     Cache, Failure, FailureKind, Health, Installed, LastError, Rejected, ReleaseId, RollbackPoint,
     Trial,

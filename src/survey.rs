@@ -217,7 +217,7 @@ fn stored(fs: &dyn Fs, dirs: &StateDir) -> BTreeMap<ObjectId, Local> {
 
 /// Free space where `root` is, or will be: before the first install (a dry run creates
 /// nothing) that is the filesystem of its nearest existing ancestor.
-fn space_at(fs: &dyn Fs, root: &Path) -> io::Result<Space> {
+pub(crate) fn space_at(fs: &dyn Fs, root: &Path) -> io::Result<Space> {
     let mut at = root;
     loop {
         match fs.space(at) {

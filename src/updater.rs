@@ -6,7 +6,8 @@
 //!
 //! `last_error.json` records the outcome of the commands that change the target: a failed
 //! `update` or `recover` writes it, a successful one removes it, both while holding the
-//! lock. `check`, `status` and `update --dry-run` change nothing, so they neither write nor
+//! lock; an update deferred by `[guards]` ([`Error::deferred`]) leaves it as it was.
+//! `check`, `status` and `update --dry-run` change nothing, so they neither write nor
 //! clear it: a check that succeeds after a failed update leaves that failure on record.
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use crate::http::Usage;
 use crate::limits;
 use crate::manifest::{self, Manifest, ObjectId, Protected, RelPath};
 use crate::plan::{self, Action, Plan};
+use crate::resources::{self, Resources, Snapshot};
 use crate::source::{GitHub, Source};
 use crate::state::{
     Cache, Installed, LastError, Rejected, ReleaseId, RollbackPoint, STATE_FORMAT, StateDir, Trial,
@@ -229,6 +231,8 @@ pub struct Status {
     /// Whether a release on trial waits for the result of its health command and
     /// after-update actions (`[trial] health_command`, `[after_update]`).
     pub health_needed: bool,
+    /// Free storage of the target's filesystem, free memory and the battery, now.
+    pub resources: Snapshot,
 }
 
 /// Runs ota's commands for one configuration. One `Updater` can run any number of
@@ -245,6 +249,8 @@ pub struct Updater {
     /// The device's own files inside the target (config, token), which a release never writes.
     protected: Vec<Protected>,
     progress: Option<Box<ProgressFn>>,
+    /// Where free memory and the battery are read (`[guards]`, `status`).
+    resources: Resources,
     /// Held by the operation under way: the source's deadline and counters are one per
     /// updater, so operations from several threads take turns.
     running: Mutex<()>,
@@ -299,8 +305,16 @@ impl Updater {
             reserved,
             protected,
             progress: None,
+            resources: Resources::system(),
             running: Mutex::new(()),
         }
+    }
+
+    /// Reads free memory and the battery from `resources` instead of `/proc` and `/sys`
+    /// (tests: folders standing in for them).
+    pub fn with_resources(mut self, resources: Resources) -> Updater {
+        self.resources = resources;
+        self
     }
 
     /// Calls `callback` as an update stages its files (see [`Progress`]), from the download
@@ -495,6 +509,8 @@ impl Updater {
             self.finish(op, &mut report);
             return Ok(Outcome::Rejected { report, rejected });
         }
+        // Before any download: a device low on memory or battery defers the update.
+        self.resources.check_device(&self.config.guards)?;
         let tree = self.source.tree(&report.to.commit)?;
         let (target, warnings) =
             manifest::from_tree(tree, &self.config.filter, &self.reserved, &self.protected)?;
@@ -504,6 +520,7 @@ impl Updater {
         let links;
         (links, report.plan) = self.plan_to(&owned, &target, &report.to.commit, options.force)?;
         report.warnings.extend(report.plan.warnings.iter().cloned());
+        self.check_storage(&report.plan)?;
         let new_state = Installed {
             format: STATE_FORMAT,
             txid: String::new(),
@@ -539,6 +556,43 @@ impl Updater {
         self.finish(op, &mut report);
         report.trial = None;
         Ok(Outcome::Updated(report))
+    }
+
+    /// `[guards] min_free_storage`: free storage beyond what `plan` needs, checked once the
+    /// plan is known and before anything is downloaded.
+    fn check_storage(&self, plan: &Plan) -> Result<(), Error> {
+        if self.config.guards.min_free_storage == 0 {
+            return Ok(());
+        }
+        let root = &self.config.target_dir;
+        let space = survey::space_at(&*self.fs, root).map_err(|e| {
+            Error::Setup(format!(
+                "cannot read the free space of {}: {e}",
+                root.display()
+            ))
+        })?;
+        Ok(resources::check_storage(
+            &self.config.guards,
+            space.available,
+            plan.space_needed,
+        )?)
+    }
+
+    /// Free storage of the target's filesystem (`None`, with a warning, if unreadable), free
+    /// memory and the battery.
+    fn resources_now(&self) -> Snapshot {
+        let root = &self.config.target_dir;
+        let free_storage = match survey::space_at(&*self.fs, root) {
+            Ok(space) => Some(space.available),
+            Err(e) => {
+                tracing::warn!("cannot read the free space of {}: {e}", root.display());
+                None
+            }
+        };
+        Snapshot {
+            free_storage,
+            ..self.resources.snapshot()
+        }
     }
 
     /// Plans the change from the `owned` files to `target`, the files of `commit`: returns
@@ -744,6 +798,7 @@ impl Updater {
                 boots_needed: self.config.trial.boots,
                 health_needed: self.config.trial.health_command.is_some()
                     || !self.config.after_update.is_empty(),
+                resources: self.resources_now(),
             });
         }
         let installed = self.dirs.read_installed(fs)?;
@@ -762,6 +817,7 @@ impl Updater {
             cache: self.dirs.read_cache(fs),
             kept: transaction::kept_files(fs, &self.dirs)
                 .map_err(|e| Error::Setup(format!("cannot list the kept files: {e}")))?,
+            resources: self.resources_now(),
         })
     }
 
@@ -905,6 +961,8 @@ impl Updater {
         let recorded = match &result {
             Ok(_) if !clear => Ok(()),
             Ok(_) => self.dirs.clear_last_error(fs),
+            // Deferred, not failed (`[guards]`): the record of failures stays as it was.
+            Err(e) if e.deferred() => Ok(()),
             Err(e) => {
                 let time = now_rfc3339();
                 let before = self.dirs.read_last_error(fs).ok().flatten();

@@ -153,7 +153,7 @@ fn the_token_never_shows() {
 const SHIPPED: &str = include_str!("fixtures/original_ota_config.json");
 
 /// The keys of the original that ota acts on.
-const ACTED: [&str; 17] = [
+const ACTED: [&str; 20] = [
     "owner",
     "repo",
     "token",
@@ -171,6 +171,9 @@ const ACTED: [&str; 17] = [
     "max_tree_size_kb",
     "max_tree_files",
     "reset_mode",
+    "min_free_storage",
+    "min_free_mem",
+    "min_battery_percent",
 ];
 
 #[test]
@@ -227,6 +230,12 @@ fn the_original_shipped_config_loads_with_only_its_placeholders_filled_in() {
     );
     assert_eq!(net.user_agent, "pico-ota/1.0");
     assert!(config.after_update.reboot, "reset_mode \"hard\" reboots");
+    let guards = config.guards;
+    assert_eq!(
+        (guards.min_free_storage, guards.min_free_mem),
+        (65536, 32768)
+    );
+    assert_eq!(guards.min_battery_percent, 20);
     assert_eq!(
         (config.limits.max_tree_kb, config.limits.max_tree_files),
         (None, None),

@@ -21,6 +21,7 @@ pub(super) struct File {
     pub trial: Trial,
     pub before_update: BeforeUpdate,
     pub after_update: AfterUpdate,
+    pub guards: Guards,
 }
 
 /// `[source]`.
@@ -87,6 +88,18 @@ pub(super) struct AfterUpdate {
     pub timeout_sec: Option<Ranged<1, 86_400>>,
 }
 
+/// `[guards]`: bytes up to 1 EiB, a percentage.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Guards {
+    pub min_free_storage: Option<Ranged<0, MAX_BYTES>>,
+    pub min_free_mem: Option<Ranged<0, MAX_BYTES>>,
+    pub min_battery_percent: Option<Ranged<0, 100>>,
+}
+
+/// The largest byte count a `[guards]` key takes: 1 EiB.
+pub(super) const MAX_BYTES: u64 = 1 << 60;
+
 /// The keys of a table of the new format, if `name` is one.
 pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
     match name {
@@ -96,6 +109,7 @@ pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
         "trial" => Some(fields::<Trial>()),
         "before_update" => Some(fields::<BeforeUpdate>()),
         "after_update" => Some(fields::<AfterUpdate>()),
+        "guards" => Some(fields::<Guards>()),
         _ => None,
     }
 }

@@ -59,6 +59,8 @@ pub struct Config {
     pub before_update: BeforeUpdate,
     /// What runs after an update (or a rollback) changed the target (`[after_update]`).
     pub after_update: AfterUpdate,
+    /// The device's resources an update needs (`[guards]`).
+    pub guards: Guards,
     /// Things worth telling the user that are not errors; the CLI logs each one.
     pub warnings: Vec<String>,
     /// The file this config was read from (absolute, normalised), when [`Config::load`]
@@ -264,6 +266,20 @@ impl AfterUpdate {
     pub fn is_empty(&self) -> bool {
         self.restart.is_empty() && !self.reboot && self.command.is_none()
     }
+}
+
+/// `[guards]`: an update is deferred (refused, nothing changed, not counted as a failure)
+/// while the device runs low. 0 turns a guard off (the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Guards {
+    /// `min_free_storage`: bytes that must stay free on the target's filesystem beyond what
+    /// the update needs.
+    pub min_free_storage: u64,
+    /// `min_free_mem`: bytes of `MemAvailable` (`/proc/meminfo`) an update needs.
+    pub min_free_mem: u64,
+    /// `min_battery_percent`: the battery charge an update needs, unless on mains power.
+    pub min_battery_percent: u8,
 }
 
 impl Config {

@@ -8,7 +8,7 @@
 
 use super::ConfigError;
 use super::error::closest;
-use super::file::{File, Ranged};
+use super::file::{File, MAX_BYTES, Ranged};
 
 /// A key that ota does not act on: only whether it was written (even as `null`) matters.
 #[derive(Debug, Default)]
@@ -95,6 +95,9 @@ original_format! {
         user_agent: String => network.user_agent,
         max_tree_size_kb: Ranged<1, 32_768> => limits.max_tree_kb,
         max_tree_files: Ranged<1, 10_000_000> => limits.max_tree_files,
+        min_free_storage: Ranged<0, MAX_BYTES> => guards.min_free_storage,
+        min_free_mem: Ranged<0, MAX_BYTES> => guards.min_free_mem,
+        min_battery_percent: Ranged<0, 100> => guards.min_battery_percent,
     }
     mapped {
         reset_mode: String => "`reboot = true` under `[after_update]` for \"hard\", the \
@@ -115,16 +118,9 @@ original_format! {
         cellular_enabled | lora_enabled: "ota uses the system's network connection, whatever \
             the link; configure the modem or the radio in the operating system",
         battery_adc_pin | battery_divider_ratio | battery_v_min | battery_v_max: "ota reads no \
-            hardware pins; a later version reads the battery level from the operating system \
-            for `min_battery_percent`",
+            hardware pins; it reads the battery level from the operating system \
+            (/sys/class/power_supply) for `min_battery_percent`",
         min_cpu_mhz: "ota does not set the CPU clock; the operating system manages it",
-        min_free_storage: "ota has no resource guards yet (a later version adds them); \
-            meanwhile it refuses, before downloading, an update whose files do not fit on the \
-            target's filesystem",
-        min_free_mem: "ota has no resource guards yet (a later version adds them); meanwhile \
-            it streams every download, so its memory use does not grow with file sizes",
-        min_battery_percent: "ota has no resource guards yet (a later version adds them); \
-            meanwhile an update cut by power loss is finished or rolled back on the next run",
         manifest_key: "ota does not verify signed manifests yet (a later version adds them); \
             meanwhile every file is checked against its git blob id from the release's tree: \
             use https:// so that the tree cannot be altered on the way",

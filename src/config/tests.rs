@@ -1326,9 +1326,15 @@ fn original_format_comments_and_unused_values_of_any_shape() {
 
 #[test]
 fn original_keys_in_the_new_format_say_why() {
+    let e = err(&minimal("manifest_key = \"k\"", ""));
+    assert_eq!(e.key(), Some("manifest_key"));
+    assert!(e.to_string().contains("signed manifests"), "{e}");
     let e = err(&minimal("min_free_storage = 1000", ""));
-    assert_eq!(e.key(), Some("min_free_storage"));
-    assert!(e.to_string().contains("resource guards"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("write it as `guards.min_free_storage`"),
+        "{e}"
+    );
     let e = err(&minimal("max_tree_size_kb = 64", ""));
     assert_eq!(
         e.to_string(),
@@ -1597,4 +1603,32 @@ fn reset_mode_in_the_new_format_says_how_to_write_it() {
          `reboot = true` under `[after_update]` for \"hard\", the application's systemd units \
          in `restart` under `[after_update]` for \"soft\", nothing for \"none\""
     );
+}
+
+#[test]
+fn guards_are_read_in_both_formats() {
+    let config = toml(&minimal(
+        "",
+        "[guards]\nmin_free_storage = 1000000\nmin_free_mem = 65536\nmin_battery_percent = 20\n",
+    ))
+    .unwrap();
+    assert_eq!(config.guards.min_free_storage, 1_000_000);
+    assert_eq!(config.guards.min_free_mem, 65_536);
+    assert_eq!(config.guards.min_battery_percent, 20);
+    assert_eq!(toml(&minimal("", "")).unwrap().guards, Guards::default());
+    let e = err(&minimal("", "[guards]\nmin_battery_percent = 101\n"));
+    assert_eq!(e.key(), Some("guards.min_battery_percent"));
+    // The original's keys are acted on, with no warning.
+    let text = original().replace(
+        "\"debug\": false",
+        r#""debug": false, "min_free_storage": 65536, "min_free_mem": 32768,
+           "min_battery_percent": 20"#,
+    );
+    let config = json(&text).unwrap();
+    assert_eq!(config.guards.min_free_storage, 65_536);
+    assert_eq!(config.guards.min_free_mem, 32_768);
+    assert_eq!(config.guards.min_battery_percent, 20);
+    let warnings = config.warnings.join("\n");
+    assert!(!warnings.contains("min_free"), "{warnings}");
+    assert!(!warnings.contains("`min_battery_percent`"), "{warnings}");
 }

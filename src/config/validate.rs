@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::error::{ConfigError, closest, leaf};
 use super::file::{self, File, Ranged};
 use super::{
-    AfterUpdate, BeforeUpdate, Channel, Config, Format, GithubConfig, Limits, NetworkConfig,
-    SourceConfig, TrialConfig,
+    AfterUpdate, BeforeUpdate, Channel, Config, Format, GithubConfig, Guards, Limits,
+    NetworkConfig, SourceConfig, TrialConfig,
 };
 use super::{ReadError, TOKEN_ENV, Token, base_url, read_capped, readable_by_others, system};
 use crate::filter::Filter;
@@ -134,6 +134,12 @@ impl Check<'_> {
         };
         let (trial, before_update, after_update) =
             self.hooks(file.trial, file.before_update, file.after_update)?;
+        let guards = Guards {
+            min_free_storage: file.guards.min_free_storage.map_or(0, |n| n.0),
+            min_free_mem: file.guards.min_free_mem.map_or(0, |n| n.0),
+            // Ranged to 0..=100, so it fits.
+            min_battery_percent: file.guards.min_battery_percent.map_or(0, |n| n.0 as u8),
+        };
         let warnings = self.warnings;
         let config = Config {
             target_dir,
@@ -146,6 +152,7 @@ impl Check<'_> {
             trial,
             before_update,
             after_update,
+            guards,
             warnings,
             config_file: None,
         };

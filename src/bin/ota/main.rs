@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success (or up to date, or a release on trial still waiting), 1 error (a
 //! release that failed its trial and was rolled back included: error kind `unhealthy`), 2 bad
-//! usage, 100 `check` found an update.
+//! usage, 75 an update deferred by `[guards]` (low storage, memory or battery: nothing
+//! changed; sysexits' `EX_TEMPFAIL`), 100 `check` found an update.
 //!
 //! Results go to stdout through checked writes; logs, the progress bar and the final error
 //! to stderr (see `log`). A closed stdout (`ota status | head -0`) ends the command quietly.
@@ -24,6 +25,14 @@ use log::Stderr;
 
 /// `ota check` found an update.
 const EXIT_UPDATE_AVAILABLE: u8 = 100;
+
+/// An update deferred by `[guards]`: try again later (sysexits' `EX_TEMPFAIL`).
+const EXIT_DEFERRED: u8 = 75;
+
+/// Tests only: folders standing in for `/proc` and `/sys`, where free memory and the
+/// battery are read. Not a setting: a device never sets them.
+const TEST_PROC_ROOT: &str = "OTA_TEST_PROC_ROOT";
+const TEST_SYS_ROOT: &str = "OTA_TEST_SYS_ROOT";
 
 /// The result could not be written to stdout.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +64,7 @@ fn usage(e: &clap::Error) -> ExitCode {
 }
 
 /// Reports a failed command: `error: …` on stderr and, with `--json`, the same error as a
-/// JSON object on stdout. Exit code 1.
+/// JSON object on stdout. Exit code 1 (75 for an update deferred by `[guards]`).
 fn fail(error: &anyhow::Error, json: bool, stderr: &Stderr) -> ExitCode {
     let output = error.downcast_ref::<OutputError>();
     if output.is_some_and(|OutputError(e)| e.kind() == io::ErrorKind::BrokenPipe) {
@@ -65,14 +74,17 @@ fn fail(error: &anyhow::Error, json: bool, stderr: &Stderr) -> ExitCode {
     // Every error message is complete on its own; the chain would repeat it.
     let message = error.to_string();
     stderr.error(&message);
+    let ota = error.downcast_ref::<ota::Error>();
     if json && output.is_none() {
-        let ota = error.downcast_ref::<ota::Error>();
         let phase = ota.map(ota::Error::phase);
         let kind = ota.map_or("other", ota::Error::kind);
         // stdout failing as well leaves the message on stderr, which is all there is to do.
         let _ = print::error_json(phase, kind, &message);
     }
-    ExitCode::FAILURE
+    match ota.is_some_and(ota::Error::deferred) {
+        true => ExitCode::from(EXIT_DEFERRED),
+        false => ExitCode::FAILURE,
+    }
 }
 
 fn run(args: Args, stderr: &Stderr) -> anyhow::Result<ExitCode> {
@@ -137,5 +149,17 @@ fn updater(path: &std::path::Path) -> Result<Updater, ota::Error> {
     for warning in &config.warnings {
         tracing::warn!("{}: {warning}", path.display());
     }
-    Ok(Updater::new(config))
+    let updater = Updater::new(config);
+    let (proc_root, sys_root) = (
+        std::env::var_os(TEST_PROC_ROOT),
+        std::env::var_os(TEST_SYS_ROOT),
+    );
+    if proc_root.is_none() && sys_root.is_none() {
+        return Ok(updater);
+    }
+    let resources = ota::Resources::new(
+        proc_root.unwrap_or_else(|| "/proc".into()),
+        sys_root.unwrap_or_else(|| "/sys".into()),
+    );
+    Ok(updater.with_resources(resources))
 }

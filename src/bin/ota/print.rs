@@ -412,6 +412,9 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             "last_check": status.cache.last_check,
             "rate_limit": status.cache.quota,
             "kept": status.kept,
+            "free_storage": status.resources.free_storage,
+            "free_memory": status.resources.free_memory,
+            "battery": status.resources.battery,
         });
         return write_json(out, &value);
     }
@@ -539,7 +542,24 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             num(q.limit)
         )?;
     }
+    device(out, &status.resources)?;
     out.flush()
+}
+
+/// The `free:` and `battery:` lines of `ota status`.
+fn device(out: &mut impl Write, now: &ota::Snapshot) -> io::Result<()> {
+    let known = |n: Option<u64>| n.map_or("unknown".into(), bytes);
+    writeln!(
+        out,
+        "free:        {} of storage, {} of memory",
+        known(now.free_storage),
+        known(now.free_memory)
+    )?;
+    match now.battery {
+        Some(b) if b.on_mains => writeln!(out, "battery:     {}%, on mains power", b.percent),
+        Some(b) => writeln!(out, "battery:     {}%, on battery", b.percent),
+        None => writeln!(out, "battery:     none"),
+    }
 }
 
 /// Prints what `ota recover` did.
