@@ -78,6 +78,7 @@ mod http;
 mod limits;
 mod manifest;
 mod plan;
+pub mod schedule;
 pub mod source;
 mod state;
 mod survey;

@@ -229,6 +229,8 @@ pub struct Status {
     /// Whether a release on trial waits for the result of its health command and
     /// after-update actions (`[trial] health_command`, `[after_update]`).
     pub health_needed: bool,
+    /// Why `ota update` would be deferred now, and until when (`None`: it may run now).
+    pub schedule: Option<crate::schedule::Deferred>,
 }
 
 /// Runs ota's commands for one configuration. One `Updater` can run any number of
@@ -325,6 +327,25 @@ impl Updater {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether `ota update` may start at `now` under `[schedule]`: `None`, or why not and
+    /// until when (see [`crate::schedule::decide`]). Reads `last_check` in `cache.json` and
+    /// the failures in a row of `last_error.json`; makes no request.
+    pub fn deferred(&self, now: &jiff::ZonedDateTime) -> Option<crate::schedule::Deferred> {
+        let fs = &*self.fs;
+        let unix = |t: &str| {
+            let time = humantime::parse_rfc3339(t).ok()?;
+            let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+            Some(since.as_secs())
+        };
+        let last_check = self.dirs.read_cache(fs).last_check;
+        let last_error = self.dirs.read_last_error(fs).ok().flatten();
+        let history = crate::schedule::History {
+            last_check: last_check.as_deref().and_then(unix),
+            failures: last_error.and_then(|e| Some((unix(&e.time)?, e.consecutive))),
+        };
+        crate::schedule::decide(&self.config.schedule, now, history)
     }
 
     /// Starts an operation, once the one under way (if any) has ended: its own deadline,
@@ -744,6 +765,7 @@ impl Updater {
                 boots_needed: self.config.trial.boots,
                 health_needed: self.config.trial.health_command.is_some()
                     || !self.config.after_update.is_empty(),
+                schedule: self.deferred(&jiff::ZonedDateTime::now()),
             });
         }
         let installed = self.dirs.read_installed(fs)?;
@@ -754,6 +776,7 @@ impl Updater {
             boots_needed: self.config.trial.boots,
             health_needed: self.config.trial.health_command.is_some()
                 || !self.config.after_update.is_empty(),
+            schedule: self.deferred(&jiff::ZonedDateTime::now()),
             installed,
             pending: transaction::pending(fs, &self.config.target_dir, &self.dirs)
                 .map_err(Error::Recover)?

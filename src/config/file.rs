@@ -21,6 +21,7 @@ pub(super) struct File {
     pub trial: Trial,
     pub before_update: BeforeUpdate,
     pub after_update: AfterUpdate,
+    pub schedule: Schedule,
 }
 
 /// `[source]`.
@@ -87,6 +88,20 @@ pub(super) struct AfterUpdate {
     pub timeout_sec: Option<Ranged<1, 86_400>>,
 }
 
+/// `[schedule]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Schedule {
+    pub min_interval_sec: Option<Ranged<0, 31_536_000>>,
+    pub window_start_hour: Option<Ranged<0, 23>>,
+    pub window_end_hour: Option<Ranged<0, 24>>,
+    pub random_delay_sec: Option<Ranged<0, 86_400>>,
+    pub rollout_percent: Option<Ranged<0, 100>>,
+    pub device_id: Option<String>,
+    pub max_crashes_before_delay: Option<Ranged<0, 1000>>,
+    pub max_delay_sec: Option<Ranged<1, 31_536_000>>,
+}
+
 /// The keys of a table of the new format, if `name` is one.
 pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
     match name {
@@ -96,6 +111,7 @@ pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
         "trial" => Some(fields::<Trial>()),
         "before_update" => Some(fields::<BeforeUpdate>()),
         "after_update" => Some(fields::<AfterUpdate>()),
+        "schedule" => Some(fields::<Schedule>()),
         _ => None,
     }
 }

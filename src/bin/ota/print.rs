@@ -351,6 +351,27 @@ pub fn check(check: &Check, as_json: bool) -> io::Result<()> {
 }
 
 /// Prints `ota status`.
+/// The schedule as `status --json` and a deferred `update --json` show it.
+fn schedule_json(deferred: Option<&ota::schedule::Deferred>) -> serde_json::Value {
+    json!({
+        "next_allowed": deferred.and_then(|d| d.until).map(rfc3339),
+        "reason": deferred.map(|d| d.reason.name()),
+        "safe_mode": deferred.is_some_and(|d| d.reason == ota::schedule::Reason::SafeMode),
+    })
+}
+
+/// A deferred `ota update`: why, and when it may run.
+pub fn deferred(deferred: &ota::schedule::Deferred, as_json: bool) -> io::Result<()> {
+    let out = &mut stdout();
+    if as_json {
+        let mut value = schedule_json(Some(deferred));
+        value["result"] = json!("deferred");
+        value["message"] = json!(deferred.message);
+        return write_json(out, &value);
+    }
+    writeln!(out, "deferred: {}", deferred.message)
+}
+
 pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
     let out = &mut stdout();
     if as_json {
@@ -412,6 +433,7 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             "last_check": status.cache.last_check,
             "rate_limit": status.cache.quota,
             "kept": status.kept,
+            "schedule": schedule_json(status.schedule.as_ref()),
         });
         return write_json(out, &value);
     }

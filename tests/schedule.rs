@@ -1,0 +1,117 @@
+//! `[schedule]`: a deferred run makes no request and exits 0; `--now` and `--force` run.
+
+use crate::util::{Device, GitRepo, serve};
+
+fn two_releases() -> GitRepo {
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "v = 1\n");
+    repo.commit("v1");
+    repo.tag("v1.0.0");
+    repo
+}
+
+fn add_schedule(device: &Device, lines: &str) {
+    let text = std::fs::read_to_string(&device.config).unwrap();
+    std::fs::write(&device.config, format!("{text}\n[schedule]\n{lines}\n")).unwrap();
+}
+
+fn json(out: &str) -> serde_json::Value {
+    let start = out.find('{').unwrap();
+    let end = out.rfind('}').unwrap();
+    serde_json::from_str(&out[start..=end]).unwrap()
+}
+
+#[test]
+fn within_the_interval_an_update_is_deferred_without_a_request_and_now_runs_it() {
+    let mut repo = two_releases();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    add_schedule(&device, "min_interval_sec = 3600");
+    device.ota_expect(&["update"], 0);
+    assert_eq!(
+        std::fs::read_to_string(device.target.join("main.py")).unwrap(),
+        "v = 1\n"
+    );
+
+    repo.write("main.py", "v = 2\n");
+    repo.commit("v2");
+    repo.tag("v2.0.0");
+    server.reset_stats();
+    let out = device.ota_expect(&["update"], 0);
+    assert!(
+        out.contains("deferred") && out.contains("min_interval_sec"),
+        "{out}"
+    );
+    let out = device.ota_expect(&["update", "--json"], 0);
+    let value = json(&out);
+    assert_eq!(value["result"], "deferred", "{out}");
+    assert_eq!(value["reason"], "interval", "{out}");
+    assert!(value["next_allowed"].is_string(), "{out}");
+    assert_eq!(server.stats().requests, 0, "a deferred run asks nothing");
+    assert_eq!(
+        std::fs::read_to_string(device.target.join("main.py")).unwrap(),
+        "v = 1\n"
+    );
+
+    let status = json(&device.ota_expect(&["status", "--json"], 0));
+    assert_eq!(status["schedule"]["reason"], "interval", "{status}");
+    assert_eq!(status["schedule"]["safe_mode"], false, "{status}");
+
+    device.ota_expect(&["update", "--now"], 0);
+    assert_eq!(
+        std::fs::read_to_string(device.target.join("main.py")).unwrap(),
+        "v = 2\n"
+    );
+}
+
+#[test]
+fn outside_the_window_an_update_waits_for_the_next_opening() {
+    let repo = two_releases();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    // A one-hour window that opens in two hours' time (local time, as ota reads it).
+    let hour = jiff::ZonedDateTime::now().hour();
+    let (start, end) = ((hour + 2) % 24, (hour + 3) % 24);
+    let end = if end == 0 { 24 } else { end };
+    add_schedule(
+        &device,
+        &format!("window_start_hour = {start}\nwindow_end_hour = {end}"),
+    );
+    let out = device.ota_expect(&["update"], 0);
+    assert!(out.contains("outside the update window"), "{out}");
+    assert_eq!(server.stats().requests, 0);
+    assert!(!device.target.join("main.py").exists());
+    let out = device.ota_expect(&["update", "--now"], 0);
+    assert!(device.target.join("main.py").exists(), "{out}");
+}
+
+#[test]
+fn repeated_failures_enter_safe_mode_which_force_overrides() {
+    let repo = two_releases();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    let text = std::fs::read_to_string(&device.config).unwrap();
+    let text = format!("{text}\n[before_update]\ncommand = \"exit 3\"\n");
+    std::fs::write(&device.config, text).unwrap();
+    add_schedule(&device, "max_crashes_before_delay = 2\nmax_delay_sec = 600");
+    device.ota_expect(&["update"], 1);
+    device.ota_expect(&["update"], 1);
+    assert_eq!(device.last_error().unwrap()["consecutive"], 2);
+
+    server.reset_stats();
+    for args in [&["update"][..], &["update", "--now"]] {
+        let out = device.ota_expect(args, 0);
+        assert!(
+            out.contains("safe mode") && out.contains("--force"),
+            "{out}"
+        );
+    }
+    assert_eq!(server.stats().requests, 0, "safe mode asks nothing");
+    let status = json(&device.ota_expect(&["status", "--json"], 0));
+    assert_eq!(status["schedule"]["safe_mode"], true, "{status}");
+    assert!(status["schedule"]["next_allowed"].is_string(), "{status}");
+
+    // `--force` tries now (and fails again, at the same hook).
+    device.ota_expect(&["update", "--force"], 1);
+    assert_eq!(device.last_error().unwrap()["consecutive"], 3);
+}
