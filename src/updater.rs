@@ -142,6 +142,14 @@ pub enum Outcome {
         /// When and why it was rolled back.
         rejected: Rejected,
     },
+    /// This device is not in the rollout cohort of the release the channel names
+    /// (`[schedule] rollout_percent`): nothing was downloaded or changed.
+    Deferred {
+        /// What the run saw (`to` is the release this device does not take yet).
+        report: Report,
+        /// Why, in words.
+        deferred: crate::schedule::Deferred,
+    },
     /// The after-update actions and the health command of the release on trial ran again
     /// (the run after its update was interrupted) and the verdict was recorded; the channel
     /// was not asked this time.
@@ -156,7 +164,8 @@ impl Outcome {
             | Outcome::Planned(r)
             | Outcome::Updated(r)
             | Outcome::Retried(r)
-            | Outcome::Rejected { report: r, .. } => r,
+            | Outcome::Rejected { report: r, .. }
+            | Outcome::Deferred { report: r, .. } => r,
         }
     }
 
@@ -166,7 +175,8 @@ impl Outcome {
             | Outcome::Planned(r)
             | Outcome::Updated(r)
             | Outcome::Retried(r)
-            | Outcome::Rejected { report: r, .. } => r,
+            | Outcome::Rejected { report: r, .. }
+            | Outcome::Deferred { report: r, .. } => r,
         }
     }
 }
@@ -348,6 +358,37 @@ impl Updater {
         crate::schedule::decide(&self.config.schedule, now, history)
     }
 
+    /// Why this device does not take `release` under `[schedule] rollout_percent`, if it
+    /// does not (see [`crate::schedule::rollout_bucket`]).
+    fn outside_rollout(
+        &self,
+        release: &ReleaseId,
+    ) -> Result<Option<crate::schedule::Deferred>, Error> {
+        let schedule = &self.config.schedule;
+        if schedule.rollout_percent >= 100 {
+            return Ok(None);
+        }
+        let id = crate::schedule::device_id(schedule.device_id.as_deref(), Path::new("/"))
+            .map_err(Error::Setup)?;
+        let commit = release.commit.to_hex();
+        let bucket = crate::schedule::rollout_bucket(&id, &commit);
+        if bucket < schedule.rollout_percent {
+            return Ok(None);
+        }
+        Ok(Some(crate::schedule::Deferred {
+            reason: crate::schedule::Reason::Rollout,
+            until: None,
+            message: format!(
+                "this device (rollout bucket {bucket}) is not among the {}% that take {} {} \
+                 (`rollout_percent`): it takes it once the percentage is above {bucket}; \
+                 `ota update --force` installs it now",
+                schedule.rollout_percent,
+                release.ref_name,
+                release.short()
+            ),
+        }))
+    }
+
     /// Starts an operation, once the one under way (if any) has ended: its own deadline,
     /// counted from now.
     fn begin(&self) -> Operation<'_> {
@@ -515,6 +556,16 @@ impl Updater {
             let rejected = rejected.clone();
             self.finish(op, &mut report);
             return Ok(Outcome::Rejected { report, rejected });
+        }
+        // The rollout holds back new releases only: a first install, or the same release
+        // after a config change, goes ahead; `--force` takes the release all the same.
+        if report.reason == Some(UpdateReason::NewRelease)
+            && !options.force
+            && let Some(deferred) = self.outside_rollout(&report.to)?
+        {
+            report.reason = None;
+            self.finish(op, &mut report);
+            return Ok(Outcome::Deferred { report, deferred });
         }
         let tree = self.source.tree(&report.to.commit)?;
         let (target, warnings) =

@@ -115,3 +115,54 @@ fn repeated_failures_enter_safe_mode_which_force_overrides() {
     device.ota_expect(&["update", "--force"], 1);
     assert_eq!(device.last_error().unwrap()["consecutive"], 3);
 }
+
+#[test]
+fn a_device_outside_the_rollout_keeps_its_release_until_the_percentage_covers_it() {
+    let mut repo = two_releases();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    repo.write("main.py", "v = 2\n");
+    let v2 = repo.commit("v2");
+    let bucket = ota::schedule::rollout_bucket("pump-7", &v2);
+    repo.run(&["reset", "-q", "--hard", "HEAD~1"]);
+    add_schedule(
+        &device,
+        &format!("device_id = \"pump-7\"\nrollout_percent = {bucket}"),
+    );
+    // A first install takes the release whatever the rollout.
+    device.ota_expect(&["update"], 0);
+    assert_eq!(
+        std::fs::read_to_string(device.target.join("main.py")).unwrap(),
+        "v = 1\n"
+    );
+
+    repo.run(&["reset", "-q", "--hard", &v2]);
+    repo.tag("v2.0.0");
+    for args in [&["update"][..], &["update", "--now"]] {
+        let out = device.ota_expect(args, 0);
+        assert!(
+            out.contains("deferred") && out.contains("rollout_percent"),
+            "{out}"
+        );
+    }
+    let value = json(&device.ota_expect(&["update", "--json"], 0));
+    assert_eq!(
+        (&value["result"], &value["reason"]),
+        (&"deferred".into(), &"rollout".into())
+    );
+    assert_eq!(
+        std::fs::read_to_string(device.target.join("main.py")).unwrap(),
+        "v = 1\n"
+    );
+
+    // The fleet owner widens the rollout by one point: this device is in.
+    device.edit_config(
+        &format!("rollout_percent = {bucket}"),
+        &format!("rollout_percent = {}", bucket + 1),
+    );
+    device.ota_expect(&["update"], 0);
+    assert_eq!(
+        std::fs::read_to_string(device.target.join("main.py")).unwrap(),
+        "v = 2\n"
+    );
+}

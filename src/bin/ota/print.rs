@@ -41,10 +41,16 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
             Outcome::Updated(_) => "updated",
             Outcome::Rejected { .. } => "rejected",
             Outcome::Retried(_) => "trial_retried",
+            Outcome::Deferred { .. } => "deferred",
         };
         let mut value = report_json(state, report);
         if let Outcome::Rejected { rejected, .. } = outcome {
             value["rejected"] = json!(rejected);
+        }
+        if let Outcome::Deferred { deferred, .. } = outcome {
+            value["reason"] = json!(deferred.reason.name());
+            value["next_allowed"] = json!(null);
+            value["message"] = json!(deferred.message);
         }
         return write_json(out, &value);
     }
@@ -66,6 +72,7 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
                  `ota update --force` installs it anyway"
             )?;
         }
+        Outcome::Deferred { deferred, .. } => writeln!(out, "deferred: {}", deferred.message)?,
         Outcome::Retried(r) => {
             writeln!(
                 out,
