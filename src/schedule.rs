@@ -173,6 +173,15 @@ pub fn decide(
     None
 }
 
+/// `config` with only its safe-mode settings: no window, interval or rollout.
+pub fn only_safe_mode(config: &crate::config::ScheduleConfig) -> crate::config::ScheduleConfig {
+    crate::config::ScheduleConfig {
+        max_crashes_before_delay: config.max_crashes_before_delay,
+        max_delay: config.max_delay,
+        ..Default::default()
+    }
+}
+
 /// `None` when `min_interval` seconds have passed since `last_check`; otherwise when they
 /// will have.
 pub fn interval_wait(now: u64, last_check: Option<u64>, min_interval: u64) -> Option<u64> {

@@ -260,6 +260,9 @@ pub struct Updater {
     /// Held by the operation under way: the source's deadline and counters are one per
     /// updater, so operations from several threads take turns.
     running: Mutex<()>,
+    /// The release the operation under way set out to install, once resolved: recorded
+    /// with a failure, for safe mode.
+    attempted: Mutex<Option<ReleaseId>>,
 }
 
 /// One operation under way: its turn, its clock and the source's counters at its start.
@@ -312,6 +315,7 @@ impl Updater {
             protected,
             progress: None,
             running: Mutex::new(()),
+            attempted: Mutex::new(None),
         }
     }
 
@@ -341,21 +345,56 @@ impl Updater {
 
     /// Whether `ota update` may start at `now` under `[schedule]`: `None`, or why not and
     /// until when (see [`crate::schedule::decide`]). Reads `last_check` in `cache.json` and
-    /// the failures in a row of `last_error.json`; makes no request.
+    /// the failures in a row of `last_error.json`; makes no request. Safe mode counts here
+    /// only failures that came before a release was known: the delay of a failing release
+    /// is applied once the source says it is still the one to install (a new release
+    /// ends safe mode).
     pub fn deferred(&self, now: &jiff::ZonedDateTime) -> Option<crate::schedule::Deferred> {
+        self.schedule_at(now, false)
+    }
+
+    /// [`Updater::deferred`], or with `all_failures` the safe-mode delay of whichever release
+    /// failed (what `ota status` shows).
+    fn schedule_at(
+        &self,
+        now: &jiff::ZonedDateTime,
+        all_failures: bool,
+    ) -> Option<crate::schedule::Deferred> {
         let fs = &*self.fs;
-        let unix = |t: &str| {
-            let time = humantime::parse_rfc3339(t).ok()?;
-            let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
-            Some(since.as_secs())
-        };
         let last_check = self.dirs.read_cache(fs).last_check;
         let last_error = self.dirs.read_last_error(fs).ok().flatten();
+        let last_error = last_error.filter(|e| all_failures || e.release.is_none());
         let history = crate::schedule::History {
-            last_check: last_check.as_deref().and_then(unix),
-            failures: last_error.and_then(|e| Some((unix(&e.time)?, e.consecutive))),
+            last_check: last_check.as_deref().and_then(unix_seconds),
+            failures: last_error.and_then(|e| Some((unix_seconds(&e.time)?, e.consecutive))),
         };
         crate::schedule::decide(&self.config.schedule, now, history)
+    }
+
+    /// The safe-mode delay of `release`, if the last failures in a row were its own and the
+    /// delay still holds (see [`crate::schedule::safe_mode_wait`]).
+    fn safe_mode_for(&self, release: &ReleaseId) -> Option<crate::schedule::Deferred> {
+        let last_error = self.dirs.read_last_error(&*self.fs).ok().flatten()?;
+        if !last_error
+            .release
+            .as_ref()
+            .is_some_and(|r| same_release(r, release))
+        {
+            return None;
+        }
+        let history = crate::schedule::History {
+            last_check: None,
+            failures: Some((unix_seconds(&last_error.time)?, last_error.consecutive)),
+        };
+        let config = crate::schedule::only_safe_mode(&self.config.schedule);
+        crate::schedule::decide(&config, &jiff::ZonedDateTime::now(), history)
+    }
+
+    /// The release being attempted by the operation under way.
+    fn attempted(&self) -> MutexGuard<'_, Option<ReleaseId>> {
+        self.attempted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Why this device does not take `release` under `[schedule] rollout_percent`, if it
@@ -395,6 +434,7 @@ impl Updater {
         // A poisoned lock only means an earlier operation panicked; the turn is still free.
         let turn = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let started = Instant::now();
+        *self.attempted() = None;
         self.source
             .start_operation(started + self.config.network.update_timeout);
         Operation {
@@ -472,7 +512,9 @@ impl Updater {
                 None => Next::Done(outcome),
             })
         })();
-        let next = self.record(next, true);
+        // A deferred run changes nothing, and must not end safe mode by clearing its record.
+        let deferred = matches!(next, Ok(Next::Done(Outcome::Deferred { .. })));
+        let next = self.record(next, !deferred);
         drop(lock);
         let result = match next? {
             Next::Done(outcome) => return Ok(outcome),
@@ -556,6 +598,17 @@ impl Updater {
             let rejected = rejected.clone();
             self.finish(op, &mut report);
             return Ok(Outcome::Rejected { report, rejected });
+        }
+        if !options.dry_run {
+            *self.attempted() = Some(report.to.clone());
+        }
+        // Safe mode holds back the release that kept failing, not a new one.
+        if !options.force
+            && let Some(deferred) = self.safe_mode_for(&report.to)
+        {
+            report.reason = None;
+            self.finish(op, &mut report);
+            return Ok(Outcome::Deferred { report, deferred });
         }
         // The rollout holds back new releases only: a first install, or the same release
         // after a config change, goes ahead; `--force` takes the release all the same.
@@ -816,7 +869,7 @@ impl Updater {
                 boots_needed: self.config.trial.boots,
                 health_needed: self.config.trial.health_command.is_some()
                     || !self.config.after_update.is_empty(),
-                schedule: self.deferred(&jiff::ZonedDateTime::now()),
+                schedule: self.schedule_at(&jiff::ZonedDateTime::now(), true),
             });
         }
         let installed = self.dirs.read_installed(fs)?;
@@ -827,7 +880,7 @@ impl Updater {
             boots_needed: self.config.trial.boots,
             health_needed: self.config.trial.health_command.is_some()
                 || !self.config.after_update.is_empty(),
-            schedule: self.deferred(&jiff::ZonedDateTime::now()),
+            schedule: self.schedule_at(&jiff::ZonedDateTime::now(), true),
             installed,
             pending: transaction::pending(fs, &self.config.target_dir, &self.dirs)
                 .map_err(Error::Recover)?
@@ -981,7 +1034,15 @@ impl Updater {
             Ok(_) => self.dirs.clear_last_error(fs),
             Err(e) => {
                 let time = now_rfc3339();
-                let before = self.dirs.read_last_error(fs).ok().flatten();
+                let release = self.attempted().clone();
+                // A failure of another release than the last one's starts a new count (a
+                // new release leaves safe mode).
+                let before = self.dirs.read_last_error(fs).ok().flatten().filter(|b| {
+                    match (&b.release, &release) {
+                        (Some(before), Some(now)) => same_release(before, now),
+                        _ => true,
+                    }
+                });
                 self.dirs.write_last_error(
                     fs,
                     &LastError {
@@ -993,6 +1054,7 @@ impl Updater {
                             .map_or(1, |b| b.consecutive.saturating_add(1)),
                         since: Some(before.and_then(|b| b.since).unwrap_or_else(|| time.clone())),
                         time,
+                        release,
                     },
                 )
             }
@@ -1005,6 +1067,13 @@ impl Updater {
         }
         result
     }
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time written by ota.
+fn unix_seconds(time: &str) -> Option<u64> {
+    let time = humantime::parse_rfc3339(time).ok()?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(since.as_secs())
 }
 
 /// The entry of `installed.rejected` for `release` (same ref and commit), if any.

@@ -86,8 +86,8 @@ fn outside_the_window_an_update_waits_for_the_next_opening() {
 }
 
 #[test]
-fn repeated_failures_enter_safe_mode_which_force_overrides() {
-    let repo = two_releases();
+fn repeated_failures_enter_safe_mode_which_force_or_a_new_release_ends() {
+    let mut repo = two_releases();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let text = std::fs::read_to_string(&device.config).unwrap();
@@ -106,7 +106,9 @@ fn repeated_failures_enter_safe_mode_which_force_overrides() {
             "{out}"
         );
     }
-    assert_eq!(server.stats().requests, 0, "safe mode asks nothing");
+    // Each run asks the channel once (is the failing release still the one?), no more.
+    let stats = server.stats();
+    assert_eq!(stats.requests, 2, "{:#?}", stats.log);
     let status = json(&device.ota_expect(&["status", "--json"], 0));
     assert_eq!(status["schedule"]["safe_mode"], true, "{status}");
     assert!(status["schedule"]["next_allowed"].is_string(), "{status}");
@@ -114,6 +116,15 @@ fn repeated_failures_enter_safe_mode_which_force_overrides() {
     // `--force` tries now (and fails again, at the same hook).
     device.ota_expect(&["update", "--force"], 1);
     assert_eq!(device.last_error().unwrap()["consecutive"], 3);
+
+    // A new release is tried at once, and its failures are counted afresh.
+    repo.write("main.py", "v = 2\n");
+    repo.commit("v2");
+    repo.tag("v2.0.0");
+    device.ota_expect(&["update"], 1);
+    let last = device.last_error().unwrap();
+    assert_eq!(last["consecutive"], 1, "{last}");
+    assert_eq!(last["release"]["ref"], "v2.0.0", "{last}");
 }
 
 #[test]
