@@ -604,6 +604,7 @@ impl Updater {
         }
         // Safe mode holds back the release that kept failing, not a new one.
         if !options.force
+            && !options.dry_run
             && let Some(deferred) = self.safe_mode_for(&report.to)
         {
             report.reason = None;

@@ -156,6 +156,10 @@ fn a_device_outside_the_rollout_keeps_its_release_until_the_percentage_covers_it
             "{out}"
         );
     }
+    let out = device.ota_expect(&["update", "--dry-run"], 0);
+    assert!(out.contains("deferred"), "{out}");
+    // `check` reports the channel's release, whatever the rollout.
+    device.ota_expect(&["check"], 100);
     let value = json(&device.ota_expect(&["update", "--json"], 0));
     assert_eq!(
         (&value["result"], &value["reason"]),
