@@ -181,3 +181,38 @@ fn a_device_outside_the_rollout_keeps_its_release_until_the_percentage_covers_it
         "v = 2\n"
     );
 }
+
+#[test]
+fn the_window_is_in_the_local_time_of_tz() {
+    let repo = two_releases();
+    let server = serve(repo.path());
+    // The hour now at UTC+12 (POSIX `TZ` writes it `XXX-12`): a window of that hour and
+    // the next is open there (even if the hour turns meanwhile) and closed in UTC.
+    let hour = (jiff::Timestamp::now().as_second() / 3600 + 12) % 24;
+    let end = match (hour + 2) % 24 {
+        0 => 24,
+        end => end,
+    };
+    let run = |tz: &str| {
+        let device = Device::new(&server, "");
+        add_schedule(
+            &device,
+            &format!("window_start_hour = {hour}\nwindow_end_hour = {end}"),
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ota"))
+            .args(["update", "--config"])
+            .arg(&device.config)
+            .env("TZ", tz)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (device.target.join("main.py").exists(), text)
+    };
+    let (installed, out) = run("UTC0");
+    assert!(
+        !installed && out.contains("outside the update window"),
+        "{out}"
+    );
+    let (installed, out) = run("XXX-12");
+    assert!(installed, "{out}");
+}
