@@ -491,5 +491,13 @@ mod tests {
         assert_eq!(waited, Ok(Duration::ZERO));
         let err = wait_for_network(empty.path(), "10.0.0.1", 80, Duration::ZERO);
         assert!(err.is_err_and(|e| e.contains("no default route")));
+        // With a default route, an IP address needs no resolution.
+        let net = empty.path().join("proc/net");
+        std::fs::create_dir_all(&net).expect("mkdir");
+        let route = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                     eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\n";
+        std::fs::write(net.join("route"), route).expect("write");
+        let waited = wait_for_network(empty.path(), "10.0.0.1", 80, Duration::ZERO);
+        assert!(waited.is_ok(), "{waited:?}");
     }
 }

@@ -56,6 +56,8 @@ fn within_the_interval_an_update_is_deferred_without_a_request_and_now_runs_it()
     let status = json(&device.ota_expect(&["status", "--json"], 0));
     assert_eq!(status["schedule"]["reason"], "interval", "{status}");
     assert_eq!(status["schedule"]["safe_mode"], false, "{status}");
+    let out = device.ota_expect(&["status"], 0);
+    assert!(out.contains("schedule:    checked less than"), "{out}");
 
     device.ota_expect(&["update", "--now"], 0);
     assert_eq!(

@@ -568,6 +568,9 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             num(q.limit)
         )?;
     }
+    if let Some(deferred) = &status.schedule {
+        writeln!(out, "schedule:    {deferred}")?;
+    }
     out.flush()
 }
 
