@@ -36,6 +36,9 @@ pub enum Error {
     /// holding files ota did not create.
     #[error(transparent)]
     Untrusted(#[from] TrustError),
+    /// No default route, or the API host does not resolve, after the bounded wait.
+    #[error("{0}")]
+    NoNetwork(String),
     /// Another ota process holds the lock.
     #[error(
         "another ota process is working on this target (lock {0} is held); wait for it to finish"
@@ -99,7 +102,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Setup(_) | Error::Busy(_) | Error::Untrusted(_) => "setup",
             Error::Recover(_) => "recover",
-            Error::Source(_) => "resolve",
+            Error::Source(_) | Error::NoNetwork(_) => "resolve",
             Error::Manifest(_) => "manifest",
             Error::Survey(_) | Error::Plan(_) | Error::Limits(_) => "plan",
             Error::Fetch(_) => "fetch",
@@ -132,6 +135,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Setup(_) => "filesystem",
             Error::Busy(_) => "busy",
+            Error::NoNetwork(_) => "network",
             Error::Untrusted(TrustError::Io { source, .. }) => io_kind(source),
             Error::Untrusted(_) => "untrusted_state",
             Error::Source(e) => source_kind(e),

@@ -80,6 +80,7 @@ mod limits;
 mod manifest;
 mod plan;
 mod resources;
+pub mod schedule;
 pub mod source;
 mod state;
 mod survey;

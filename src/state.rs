@@ -10,8 +10,9 @@
 //! previous/<blob>   while a release is on trial, the files of the release it rolls back to
 //!                   that are no longer in the target, named by git blob id (the displaced
 //!                   file or link itself); removed once no trial needs them
-//! last_error.json   the last failed update or recover (time, phase, kind, message);
-//!                   removed by a successful update or recover
+//! last_error.json   the last failed update or recover (time, phase, kind, message, failures
+//!                   in a row, the release it was installing); removed by a successful
+//!                   update or recover
 //! cache.json        what the last check saw: the channel answer's ETag, the rate-limit quota
 //! lock              held (flock) by the process that changes the target
 //! ota-state.tag     marks the folder as ota's (see `trust`): written when ota creates it
@@ -497,6 +498,10 @@ pub struct LastError {
     /// When the first of those failures happened.
     #[serde(default)]
     pub since: Option<String>,
+    /// The release the failed run was installing, when it got that far (safe mode holds
+    /// back this release only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseId>,
 }
 
 fn one() -> u32 {

@@ -144,6 +144,14 @@ pub enum Outcome {
         /// When and why it was rolled back.
         rejected: Rejected,
     },
+    /// This device is not in the rollout cohort of the release the channel names
+    /// (`[schedule] rollout_percent`): nothing was downloaded or changed.
+    Deferred {
+        /// What the run saw (`to` is the release this device does not take yet).
+        report: Report,
+        /// Why, in words.
+        deferred: crate::schedule::Deferred,
+    },
     /// The after-update actions and the health command of the release on trial ran again
     /// (the run after its update was interrupted) and the verdict was recorded; the channel
     /// was not asked this time.
@@ -158,7 +166,8 @@ impl Outcome {
             | Outcome::Planned(r)
             | Outcome::Updated(r)
             | Outcome::Retried(r)
-            | Outcome::Rejected { report: r, .. } => r,
+            | Outcome::Rejected { report: r, .. }
+            | Outcome::Deferred { report: r, .. } => r,
         }
     }
 
@@ -168,7 +177,8 @@ impl Outcome {
             | Outcome::Planned(r)
             | Outcome::Updated(r)
             | Outcome::Retried(r)
-            | Outcome::Rejected { report: r, .. } => r,
+            | Outcome::Rejected { report: r, .. }
+            | Outcome::Deferred { report: r, .. } => r,
         }
     }
 }
@@ -233,6 +243,8 @@ pub struct Status {
     pub health_needed: bool,
     /// Free storage of the target's filesystem, free memory and the battery, now.
     pub resources: Snapshot,
+    /// Why `ota update` would be deferred now, and until when (`None`: it may run now).
+    pub schedule: Option<crate::schedule::Deferred>,
 }
 
 /// Runs ota's commands for one configuration. One `Updater` can run any number of
@@ -254,6 +266,9 @@ pub struct Updater {
     /// Held by the operation under way: the source's deadline and counters are one per
     /// updater, so operations from several threads take turns.
     running: Mutex<()>,
+    /// The release the operation under way set out to install, once resolved: recorded
+    /// with a failure, for safe mode.
+    attempted: Mutex<Option<ReleaseId>>,
 }
 
 /// One operation under way: its turn, its clock and the source's counters at its start.
@@ -307,6 +322,7 @@ impl Updater {
             progress: None,
             resources: Resources::system(),
             running: Mutex::new(()),
+            attempted: Mutex::new(None),
         }
     }
 
@@ -341,12 +357,98 @@ impl Updater {
         &self.config
     }
 
+    /// Whether `ota update` may start at `now` under `[schedule]`: `None`, or why not and
+    /// until when (see [`crate::schedule::decide`]). Reads `last_check` in `cache.json` and
+    /// the failures in a row of `last_error.json`; makes no request. Safe mode counts here
+    /// only failures that came before a release was known: the delay of a failing release
+    /// is applied once the source says it is still the one to install (a new release
+    /// ends safe mode).
+    pub fn deferred(&self, now: &jiff::ZonedDateTime) -> Option<crate::schedule::Deferred> {
+        self.schedule_at(now, false)
+    }
+
+    /// [`Updater::deferred`], or with `all_failures` the safe-mode delay of whichever release
+    /// failed (what `ota status` shows).
+    fn schedule_at(
+        &self,
+        now: &jiff::ZonedDateTime,
+        all_failures: bool,
+    ) -> Option<crate::schedule::Deferred> {
+        let fs = &*self.fs;
+        let last_check = self.dirs.read_cache(fs).last_check;
+        let last_error = self.dirs.read_last_error(fs).ok().flatten();
+        let last_error = last_error.filter(|e| all_failures || e.release.is_none());
+        let history = crate::schedule::History {
+            last_check: last_check.as_deref().and_then(unix_seconds),
+            failures: last_error.and_then(|e| Some((unix_seconds(&e.time)?, e.consecutive))),
+        };
+        crate::schedule::decide(&self.config.schedule, now, history)
+    }
+
+    /// The safe-mode delay of `release`, if the last failures in a row were its own and the
+    /// delay still holds (see [`crate::schedule::safe_mode_wait`]).
+    fn safe_mode_for(&self, release: &ReleaseId) -> Option<crate::schedule::Deferred> {
+        let last_error = self.dirs.read_last_error(&*self.fs).ok().flatten()?;
+        if !last_error
+            .release
+            .as_ref()
+            .is_some_and(|r| same_release(r, release))
+        {
+            return None;
+        }
+        let history = crate::schedule::History {
+            last_check: None,
+            failures: Some((unix_seconds(&last_error.time)?, last_error.consecutive)),
+        };
+        let config = crate::schedule::only_safe_mode(&self.config.schedule);
+        crate::schedule::decide(&config, &jiff::ZonedDateTime::now(), history)
+    }
+
+    /// The release being attempted by the operation under way.
+    fn attempted(&self) -> MutexGuard<'_, Option<ReleaseId>> {
+        self.attempted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Why this device does not take `release` under `[schedule] rollout_percent`, if it
+    /// does not (see [`crate::schedule::rollout_bucket`]).
+    fn outside_rollout(
+        &self,
+        release: &ReleaseId,
+    ) -> Result<Option<crate::schedule::Deferred>, Error> {
+        let schedule = &self.config.schedule;
+        if schedule.rollout_percent >= 100 {
+            return Ok(None);
+        }
+        let id = crate::schedule::device_id(schedule.device_id.as_deref(), Path::new("/"))
+            .map_err(Error::Setup)?;
+        let commit = release.commit.to_hex();
+        let bucket = crate::schedule::rollout_bucket(&id, &commit);
+        if bucket < schedule.rollout_percent {
+            return Ok(None);
+        }
+        Ok(Some(crate::schedule::Deferred {
+            reason: crate::schedule::Reason::Rollout,
+            until: None,
+            message: format!(
+                "this device (rollout bucket {bucket}) is not among the {}% that take {} {} \
+                 (`rollout_percent`): it takes it once the percentage is above {bucket}; \
+                 `ota update --force` installs it now",
+                schedule.rollout_percent,
+                release.ref_name,
+                release.short()
+            ),
+        }))
+    }
+
     /// Starts an operation, once the one under way (if any) has ended: its own deadline,
     /// counted from now.
     fn begin(&self) -> Operation<'_> {
         // A poisoned lock only means an earlier operation panicked; the turn is still free.
         let turn = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let started = Instant::now();
+        *self.attempted() = None;
         self.source
             .start_operation(started + self.config.network.update_timeout);
         Operation {
@@ -424,7 +526,9 @@ impl Updater {
                 None => Next::Done(outcome),
             })
         })();
-        let next = self.record(next, true);
+        // A deferred run changes nothing, and must not end safe mode by clearing its record.
+        let deferred = matches!(next, Ok(Next::Done(Outcome::Deferred { .. })));
+        let next = self.record(next, !deferred);
         drop(lock);
         let result = match next? {
             Next::Done(outcome) => return Ok(outcome),
@@ -508,6 +612,28 @@ impl Updater {
             let rejected = rejected.clone();
             self.finish(op, &mut report);
             return Ok(Outcome::Rejected { report, rejected });
+        }
+        if !options.dry_run {
+            *self.attempted() = Some(report.to.clone());
+        }
+        // Safe mode holds back the release that kept failing, not a new one.
+        if !options.force
+            && !options.dry_run
+            && let Some(deferred) = self.safe_mode_for(&report.to)
+        {
+            report.reason = None;
+            self.finish(op, &mut report);
+            return Ok(Outcome::Deferred { report, deferred });
+        }
+        // The rollout holds back new releases only: a first install, or the same release
+        // after a config change, goes ahead; `--force` takes the release all the same.
+        if report.reason == Some(UpdateReason::NewRelease)
+            && !options.force
+            && let Some(deferred) = self.outside_rollout(&report.to)?
+        {
+            report.reason = None;
+            self.finish(op, &mut report);
+            return Ok(Outcome::Deferred { report, deferred });
         }
         // Before any download: a device low on memory or battery defers the update.
         self.resources.check_device(&self.config.guards)?;
@@ -799,6 +925,7 @@ impl Updater {
                 health_needed: self.config.trial.health_command.is_some()
                     || !self.config.after_update.is_empty(),
                 resources: self.resources_now(),
+                schedule: self.schedule_at(&jiff::ZonedDateTime::now(), true),
             });
         }
         let installed = self.dirs.read_installed(fs)?;
@@ -809,6 +936,7 @@ impl Updater {
             boots_needed: self.config.trial.boots,
             health_needed: self.config.trial.health_command.is_some()
                 || !self.config.after_update.is_empty(),
+            schedule: self.schedule_at(&jiff::ZonedDateTime::now(), true),
             installed,
             pending: transaction::pending(fs, &self.config.target_dir, &self.dirs)
                 .map_err(Error::Recover)?
@@ -965,7 +1093,15 @@ impl Updater {
             Err(e) if e.deferred() => Ok(()),
             Err(e) => {
                 let time = now_rfc3339();
-                let before = self.dirs.read_last_error(fs).ok().flatten();
+                let release = self.attempted().clone();
+                // A failure of another release than the last one's starts a new count (a
+                // new release leaves safe mode).
+                let before = self.dirs.read_last_error(fs).ok().flatten().filter(|b| {
+                    match (&b.release, &release) {
+                        (Some(before), Some(now)) => same_release(before, now),
+                        _ => true,
+                    }
+                });
                 self.dirs.write_last_error(
                     fs,
                     &LastError {
@@ -977,6 +1113,7 @@ impl Updater {
                             .map_or(1, |b| b.consecutive.saturating_add(1)),
                         since: Some(before.and_then(|b| b.since).unwrap_or_else(|| time.clone())),
                         time,
+                        release,
                     },
                 )
             }
@@ -989,6 +1126,13 @@ impl Updater {
         }
         result
     }
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time written by ota.
+fn unix_seconds(time: &str) -> Option<u64> {
+    let time = humantime::parse_rfc3339(time).ok()?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(since.as_secs())
 }
 
 /// The entry of `installed.rejected` for `release` (same ref and commit), if any.

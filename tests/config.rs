@@ -153,7 +153,7 @@ fn the_token_never_shows() {
 const SHIPPED: &str = include_str!("fixtures/original_ota_config.json");
 
 /// The keys of the original that ota acts on.
-const ACTED: [&str; 20] = [
+const ACTED: &[&str] = &[
     "owner",
     "repo",
     "token",
@@ -174,6 +174,11 @@ const ACTED: [&str; 20] = [
     "min_free_storage",
     "min_free_mem",
     "min_battery_percent",
+    "min_update_interval_sec",
+    "update_window_start_hour",
+    "update_window_end_hour",
+    "rollout_percent",
+    "max_crashes_before_delay",
 ];
 
 #[test]
@@ -215,6 +220,16 @@ fn the_original_shipped_config_loads_with_only_its_placeholders_filled_in() {
     assert_eq!(github.token.as_ref().unwrap().expose(), token);
     assert_eq!(config.channel, Channel::Stable { tag: None });
     assert!(config.filter.includes("lib/x.py") && !config.filter.includes("tests/t.py"));
+    let schedule = &config.schedule;
+    assert_eq!(schedule.min_interval, 3600);
+    assert_eq!(
+        schedule.window,
+        Some(ota::schedule::Window { start: 2, end: 5 })
+    );
+    assert_eq!(
+        (schedule.rollout_percent, schedule.max_crashes_before_delay),
+        (100, 3)
+    );
     let net = &config.network;
     assert_eq!(
         (net.connect_timeout.as_secs(), net.http_timeout.as_secs()),

@@ -22,6 +22,7 @@ mod race;
 mod recover;
 mod release;
 mod safety;
+mod schedule;
 mod trial;
 mod trust;
 mod update;

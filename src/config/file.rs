@@ -22,6 +22,7 @@ pub(super) struct File {
     pub before_update: BeforeUpdate,
     pub after_update: AfterUpdate,
     pub guards: Guards,
+    pub schedule: Schedule,
 }
 
 /// `[source]`.
@@ -100,6 +101,20 @@ pub(super) struct Guards {
 /// The largest byte count a `[guards]` key takes: 1 EiB.
 pub(super) const MAX_BYTES: u64 = 1 << 60;
 
+/// `[schedule]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Schedule {
+    pub min_interval_sec: Option<Ranged<0, 31_536_000>>,
+    pub window_start_hour: Option<Ranged<0, 23>>,
+    pub window_end_hour: Option<Ranged<0, 24>>,
+    pub random_delay_sec: Option<Ranged<0, 86_400>>,
+    pub rollout_percent: Option<Ranged<0, 100>>,
+    pub device_id: Option<String>,
+    pub max_crashes_before_delay: Option<Ranged<0, 1000>>,
+    pub max_delay_sec: Option<Ranged<1, 31_536_000>>,
+}
+
 /// The keys of a table of the new format, if `name` is one.
 pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
     match name {
@@ -110,6 +125,7 @@ pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
         "before_update" => Some(fields::<BeforeUpdate>()),
         "after_update" => Some(fields::<AfterUpdate>()),
         "guards" => Some(fields::<Guards>()),
+        "schedule" => Some(fields::<Schedule>()),
         _ => None,
     }
 }

@@ -61,6 +61,8 @@ pub struct Config {
     pub after_update: AfterUpdate,
     /// The device's resources an update needs (`[guards]`).
     pub guards: Guards,
+    /// When an update may run, and which releases this device takes (`[schedule]`).
+    pub schedule: ScheduleConfig,
     /// Things worth telling the user that are not errors; the CLI logs each one.
     pub warnings: Vec<String>,
     /// The file this config was read from (absolute, normalised), when [`Config::load`]
@@ -210,6 +212,41 @@ impl Default for TrialConfig {
             health_timeout: Duration::from_secs(60),
             confirm_within: None,
             boots: 0,
+        }
+    }
+}
+
+/// `[schedule]`: when an update may run (see [`crate::schedule`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScheduleConfig {
+    /// `min_interval_sec` (default 0): seconds between two checks.
+    pub min_interval: u64,
+    /// `window_start_hour` / `window_end_hour` (local time): `None`, any hour.
+    pub window: Option<crate::schedule::Window>,
+    /// `random_delay_sec` (default 0): at most this long a random wait before the first
+    /// request.
+    pub random_delay: u64,
+    /// `rollout_percent` (default 100): the share of devices that take a new release.
+    pub rollout_percent: u8,
+    /// `device_id` (default: `/etc/machine-id`).
+    pub device_id: Option<String>,
+    /// `max_crashes_before_delay` (default 0, off): failures in a row before safe mode.
+    pub max_crashes_before_delay: u32,
+    /// `max_delay_sec` (default 86400): the longest safe-mode delay.
+    pub max_delay: u64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            min_interval: 0,
+            window: None,
+            random_delay: 0,
+            rollout_percent: 100,
+            device_id: None,
+            max_crashes_before_delay: 0,
+            max_delay: 86_400,
         }
     }
 }

@@ -98,6 +98,11 @@ original_format! {
         min_free_storage: Ranged<0, MAX_BYTES> => guards.min_free_storage,
         min_free_mem: Ranged<0, MAX_BYTES> => guards.min_free_mem,
         min_battery_percent: Ranged<0, 100> => guards.min_battery_percent,
+        min_update_interval_sec: Ranged<0, 31_536_000> => schedule.min_interval_sec,
+        update_window_start_hour: Ranged<0, 23> => schedule.window_start_hour,
+        update_window_end_hour: Ranged<0, 24> => schedule.window_end_hour,
+        rollout_percent: Ranged<0, 100> => schedule.rollout_percent,
+        max_crashes_before_delay: Ranged<0, 1000> => schedule.max_crashes_before_delay,
     }
     mapped {
         reset_mode: String => "`reboot = true` under `[after_update]` for \"hard\", the \
@@ -133,16 +138,8 @@ original_format! {
             leave the watchdog to the system",
         status_led_pin: "ota drives no status LED yet (a later version adds one); meanwhile \
             it reports through its exit code, its log and the state files under state_dir",
-        rollout_percent: "ota has no staged rollout yet (a later version adds it); meanwhile \
-            pin a `tag` (new format) on the devices that should wait",
-        min_update_interval_sec: "ota has no schedule yet (a later version adds one); \
-            meanwhile run it from a timer (a systemd timer or cron) at the interval you want",
-        update_window_start_hour | update_window_end_hour: "ota has no update window yet (a \
-            later version adds one); meanwhile run it from a timer only in the hours you want",
         error_history_limit: "ota keeps the last error only (`last_error.json` under \
             state_dir; a later version keeps a history)",
-        max_crashes_before_delay: "ota has no crash delay yet (a later version adds one); \
-            meanwhile let the service manager space restarts (`RestartSec=` in systemd)",
         max_update_attempts: "ota retries each request `retries` times; run it again later \
             (from a timer) to retry a whole update",
         retry_backoff_sec | file_backoff_sec: "every request, downloads included, backs off \

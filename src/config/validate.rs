@@ -9,7 +9,7 @@ use super::error::{ConfigError, closest, leaf};
 use super::file::{self, File, Ranged};
 use super::{
     AfterUpdate, BeforeUpdate, Channel, Config, Format, GithubConfig, Guards, Limits,
-    NetworkConfig, SourceConfig, TrialConfig,
+    NetworkConfig, ScheduleConfig, SourceConfig, TrialConfig,
 };
 use super::{ReadError, TOKEN_ENV, Token, base_url, read_capped, readable_by_others, system};
 use crate::filter::Filter;
@@ -140,6 +140,7 @@ impl Check<'_> {
             // Ranged to 0..=100, so it fits.
             min_battery_percent: file.guards.min_battery_percent.map_or(0, |n| n.0 as u8),
         };
+        let schedule = self.schedule(file.schedule)?;
         let warnings = self.warnings;
         let config = Config {
             target_dir,
@@ -153,10 +154,58 @@ impl Check<'_> {
             before_update,
             after_update,
             guards,
+            schedule,
             warnings,
             config_file: None,
         };
         Ok((config, inline_token))
+    }
+
+    /// `[schedule]`: the window needs both hours, and they must differ.
+    fn schedule(&self, s: file::Schedule) -> Result<ScheduleConfig, ConfigError> {
+        let window = match (s.window_start_hour, s.window_end_hour) {
+            (None, None) => None,
+            (Some(start), Some(end)) if start.0 == end.0 % 24 && end.0 != 24 => {
+                return Err(self.invalid(
+                    "schedule.window_end_hour",
+                    format_args!(
+                        "is {}, the same as `window_start_hour`: the window would be empty. \
+                         Set the hour the window closes, or remove both for any hour",
+                        end.0
+                    ),
+                ));
+            }
+            (Some(start), Some(end)) => Some(crate::schedule::Window {
+                start: u8::try_from(start.0).unwrap_or(0),
+                end: u8::try_from(end.0).unwrap_or(24),
+            }),
+            (Some(_), None) => return Err(self.missing("schedule.window_end_hour", "6")),
+            (None, Some(_)) => return Err(self.missing("schedule.window_start_hour", "2")),
+        };
+        if let Some(id) = &s.device_id
+            && id.trim().is_empty()
+        {
+            return Err(self.invalid(
+                "schedule.device_id",
+                "is empty: set this device's id, or remove it to use /etc/machine-id",
+            ));
+        }
+        let default = ScheduleConfig::default();
+        Ok(ScheduleConfig {
+            min_interval: s.min_interval_sec.map_or(default.min_interval, |n| n.0),
+            window,
+            random_delay: s.random_delay_sec.map_or(0, |n| n.0),
+            rollout_percent: s
+                .rollout_percent
+                .and_then(|n| u8::try_from(n.0).ok())
+                .unwrap_or(100),
+            device_id: s.device_id,
+            max_crashes_before_delay: s
+                .max_crashes_before_delay
+                .and_then(|n| u32::try_from(n.0).ok())
+                .unwrap_or(0),
+            max_delay: s.max_delay_sec.map_or(default.max_delay, |n| n.0),
+        })
     }
 
     /// Refuses a system or home folder as the target (`defaulted`: the original format's

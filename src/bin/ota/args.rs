@@ -72,6 +72,9 @@ pub struct UpdateArgs {
     /// Print the plan (adds, replaces, deletes, bytes) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run now: ignore the `[schedule]` window, interval and random delay.
+    #[arg(long)]
+    pub now: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ota::config::Config;
+use ota::schedule::Reason;
 use ota::{Check, Updater};
 
 use args::{Args, Command};
@@ -91,6 +92,23 @@ fn run(args: Args, stderr: &Stderr) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Update(a) => {
             let mut updater = updater(&a.config.config)?;
+            // `--now` skips the window, the interval and the delay, not safe mode; `--force`
+            // skips all of them; a dry run changes nothing, so it is never held back.
+            let deferred = updater.deferred(&jiff::ZonedDateTime::now());
+            let deferred = deferred.filter(|d| !a.now || d.reason == Reason::SafeMode);
+            if !a.dry_run
+                && !a.force
+                && let Some(deferred) = deferred
+            {
+                print::deferred(&deferred, a.json).map_err(OutputError)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !a.now && !a.dry_run {
+                std::thread::sleep(ota::schedule::random_delay(
+                    updater.config().schedule.random_delay,
+                ));
+            }
+            wait_for_network(updater.config())?;
             updater.on_progress(progress::reporter(stderr.clone(), args.quiet));
             let outcome = updater.update(ota::UpdateOptions {
                 force: a.force,
@@ -105,6 +123,7 @@ fn run(args: Args, stderr: &Stderr) -> anyhow::Result<ExitCode> {
         }
         Command::Check(a) => {
             let updater = updater(&a.config.config)?;
+            wait_for_network(updater.config())?;
             let check = updater.check()?;
             print::check(&check, a.json).map_err(OutputError)?;
             Ok(match check {
@@ -141,6 +160,22 @@ fn run(args: Args, stderr: &Stderr) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Waits (bounded by `connect_timeout_sec`) for a default route and for the API host to
+/// resolve, on a device that just booted.
+fn wait_for_network(config: &Config) -> Result<(), ota::Error> {
+    let ota::config::SourceConfig::Github(github) = &config.source;
+    let Ok(url) = url::Url::parse(&github.api_url) else {
+        return Ok(());
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Ok(());
+    };
+    let bound = config.network.connect_timeout;
+    ota::schedule::wait_for_network(std::path::Path::new("/"), host, port, bound)
+        .map(|_| ())
+        .map_err(ota::Error::NoNetwork)
 }
 
 /// Loads the config, logs its warnings, and builds the updater.

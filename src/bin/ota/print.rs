@@ -41,10 +41,16 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
             Outcome::Updated(_) => "updated",
             Outcome::Rejected { .. } => "rejected",
             Outcome::Retried(_) => "trial_retried",
+            Outcome::Deferred { .. } => "deferred",
         };
         let mut value = report_json(state, report);
         if let Outcome::Rejected { rejected, .. } = outcome {
             value["rejected"] = json!(rejected);
+        }
+        if let Outcome::Deferred { deferred, .. } = outcome {
+            value["reason"] = json!(deferred.reason.name());
+            value["next_allowed"] = json!(null);
+            value["message"] = json!(deferred.message);
         }
         return write_json(out, &value);
     }
@@ -66,6 +72,7 @@ pub fn outcome(outcome: &Outcome, as_json: bool) -> io::Result<()> {
                  `ota update --force` installs it anyway"
             )?;
         }
+        Outcome::Deferred { deferred, .. } => writeln!(out, "deferred: {}", deferred.message)?,
         Outcome::Retried(r) => {
             writeln!(
                 out,
@@ -351,6 +358,27 @@ pub fn check(check: &Check, as_json: bool) -> io::Result<()> {
 }
 
 /// Prints `ota status`.
+/// The schedule as `status --json` and a deferred `update --json` show it.
+fn schedule_json(deferred: Option<&ota::schedule::Deferred>) -> serde_json::Value {
+    json!({
+        "next_allowed": deferred.and_then(|d| d.until).map(rfc3339),
+        "reason": deferred.map(|d| d.reason.name()),
+        "safe_mode": deferred.is_some_and(|d| d.reason == ota::schedule::Reason::SafeMode),
+    })
+}
+
+/// A deferred `ota update`: why, and when it may run.
+pub fn deferred(deferred: &ota::schedule::Deferred, as_json: bool) -> io::Result<()> {
+    let out = &mut stdout();
+    if as_json {
+        let mut value = schedule_json(Some(deferred));
+        value["result"] = json!("deferred");
+        value["message"] = json!(deferred.message);
+        return write_json(out, &value);
+    }
+    writeln!(out, "deferred: {}", deferred.message)
+}
+
 pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
     let out = &mut stdout();
     if as_json {
@@ -415,6 +443,7 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             "free_storage": status.resources.free_storage,
             "free_memory": status.resources.free_memory,
             "battery": status.resources.battery,
+            "schedule": schedule_json(status.schedule.as_ref()),
         });
         return write_json(out, &value);
     }
@@ -543,6 +572,9 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
         )?;
     }
     device(out, &status.resources)?;
+    if let Some(deferred) = &status.schedule {
+        writeln!(out, "schedule:    {deferred}")?;
+    }
     out.flush()
 }
 
