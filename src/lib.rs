@@ -77,6 +77,7 @@ mod hooks;
 mod http;
 mod limits;
 mod manifest;
+mod metrics;
 mod plan;
 pub mod source;
 mod state;
@@ -96,8 +97,8 @@ pub use http::{Quota, Usage};
 pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
 pub use plan::{Action, Change, Origin, Plan};
 pub use state::{
-    Cache, Failure, FailureKind, Health, Installed, LastError, Rejected, ReleaseId, RollbackPoint,
-    Trial,
+    Cache, Counters, Failure, FailureKind, Health, Installed, LastError, Rejected, ReleaseId,
+    RollbackPoint, Trial,
 };
 pub use transaction::Recovery;
 pub use trial::{Verdict, Waiting};

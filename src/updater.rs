@@ -27,14 +27,15 @@ use crate::manifest::{self, Manifest, ObjectId, Protected, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::source::{GitHub, Source};
 use crate::state::{
-    Cache, Installed, LastError, Rejected, ReleaseId, RollbackPoint, STATE_FORMAT, StateDir, Trial,
-    now_rfc3339, unix_now,
+    Cache, Counters, Installed, LastError, Rejected, ReleaseId, RollbackPoint, STATE_FORMAT,
+    StateDir, Trial, now_rfc3339, unix_now,
 };
 use crate::survey;
 use crate::transaction::{self, Op, Recovery, Transaction};
 use crate::trial::Verdict;
 use crate::trust::{self, Access, TrustedDir};
 
+mod report;
 mod settle;
 
 use settle::Next;
@@ -215,6 +216,12 @@ pub struct Status {
     pub pending: Option<ReleaseId>,
     /// The last failure of `update` or `recover`, if not cleared by a success since.
     pub last_error: Option<LastError>,
+    /// The last failures (`[report] error_history_limit`), oldest first; kept after a
+    /// success.
+    pub errors: Vec<LastError>,
+    /// The counters of `metrics.json`: requests and bytes since the first run, the last
+    /// success, whether the last check found an update.
+    pub counters: Counters,
     /// What the last check saw (time, rate-limit quota).
     pub cache: Cache,
     /// Files ota replaced but did not own, kept under `<state_dir>/kept/` (sorted).
@@ -245,6 +252,8 @@ pub struct Updater {
     /// The device's own files inside the target (config, token), which a release never writes.
     protected: Vec<Protected>,
     progress: Option<Box<ProgressFn>>,
+    /// The source's counters as last added to `metrics.json` (see `report`).
+    metered: Mutex<Usage>,
     /// Held by the operation under way: the source's deadline and counters are one per
     /// updater, so operations from several threads take turns.
     running: Mutex<()>,
@@ -299,6 +308,7 @@ impl Updater {
             reserved,
             protected,
             progress: None,
+            metered: Mutex::new(Usage::default()),
             running: Mutex::new(()),
         }
     }
@@ -349,7 +359,7 @@ impl Updater {
     }
 
     /// Asks the source whether an update is available; changes nothing in the target.
-    pub fn check(&self) -> Result<Check, Error> {
+    fn check_unmetered(&self) -> Result<Check, Error> {
         let _op = self.begin();
         // A check reads the state and writes the cache: only in a folder that is ota's.
         trust::open(self.dirs.root(), Access::Inspect)?;
@@ -384,7 +394,7 @@ impl Updater {
     /// `[after_update]` actions and the health command run (the application may call
     /// `ota confirm` meanwhile), then the verdict is recorded: confirmed or still pending
     /// ([`Report::trial`]), or failed, rolled back and [`Error::Trial`].
-    pub fn update(&self, options: UpdateOptions) -> Result<Outcome, Error> {
+    fn update_unmetered(&self, options: UpdateOptions) -> Result<Outcome, Error> {
         let op = self.begin();
         if options.dry_run {
             return self.dry_run(&op, options);
@@ -694,7 +704,7 @@ impl Updater {
 
     /// Finishes or undoes an interrupted update. Without a state folder there is nothing
     /// to recover, and nothing is created.
-    pub fn recover(&self) -> Result<Recovery, Error> {
+    fn recover_unmetered(&self) -> Result<Recovery, Error> {
         if !self.exists(self.dirs.root()) {
             return Ok(Recovery::Clean);
         }
@@ -737,6 +747,8 @@ impl Updater {
                 installed: None,
                 pending: None,
                 last_error: None,
+                errors: Vec::new(),
+                counters: Counters::default(),
                 cache: Cache::default(),
                 kept: Vec::new(),
                 trial: None,
@@ -759,6 +771,8 @@ impl Updater {
                 .map_err(Error::Recover)?
                 .map(|journal| journal.release),
             last_error: self.dirs.read_last_error(fs)?,
+            errors: self.dirs.read_errors(fs),
+            counters: self.dirs.read_counters(fs),
             cache: self.dirs.read_cache(fs),
             kept: transaction::kept_files(fs, &self.dirs)
                 .map_err(|e| Error::Setup(format!("cannot list the kept files: {e}")))?,
@@ -908,19 +922,24 @@ impl Updater {
             Err(e) => {
                 let time = now_rfc3339();
                 let before = self.dirs.read_last_error(fs).ok().flatten();
-                self.dirs.write_last_error(
-                    fs,
-                    &LastError {
-                        phase: e.phase().into(),
-                        kind: e.kind().into(),
-                        message: e.to_string(),
-                        consecutive: before
-                            .as_ref()
-                            .map_or(1, |b| b.consecutive.saturating_add(1)),
-                        since: Some(before.and_then(|b| b.since).unwrap_or_else(|| time.clone())),
-                        time,
-                    },
-                )
+                let error = LastError {
+                    phase: e.phase().into(),
+                    kind: e.kind().into(),
+                    message: e.to_string(),
+                    consecutive: before
+                        .as_ref()
+                        .map_or(1, |b| b.consecutive.saturating_add(1)),
+                    since: Some(before.and_then(|b| b.since).unwrap_or_else(|| time.clone())),
+                    time,
+                };
+                let keep = self.config.report.error_history_limit;
+                if let Err(e) = self.dirs.push_error(fs, &error, keep) {
+                    tracing::warn!(
+                        "could not record the error in {}: {e}",
+                        self.dirs.errors_file().display()
+                    );
+                }
+                self.dirs.write_last_error(fs, &error)
             }
         };
         if let Err(e) = recorded {

@@ -20,6 +20,7 @@ mod progress;
 mod race;
 mod recover;
 mod release;
+mod report;
 mod safety;
 mod trial;
 mod trust;

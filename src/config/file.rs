@@ -21,6 +21,7 @@ pub(super) struct File {
     pub trial: Trial,
     pub before_update: BeforeUpdate,
     pub after_update: AfterUpdate,
+    pub report: Report,
 }
 
 /// `[source]`.
@@ -87,6 +88,14 @@ pub(super) struct AfterUpdate {
     pub timeout_sec: Option<Ranged<1, 86_400>>,
 }
 
+/// `[report]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Report {
+    pub metrics_file: Option<String>,
+    pub error_history_limit: Option<Ranged<0, 1000>>,
+}
+
 /// The keys of a table of the new format, if `name` is one.
 pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
     match name {
@@ -96,6 +105,7 @@ pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
         "trial" => Some(fields::<Trial>()),
         "before_update" => Some(fields::<BeforeUpdate>()),
         "after_update" => Some(fields::<AfterUpdate>()),
+        "report" => Some(fields::<Report>()),
         _ => None,
     }
 }

@@ -95,6 +95,7 @@ original_format! {
         user_agent: String => network.user_agent,
         max_tree_size_kb: Ranged<1, 32_768> => limits.max_tree_kb,
         max_tree_files: Ranged<1, 10_000_000> => limits.max_tree_files,
+        error_history_limit: Ranged<0, 1000> => report.error_history_limit,
     }
     mapped {
         reset_mode: String => "`reboot = true` under `[after_update]` for \"hard\", the \
@@ -143,8 +144,6 @@ original_format! {
             meanwhile run it from a timer (a systemd timer or cron) at the interval you want",
         update_window_start_hour | update_window_end_hour: "ota has no update window yet (a \
             later version adds one); meanwhile run it from a timer only in the hours you want",
-        error_history_limit: "ota keeps the last error only (`last_error.json` under \
-            state_dir; a later version keeps a history)",
         max_crashes_before_delay: "ota has no crash delay yet (a later version adds one); \
             meanwhile let the service manager space restarts (`RestartSec=` in systemd)",
         max_update_attempts: "ota retries each request `retries` times; run it again later \

@@ -9,7 +9,7 @@ use super::error::{ConfigError, closest, leaf};
 use super::file::{self, File, Ranged};
 use super::{
     AfterUpdate, BeforeUpdate, Channel, Config, Format, GithubConfig, Limits, NetworkConfig,
-    SourceConfig, TrialConfig,
+    ReportConfig, SourceConfig, TrialConfig,
 };
 use super::{ReadError, TOKEN_ENV, Token, base_url, read_capped, readable_by_others, system};
 use crate::filter::Filter;
@@ -134,6 +134,7 @@ impl Check<'_> {
         };
         let (trial, before_update, after_update) =
             self.hooks(file.trial, file.before_update, file.after_update)?;
+        let report = self.report(file.report)?;
         let warnings = self.warnings;
         let config = Config {
             target_dir,
@@ -146,6 +147,7 @@ impl Check<'_> {
             trial,
             before_update,
             after_update,
+            report,
             warnings,
             config_file: None,
         };
@@ -232,6 +234,20 @@ impl Check<'_> {
                 ))
             }
         }
+    }
+
+    /// `[report]`.
+    fn report(&self, r: file::Report) -> Result<ReportConfig, ConfigError> {
+        let metrics_file = match r.metrics_file {
+            Some(file) => Some(self.path(self.key("report.metrics_file"), &file)?),
+            None => None,
+        };
+        let default = ReportConfig::default();
+        Ok(ReportConfig {
+            metrics_file,
+            error_history_limit: (r.error_history_limit)
+                .map_or(default.error_history_limit, |n| n.0 as usize),
+        })
     }
 
     /// A directory path: absolute, lexically normalised (`.` and `..` resolved without
