@@ -242,3 +242,20 @@ fn an_error_history_limit_of_zero_keeps_none() {
     assert!(!device.target.join(".ota/errors.json").exists());
     assert_eq!(status(&device)["errors"], Value::Array(Vec::new()));
 }
+
+#[test]
+fn the_original_formats_error_history_limit_is_acted_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ota_config.json");
+    let text = r#"{"owner": "acme", "repo": "app", "error_history_limit": 3}"#;
+    std::fs::write(&path, text).unwrap();
+    let config = ota::config::Config::load(&path).unwrap();
+    assert_eq!(config.report.error_history_limit, 3);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    std::fs::write(&path, text.replace('3', "1001")).unwrap();
+    let error = ota::config::Config::load(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("error_history_limit") && error.contains("1000"),
+        "{error}"
+    );
+}
