@@ -92,7 +92,7 @@ const LISTED: [&str; 10] = [
 
 #[test]
 fn the_metrics_file_tells_what_each_command_did() {
-    let repo = app();
+    let mut repo = app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let textfile = device.home().join("textfile");
@@ -165,6 +165,21 @@ fn the_metrics_file_tells_what_each_command_did() {
     device.ota_expect(&["confirm"], 0);
     let (m, _) = metrics(&prom);
     assert_eq!(value(&m, "ota_trial"), Some(0.0));
+
+    // v2.0.0, on trial, rolled back by hand: v1.0.0 again, and one release rejected.
+    repo.write("main.py", "print('v2')\n");
+    repo.commit("v2");
+    repo.tag("v2.0.0");
+    device.ota_expect(&["update"], 0);
+    let (m, _) = metrics(&prom);
+    assert_eq!(m["ota_release_info"][0].0["release"], "v2.0.0");
+    assert_eq!(value(&m, "ota_trial"), Some(1.0));
+    device.ota_expect(&["rollback"], 0);
+    let (m, _) = metrics(&prom);
+    assert_eq!(m["ota_release_info"][0].0["release"], "v1.0.0");
+    assert_eq!(value(&m, "ota_trial"), Some(0.0));
+    assert_eq!(value(&m, "ota_rejected_releases"), Some(1.0));
+    let succeeded = value(&m, "ota_last_success_timestamp_seconds").unwrap();
 
     // Two failed updates in a row (the repository is gone from the server's point of
     // view): counted, and the requests they sent too.
