@@ -202,6 +202,9 @@ fn the_metrics_file_tells_what_each_command_did() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, ["ota.prom"]);
+    // Readable by node_exporter, which may run as another user.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&prom.metadata().unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
 }
 
 #[test]
