@@ -78,6 +78,7 @@ mod hooks;
 mod http;
 mod limits;
 mod manifest;
+mod metrics;
 mod plan;
 mod resources;
 pub mod schedule;
@@ -100,8 +101,8 @@ pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
 pub use plan::{Action, Change, Origin, Plan};
 pub use resources::{Battery, Resources, Snapshot};
 pub use state::{
-    Cache, Failure, FailureKind, Health, Installed, LastError, Rejected, ReleaseId, RollbackPoint,
-    Trial,
+    Cache, Counters, Failure, FailureKind, Health, Installed, LastError, Rejected, ReleaseId,
+    RollbackPoint, Trial,
 };
 pub use transaction::Recovery;
 pub use trial::{Verdict, Waiting};

@@ -13,6 +13,10 @@
 //! last_error.json   the last failed update or recover (time, phase, kind, message, failures
 //!                   in a row, the release it was installing); removed by a successful
 //!                   update or recover
+//! errors.json       the last `error_history_limit` failures (`[report]`), oldest first:
+//!                   a bounded ring written with `last_error.json`, never cleared by a success
+//! metrics.json      the counters behind `[report] metrics_file`: requests and bytes since
+//!                   the first run, the time of the last success, whether an update waits
 //! cache.json        what the last check saw: the channel answer's ETag, the rate-limit quota
 //! lock              held (flock) by the process that changes the target
 //! ota-state.tag     marks the folder as ota's (see `trust`): written when ota creates it
@@ -40,23 +44,30 @@ use crate::source::Validator;
 /// Largest `last_error.json` ota reads.
 const ERROR_LIMIT: u64 = 1 << 20;
 
+/// Largest `errors.json` ota reads (1000 errors of a few KiB each).
+const HISTORY_LIMIT: u64 = 16 << 20;
+
 /// The file that marks a folder as ota's state folder.
 pub(crate) const MARKER: &str = "ota-state.tag";
 
 /// The names ota creates directly in the state folder (besides the marker and the
 /// `.tmp` files of the JSON ones).
-const OWN_FILES: [&str; 5] = [
+const OWN_FILES: [&str; 7] = [
     "state.json",
     "journal.json",
     "last_error.json",
+    "errors.json",
+    "metrics.json",
     "cache.json",
     "lock",
 ];
 /// The JSON files written through a `.tmp` file.
-const TMP_WRITTEN: [&str; 4] = [
+const TMP_WRITTEN: [&str; 6] = [
     "state.json",
     "journal.json",
     "last_error.json",
+    "errors.json",
+    "metrics.json",
     "cache.json",
 ];
 
@@ -100,6 +111,16 @@ impl StateDir {
     /// `last_error.json`.
     pub fn error_file(&self) -> PathBuf {
         self.root.join("last_error.json")
+    }
+
+    /// `errors.json`.
+    pub fn errors_file(&self) -> PathBuf {
+        self.root.join("errors.json")
+    }
+
+    /// `metrics.json`.
+    pub fn metrics_file(&self) -> PathBuf {
+        self.root.join("metrics.json")
     }
 
     /// `cache.json`.
@@ -216,18 +237,70 @@ impl StateDir {
         fs::write_replace(fs, &path, &bytes).map_err(|source| StateError::Io { path, source })
     }
 
+    /// Reads `errors.json`, oldest first; a missing or unreadable one is empty (it is only
+    /// a history: the last error is in `last_error.json`).
+    pub fn read_errors(&self, fs: &dyn Fs) -> Vec<LastError> {
+        match read_json(fs, &self.errors_file(), HISTORY_LIMIT) {
+            Ok(errors) => errors.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("ignoring {}: {e}", self.errors_file().display());
+                Vec::new()
+            }
+        }
+    }
+
+    /// Appends `error` to `errors.json`, keeping the last `keep` (0: removes the file).
+    pub fn push_error(
+        &self,
+        fs: &dyn Fs,
+        error: &LastError,
+        keep: usize,
+    ) -> Result<(), StateError> {
+        let mut errors = self.read_errors(fs);
+        errors.push(error.clone());
+        let errors = &errors[errors.len().saturating_sub(keep)..];
+        if errors.is_empty() {
+            return remove_if_present(fs, &self.errors_file());
+        }
+        write_json(fs, &self.errors_file(), &errors)
+    }
+
+    /// Reads `metrics.json`; a missing or unreadable one starts the counters again.
+    pub fn read_counters(&self, fs: &dyn Fs) -> Counters {
+        match read_json(fs, &self.metrics_file(), ERROR_LIMIT) {
+            Ok(counters) => counters.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("ignoring {}: {e}", self.metrics_file().display());
+                Counters::default()
+            }
+        }
+    }
+
+    /// Replaces `metrics.json` (not durable: a power cut loses at most one run's figures).
+    pub fn write_counters(&self, fs: &dyn Fs, counters: &Counters) -> Result<(), StateError> {
+        let path = self.metrics_file();
+        let bytes = serde_json::to_vec_pretty(counters).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        fs::write_replace(fs, &path, &bytes).map_err(|source| StateError::Io { path, source })
+    }
+
     /// Removes `last_error.json` after a success.
     pub fn clear_last_error(&self, fs: &dyn Fs) -> Result<(), StateError> {
-        let path = self.error_file();
-        let io = |source| StateError::Io {
-            path: path.clone(),
-            source,
-        };
-        if fs.metadata(&path).map_err(io)?.is_some() {
-            fs.remove_file(&path).map_err(io)?;
-        }
-        Ok(())
+        remove_if_present(fs, &self.error_file())
     }
+}
+
+fn remove_if_present(fs: &dyn Fs, path: &Path) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if fs.metadata(path).map_err(io)?.is_some() {
+        fs.remove_file(path).map_err(io)?;
+    }
+    Ok(())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(
@@ -506,6 +579,20 @@ pub struct LastError {
 
 fn one() -> u32 {
     1
+}
+
+/// Contents of `metrics.json`: what `[report] metrics_file` counts across runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    /// HTTP requests sent since the counters began (retries and resumes included).
+    pub requests: u64,
+    /// Response body bytes received since the counters began.
+    pub bytes: u64,
+    /// When a command last ended without an error (seconds since the Unix epoch).
+    pub last_success: Option<u64>,
+    /// Whether the last check (or update) found a release to install.
+    pub update_available: bool,
 }
 
 /// Contents of `cache.json`: nothing here is needed for correctness.

@@ -29,14 +29,15 @@ use crate::plan::{self, Action, Plan};
 use crate::resources::{self, Resources, Snapshot};
 use crate::source::{GitHub, Source};
 use crate::state::{
-    Cache, Installed, LastError, Rejected, ReleaseId, RollbackPoint, STATE_FORMAT, StateDir, Trial,
-    now_rfc3339, unix_now,
+    Cache, Counters, Installed, LastError, Rejected, ReleaseId, RollbackPoint, STATE_FORMAT,
+    StateDir, Trial, now_rfc3339, unix_now,
 };
 use crate::survey;
 use crate::transaction::{self, Op, Recovery, Transaction};
 use crate::trial::Verdict;
 use crate::trust::{self, Access, TrustedDir};
 
+mod report;
 mod settle;
 
 use settle::Next;
@@ -227,6 +228,12 @@ pub struct Status {
     pub pending: Option<ReleaseId>,
     /// The last failure of `update` or `recover`, if not cleared by a success since.
     pub last_error: Option<LastError>,
+    /// The last failures (`[report] error_history_limit`), oldest first; kept after a
+    /// success.
+    pub errors: Vec<LastError>,
+    /// The counters of `metrics.json`: requests and bytes since the first run, the last
+    /// success, whether the last check found an update.
+    pub counters: Counters,
     /// What the last check saw (time, rate-limit quota).
     pub cache: Cache,
     /// Files ota replaced but did not own, kept under `<state_dir>/kept/` (sorted).
@@ -263,6 +270,8 @@ pub struct Updater {
     progress: Option<Box<ProgressFn>>,
     /// Where free memory and the battery are read (`[guards]`, `status`).
     resources: Resources,
+    /// The source's counters as last added to `metrics.json` (see `report`).
+    metered: Mutex<Usage>,
     /// Held by the operation under way: the source's deadline and counters are one per
     /// updater, so operations from several threads take turns.
     running: Mutex<()>,
@@ -321,6 +330,7 @@ impl Updater {
             protected,
             progress: None,
             resources: Resources::system(),
+            metered: Mutex::new(Usage::default()),
             running: Mutex::new(()),
             attempted: Mutex::new(None),
         }
@@ -465,7 +475,7 @@ impl Updater {
     }
 
     /// Asks the source whether an update is available; changes nothing in the target.
-    pub fn check(&self) -> Result<Check, Error> {
+    fn check_unmetered(&self) -> Result<Check, Error> {
         let _op = self.begin();
         // A check reads the state and writes the cache: only in a folder that is ota's.
         trust::open(self.dirs.root(), Access::Inspect)?;
@@ -500,7 +510,7 @@ impl Updater {
     /// `[after_update]` actions and the health command run (the application may call
     /// `ota confirm` meanwhile), then the verdict is recorded: confirmed or still pending
     /// ([`Report::trial`]), or failed, rolled back and [`Error::Trial`].
-    pub fn update(&self, options: UpdateOptions) -> Result<Outcome, Error> {
+    fn update_unmetered(&self, options: UpdateOptions) -> Result<Outcome, Error> {
         let op = self.begin();
         if options.dry_run {
             return self.dry_run(&op, options);
@@ -874,7 +884,7 @@ impl Updater {
 
     /// Finishes or undoes an interrupted update. Without a state folder there is nothing
     /// to recover, and nothing is created.
-    pub fn recover(&self) -> Result<Recovery, Error> {
+    fn recover_unmetered(&self) -> Result<Recovery, Error> {
         if !self.exists(self.dirs.root()) {
             return Ok(Recovery::Clean);
         }
@@ -917,6 +927,8 @@ impl Updater {
                 installed: None,
                 pending: None,
                 last_error: None,
+                errors: Vec::new(),
+                counters: Counters::default(),
                 cache: Cache::default(),
                 kept: Vec::new(),
                 trial: None,
@@ -942,6 +954,8 @@ impl Updater {
                 .map_err(Error::Recover)?
                 .map(|journal| journal.release),
             last_error: self.dirs.read_last_error(fs)?,
+            errors: self.dirs.read_errors(fs),
+            counters: self.dirs.read_counters(fs),
             cache: self.dirs.read_cache(fs),
             kept: transaction::kept_files(fs, &self.dirs)
                 .map_err(|e| Error::Setup(format!("cannot list the kept files: {e}")))?,
@@ -1102,20 +1116,25 @@ impl Updater {
                         _ => true,
                     }
                 });
-                self.dirs.write_last_error(
-                    fs,
-                    &LastError {
-                        phase: e.phase().into(),
-                        kind: e.kind().into(),
-                        message: e.to_string(),
-                        consecutive: before
-                            .as_ref()
-                            .map_or(1, |b| b.consecutive.saturating_add(1)),
-                        since: Some(before.and_then(|b| b.since).unwrap_or_else(|| time.clone())),
-                        time,
-                        release,
-                    },
-                )
+                let error = LastError {
+                    phase: e.phase().into(),
+                    kind: e.kind().into(),
+                    message: e.to_string(),
+                    consecutive: before
+                        .as_ref()
+                        .map_or(1, |b| b.consecutive.saturating_add(1)),
+                    since: Some(before.and_then(|b| b.since).unwrap_or_else(|| time.clone())),
+                    time,
+                    release,
+                };
+                let keep = self.config.report.error_history_limit;
+                if let Err(e) = self.dirs.push_error(fs, &error, keep) {
+                    tracing::warn!(
+                        "could not record the error in {}: {e}",
+                        self.dirs.errors_file().display()
+                    );
+                }
+                self.dirs.write_last_error(fs, &error)
             }
         };
         if let Err(e) = recorded {

@@ -179,6 +179,7 @@ const ACTED: &[&str] = &[
     "update_window_end_hour",
     "rollout_percent",
     "max_crashes_before_delay",
+    "error_history_limit",
 ];
 
 #[test]
@@ -219,6 +220,7 @@ fn the_original_shipped_config_loads_with_only_its_placeholders_filled_in() {
     );
     assert_eq!(github.token.as_ref().unwrap().expose(), token);
     assert_eq!(config.channel, Channel::Stable { tag: None });
+    assert_eq!(config.report.error_history_limit, 10);
     assert!(config.filter.includes("lib/x.py") && !config.filter.includes("tests/t.py"));
     let schedule = &config.schedule;
     assert_eq!(schedule.min_interval, 3600);

@@ -21,6 +21,7 @@ mod progress;
 mod race;
 mod recover;
 mod release;
+mod report;
 mod safety;
 mod schedule;
 mod trial;

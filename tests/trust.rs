@@ -109,7 +109,8 @@ fn a_state_folder_that_is_a_symlink_is_refused_and_its_journal_never_runs() {
         !device.target.join("planted.txt").exists(),
         "nothing planted"
     );
-    for name in ["lock", "cache.json", "last_error.json", "ota-state.tag"] {
+    let names = ["lock", "cache.json", "last_error.json", "errors.json"];
+    for name in names.into_iter().chain(["metrics.json", "ota-state.tag"]) {
         assert!(
             !elsewhere.join(name).exists(),
             "{name} written through the link"

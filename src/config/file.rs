@@ -23,6 +23,7 @@ pub(super) struct File {
     pub after_update: AfterUpdate,
     pub guards: Guards,
     pub schedule: Schedule,
+    pub report: Report,
 }
 
 /// `[source]`.
@@ -115,6 +116,14 @@ pub(super) struct Schedule {
     pub max_delay_sec: Option<Ranged<1, 31_536_000>>,
 }
 
+/// `[report]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Report {
+    pub metrics_file: Option<String>,
+    pub error_history_limit: Option<Ranged<0, 1000>>,
+}
+
 /// The keys of a table of the new format, if `name` is one.
 pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
     match name {
@@ -126,6 +135,7 @@ pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
         "after_update" => Some(fields::<AfterUpdate>()),
         "guards" => Some(fields::<Guards>()),
         "schedule" => Some(fields::<Schedule>()),
+        "report" => Some(fields::<Report>()),
         _ => None,
     }
 }

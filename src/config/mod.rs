@@ -63,6 +63,8 @@ pub struct Config {
     pub guards: Guards,
     /// When an update may run, and which releases this device takes (`[schedule]`).
     pub schedule: ScheduleConfig,
+    /// What ota tells a fleet owner from afar (`[report]`): metrics, error history.
+    pub report: ReportConfig,
     /// Things worth telling the user that are not errors; the CLI logs each one.
     pub warnings: Vec<String>,
     /// The file this config was read from (absolute, normalised), when [`Config::load`]
@@ -267,6 +269,27 @@ impl Default for BeforeUpdate {
         BeforeUpdate {
             command: None,
             timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What ota tells a fleet owner from afar (`[report]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReportConfig {
+    /// `metrics_file`: a Prometheus textfile (node_exporter's textfile collector) rewritten
+    /// after every command that checks or changes; `None`: no metrics.
+    pub metrics_file: Option<PathBuf>,
+    /// `error_history_limit` (default 10; 0 keeps none): how many of the last errors
+    /// `errors.json` keeps.
+    pub error_history_limit: usize,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            metrics_file: None,
+            error_history_limit: 10,
         }
     }
 }

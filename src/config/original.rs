@@ -103,6 +103,7 @@ original_format! {
         update_window_end_hour: Ranged<0, 24> => schedule.window_end_hour,
         rollout_percent: Ranged<0, 100> => schedule.rollout_percent,
         max_crashes_before_delay: Ranged<0, 1000> => schedule.max_crashes_before_delay,
+        error_history_limit: Ranged<0, 1000> => report.error_history_limit,
     }
     mapped {
         reset_mode: String => "`reboot = true` under `[after_update]` for \"hard\", the \
@@ -138,8 +139,6 @@ original_format! {
             leave the watchdog to the system",
         status_led_pin: "ota drives no status LED yet (a later version adds one); meanwhile \
             it reports through its exit code, its log and the state files under state_dir",
-        error_history_limit: "ota keeps the last error only (`last_error.json` under \
-            state_dir; a later version keeps a history)",
         max_update_attempts: "ota retries each request `retries` times; run it again later \
             (from a timer) to retry a whole update",
         retry_backoff_sec | file_backoff_sec: "every request, downloads included, backs off \

@@ -9,7 +9,7 @@ use super::error::{ConfigError, closest, leaf};
 use super::file::{self, File, Ranged};
 use super::{
     AfterUpdate, BeforeUpdate, Channel, Config, Format, GithubConfig, Guards, Limits,
-    NetworkConfig, ScheduleConfig, SourceConfig, TrialConfig,
+    NetworkConfig, ReportConfig, ScheduleConfig, SourceConfig, TrialConfig,
 };
 use super::{ReadError, TOKEN_ENV, Token, base_url, read_capped, readable_by_others, system};
 use crate::filter::Filter;
@@ -141,6 +141,7 @@ impl Check<'_> {
             min_battery_percent: file.guards.min_battery_percent.map_or(0, |n| n.0 as u8),
         };
         let schedule = self.schedule(file.schedule)?;
+        let report = self.report(file.report)?;
         let warnings = self.warnings;
         let config = Config {
             target_dir,
@@ -155,6 +156,7 @@ impl Check<'_> {
             after_update,
             guards,
             schedule,
+            report,
             warnings,
             config_file: None,
         };
@@ -288,6 +290,20 @@ impl Check<'_> {
                 ))
             }
         }
+    }
+
+    /// `[report]`.
+    fn report(&self, r: file::Report) -> Result<ReportConfig, ConfigError> {
+        let metrics_file = match r.metrics_file {
+            Some(file) => Some(self.path(self.key("report.metrics_file"), &file)?),
+            None => None,
+        };
+        let default = ReportConfig::default();
+        Ok(ReportConfig {
+            metrics_file,
+            error_history_limit: (r.error_history_limit)
+                .map_or(default.error_history_limit, |n| n.0 as usize),
+        })
     }
 
     /// A directory path: absolute, lexically normalised (`.` and `..` resolved without

@@ -62,7 +62,7 @@ impl Updater {
     /// time, the confirmation is recorded, and the release is confirmed once every other
     /// condition of its trial holds too. After the deadline, the release is rolled back
     /// ([`Error::Trial`]). `Ok(None)`: no release is on trial.
-    pub fn confirm(&self) -> Result<Option<TrialReport>, Error> {
+    pub(super) fn confirm_unmetered(&self) -> Result<Option<TrialReport>, Error> {
         if !self.exists(self.dirs.root()) {
             return Ok(None);
         }
@@ -98,7 +98,7 @@ impl Updater {
     /// holds at the N-th boot, and one more boot while the trial still waits rolls the
     /// release back ([`Error::Trial`]). Never runs after-update actions (the application
     /// has not started yet). `Ok(None)`: no release is on trial.
-    pub fn boot(&self) -> Result<Option<TrialReport>, Error> {
+    pub(super) fn boot_unmetered(&self) -> Result<Option<TrialReport>, Error> {
         if !self.exists(self.dirs.root()) {
             return Ok(None);
         }
@@ -132,7 +132,7 @@ impl Updater {
     /// trial; the installed one is recorded as rejected (`by_hand`). Then runs the
     /// after-update actions for the restored release. With nothing kept (no trial, or a
     /// first install), an error says why and changes nothing.
-    pub fn rollback(&self) -> Result<Report, Error> {
+    pub(super) fn rollback_unmetered(&self) -> Result<Report, Error> {
         if !self.exists(self.dirs.root()) {
             return Err(TrialError::NoRollbackPoint("nothing is installed here yet".into()).into());
         }

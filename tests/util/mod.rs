@@ -221,6 +221,8 @@ impl Device {
                         | "stage"
                         | "backup"
                         | "cache.json"
+                        | "metrics.json"
+                        | "errors.json"
                         | "ota-state.tag"
                         | "kept"
                         | "previous"

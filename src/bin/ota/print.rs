@@ -437,6 +437,14 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             "rejected": rejected,
             "recovery_pending": status.pending,
             "last_error": status.last_error,
+            "errors": status.errors,
+            "update_available": status.counters.update_available,
+            "last_success": status.counters.last_success.map(|secs| {
+                let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                humantime::format_rfc3339_seconds(time).to_string()
+            }),
+            "requests_total": status.counters.requests,
+            "download_bytes_total": status.counters.bytes,
             "last_check": status.cache.last_check,
             "rate_limit": status.cache.quota,
             "kept": status.kept,
@@ -545,6 +553,20 @@ pub fn status(status: &Status, as_json: bool) -> io::Result<()> {
             }
         }
         None => writeln!(out, "last error:  none")?,
+    }
+    if status.errors.len() > 1 {
+        writeln!(
+            out,
+            "errors:      the last {}, oldest first:",
+            status.errors.len()
+        )?;
+        for e in &status.errors {
+            writeln!(
+                out,
+                "             {} [{}/{}] {}",
+                e.time, e.phase, e.kind, e.message
+            )?;
+        }
     }
     for path in &status.kept {
         writeln!(
