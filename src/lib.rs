@@ -78,6 +78,7 @@ mod http;
 mod limits;
 mod manifest;
 mod plan;
+mod signal;
 pub mod source;
 mod state;
 mod survey;

@@ -21,6 +21,7 @@ pub(super) struct File {
     pub trial: Trial,
     pub before_update: BeforeUpdate,
     pub after_update: AfterUpdate,
+    pub device: Device,
 }
 
 /// `[source]`.
@@ -87,6 +88,15 @@ pub(super) struct AfterUpdate {
     pub timeout_sec: Option<Ranged<1, 86_400>>,
 }
 
+/// `[device]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Device {
+    pub watchdog_device: Option<String>,
+    pub watchdog_timeout_ms: Option<Ranged<100, 3_600_000>>,
+    pub led: Option<String>,
+}
+
 /// The keys of a table of the new format, if `name` is one.
 pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
     match name {
@@ -96,6 +106,7 @@ pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
         "trial" => Some(fields::<Trial>()),
         "before_update" => Some(fields::<BeforeUpdate>()),
         "after_update" => Some(fields::<AfterUpdate>()),
+        "device" => Some(fields::<Device>()),
         _ => None,
     }
 }

@@ -95,6 +95,7 @@ original_format! {
         user_agent: String => network.user_agent,
         max_tree_size_kb: Ranged<1, 32_768> => limits.max_tree_kb,
         max_tree_files: Ranged<1, 10_000_000> => limits.max_tree_files,
+        watchdog_timeout_ms: Ranged<100, 3_600_000> => device.watchdog_timeout_ms,
     }
     mapped {
         reset_mode: String => "`reboot = true` under `[after_update]` for \"hard\", the \
@@ -132,11 +133,9 @@ original_format! {
             already downloads only the files that changed",
         delete_patterns: "ota deletes the files it installed that a new release no longer \
             has, and never touches files it did not install; remove other files yourself",
-        watchdog_timeout_ms: "ota bounds each update by `update_timeout_sec` (new format, \
-            default 3600) and feeds no watchdog yet (a later version adds one); meanwhile \
-            leave the watchdog to the system",
-        status_led_pin: "ota drives no status LED yet (a later version adds one); meanwhile \
-            it reports through its exit code, its log and the state files under state_dir",
+        status_led_pin: "ota reads no hardware pins; name the LED's sysfs folder in `led` \
+            under `[device]` (new format, e.g. \"/sys/class/leds/ACT\") to have ota show its \
+            phase on it",
         rollout_percent: "ota has no staged rollout yet (a later version adds it); meanwhile \
             pin a `tag` (new format) on the devices that should wait",
         min_update_interval_sec: "ota has no schedule yet (a later version adds one); \

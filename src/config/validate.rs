@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::error::{ConfigError, closest, leaf};
 use super::file::{self, File, Ranged};
 use super::{
-    AfterUpdate, BeforeUpdate, Channel, Config, Format, GithubConfig, Limits, NetworkConfig,
-    SourceConfig, TrialConfig,
+    AfterUpdate, BeforeUpdate, Channel, Config, DeviceConfig, Format, GithubConfig, Limits,
+    NetworkConfig, SourceConfig, TrialConfig,
 };
 use super::{ReadError, TOKEN_ENV, Token, base_url, read_capped, readable_by_others, system};
 use crate::filter::Filter;
@@ -134,6 +134,7 @@ impl Check<'_> {
         };
         let (trial, before_update, after_update) =
             self.hooks(file.trial, file.before_update, file.after_update)?;
+        let device = self.device(file.device)?;
         let warnings = self.warnings;
         let config = Config {
             target_dir,
@@ -146,6 +147,7 @@ impl Check<'_> {
             trial,
             before_update,
             after_update,
+            device,
             warnings,
             config_file: None,
         };
@@ -502,6 +504,28 @@ impl Check<'_> {
             ));
         }
         Ok(network)
+    }
+
+    /// `[device]`: paths checked like every path (whether they exist is the run's
+    /// business: a missing LED only warns then).
+    fn device(&mut self, d: file::Device) -> Result<DeviceConfig, ConfigError> {
+        let watchdog_device = (d.watchdog_device)
+            .map(|p| self.path("device.watchdog_device", &p))
+            .transpose()?;
+        let led = (d.led).map(|p| self.path("device.led", &p)).transpose()?;
+        let watchdog_timeout = d.watchdog_timeout_ms.map(|ms| Duration::from_millis(ms.0));
+        if watchdog_timeout.is_some() && watchdog_device.is_none() {
+            self.warnings.push(format!(
+                "`{}` is set but no watchdog device is named, so ota feeds no watchdog: set \
+                 `watchdog_device` under `[device]` (new format), e.g. \"/dev/watchdog\"",
+                self.key("device.watchdog_timeout_ms"),
+            ));
+        }
+        Ok(DeviceConfig {
+            watchdog_device,
+            watchdog_timeout,
+            led,
+        })
     }
 
     /// `[trial]`, `[before_update]` and `[after_update]`.
