@@ -21,6 +21,7 @@ mod race;
 mod recover;
 mod release;
 mod safety;
+mod signals;
 mod trial;
 mod trust;
 mod update;

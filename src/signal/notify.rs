@@ -32,7 +32,9 @@ impl Notify {
                 return None;
             }
         };
-        let socket = UnixDatagram::unbound();
+        // Non-blocking: a service manager that does not read must never stall an update
+        // (a full queue loses a message, with a warning).
+        let socket = UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s));
         match to.and_then(|to| Ok((to, socket?))) {
             Ok((to, socket)) => Some(Notify {
                 socket,
