@@ -63,7 +63,8 @@
 //! verified against their git blob ids), `transaction` (the journaled, crash-safe swap, and
 //! recovery), `state` (ota's own folder), `trust` (whether that folder is ota's), `hooks`
 //! (the commands ota runs: before and after an update, the health check), `trial` (the
-//! pure verdict on a release on trial) and `updater` (runs the pipeline, and the trial:
+//! pure verdict on a release on trial), `signal` (what ota tells the device while it runs:
+//! systemd's notify socket, a hardware watchdog, a status LED) and `updater` (runs the pipeline, and the trial:
 //! after-update actions, health command, confirmation, boots, rollback).
 
 #![warn(unreachable_pub)]
