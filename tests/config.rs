@@ -153,7 +153,7 @@ fn the_token_never_shows() {
 const SHIPPED: &str = include_str!("fixtures/original_ota_config.json");
 
 /// The keys of the original that ota acts on.
-const ACTED: [&str; 17] = [
+const ACTED: [&str; 18] = [
     "owner",
     "repo",
     "token",
@@ -171,6 +171,7 @@ const ACTED: [&str; 17] = [
     "max_tree_size_kb",
     "max_tree_files",
     "reset_mode",
+    "watchdog_timeout_ms",
 ];
 
 #[test]
@@ -212,6 +213,8 @@ fn the_original_shipped_config_loads_with_only_its_placeholders_filled_in() {
     assert_eq!(github.token.as_ref().unwrap().expose(), token);
     assert_eq!(config.channel, Channel::Stable { tag: None });
     assert!(config.filter.includes("lib/x.py") && !config.filter.includes("tests/t.py"));
+    let watchdog = config.device.watchdog_timeout;
+    assert_eq!(watchdog, Some(std::time::Duration::from_secs(8)));
     let net = &config.network;
     assert_eq!(
         (net.connect_timeout.as_secs(), net.http_timeout.as_secs()),
