@@ -75,7 +75,7 @@ pub(crate) type ProgressFn = dyn Fn(Progress) + Send + Sync;
 /// the callback, so it sees the counts in order.
 struct Tally<'a> {
     now: Mutex<Progress>,
-    report: Option<&'a ProgressFn>,
+    report: Option<&'a (dyn Fn(Progress) + Send + Sync + 'a)>,
 }
 
 impl Tally<'_> {
@@ -120,7 +120,7 @@ pub(crate) struct Fetcher<'a> {
     /// Retries, backoff, parallelism.
     pub net: &'a NetworkConfig,
     /// Told how far staging has come.
-    pub progress: Option<&'a ProgressFn>,
+    pub progress: Option<&'a (dyn Fn(Progress) + Send + Sync + 'a)>,
 }
 
 impl Fetcher<'_> {

@@ -64,7 +64,10 @@
 //! recovery), `state` (ota's own folder), `trust` (whether that folder is ota's), `hooks`
 //! (the commands ota runs: before and after an update, the health check), `trial` (the
 //! pure verdict on a release on trial), `resources` (free memory and the battery, and the
-//! `[guards]` that defer an update when they or the free storage run low) and `updater` (runs the pipeline, and the trial:
+//! `[guards]` that defer an update when they or the free storage run low), `schedule` (when
+//! an update may run, and which releases this device takes), `metrics` (the Prometheus
+//! textfile), `signal` (what ota tells the device while it runs: systemd's notify socket, a
+//! hardware watchdog, a status LED) and `updater` (runs the pipeline, and the trial:
 //! after-update actions, health command, confirmation, boots, rollback).
 
 #![warn(unreachable_pub)]
@@ -82,6 +85,7 @@ mod metrics;
 mod plan;
 mod resources;
 pub mod schedule;
+mod signal;
 pub mod source;
 mod state;
 mod survey;

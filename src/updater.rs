@@ -27,6 +27,7 @@ use crate::limits;
 use crate::manifest::{self, Manifest, ObjectId, Protected, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::resources::{self, Resources, Snapshot};
+use crate::signal::{Session, Signals, Stage};
 use crate::source::{GitHub, Source};
 use crate::state::{
     Cache, Counters, Installed, LastError, Rejected, ReleaseId, RollbackPoint, STATE_FORMAT,
@@ -272,6 +273,8 @@ pub struct Updater {
     resources: Resources,
     /// The source's counters as last added to `metrics.json` (see `report`).
     metered: Mutex<Usage>,
+    /// systemd, the watchdog and the status LED, told where each command is.
+    signals: Signals,
     /// Held by the operation under way: the source's deadline and counters are one per
     /// updater, so operations from several threads take turns.
     running: Mutex<()>,
@@ -282,6 +285,8 @@ pub struct Updater {
 
 /// One operation under way: its turn, its clock and the source's counters at its start.
 struct Operation<'a> {
+    /// First, so that the signals end before the turn passes.
+    _signals: Session<'a>,
     _turn: MutexGuard<'a, ()>,
     started: Instant,
     usage: Usage,
@@ -302,6 +307,7 @@ impl Updater {
     /// An updater with a given source and filesystem (simulations, other hosts).
     pub fn with_parts(config: Config, source: Box<dyn Source>, fs: Box<dyn Fs>) -> Updater {
         let dirs = StateDir::new(config.state_dir.clone());
+        let signals = Signals::new(&config.device);
         let mut reserved = vec![RelPath::new(".ota", &[]).expect("valid literal")];
         if let Some(rel) = inside(&config.target_dir, &config.state_dir)
             && !reserved.contains(&rel)
@@ -331,6 +337,7 @@ impl Updater {
             progress: None,
             resources: Resources::system(),
             metered: Mutex::new(Usage::default()),
+            signals,
             running: Mutex::new(()),
             attempted: Mutex::new(None),
         }
@@ -462,6 +469,7 @@ impl Updater {
         self.source
             .start_operation(started + self.config.network.update_timeout);
         Operation {
+            _signals: self.signals.begin(),
             _turn: turn,
             started,
             usage: self.source.usage(),
@@ -540,14 +548,23 @@ impl Updater {
         let deferred = matches!(next, Ok(Next::Done(Outcome::Deferred { .. })));
         let next = self.record(next, !deferred);
         drop(lock);
+        if next.is_err() {
+            self.signals.stage(Stage::Error);
+        }
         let result = match next? {
             Next::Done(outcome) => return Ok(outcome),
             Next::Try {
                 outcome,
                 txid,
                 actions,
-            } => self.try_release(&op, outcome, &txid, actions),
+            } => {
+                self.signals.stage(Stage::Trial);
+                self.try_release(&op, outcome, &txid, actions)
+            }
         };
+        if result.is_err() {
+            self.signals.stage(Stage::Error);
+        }
         self.after_rollback(&result);
         // Last, once the verdict is durable (a run interrupted before it never rebooted).
         if let Ok(Outcome::Updated(report) | Outcome::Retried(report)) = &result {
@@ -823,6 +840,14 @@ impl Updater {
     ) -> Result<(), Error> {
         let root = &self.config.target_dir;
         let tx = Transaction::begin(&*self.fs, root, &self.dirs).map_err(Error::Apply)?;
+        self.signals.stage(Stage::Downloading);
+        // Each file staged is progress: it feeds the watchdogs, then the caller's callback.
+        let progress = |p: Progress| {
+            self.signals.alive();
+            if let Some(callback) = &self.progress {
+                callback(p);
+            }
+        };
         let fetcher = Fetcher {
             source: &*self.source,
             fs: &*self.fs,
@@ -831,7 +856,7 @@ impl Updater {
             commit: report.to.commit,
             links,
             net: &self.config.network,
-            progress: self.progress.as_deref(),
+            progress: Some(&progress),
         };
         let fetched = match fetcher.fetch(&report.plan, &|slot| tx.stage_path(slot)) {
             Ok(f) => f,
@@ -844,6 +869,7 @@ impl Updater {
         };
         report.downloaded = fetched.downloaded;
         report.copied = fetched.copied;
+        self.signals.stage(Stage::Applying);
         if before_update && let Some(command) = &self.config.before_update.command {
             let env = self.hook_env(&report.to, report.from.as_ref(), Phase::BeforeUpdate);
             if let Err(e) = hooks::run(command, self.config.before_update.timeout, &env) {

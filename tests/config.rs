@@ -180,6 +180,7 @@ const ACTED: &[&str] = &[
     "rollout_percent",
     "max_crashes_before_delay",
     "error_history_limit",
+    "watchdog_timeout_ms",
 ];
 
 #[test]
@@ -232,6 +233,8 @@ fn the_original_shipped_config_loads_with_only_its_placeholders_filled_in() {
         (schedule.rollout_percent, schedule.max_crashes_before_delay),
         (100, 3)
     );
+    let watchdog = config.device.watchdog_timeout;
+    assert_eq!(watchdog, Some(std::time::Duration::from_secs(8)));
     let net = &config.network;
     assert_eq!(
         (net.connect_timeout.as_secs(), net.http_timeout.as_secs()),

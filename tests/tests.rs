@@ -24,6 +24,7 @@ mod release;
 mod report;
 mod safety;
 mod schedule;
+mod signals;
 mod trial;
 mod trust;
 mod update;

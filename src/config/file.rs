@@ -24,6 +24,7 @@ pub(super) struct File {
     pub guards: Guards,
     pub schedule: Schedule,
     pub report: Report,
+    pub device: Device,
 }
 
 /// `[source]`.
@@ -124,6 +125,15 @@ pub(super) struct Report {
     pub error_history_limit: Option<Ranged<0, 1000>>,
 }
 
+/// `[device]`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(super) struct Device {
+    pub watchdog_device: Option<String>,
+    pub watchdog_timeout_ms: Option<Ranged<100, 3_600_000>>,
+    pub led: Option<String>,
+}
+
 /// The keys of a table of the new format, if `name` is one.
 pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
     match name {
@@ -136,6 +146,7 @@ pub(super) fn table(name: &str) -> Option<&'static [&'static str]> {
         "guards" => Some(fields::<Guards>()),
         "schedule" => Some(fields::<Schedule>()),
         "report" => Some(fields::<Report>()),
+        "device" => Some(fields::<Device>()),
         _ => None,
     }
 }

@@ -65,6 +65,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// What ota tells a fleet owner from afar (`[report]`): metrics, error history.
     pub report: ReportConfig,
+    /// How the device is told what ota is doing (`[device]`): watchdog and status LED.
+    pub device: DeviceConfig,
     /// Things worth telling the user that are not errors; the CLI logs each one.
     pub warnings: Vec<String>,
     /// The file this config was read from (absolute, normalised), when [`Config::load`]
@@ -139,6 +141,20 @@ impl std::fmt::Display for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
     }
+}
+
+/// The device's own signals (`[device]`): a hardware watchdog and a status LED.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeviceConfig {
+    /// `watchdog_device`: a watchdog device (`/dev/watchdog`) held open and fed while a
+    /// command runs, and closed with the magic character `V` at its end.
+    pub watchdog_device: Option<PathBuf>,
+    /// `watchdog_timeout_ms`: the watchdog's timeout as set in the system; ota feeds it
+    /// at least every third of it while it makes progress (ota does not set it).
+    pub watchdog_timeout: Option<Duration>,
+    /// `led`: a sysfs LED folder (`/sys/class/leds/ACT`) that shows the phase.
+    pub led: Option<PathBuf>,
 }
 
 /// Network behaviour (`[network]`; the reference gives each key's meaning and default).

@@ -104,6 +104,7 @@ original_format! {
         rollout_percent: Ranged<0, 100> => schedule.rollout_percent,
         max_crashes_before_delay: Ranged<0, 1000> => schedule.max_crashes_before_delay,
         error_history_limit: Ranged<0, 1000> => report.error_history_limit,
+        watchdog_timeout_ms: Ranged<100, 3_600_000> => device.watchdog_timeout_ms,
     }
     mapped {
         reset_mode: String => "`reboot = true` under `[after_update]` for \"hard\", the \
@@ -134,11 +135,9 @@ original_format! {
             already downloads only the files that changed",
         delete_patterns: "ota deletes the files it installed that a new release no longer \
             has, and never touches files it did not install; remove other files yourself",
-        watchdog_timeout_ms: "ota bounds each update by `update_timeout_sec` (new format, \
-            default 3600) and feeds no watchdog yet (a later version adds one); meanwhile \
-            leave the watchdog to the system",
-        status_led_pin: "ota drives no status LED yet (a later version adds one); meanwhile \
-            it reports through its exit code, its log and the state files under state_dir",
+        status_led_pin: "ota reads no hardware pins; name the LED's sysfs folder in `led` \
+            under `[device]` (new format, e.g. \"/sys/class/leds/ACT\") to have ota show its \
+            phase on it",
         max_update_attempts: "ota retries each request `retries` times; run it again later \
             (from a timer) to retry a whole update",
         retry_backoff_sec | file_backoff_sec: "every request, downloads included, backs off \

@@ -1034,7 +1034,6 @@ fn original_format_deployment_keys_warn_without_values() {
         "ssid",
         "password",
         "status_led_pin",
-        "watchdog_timeout_ms",
         "max_update_attempts",
         "retry_backoff_sec",
         "file_retries",
@@ -1046,6 +1045,13 @@ fn original_format_deployment_keys_warn_without_values() {
     }
     assert!(!warnings.contains("hunter2"), "{warnings}");
     assert!(!warnings.contains("HomeWifi"), "{warnings}");
+    // Acted on: it is the watchdog's timeout, though no device is named to feed.
+    let timeout = config.device.watchdog_timeout;
+    assert_eq!(timeout, Some(std::time::Duration::from_secs(30)));
+    assert!(
+        warnings.contains("`watchdog_timeout_ms` is set but no watchdog device is named"),
+        "{warnings}"
+    );
     assert!(!format!("{config:?}").contains("hunter2"));
 }
 
@@ -1631,4 +1637,37 @@ fn guards_are_read_in_both_formats() {
     let warnings = config.warnings.join("\n");
     assert!(!warnings.contains("min_free"), "{warnings}");
     assert!(!warnings.contains("`min_battery_percent`"), "{warnings}");
+}
+
+#[test]
+fn device_table_names_the_watchdog_and_the_led() {
+    let config = toml(&format!(
+        "{}\n[device]\nwatchdog_device = \"/dev/watchdog\"\nwatchdog_timeout_ms = 15000\n\
+         led = \"/sys/class/leds/ACT/\"\n",
+        minimal("", "")
+    ))
+    .unwrap();
+    let device = &config.device;
+    assert_eq!(
+        device.watchdog_device.as_deref(),
+        Some(Path::new("/dev/watchdog"))
+    );
+    assert_eq!(
+        device.watchdog_timeout,
+        Some(std::time::Duration::from_secs(15))
+    );
+    assert_eq!(
+        device.led.as_deref(),
+        Some(Path::new("/sys/class/leds/ACT"))
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let e = toml(&format!(
+        "{}\n[device]\nwatchdog_timeout_ms = 5\n",
+        minimal("", "")
+    ));
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("between 100 and 3600000"), "{e}");
+    let e = toml(&format!("{}\n[device]\nled = \"\"\n", minimal("", "")));
+    assert!(e.unwrap_err().to_string().contains("`device.led` is empty"));
+    assert_eq!(toml(&minimal("", "")).unwrap().device, Default::default());
 }

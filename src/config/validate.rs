@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::error::{ConfigError, closest, leaf};
 use super::file::{self, File, Ranged};
 use super::{
-    AfterUpdate, BeforeUpdate, Channel, Config, Format, GithubConfig, Guards, Limits,
+    AfterUpdate, BeforeUpdate, Channel, Config, DeviceConfig, Format, GithubConfig, Guards, Limits,
     NetworkConfig, ReportConfig, ScheduleConfig, SourceConfig, TrialConfig,
 };
 use super::{ReadError, TOKEN_ENV, Token, base_url, read_capped, readable_by_others, system};
@@ -142,6 +142,7 @@ impl Check<'_> {
         };
         let schedule = self.schedule(file.schedule)?;
         let report = self.report(file.report)?;
+        let device = self.device(file.device)?;
         let warnings = self.warnings;
         let config = Config {
             target_dir,
@@ -157,6 +158,7 @@ impl Check<'_> {
             guards,
             schedule,
             report,
+            device,
             warnings,
             config_file: None,
         };
@@ -574,6 +576,28 @@ impl Check<'_> {
             ));
         }
         Ok(network)
+    }
+
+    /// `[device]`: paths checked like every path (whether they exist is the run's
+    /// business: a missing LED only warns then).
+    fn device(&mut self, d: file::Device) -> Result<DeviceConfig, ConfigError> {
+        let watchdog_device = (d.watchdog_device)
+            .map(|p| self.path("device.watchdog_device", &p))
+            .transpose()?;
+        let led = (d.led).map(|p| self.path("device.led", &p)).transpose()?;
+        let watchdog_timeout = d.watchdog_timeout_ms.map(|ms| Duration::from_millis(ms.0));
+        if watchdog_timeout.is_some() && watchdog_device.is_none() {
+            self.warnings.push(format!(
+                "`{}` is set but no watchdog device is named, so ota feeds no watchdog: set \
+                 `watchdog_device` under `[device]` (new format), e.g. \"/dev/watchdog\"",
+                self.key("device.watchdog_timeout_ms"),
+            ));
+        }
+        Ok(DeviceConfig {
+            watchdog_device,
+            watchdog_timeout,
+            led,
+        })
     }
 
     /// `[trial]`, `[before_update]` and `[after_update]`.
