@@ -14,7 +14,8 @@
 //!                   in a row, the release it was installing); removed by a successful
 //!                   update or recover
 //! errors.json       the last `error_history_limit` failures (`[report]`), oldest first:
-//!                   a bounded ring written with `last_error.json`, never cleared by a success
+//!                   a bounded ring written with `last_error.json` (not durably: a history),
+//!                   never cleared by a success
 //! metrics.json      the counters behind `[report] metrics_file`: requests and bytes since
 //!                   the first run, the time of the last success, whether an update waits
 //! cache.json        what the last check saw: the channel answer's ETag, the rate-limit quota
@@ -250,6 +251,8 @@ impl StateDir {
     }
 
     /// Appends `error` to `errors.json`, keeping the last `keep` (0: removes the file).
+    /// Not durable, like `cache.json`: a power cut may lose the history (an unreadable one
+    /// starts afresh), never the last error, which `last_error.json` keeps durably.
     pub fn push_error(
         &self,
         fs: &dyn Fs,
@@ -262,7 +265,12 @@ impl StateDir {
         if errors.is_empty() {
             return remove_if_present(fs, &self.errors_file());
         }
-        write_json(fs, &self.errors_file(), &errors)
+        let path = self.errors_file();
+        let bytes = serde_json::to_vec_pretty(errors).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        fs::write_replace(fs, &path, &bytes).map_err(|source| StateError::Io { path, source })
     }
 
     /// Reads `metrics.json`; a missing or unreadable one starts the counters again.
