@@ -7,24 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::util::{Device, GitRepo, serve};
-
-/// v1.0.0 of a small application.
-fn app() -> GitRepo {
-    let mut repo = GitRepo::new();
-    repo.write("main.py", "print('v1')\n")
-        .write("lib/util.py", "def util(): return 1\n");
-    repo.commit("v1");
-    repo.tag("v1.0.0");
-    repo
-}
-
-/// Appends TOML tables to the device's config.
-fn tables(device: &Device, text: &str) {
-    let mut config = std::fs::read_to_string(&device.config).unwrap();
-    config.push_str(text);
-    std::fs::write(&device.config, config).unwrap();
-}
+use crate::util::{Device, serve, small_app, tables};
 
 /// One sample of the metrics file: its labels and value.
 type Sample = (BTreeMap<String, String>, f64);
@@ -92,7 +75,7 @@ const LISTED: [&str; 10] = [
 
 #[test]
 fn the_metrics_file_tells_what_each_command_did() {
-    let mut repo = app();
+    let mut repo = small_app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let textfile = device.home().join("textfile");
@@ -209,7 +192,7 @@ fn the_metrics_file_tells_what_each_command_did() {
 
 #[test]
 fn a_metrics_file_that_cannot_be_written_only_warns() {
-    let repo = app();
+    let repo = small_app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let prom = device.home().join("no-such-folder/ota.prom");
@@ -221,7 +204,7 @@ fn a_metrics_file_that_cannot_be_written_only_warns() {
 
 #[test]
 fn the_error_history_keeps_exactly_the_last_n() {
-    let repo = app();
+    let repo = small_app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     tables(&device, "[report]\nerror_history_limit = 3\n");
@@ -250,7 +233,7 @@ fn the_error_history_keeps_exactly_the_last_n() {
 
 #[test]
 fn an_error_history_limit_of_zero_keeps_none() {
-    let repo = app();
+    let repo = small_app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     tables(&device, "[report]\nerror_history_limit = 0\n");

@@ -12,24 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::util::{Device, GitRepo, exited, serve};
-
-/// v1.0.0 of a small application.
-fn app() -> GitRepo {
-    let mut repo = GitRepo::new();
-    repo.write("main.py", "print('v1')\n")
-        .write("lib/util.py", "def util(): return 1\n");
-    repo.commit("v1");
-    repo.tag("v1.0.0");
-    repo
-}
-
-/// Appends TOML tables to the device's config.
-fn tables(device: &Device, text: &str) {
-    let mut config = fs::read_to_string(&device.config).unwrap();
-    config.push_str(text);
-    fs::write(&device.config, config).unwrap();
-}
+use crate::util::{Device, exited, serve, small_app, tables};
 
 /// Runs the real `ota` with this device's config and `env` added to its environment, and
 /// reads what it sends to `socket` meanwhile (the socket's queue is short: ota would lose
@@ -79,7 +62,7 @@ fn statuses(messages: &[String]) -> Vec<&str> {
 
 #[test]
 fn systemd_hears_ready_each_phase_and_keepalives_through_a_socket_path() {
-    let repo = app();
+    let repo = small_app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let socket_path = device.home().join("notify.sock");
@@ -116,7 +99,7 @@ fn systemd_hears_ready_each_phase_and_keepalives_through_a_socket_path() {
 
 #[test]
 fn a_failed_update_leaves_its_failure_as_status_on_an_abstract_socket() {
-    let repo = app();
+    let repo = small_app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     tables(&device, "[before_update]\ncommand = \"exit 3\"\n");
@@ -166,7 +149,7 @@ fn read(path: &Path) -> String {
 
 #[test]
 fn the_led_shows_each_phase_and_the_watchdog_is_fed_then_stopped() {
-    let repo = app();
+    let repo = small_app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let led = device.home().join("leds/ACT");
@@ -219,7 +202,7 @@ fn the_led_shows_each_phase_and_the_watchdog_is_fed_then_stopped() {
 
 #[test]
 fn after_a_failure_the_led_gets_its_own_trigger_back() {
-    let repo = app();
+    let repo = small_app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let led = device.home().join("leds/ACT");
@@ -236,7 +219,7 @@ fn after_a_failure_the_led_gets_its_own_trigger_back() {
 
 #[test]
 fn a_watchdog_fifo_reads_feeds_then_the_magic_character() {
-    let repo = app();
+    let repo = small_app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let fifo = device.home().join("watchdog.fifo");
@@ -270,7 +253,7 @@ fn a_watchdog_fifo_reads_feeds_then_the_magic_character() {
 
 #[test]
 fn a_missing_watchdog_or_led_only_warns() {
-    let repo = app();
+    let repo = small_app();
     let server = serve(repo.path());
     let device = Device::new(&server, "");
     let watchdog = device.home().join("no-watchdog");

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::util::{Device, GitRepo, serve};
+use crate::util::{Device, GitRepo, serve, tables};
 
 /// v1.0.0: an application whose `health.sh` passes.
 fn app_v1() -> GitRepo {
@@ -39,13 +39,6 @@ fn release(repo: &mut GitRepo, tag: &str, health: i32) {
 fn ota_now() -> u64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     now.unwrap().as_secs()
-}
-
-/// Appends TOML tables to the device's config.
-fn tables(device: &Device, text: &str) {
-    let mut config = std::fs::read_to_string(&device.config).unwrap();
-    config.push_str(text);
-    std::fs::write(&device.config, config).unwrap();
 }
 
 /// `ota status --json`, parsed.

@@ -277,3 +277,20 @@ pub fn exited(out: &Output, args: &[&str], code: i32) -> String {
     assert_eq!(out.status.code(), Some(code), "ota {args:?}:\n{text}");
     text
 }
+
+/// Appends TOML tables to the device's config.
+pub fn tables(device: &Device, text: &str) {
+    let mut config = std::fs::read_to_string(&device.config).unwrap();
+    config.push_str(text);
+    std::fs::write(&device.config, config).unwrap();
+}
+
+/// v1.0.0 of a small application: `main.py` and `lib/util.py`.
+pub fn small_app() -> GitRepo {
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "print('v1')\n")
+        .write("lib/util.py", "def util(): return 1\n");
+    repo.commit("v1");
+    repo.tag("v1.0.0");
+    repo
+}
