@@ -230,12 +230,7 @@ impl StateDir {
     /// Not durable: a cache lost to a power cut costs one request, and a stale one is still
     /// right (an `ETag` names the answer it came with).
     pub fn write_cache(&self, fs: &dyn Fs, cache: &Cache) -> Result<(), StateError> {
-        let path = self.cache_file();
-        let bytes = serde_json::to_vec_pretty(cache).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        fs::write_replace(fs, &path, &bytes).map_err(|source| StateError::Io { path, source })
+        write_json_replace(fs, &self.cache_file(), cache)
     }
 
     /// Reads `errors.json`, oldest first; a missing or unreadable one is empty (it is only
@@ -265,12 +260,7 @@ impl StateDir {
         if errors.is_empty() {
             return remove_if_present(fs, &self.errors_file());
         }
-        let path = self.errors_file();
-        let bytes = serde_json::to_vec_pretty(errors).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        fs::write_replace(fs, &path, &bytes).map_err(|source| StateError::Io { path, source })
+        write_json_replace(fs, &self.errors_file(), errors)
     }
 
     /// Reads `metrics.json`; a missing or unreadable one starts the counters again.
@@ -286,12 +276,7 @@ impl StateDir {
 
     /// Replaces `metrics.json` (not durable: a power cut loses at most one run's figures).
     pub fn write_counters(&self, fs: &dyn Fs, counters: &Counters) -> Result<(), StateError> {
-        let path = self.metrics_file();
-        let bytes = serde_json::to_vec_pretty(counters).map_err(|e| StateError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        fs::write_replace(fs, &path, &bytes).map_err(|source| StateError::Io { path, source })
+        write_json_replace(fs, &self.metrics_file(), counters)
     }
 
     /// Removes `last_error.json` after a success.
@@ -330,6 +315,23 @@ fn read_json<T: serde::de::DeserializeOwned>(
             path: path.to_owned(),
             message: e.to_string(),
         })
+}
+
+/// Like [`write_json`], but not durable (`fs::write_replace`): for files that only save work
+/// or keep a history (`cache.json`, `errors.json`, `metrics.json`).
+fn write_json_replace<T: Serialize + ?Sized>(
+    fs: &dyn Fs,
+    path: &Path,
+    value: &T,
+) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    fs::write_replace(fs, path, &bytes).map_err(|source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn write_json<T: Serialize>(fs: &dyn Fs, path: &Path, value: &T) -> Result<(), StateError> {
