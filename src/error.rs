@@ -192,6 +192,7 @@ fn source_kind(error: &SourceError) -> &'static str {
         | SourceError::TagNotFound { .. }
         | SourceError::BranchNotFound { .. } => "not_found",
         SourceError::Protocol { .. } => "protocol",
+        SourceError::Refused { refusal, .. } => refusal.kind(),
         SourceError::Http { source, .. } => match source.kind {
             HttpKind::RateLimited { .. } => "rate_limited",
             HttpKind::NotFound => "not_found",

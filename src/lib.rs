@@ -86,6 +86,7 @@ mod plan;
 mod resources;
 pub mod schedule;
 mod signal;
+pub mod signed;
 pub mod source;
 mod state;
 mod survey;
@@ -101,7 +102,7 @@ pub use error::Error;
 pub use fetch::Progress;
 pub use filter::Filter;
 pub use http::{Quota, Usage};
-pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath};
+pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath, Sha256};
 pub use plan::{Action, Change, Origin, Plan};
 pub use resources::{Battery, Resources, Snapshot};
 pub use state::{

@@ -276,9 +276,10 @@ mod tests {
 
     fn release() -> ReleaseId {
         ReleaseId {
-            channel: "developer".into(),
-            ref_name: "r".repeat(255),
-            commit: ObjectId::for_blob(b"x"),
+            counter: Some(u64::MAX),
+            rollout_percent: Some(100),
+            post_update: Some("p".repeat(crate::state::MAX_POST_UPDATE)),
+            ..ReleaseId::new("developer", "r".repeat(255), ObjectId::for_blob(b"x"))
         }
     }
 
@@ -294,6 +295,7 @@ mod tests {
                 kind: Kind::Executable,
                 size: u64::MAX / MAX_FILES as u64,
                 blob: ObjectId::for_blob(b"x"),
+                sha256: None,
             })
             .collect();
         let installed = Installed {
@@ -374,6 +376,7 @@ mod tests {
                 kind: Kind::File,
                 size: 1,
                 blob: ObjectId::for_blob(b"x"),
+                sha256: None,
             })
             .collect();
         Manifest::new(entries).unwrap()

@@ -69,6 +69,61 @@ impl<'de> Deserialize<'de> for ObjectId {
     }
 }
 
+/// A SHA-256 digest of a file's content, which signed release manifests list beside the
+/// git blob id (SHA-1 alone is not trusted against a host that chooses what to serve).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sha256([u8; 32]);
+
+impl Sha256 {
+    /// Parses 64 hex digits (either case).
+    pub fn from_hex(hex: &str) -> Option<Sha256> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex, &mut bytes).ok()?;
+        Some(Sha256(bytes))
+    }
+
+    /// The digest of `content`.
+    pub fn of(content: &[u8]) -> Sha256 {
+        Sha256(sha2::Sha256::digest(content).into())
+    }
+
+    /// Wraps a finished digest.
+    pub fn from_bytes(bytes: [u8; 32]) -> Sha256 {
+        Sha256(bytes)
+    }
+
+    /// 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256({})", self.to_hex())
+    }
+}
+
+impl Serialize for Sha256 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Sha256::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a 64-hex SHA-256: {text:?}")))
+    }
+}
+
 /// Computes a git blob id over content that arrives in pieces, for content whose length is
 /// known up front (git hashes the length before the bytes).
 pub(crate) struct BlobHasher {
@@ -260,6 +315,10 @@ pub struct Entry {
     pub size: u64,
     /// Git blob id of the content.
     pub blob: ObjectId,
+    /// SHA-256 of the content, when the release's manifest lists one: then it is verified
+    /// too, wherever the blob id is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256>,
 }
 
 impl Entry {
@@ -553,6 +612,8 @@ pub struct TreeEntry {
     pub id: ObjectId,
     /// Size in bytes (blobs).
     pub size: Option<u64>,
+    /// SHA-256 of the content, when a signed or original manifest lists it.
+    pub sha256: Option<Sha256>,
 }
 
 /// Git modes ota installs or knowingly skips.
@@ -637,6 +698,7 @@ pub(crate) fn from_tree(
             kind,
             size,
             blob: raw.id,
+            sha256: raw.sha256,
         });
     }
     check_case(&entries)?;
@@ -673,6 +735,7 @@ mod tests {
             kind: Kind::File,
             size: 0,
             blob: ObjectId::for_blob(b""),
+            sha256: None,
         }
     }
 
@@ -895,6 +958,7 @@ mod tests {
                 mode: MODE_FILE,
                 id: ObjectId::for_blob(b""),
                 size: Some(0),
+                sha256: None,
             });
             from_tree(raw.collect(), &Filter::default(), &[path(".ota")], &[])
         };
@@ -930,6 +994,7 @@ mod tests {
                 mode: MODE_FILE,
                 id: ObjectId::for_blob(b""),
                 size: Some(0),
+                sha256: None,
             })
             .collect();
         let (manifest, warnings) = from_tree(raw, &Filter::default(), &[], &protected).unwrap();

@@ -438,6 +438,7 @@ mod tests {
             kind: Kind::File,
             size: content.len() as u64,
             blob: ObjectId::for_blob(content.as_bytes()),
+            sha256: None,
         }
     }
 
@@ -559,11 +560,7 @@ mod tests {
         );
         // The rollback point had b's content, not a's v2.
         let rollback_to = RollbackPoint {
-            release: crate::state::ReleaseId {
-                channel: "stable".into(),
-                ref_name: "v1".into(),
-                commit: v1,
-            },
+            release: crate::state::ReleaseId::new("stable", "v1", v1),
             source: String::new(),
             filter: String::new(),
             installed_at: String::new(),

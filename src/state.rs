@@ -345,6 +345,9 @@ fn write_json<T: Serialize>(fs: &dyn Fs, path: &Path, value: &T) -> Result<(), S
     })
 }
 
+/// The longest `post_update` name accepted from an original manifest.
+pub(crate) const MAX_POST_UPDATE: usize = 255;
+
 /// Which release is installed (or wanted): enough to say "up to date" without a download.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseId {
@@ -355,9 +358,37 @@ pub struct ReleaseId {
     pub ref_name: String,
     /// The commit the files came from.
     pub commit: ObjectId,
+    /// The counter of the signed manifest that named this release (static sites, and
+    /// GitHub releases when `public_key` is set): a manifest with a lower one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<u64>,
+    /// The share of devices the signed manifest offers this release to (0–100); the
+    /// config's `rollout_percent` applies when it says nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_percent: Option<u8>,
+    /// The `post_update` name of the original updater's `manifest.json`: an after-update
+    /// action only when the config's `[after_update] post_update` allow-list maps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_update: Option<String>,
 }
 
 impl ReleaseId {
+    /// A release named by a git ref alone (no signed or original manifest).
+    pub fn new(
+        channel: impl Into<String>,
+        ref_name: impl Into<String>,
+        commit: ObjectId,
+    ) -> ReleaseId {
+        ReleaseId {
+            channel: channel.into(),
+            ref_name: ref_name.into(),
+            commit,
+            counter: None,
+            rollout_percent: None,
+            post_update: None,
+        }
+    }
+
     /// The first 12 hex digits of the commit.
     pub fn short(&self) -> String {
         self.commit.to_hex()[..12].to_owned()

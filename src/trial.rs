@@ -413,11 +413,11 @@ mod tests {
     #[test]
     fn the_last_ten_rejected_releases_are_remembered_once_each() {
         let entry = |n: u8| Rejected {
-            release: ReleaseId {
-                channel: "stable".into(),
-                ref_name: format!("v{n}"),
-                commit: crate::manifest::ObjectId::for_blob(&[n]),
-            },
+            release: ReleaseId::new(
+                "stable",
+                format!("v{n}"),
+                crate::manifest::ObjectId::for_blob(&[n]),
+            ),
             time: rfc3339(T0 + u64::from(n)),
             kind: "health_failed".into(),
             reason: String::new(),

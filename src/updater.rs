@@ -299,6 +299,7 @@ impl Updater {
             SourceConfig::Github(github) => {
                 Box::new(GitHub::new(github, &config.network).with_limits(&config.limits))
             }
+            SourceConfig::Static(_) => todo!("the static source (issue 11, helper D)"),
         };
         let fs = RealFs::confined(&config.target_dir, &config.state_dir);
         Updater::with_parts(config, source, Box::new(fs))
@@ -314,11 +315,13 @@ impl Updater {
         {
             reserved.push(rel);
         }
-        let SourceConfig::Github(github) = &config.source;
+        let key_files = config.source.trust().key_files.iter();
         let own_files = [
             (config.config_file.as_deref(), "this device's config file"),
-            (github.token_file.as_deref(), "this device's token file"),
-        ];
+            (config.source.token_file(), "this device's token file"),
+        ]
+        .into_iter()
+        .chain(key_files.map(|f| (Some(f.as_path()), "this device's public key file")));
         let protected = own_files
             .into_iter()
             .filter_map(|(file, what)| {
@@ -1015,6 +1018,7 @@ impl Updater {
     fn channel_matches(&self, release: &ReleaseId) -> bool {
         match &self.config.channel {
             Channel::Stable { .. } => release.channel == "stable",
+            Channel::Named { name } => release.channel == *name,
             Channel::Developer { branch } => {
                 release.channel == "developer" && release.ref_name == *branch
             }

@@ -68,7 +68,9 @@ fn the_original_ota_config_json_loads() {
     let config = Config::load(&dir.path().join("ota_config.json")).unwrap();
     assert_eq!(config.target_dir, dir.path());
     assert_eq!(config.channel, Channel::Stable { tag: None });
-    let SourceConfig::Github(github) = &config.source;
+    let SourceConfig::Github(github) = &config.source else {
+        panic!("a GitHub source")
+    };
     assert_eq!(
         (github.owner.as_str(), github.repo.as_str()),
         ("acme", "greenhouse")
@@ -214,7 +216,9 @@ fn the_original_shipped_config_loads_with_only_its_placeholders_filled_in() {
     // The acted-on keys took effect.
     let config = Config::load(&dir.path().join("ota_config.json")).unwrap();
     assert_eq!(config.target_dir, dir.path());
-    let SourceConfig::Github(github) = &config.source;
+    let SourceConfig::Github(github) = &config.source else {
+        panic!("a GitHub source")
+    };
     assert_eq!(
         (github.owner.as_str(), github.repo.as_str()),
         ("acme", "greenhouse")

@@ -83,7 +83,9 @@ impl Setup {
         change: impl Fn() + Send + Sync + 'static,
     ) -> Result<Outcome, Error> {
         let config = self.device.load_config();
-        let SourceConfig::Github(github) = &config.source;
+        let SourceConfig::Github(github) = &config.source else {
+            panic!("a GitHub source")
+        };
         let source = Box::new(GitHub::new(github, &config.network));
         let mut updater = Updater::with_parts(config, source, Box::new(fs));
         let done = AtomicBool::new(false);

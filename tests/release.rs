@@ -289,7 +289,9 @@ fn the_original_layout_keeps_its_config() {
     std::fs::write(&config, text).unwrap();
     let run = || {
         let mut loaded = ota::config::Config::load(&config).unwrap();
-        let ota::config::SourceConfig::Github(github) = &mut loaded.source;
+        let ota::config::SourceConfig::Github(github) = &mut loaded.source else {
+            panic!("a GitHub source")
+        };
         github.api_url = server.api_url();
         github.raw_url = server.raw_url();
         ota::Updater::new(loaded)

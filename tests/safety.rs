@@ -121,7 +121,9 @@ fn real_fs(device: &Device) -> RealFs {
 
 fn updater(device: &Device, fs: Box<dyn Fs>) -> Updater {
     let config = device.load_config();
-    let SourceConfig::Github(github) = &config.source;
+    let SourceConfig::Github(github) = &config.source else {
+        panic!("a GitHub source")
+    };
     let source = Box::new(GitHub::new(github, &config.network));
     Updater::with_parts(config, source, fs)
 }

@@ -38,6 +38,27 @@ pub(super) struct Source {
     pub token_file: Option<String>,
     pub api_url: Option<String>,
     pub raw_url: Option<String>,
+    pub url: Option<String>,
+    pub public_key: Option<OneOrMany>,
+    pub public_key_file: Option<OneOrMany>,
+    pub allow_downgrade: Option<bool>,
+}
+
+/// A key that takes one string or a list of them.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged, expecting = "a string or a list of strings")]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(super) fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 /// `[network]`.

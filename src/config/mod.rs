@@ -88,6 +88,22 @@ pub enum Channel {
         /// The branch to follow.
         branch: String,
     },
+    /// A channel of a static site other than `stable` (`channels/<name>/manifest.json`).
+    Named {
+        /// The channel's name, as given to `ota publish --channel`.
+        name: String,
+    },
+}
+
+impl Channel {
+    /// The name a release of this channel records (`stable`, `developer`, or the name).
+    pub fn name(&self) -> &str {
+        match self {
+            Channel::Stable { .. } => "stable",
+            Channel::Developer { .. } => "developer",
+            Channel::Named { name } => name,
+        }
+    }
 }
 
 /// Where releases come from.
@@ -95,6 +111,59 @@ pub enum Channel {
 pub enum SourceConfig {
     /// The GitHub REST API (or a compatible host such as GitHub Enterprise or `ota-serve`).
     Github(GithubConfig),
+    /// A static site written by `ota publish` (nginx, S3, a CDN, GitHub Pages).
+    Static(StaticConfig),
+}
+
+impl SourceConfig {
+    /// The signature policy, whichever the source.
+    pub fn trust(&self) -> &Trust {
+        match self {
+            SourceConfig::Github(github) => &github.trust,
+            SourceConfig::Static(site) => &site.trust,
+        }
+    }
+
+    /// The address the device contacts first: the API of a GitHub source, the base URL of a
+    /// static site.
+    pub fn url(&self) -> &str {
+        match self {
+            SourceConfig::Github(github) => &github.api_url,
+            SourceConfig::Static(site) => &site.url,
+        }
+    }
+
+    /// The token file, when the token came from one.
+    pub fn token_file(&self) -> Option<&Path> {
+        match self {
+            SourceConfig::Github(github) => github.token_file.as_deref(),
+            SourceConfig::Static(_) => None,
+        }
+    }
+}
+
+/// Which signed manifests a source accepts.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Trust {
+    /// `public_key` and `public_key_file`: when not empty, only releases whose signed
+    /// manifest verifies with one of these keys are installed.
+    pub keys: crate::signed::TrustedKeys,
+    /// `allow_downgrade`: accept a signed manifest whose counter is lower than the
+    /// installed release's.
+    pub allow_downgrade: bool,
+    /// `public_key_file`, absolute and normalised (a release never writes them).
+    pub key_files: Vec<PathBuf>,
+}
+
+/// A static site written by `ota publish`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StaticConfig {
+    /// The site's base URL without a trailing slash, e.g. `https://updates.example.com/app`.
+    pub url: String,
+    /// The keys that sign its manifests (never empty for a static site).
+    pub trust: Trust,
 }
 
 /// The GitHub source.
@@ -113,6 +182,9 @@ pub struct GithubConfig {
     pub api_url: String,
     /// Raw file base URL without a trailing slash, e.g. `https://raw.githubusercontent.com`.
     pub raw_url: String,
+    /// Signed release manifests: with keys, a release must carry `manifest.json` and
+    /// `manifest.json.minisig` assets that verify.
+    pub trust: Trust,
 }
 
 /// A secret that never prints: `Debug` and `Display` show `***`.

@@ -39,7 +39,9 @@ fn err(text: &str) -> ConfigError {
 }
 
 fn github(config: &Config) -> &GithubConfig {
-    let SourceConfig::Github(github) = &config.source;
+    let SourceConfig::Github(github) = &config.source else {
+        panic!("a GitHub source")
+    };
     github
 }
 

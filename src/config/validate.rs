@@ -9,8 +9,11 @@ use super::error::{ConfigError, closest, leaf};
 use super::file::{self, File, Ranged};
 use super::{
     AfterUpdate, BeforeUpdate, Channel, Config, DeviceConfig, Format, GithubConfig, Guards, Limits,
-    NetworkConfig, ReportConfig, ScheduleConfig, SourceConfig, TrialConfig,
+    NetworkConfig, ReportConfig, ScheduleConfig, SourceConfig, StaticConfig, TrialConfig, Trust,
 };
+
+/// Largest public key file ota reads (a real `ota.pub` is about 100 bytes).
+const MAX_KEY_FILE_SIZE: u64 = 4096;
 use super::{ReadError, TOKEN_ENV, Token, base_url, read_capped, readable_by_others, system};
 use crate::filter::Filter;
 
@@ -118,7 +121,10 @@ impl Check<'_> {
             None => return Err(self.missing("target_dir", "\"/opt/app\"")),
         };
         self.not_a_system_folder(&target_dir, file.target_dir.is_none())?;
-        let channel = self.channel(file.channel, file.branch, file.tag)?;
+        let channel = match file.source.kind.as_deref() {
+            Some("static") => self.site_channel(file.channel, file.branch, file.tag)?,
+            _ => self.channel(file.channel, file.branch, file.tag)?,
+        };
         let (allow, ignore) = (
             file.allow.unwrap_or_default(),
             file.ignore.unwrap_or_default(),
@@ -294,6 +300,36 @@ impl Check<'_> {
         }
     }
 
+    /// The channel of a static site: `stable` (the default) or any name `ota publish
+    /// --channel` accepts; a site has no tags or branches.
+    fn site_channel(
+        &mut self,
+        channel: Option<String>,
+        branch: Option<String>,
+        tag: Option<String>,
+    ) -> Result<Channel, ConfigError> {
+        for (name, set) in [("branch", branch.is_some()), ("tag", tag.is_some())] {
+            if set {
+                return Err(self.invalid(
+                    name,
+                    "is not used by a static site, whose releases are published to channels: \
+                     remove it, and set `channel` to the name given to `ota publish --channel`",
+                ));
+            }
+        }
+        match channel.as_deref().unwrap_or("stable") {
+            "stable" => Ok(Channel::Stable { tag: None }),
+            name => {
+                crate::signed::check_channel_name(name).map_err(|why| {
+                    self.invalid("channel", format_args!("is {name:?}, which {why}"))
+                })?;
+                Ok(Channel::Named {
+                    name: name.to_owned(),
+                })
+            }
+        }
+    }
+
     /// `[report]`.
     fn report(&self, r: file::Report) -> Result<ReportConfig, ConfigError> {
         let metrics_file = match r.metrics_file {
@@ -347,14 +383,123 @@ impl Check<'_> {
         Err(self.invalid("state_dir", format_args!("({shown}) {why}")))
     }
 
-    fn source(&mut self, source: file::Source) -> Result<(SourceConfig, bool), ConfigError> {
-        if let Some(kind) = source.kind.filter(|kind| kind != "github") {
+    fn source(&mut self, mut source: file::Source) -> Result<(SourceConfig, bool), ConfigError> {
+        let trust = self.trust(
+            source.public_key.take(),
+            source.public_key_file.take(),
+            source.allow_downgrade.take(),
+        )?;
+        match source.kind.as_deref() {
+            None | Some("github") => self.github(source, trust),
+            Some("static") => Ok((
+                SourceConfig::Static(self.static_site(source, trust)?),
+                false,
+            )),
+            Some(kind) => {
+                let suggestion = closest(kind, &["github", "static"])
+                    .map(|c| format!("; did you mean \"{c}\"?"))
+                    .unwrap_or_default();
+                Err(self.invalid(
+                    "source.kind",
+                    format_args!(
+                        "is {kind:?}, but it must be \"github\" (GitHub or a compatible \
+                         server, the default) or \"static\" (a site written by `ota \
+                         publish`){suggestion}"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// `public_key`, `public_key_file` and `allow_downgrade`, for either kind of source.
+    fn trust(
+        &mut self,
+        keys: Option<file::OneOrMany>,
+        files: Option<file::OneOrMany>,
+        allow_downgrade: Option<bool>,
+    ) -> Result<Trust, ConfigError> {
+        let mut trust = Trust {
+            allow_downgrade: allow_downgrade.unwrap_or(false),
+            ..Trust::default()
+        };
+        for key in keys.map(file::OneOrMany::into_vec).unwrap_or_default() {
+            self.no_placeholder("source.public_key", &key)?;
+            trust
+                .keys
+                .add(&key)
+                .map_err(|why| self.invalid("source.public_key", why))?;
+        }
+        for file in files.map(file::OneOrMany::into_vec).unwrap_or_default() {
+            let key = self.key("source.public_key_file");
+            let path = self.path(key, &file)?;
+            let text = match read_capped(&path, MAX_KEY_FILE_SIZE) {
+                Ok(text) => text,
+                Err(ReadError::Io(err)) => {
+                    let why = format!("{err}; check the path and its permissions");
+                    let message = format!("cannot read `{key}` ({}): {why}", path.display());
+                    return Err(ConfigError::invalid(key, message));
+                }
+                Err(ReadError::TooLarge | ReadError::NotText) => {
+                    let message = format!(
+                        "`{key}` ({}) is not a minisign public key file (`ota.pub`)",
+                        path.display()
+                    );
+                    return Err(ConfigError::invalid(key, message));
+                }
+            };
+            trust.keys.add(&text).map_err(|why| {
+                ConfigError::invalid(key, format!("`{key}` ({}) {why}", path.display()))
+            })?;
+            trust.key_files.push(path);
+        }
+        Ok(trust)
+    }
+
+    /// `kind = "static"`: `url` and at least one key; none of the GitHub keys.
+    fn static_site(
+        &mut self,
+        source: file::Source,
+        trust: Trust,
+    ) -> Result<StaticConfig, ConfigError> {
+        let github_only = [
+            ("source.owner", source.owner.is_some()),
+            ("source.repo", source.repo.is_some()),
+            ("source.token", source.token.is_some()),
+            ("source.token_file", source.token_file.is_some()),
+            ("source.api_url", source.api_url.is_some()),
+            ("source.raw_url", source.raw_url.is_some()),
+        ];
+        if let Some((name, _)) = github_only.iter().find(|(_, set)| *set) {
             return Err(self.invalid(
-                "source.kind",
-                format_args!(
-                    "is {kind:?}, but the only kind ota supports is \"github\" (GitHub or a \
-                     compatible server); remove it or set it to \"github\""
-                ),
+                name,
+                "is a key of the GitHub source, but `source.kind` is \"static\": remove it",
+            ));
+        }
+        let url = self
+            .url("source.url", source.url, false)?
+            .ok_or_else(|| self.missing("source.url", "\"https://updates.example.com/app\""))?;
+        if trust.keys.is_empty() {
+            return Err(self.invalid(
+                "source.public_key",
+                "is not set, and a static site is trusted only through its signatures: set it \
+                 to the second line of the `ota.pub` that `ota keygen` wrote (or set \
+                 `public_key_file` to that file)",
+            ));
+        }
+        Ok(StaticConfig { url, trust })
+    }
+
+    /// The GitHub source (`kind = "github"` or no kind).
+    fn github(
+        &mut self,
+        source: file::Source,
+        trust: Trust,
+    ) -> Result<(SourceConfig, bool), ConfigError> {
+        if source.url.is_some() {
+            return Err(self.invalid(
+                "source.url",
+                "is the address of a static site, but `source.kind` is not \"static\": set \
+                 `kind = \"static\"`, or use `api_url` and `raw_url` for a GitHub-compatible host",
             ));
         }
         let owner = self.github_name("source.owner", source.owner, "\"acme\"")?;
@@ -388,6 +533,7 @@ impl Check<'_> {
             token,
             api_url,
             raw_url,
+            trust,
         };
         Ok((SourceConfig::Github(github), inline))
     }

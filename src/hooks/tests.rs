@@ -33,10 +33,8 @@ impl Fixture {
 
     /// The fixture a parent test made in `root`.
     fn at(root: PathBuf) -> Self {
-        let release = |name: &str, content: &[u8]| ReleaseId {
-            channel: "stable".to_owned(),
-            ref_name: name.to_owned(),
-            commit: ObjectId::for_blob(content),
+        let release = |name: &str, content: &[u8]| {
+            ReleaseId::new("stable", name, ObjectId::for_blob(content))
         };
         Fixture {
             root,

@@ -333,6 +333,7 @@ impl GitHub {
             mode,
             id,
             size: raw.size,
+            sha256: None,
         })
     }
 
@@ -365,15 +366,18 @@ impl Source for GitHub {
                             Some(Asked::Answer { value, .. }) => value,
                             _ => self.peel_tag(&tag_name)?,
                         };
-                        ReleaseId {
-                            channel: "stable".into(),
-                            ref_name: tag_name,
-                            commit,
-                        }
+                        ReleaseId::new("stable", tag_name, commit)
                     }
                 };
                 Ok(resolved(release, url, etag))
             }
+            Channel::Named { name } => Err(self.protocol(
+                "choosing the release",
+                format!(
+                    "channel {name:?} is a channel of a static site; a GitHub source follows \
+                     \"stable\" or \"developer\""
+                ),
+            )),
             Channel::Developer { branch } => {
                 let what = format!("looking up branch {branch} of {}", self.full_name());
                 match self
@@ -382,11 +386,7 @@ impl Source for GitHub {
                 {
                     Some(Asked::Unchanged(cached)) => Ok(unchanged(cached)),
                     Some(Asked::Answer { value, url, etag }) => Ok(resolved(
-                        ReleaseId {
-                            channel: "developer".into(),
-                            ref_name: branch.clone(),
-                            commit: value,
-                        },
+                        ReleaseId::new("developer", branch.clone(), value),
                         url,
                         etag,
                     )),

@@ -21,6 +21,8 @@ use crate::http::{Quota, Usage};
 use crate::manifest::{Entry, ObjectId};
 use crate::state::ReleaseId;
 
+pub use crate::signed::Refusal;
+
 /// A release host.
 pub trait Source: Send + Sync {
     /// Which release the channel points at now, in as few requests as possible:
@@ -125,6 +127,16 @@ pub enum SourceError {
         /// The failure.
         #[source]
         source: HttpError,
+    },
+    /// The release is refused: unsigned, badly signed, by a key not trusted, expired, older
+    /// than the installed one, or incomplete (see [`Refusal`]).
+    #[error("{what}: {refusal}")]
+    Refused {
+        /// What ota was asking for.
+        what: String,
+        /// Why it is refused.
+        #[source]
+        refusal: Refusal,
     },
     /// The host answered something that breaks the protocol.
     #[error("{what}: {message}")]

@@ -504,7 +504,9 @@ fn with_tag(config: &Config, tag: &str) -> Config {
 
 /// Runs `ota boot` on `fs`.
 pub fn boot(config: &Config, fs: SimFs) -> Result<Option<ota::TrialReport>, ota::Error> {
-    let ota::config::SourceConfig::Github(github) = &config.source;
+    let ota::config::SourceConfig::Github(github) = &config.source else {
+        panic!("a GitHub source")
+    };
     let source = Box::new(GitHub::new(github, &config.network));
     Updater::with_parts(config.clone(), source, Box::new(fs)).boot()
 }
@@ -517,7 +519,9 @@ pub fn rolled_back(error: &ota::Error) -> bool {
 /// Runs one update on `fs` following `tag`.
 pub fn update(config: &Config, tag: &str, fs: SimFs) -> Result<Outcome, ota::Error> {
     let config = with_tag(config, tag);
-    let ota::config::SourceConfig::Github(github) = &config.source;
+    let ota::config::SourceConfig::Github(github) = &config.source else {
+        panic!("a GitHub source")
+    };
     let source = Box::new(GitHub::new(github, &config.network));
     Updater::with_parts(config, source, Box::new(fs)).update(UpdateOptions::default())
 }

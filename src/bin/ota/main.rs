@@ -165,8 +165,7 @@ fn run(args: Args, stderr: &Stderr) -> anyhow::Result<ExitCode> {
 /// Waits (bounded by `connect_timeout_sec`) for a default route and for the API host to
 /// resolve, on a device that just booted.
 fn wait_for_network(config: &Config) -> Result<(), ota::Error> {
-    let ota::config::SourceConfig::Github(github) = &config.source;
-    let Ok(url) = url::Url::parse(&github.api_url) else {
+    let Ok(url) = url::Url::parse(config.source.url()) else {
         return Ok(());
     };
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {

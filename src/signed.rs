@@ -1,0 +1,329 @@
+//! Signed release manifests: the one file that says which release a static site (or a
+//! GitHub release asset) offers, signed with minisign's Ed25519 format.
+//!
+//! A site holds `manifest.json` (this module's [`ReleaseManifest`], as JSON) and
+//! `manifest.json.minisig` (a minisign signature of those exact bytes), plus one object per
+//! file content under [`object_path`]. Nothing in the manifest is trusted before
+//! [`verify`] has checked its signature against a key of the device's config; then
+//! [`ReleaseManifest::check_fresh`] refuses an expired one (a host that replays an old
+//! manifest forever cannot freeze a device silently), and the updater refuses a counter
+//! lower than the installed release's (a host that serves an older release cannot roll a
+//! device back).
+//!
+//! Keys and signatures are minisign's, so `minisign -V` verifies what `ota publish` signs
+//! and ota verifies what `minisign -S` signs.
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Kind, ObjectId, Sha256};
+
+/// The value of [`ReleaseManifest::format`] this version writes and reads.
+pub const FORMAT: &str = "ota-release/1";
+
+/// The largest `manifest.json` a device reads (a release of about 100,000 files).
+pub const MAX_MANIFEST_BYTES: u64 = 32 << 20;
+
+/// The largest `.minisig` file a device reads (a real one is about 300 bytes).
+pub const MAX_SIGNATURE_BYTES: u64 = 4096;
+
+/// Where the manifest of `channel` lives, relative to the site's base URL: `manifest.json`
+/// for `stable`, `channels/<name>/manifest.json` for any other channel. Its signature is
+/// the same path with `.minisig` appended.
+pub fn manifest_path(channel: &str) -> String {
+    match channel {
+        "stable" => "manifest.json".to_owned(),
+        other => format!("channels/{other}/manifest.json"),
+    }
+}
+
+/// Whether `name` can name a channel: 1 to 64 of `a-z`, `0-9`, `.`, `_`, `-`, starting with
+/// a letter or digit (it becomes a folder of the site). `developer` is refused: on a static
+/// site every channel is a channel of releases.
+pub fn check_channel_name(name: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return Err(
+            "is not a channel name: use 1 to 64 of a-z, 0-9, `.`, `_` and `-`, \
+                    starting with a letter or digit"
+                .into(),
+        );
+    }
+    if name == "developer" {
+        return Err(
+            "is the GitHub source's branch channel; a static site's channels are named \
+                    by `ota publish --channel` (e.g. \"beta\")"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Where the object holding content `sha256` lives, relative to the site's base URL:
+/// `objects/<first two hex digits>/<64 hex digits>`, with `.gz` when stored compressed.
+pub fn object_path(sha256: &Sha256, encoding: Encoding) -> String {
+    let hex = sha256.to_hex();
+    let suffix = match encoding {
+        Encoding::Identity => "",
+        Encoding::Gzip => ".gz",
+    };
+    format!("objects/{}/{hex}{suffix}", &hex[..2])
+}
+
+/// The signed description of one release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseManifest {
+    /// Always [`FORMAT`]; anything else is refused.
+    pub format: String,
+    /// The channel this manifest is for (`stable`, or the name given to `ota publish`).
+    pub channel: String,
+    /// The release's name: the tag or ref published, or the name given to `ota publish`.
+    pub release: String,
+    /// The git commit the files came from; for a published folder, the git tree id of
+    /// its files (so the same files always get the same id).
+    pub commit: ObjectId,
+    /// Increases with every manifest published to the site, across channels.
+    pub counter: u64,
+    /// When it was signed (RFC 3339, UTC).
+    pub created: String,
+    /// After this (RFC 3339, UTC) devices refuse it: the publisher must sign again before.
+    pub expires: String,
+    /// The share of devices (0–100) that take this release; absent means the device's own
+    /// `[schedule] rollout_percent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_percent: Option<u8>,
+    /// Every file of the release, sorted by path, before any device-side filter.
+    pub files: Vec<ReleaseFile>,
+}
+
+/// One file of a signed release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseFile {
+    /// Path inside the release, `/`-separated (validated by the device like a tree path).
+    pub path: String,
+    /// File, executable or symlink (whose content is the link target).
+    pub kind: Kind,
+    /// Size of the content in bytes.
+    pub size: u64,
+    /// The content's git blob id.
+    pub blob: ObjectId,
+    /// The content's SHA-256; also the object's name.
+    pub sha256: Sha256,
+    /// How the object is stored.
+    #[serde(default, skip_serializing_if = "Encoding::is_identity")]
+    pub encoding: Encoding,
+    /// The object's size in bytes when it is stored compressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_size: Option<u64>,
+}
+
+/// How an object is stored on the site.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// The content as it is.
+    #[default]
+    Identity,
+    /// The content compressed with gzip (RFC 1952).
+    Gzip,
+}
+
+impl Encoding {
+    fn is_identity(&self) -> bool {
+        *self == Encoding::Identity
+    }
+}
+
+impl ReleaseManifest {
+    /// Parses a manifest whose signature was verified; refuses another format.
+    pub fn parse(bytes: &[u8]) -> Result<ReleaseManifest, Refusal> {
+        let manifest: ReleaseManifest = serde_json::from_slice(bytes)
+            .map_err(|e| Refusal::BadManifest(format!("it is not a release manifest: {e}")))?;
+        if manifest.format != FORMAT {
+            return Err(Refusal::BadManifest(format!(
+                "its format is {:?}, and this ota reads {FORMAT:?}: update ota on this device",
+                manifest.format
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// Refuses a manifest whose `expires` is before `now` (a freeze attack, or a publisher
+    /// who stopped re-signing), or whose times are not RFC 3339.
+    pub fn check_fresh(&self, now: jiff::Timestamp) -> Result<(), Refusal> {
+        let expires: jiff::Timestamp = self.expires.parse().map_err(|e| {
+            Refusal::BadManifest(format!(
+                "`expires` {:?} is not an RFC 3339 time: {e}",
+                self.expires
+            ))
+        })?;
+        if expires < now {
+            return Err(Refusal::Expired {
+                expires: self.expires.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The public keys a device trusts. Several may be trusted at once, to rotate keys: sign
+/// with the new key only once every device trusts it.
+#[derive(Clone, Default)]
+pub struct TrustedKeys {
+    keys: Vec<minisign::PublicKey>,
+}
+
+impl fmt::Debug for TrustedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.ids()).finish()
+    }
+}
+
+impl TrustedKeys {
+    /// No keys: nothing is verified.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Adds one key, written as minisign writes it: the base64 line alone (`RW…`), or a
+    /// whole `.pub` file (an `untrusted comment:` line, then the base64 line).
+    pub fn add(&mut self, text: &str) -> Result<(), String> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+            .ok_or_else(|| "holds no public key".to_owned())?;
+        let key = minisign::PublicKey::from_base64(line).map_err(|_| {
+            format!(
+                "{:?} is not a minisign public key (it starts with `RW` and has 56 base64 \
+                 characters: the second line of `ota.pub`)",
+                shorten(line)
+            )
+        })?;
+        if !self.keys.iter().any(|k| k.keynum() == key.keynum()) {
+            self.keys.push(key);
+        }
+        Ok(())
+    }
+
+    /// The key ids, as minisign prints them (16 uppercase hex digits).
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| key_id(k.keynum())).collect()
+    }
+}
+
+/// Verifies that `signature` (a `.minisig` file) signs exactly `manifest` with one of
+/// `keys`.
+pub fn verify(keys: &TrustedKeys, manifest: &[u8], signature: &[u8]) -> Result<(), Refusal> {
+    let text = std::str::from_utf8(signature)
+        .map_err(|_| Refusal::BadSignature("the signature file is not text".into()))?;
+    let signature = minisign::SignatureBox::from_string(text)
+        .map_err(|e| Refusal::BadSignature(format!("it is not a minisign signature: {e}")))?;
+    let id = signature.keynum();
+    let Some(key) = keys.keys.iter().find(|k| k.keynum() == id) else {
+        return Err(Refusal::UntrustedKey {
+            key_id: key_id(id),
+            trusted: keys.ids(),
+        });
+    };
+    minisign::verify(key, &signature, Cursor::new(manifest), true, false, true)
+        .map_err(|e| Refusal::BadSignature(e.to_string()))
+}
+
+fn key_id(keynum: &[u8]) -> String {
+    keynum.iter().rev().map(|b| format!("{b:02X}")).collect()
+}
+
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// Why a release was refused before anything of it was installed. [`Refusal::kind`] is the
+/// stable name written to `last_error.json`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The host has no signature for the manifest.
+    #[error(
+        "the release has no signature (`manifest.json.minisig`): publish it with `ota publish`, \
+         which signs it; a device with a `public_key` installs signed releases only"
+    )]
+    MissingSignature,
+    /// The signature does not verify, or is not a signature.
+    #[error(
+        "its signature does not verify ({0}): the manifest was altered after it was signed, or \
+         the signature is not its own; publish it again"
+    )]
+    BadSignature(String),
+    /// Signed by a key the device does not trust.
+    #[error(
+        "it is signed by key {key_id}, which this device does not trust (trusted: {}): add that \
+         key's `ota.pub` to `public_key` in [source], or sign with a trusted key",
+        trusted.join(", ")
+    )]
+    UntrustedKey {
+        /// The signature's key id.
+        key_id: String,
+        /// The ids of the keys trusted.
+        trusted: Vec<String>,
+    },
+    /// Past its `expires` time.
+    #[error(
+        "its manifest expired at {expires}: the host may be replaying an old manifest to keep \
+         this device on it (a freeze attack), or the publisher stopped signing; publish again \
+         (`ota publish` signs a new expiry)"
+    )]
+    Expired {
+        /// When it expired.
+        expires: String,
+    },
+    /// A counter lower than the installed release's.
+    #[error(
+        "its manifest counter is {offered}, lower than {installed} of the installed release: \
+         the host may be serving an older release to roll this device back; if that is \
+         wanted, set `allow_downgrade = true` in [source]"
+    )]
+    Downgrade {
+        /// The installed release's counter.
+        installed: u64,
+        /// The offered release's counter.
+        offered: u64,
+    },
+    /// The manifest lists an object the host does not have.
+    #[error(
+        "the host has no object for {path} ({object} answered 404): the site is incomplete; \
+         publish again, and copy `objects/` before `manifest.json` when mirroring"
+    )]
+    MissingObject {
+        /// The file.
+        path: String,
+        /// The object's path on the site.
+        object: String,
+    },
+    /// A manifest that cannot be read, or that contradicts the release.
+    #[error("its manifest is unusable: {0}")]
+    BadManifest(String),
+}
+
+impl Refusal {
+    /// The stable name of this refusal.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::MissingSignature => "missing_signature",
+            Refusal::BadSignature(_) => "bad_signature",
+            Refusal::UntrustedKey { .. } => "untrusted_key",
+            Refusal::Expired { .. } => "expired",
+            Refusal::Downgrade { .. } => "downgrade",
+            Refusal::MissingObject { .. } => "missing_object",
+            Refusal::BadManifest(_) => "bad_manifest",
+        }
+    }
+}
