@@ -25,6 +25,7 @@ mod report;
 mod safety;
 mod schedule;
 mod signals;
+mod static_site;
 mod trial;
 mod trust;
 mod update;
