@@ -688,3 +688,37 @@ impl FetchError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(content: &[u8], sha256: Option<Sha256>) -> Entry {
+        Entry {
+            path: RelPath::new("a.txt", &[]).unwrap(),
+            kind: Kind::File,
+            size: content.len() as u64,
+            blob: ObjectId::for_blob(content),
+            sha256,
+        }
+    }
+
+    #[test]
+    fn the_sha256_is_checked_beside_the_blob_id_and_both_digests_are_named() {
+        let content = b"hello\n";
+        let good = entry(content, Some(Sha256::of(content)));
+        assert!(Hashers::of(&good, content).check(&good).is_ok());
+        // The blob id matches but the signed SHA-256 does not: refused, naming both.
+        let other = Sha256::of(b"other");
+        let bad = entry(content, Some(other));
+        let error = Hashers::of(&bad, content).check(&bad).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, FetchError::Integrity { .. }), "{text}");
+        assert!(text.contains(&other.to_hex()), "{text}");
+        assert!(text.contains(&Sha256::of(content).to_hex()), "{text}");
+        // Without a SHA-256, the blob id alone decides, as before.
+        let plain = entry(content, None);
+        assert!(Hashers::of(&plain, content).check(&plain).is_ok());
+        assert!(Hashers::of(&plain, b"hellO\n").check(&plain).is_err());
+    }
+}

@@ -431,8 +431,9 @@ impl Updater {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Why this device does not take `release` under `[schedule] rollout_percent`, if it
-    /// does not (see [`crate::schedule::rollout_bucket`]).
+    /// Why this device does not take `release` under the release's own `rollout_percent`
+    /// (from its signed manifest) or else `[schedule] rollout_percent`, if it does not (see
+    /// [`crate::schedule::rollout_bucket`]).
     fn outside_rollout(
         &self,
         release: &ReleaseId,

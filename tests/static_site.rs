@@ -324,3 +324,32 @@ fn a_304_is_not_trusted_once_the_cached_manifest_has_expired() {
     assert!(out.contains("\"api_requests\":1,"), "{out}");
     assert!(out.contains("\"api_bytes\":0,"), "{out}");
 }
+
+#[test]
+fn a_release_rollout_percent_overrides_the_device_s() {
+    let keys = Keys::new();
+    let site = Site::new();
+    site.publish(&keys, &v1());
+    let nginx = Nginx::serve(site.root());
+    let device = Device::on_site(&nginx.url(), &key_line(&keys));
+    crate::util::tables(
+        &device,
+        "[schedule]\ndevice_id = \"device-0001\"\nrollout_percent = 100\n",
+    );
+    device.ota_expect(&["update"], 0);
+    // The release says 0%: no device takes it, whatever the device's own percentage.
+    let mut held = v2();
+    held.rollout_percent = Some(0);
+    site.publish(&keys, &held);
+    let out = compact(&device.ota_expect(&["update", "--json"], 0));
+    assert!(out.contains("\"reason\":\"rollout\""), "{out}");
+    assert_eq!(device.tree(), tree_of(&v1()));
+    // The release says 100%: every device takes it, even one whose config says 0%.
+    device.edit_config("rollout_percent = 100", "rollout_percent = 0");
+    let mut open = v2();
+    open.counter = 3;
+    open.rollout_percent = Some(100);
+    site.publish(&keys, &open);
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), tree_of(&v2()));
+}
