@@ -140,8 +140,9 @@ fn a_plain_server_without_etag_is_polled_with_if_modified_since() {
 }
 
 /// Publishes v1 (installed), then lets `spoil` make the site hostile, and checks the update
-/// is refused with `kind`, exit code 1, and the installed tree intact.
-fn refused(kind: &str, source_extra: &str, spoil: impl FnOnce(&Site, &Keys)) -> Device {
+/// is refused with `kind`, exit code 1, and the installed tree intact. Returns the requests
+/// the refused update made (request line and status).
+fn refused(kind: &str, source_extra: &str, spoil: impl FnOnce(&Site, &Keys)) -> Vec<String> {
     let keys = Keys::new();
     let site = Site::new();
     site.publish(&keys, &v1());
@@ -153,6 +154,7 @@ fn refused(kind: &str, source_extra: &str, spoil: impl FnOnce(&Site, &Keys)) -> 
     device.ota_expect(&["update"], 0);
     let installed = device.tree();
     spoil(&site, &keys);
+    let before = nginx.requests().len();
     let out = device.ota_expect(&["update", "--json"], 1);
     assert_eq!(device.tree(), installed, "{out}");
     assert_eq!(device.last_error().unwrap()["kind"], kind, "{out}");
@@ -161,17 +163,64 @@ fn refused(kind: &str, source_extra: &str, spoil: impl FnOnce(&Site, &Keys)) -> 
         "{out}"
     );
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
-    device
+    nginx.requests()[before..].to_vec()
 }
 
 #[test]
 fn an_altered_manifest_is_refused() {
-    refused("bad_signature", "", |site, keys| {
+    let asked = refused("bad_signature", "", |site, keys| {
         site.publish(keys, &v2());
         let mut text = String::from_utf8(site.read("manifest.json")).unwrap();
         text = text.replace("v2.0.0", "v9.9.9");
         site.write("manifest.json", text.as_bytes());
     });
+    // Both files were fetched once more (a publish may have been half done), the manifest
+    // unconditionally, before the refusal; no object was asked for.
+    assert_eq!(
+        asked,
+        [
+            "GET /manifest.json HTTP/1.1 200",
+            "GET /manifest.json.minisig HTTP/1.1 200",
+            "GET /manifest.json HTTP/1.1 200",
+            "GET /manifest.json.minisig HTTP/1.1 200",
+        ]
+    );
+}
+
+#[test]
+fn a_manifest_signed_by_the_minisign_cli_installs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, secret) = (dir.path().join("ota.pub"), dir.path().join("ota.key"));
+    let status = std::process::Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(&public)
+        .arg("-s")
+        .arg(&secret)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("minisign is installed (Debian: apt-get install minisign)");
+    assert!(status.success());
+    // The objects and manifest as a publisher writes them; the signature by the CLI.
+    let site = Site::new();
+    site.publish(&Keys::new(), &v1());
+    site.remove("manifest.json.minisig");
+    let status = std::process::Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(&secret)
+        .arg("-m")
+        .arg(site.path("manifest.json"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let signature = site.read("manifest.json.minisig");
+    site.write("manifest.json.minisig", &signature);
+    let nginx = Nginx::serve(site.root());
+    let device = Device::on_site(
+        &nginx.url(),
+        &format!("public_key_file = {:?}", public.display().to_string()),
+    );
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), tree_of(&v1()));
 }
 
 #[test]

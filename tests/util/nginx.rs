@@ -101,6 +101,20 @@ impl Nginx {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// The request lines served so far (`GET /manifest.json HTTP/1.1`), from the access
+    /// log, with their status codes appended (`… 304`).
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| {
+                let (_, rest) = line.split_once('"')?;
+                let (request, rest) = rest.split_once('"')?;
+                let status = rest.split_whitespace().next()?;
+                Some(format!("{request} {status}"))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Nginx {
