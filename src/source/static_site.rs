@@ -92,7 +92,8 @@ impl StaticSite {
     ) -> Result<Option<Fetched>, SourceError> {
         let what = format!("reading the release manifest of {}", self.url);
         let mut condition = cached;
-        for attempt in 0..2 {
+        let mut retried = false;
+        loop {
             let etag = condition.map(|c| c.etag.as_str()).filter(|e| !e.is_empty());
             let since = condition.and_then(|c| c.last_modified.as_deref());
             let answer = self
@@ -135,12 +136,13 @@ impl StaticSite {
             };
             match signed::verify(&self.keys, &answer.body, &signature) {
                 Ok(()) => {}
-                Err(Refusal::BadSignature(why)) if attempt == 0 => {
+                Err(Refusal::BadSignature(why)) if !retried => {
                     tracing::info!(
                         "the signature of {url} does not verify ({why}); fetching both again \
                          in case the site was being published"
                     );
                     condition = None;
+                    retried = true;
                     continue;
                 }
                 Err(refusal) => return Err(Self::refused(&what, refusal)),
@@ -148,7 +150,6 @@ impl StaticSite {
             let verified = check(&answer.body, channel).map_err(|r| Self::refused(&what, r))?;
             return Ok(Some(Fetched { answer, verified }));
         }
-        unreachable!("the second attempt returns")
     }
 
     /// The verified manifest of `commit`: the one in memory, or the channel's manifest
@@ -218,6 +219,12 @@ fn check(bytes: &[u8], channel: &str) -> Result<Verified, Refusal> {
     }
     let mut by_path = HashMap::with_capacity(manifest.files.len());
     for (i, file) in manifest.files.iter().enumerate() {
+        if file.encoding == Encoding::Gzip && file.stored_size.is_none() {
+            return Err(Refusal::BadManifest(format!(
+                "{:?} is stored compressed but its stored_size is missing",
+                file.path
+            )));
+        }
         if by_path.insert(file.path.clone(), i).is_some() {
             return Err(Refusal::BadManifest(format!(
                 "it lists {:?} twice",
@@ -363,10 +370,10 @@ impl Source for StaticSite {
                     .http
                     .download(&url, Accept::Bytes, 0, None)
                     .map_err(missing)?;
-                let stored = file.stored_size.unwrap_or(signed::MAX_MANIFEST_BYTES);
                 let compressed = Bounded {
                     inner: body.reader,
-                    left: stored,
+                    // Checked present when the manifest was verified.
+                    left: file.stored_size.unwrap_or(0),
                     what: "the compressed object is larger than its declared stored_size",
                 };
                 // The fetcher reads at most `size + 1` decoded bytes and calls one more an
@@ -431,6 +438,63 @@ mod tests {
             channel_of(base, "http://h/app/channels/beta/manifest.json"),
             "beta"
         );
+    }
+
+    fn manifest(channel: &str, expires: &str, files: Vec<ReleaseFile>) -> Vec<u8> {
+        serde_json::to_vec(&ReleaseManifest {
+            format: signed::FORMAT.into(),
+            channel: channel.into(),
+            release: "v1".into(),
+            commit: ObjectId::for_blob(b"commit"),
+            counter: 1,
+            created: "2026-01-01T00:00:00Z".into(),
+            expires: expires.into(),
+            rollout_percent: None,
+            files,
+        })
+        .unwrap()
+    }
+
+    fn file(path: &str, encoding: Encoding, stored_size: Option<u64>) -> ReleaseFile {
+        ReleaseFile {
+            path: path.into(),
+            kind: Kind::File,
+            size: 3,
+            blob: ObjectId::for_blob(b"abc"),
+            sha256: crate::manifest::Sha256::of(b"abc"),
+            encoding,
+            stored_size,
+        }
+    }
+
+    #[test]
+    fn a_verified_manifest_is_checked_for_expiry_channel_and_consistency() {
+        let later = "2999-01-01T00:00:00Z";
+        let one = || vec![file("a", Encoding::Identity, None)];
+        assert!(check(&manifest("stable", later, one()), "stable").is_ok());
+        let kind = |bytes: Vec<u8>, channel: &str| check(&bytes, channel).err().map(|r| r.kind());
+        assert_eq!(
+            kind(manifest("stable", "2000-01-01T00:00:00Z", one()), "stable"),
+            Some("expired")
+        );
+        assert_eq!(
+            kind(manifest("beta", later, one()), "stable"),
+            Some("bad_manifest")
+        );
+        let twice = vec![
+            file("a", Encoding::Identity, None),
+            file("a", Encoding::Identity, None),
+        ];
+        assert_eq!(
+            kind(manifest("stable", later, twice), "stable"),
+            Some("bad_manifest")
+        );
+        let no_stored_size = vec![file("a", Encoding::Gzip, None)];
+        assert_eq!(
+            kind(manifest("stable", later, no_stored_size), "stable"),
+            Some("bad_manifest")
+        );
+        assert_eq!(kind(b"<html>".to_vec(), "stable"), Some("bad_manifest"));
     }
 
     #[test]
