@@ -333,6 +333,8 @@ fn a_named_channel_follows_its_own_manifest() {
     ));
     assert!(status.contains("\"counter\":2"), "{status}");
     assert!(status.contains("beta"), "{status}");
+    let check = device.ota_expect(&["check"], 0);
+    assert!(check.contains("(beta, counter 2)"), "{check}");
 }
 
 #[test]
