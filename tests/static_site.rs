@@ -404,3 +404,30 @@ fn a_release_rollout_percent_overrides_the_device_s() {
     device.ota_expect(&["update"], 0);
     assert_eq!(device.tree(), tree_of(&v2()));
 }
+
+#[test]
+fn a_dropped_identity_object_resumes_with_range() {
+    let keys = Keys::new();
+    let site = Site::new();
+    let mut release = v1();
+    // Incompressible bytes: stored as they are, so a drop resumes where it stopped.
+    release
+        .files
+        .insert("data.bin".into(), crate::util::noise(200_000, 7));
+    let manifest = site.publish(&keys, &release);
+    let object = Site::object_of(&manifest, "data.bin");
+    assert!(!object.ends_with(".gz"), "{object}");
+    let nginx = Nginx::serve(site.root());
+    let proxy = Proxy::to(nginx.port());
+    proxy.cut_once(&object, 64 * 1024);
+    let device = Device::on_site(&proxy.url(), &key_line(&keys));
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), tree_of(&release));
+    let served: Vec<String> = nginx
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains(&object))
+        .collect();
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert!(served[1].ends_with(" 206"), "{served:?}");
+}

@@ -36,15 +36,41 @@ impl Totals {
 pub struct Proxy {
     port: u16,
     connections: Arc<Mutex<Vec<Arc<Mutex<Connection>>>>>,
+    cut: Arc<Mutex<Option<Cut>>>,
+}
+
+/// A connection drop to make once: the answer to the first request whose line contains
+/// `path` is cut after `after` bytes.
+struct Cut {
+    path: String,
+    after: u64,
+}
+
+/// Shared by the two directions of one connection.
+#[derive(Default)]
+struct Armed {
+    /// Bytes still forwarded to the client before the connection is cut.
+    left: Option<u64>,
 }
 
 impl Proxy {
+    /// Once: cuts the connection answering the first request for `path` after `after`
+    /// bytes of the answer (headers included) reached the client.
+    pub fn cut_once(&self, path: &str, after: u64) {
+        *self.cut.lock().unwrap() = Some(Cut {
+            path: path.to_owned(),
+            after,
+        });
+    }
+
     /// Forwards connections made to the proxy's port to `127.0.0.1:upstream`.
     pub fn to(upstream: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections: Arc<Mutex<Vec<Arc<Mutex<Connection>>>>> = Arc::default();
         let all = Arc::clone(&connections);
+        let cut: Arc<Mutex<Option<Cut>>> = Arc::default();
+        let cuts = Arc::clone(&cut);
         thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -55,11 +81,18 @@ impl Proxy {
                 all.lock().unwrap().push(Arc::clone(&seen));
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let up = Arc::clone(&seen);
-                thread::spawn(move || pump(client, server, &up, true));
-                thread::spawn(move || pump(s2, c2, &seen, false));
+                let armed = Arc::new(Mutex::new(Armed::default()));
+                let (a2, cuts2) = (Arc::clone(&armed), Arc::clone(&cuts));
+                thread::spawn(move || pump(client, server, &up, true, &armed, &cuts2));
+                let no_cut = Arc::default();
+                thread::spawn(move || pump(s2, c2, &seen, false, &a2, &no_cut));
             }
         });
-        Proxy { port, connections }
+        Proxy {
+            port,
+            connections,
+            cut,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -95,14 +128,22 @@ impl Proxy {
 
 /// Copies `from` into `to`, counting; on the client side, cuts the stream into request
 /// heads (GET requests have no body) to record each request line.
-fn pump(mut from: TcpStream, mut to: TcpStream, seen: &Mutex<Connection>, upstream: bool) {
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    seen: &Mutex<Connection>,
+    upstream: bool,
+    armed: &Mutex<Armed>,
+    cut: &Mutex<Option<Cut>>,
+) {
     let mut buf = [0u8; 16 * 1024];
     let mut head = Vec::new();
     loop {
-        let n = match from.read(&mut buf) {
+        let mut n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let mut cut_now = false;
         {
             let mut seen = seen.lock().unwrap();
             if upstream {
@@ -110,17 +151,30 @@ fn pump(mut from: TcpStream, mut to: TcpStream, seen: &Mutex<Connection>, upstre
                 head.extend_from_slice(&buf[..n]);
                 while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                     let text = String::from_utf8_lossy(&head[..end]).into_owned();
-                    seen.requests
-                        .push(text.lines().next().unwrap_or_default().to_owned());
+                    let line = text.lines().next().unwrap_or_default().to_owned();
+                    let mut cut = cut.lock().unwrap();
+                    if cut.as_ref().is_some_and(|c| line.contains(&c.path)) {
+                        armed.lock().unwrap().left = cut.take().map(|c| c.after);
+                    }
+                    seen.requests.push(line);
                     head.drain(..end + 4);
                 }
             } else {
+                let mut armed = armed.lock().unwrap();
+                if let Some(left) = armed.left.as_mut() {
+                    if (n as u64) >= *left {
+                        n = *left as usize;
+                        cut_now = true;
+                    }
+                    *left -= n as u64;
+                }
                 seen.down += n as u64;
             }
         }
-        if to.write_all(&buf[..n]).is_err() {
+        if to.write_all(&buf[..n]).is_err() || cut_now {
             break;
         }
     }
-    let _ = to.shutdown(Shutdown::Write);
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
 }
