@@ -127,6 +127,8 @@ pub fn gzip(content: &[u8]) -> Vec<u8> {
 /// A static site in a temp folder.
 pub struct Site {
     dir: TempDir,
+    /// Files written so far: each gets its own modification time (see `write`).
+    writes: std::cell::Cell<u64>,
 }
 
 impl Site {
@@ -134,7 +136,10 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         // nginx workers may run as another user: the site must be readable by all.
         set_mode(dir.path(), 0o755);
-        Site { dir }
+        Site {
+            dir,
+            writes: std::cell::Cell::new(0),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -192,6 +197,18 @@ impl Site {
         let tmp = path.with_extension("tmp-write");
         std::fs::write(&tmp, bytes).unwrap();
         set_mode(&tmp, 0o644);
+        // nginx's ETag and Last-Modified count whole seconds: two manifests of the same
+        // size written within one second would look unchanged. A test writes faster than a
+        // publisher, so each write gets a later second of its own.
+        let n = self.writes.get() + 1;
+        self.writes.set(n);
+        let time = std::time::SystemTime::now() + std::time::Duration::from_secs(n);
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(time)
+            .unwrap();
         std::fs::rename(&tmp, &path).unwrap();
     }
 
