@@ -327,3 +327,140 @@ impl Refusal {
         }
     }
 }
+
+/// A secret key loaded to sign manifests (`ota publish`), in minisign's format.
+pub struct SigningKey {
+    secret: minisign::SecretKey,
+    public: minisign::PublicKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({})", self.id())
+    }
+}
+
+/// A new key pair, as `ota keygen` writes it.
+pub struct NewKey {
+    /// The secret key file's text (`ota.key`): minisign's secret key format, encrypted with
+    /// scrypt when a password was given.
+    pub secret_file: String,
+    /// The public key file's text (`ota.pub`).
+    pub public_file: String,
+    /// The public key's base64 line (`RW…`): the value of `public_key` in a device config.
+    pub public_key: String,
+    /// The key id (16 uppercase hex digits), as minisign prints it.
+    pub id: String,
+}
+
+/// A secret key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key is password-protected and no password was given.
+    #[error(
+        "the secret key is password-protected: give its password with --password-file FILE \
+         or --password-env VAR (or run on a terminal to be asked)"
+    )]
+    NeedsPassword,
+    /// The password does not decrypt the key.
+    #[error("the password does not decrypt the secret key (wrong password?): {0}")]
+    WrongPassword(String),
+    /// Not a minisign secret key.
+    #[error(
+        "it is not a minisign secret key ({0}): give the `ota.key` written by `ota keygen` \
+         (or a key made by `minisign -G`)"
+    )]
+    NotAKey(String),
+    /// The key could not be created or used.
+    #[error("the key cannot be used: {0}")]
+    Crypto(String),
+}
+
+/// Makes a new Ed25519 key pair; with `password`, the secret key is encrypted with it
+/// (scrypt, as minisign does); without, it is stored unencrypted (as `minisign -G -W`).
+pub fn generate_key(password: Option<&str>) -> Result<NewKey, KeyError> {
+    let crypto = |e: minisign::PError| KeyError::Crypto(e.to_string());
+    let pair = match password {
+        Some(password) => minisign::KeyPair::generate_encrypted_keypair(Some(password.into())),
+        None => minisign::KeyPair::generate_unencrypted_keypair(),
+    }
+    .map_err(crypto)?;
+    let id = key_id(pair.pk.keynum());
+    let comment = match password {
+        Some(_) => format!("ota secret key {id} (password-protected)"),
+        None => format!("ota secret key {id}"),
+    };
+    Ok(NewKey {
+        secret_file: pair
+            .sk
+            .to_box(Some(&comment))
+            .map_err(crypto)?
+            .into_string(),
+        public_file: pair.pk.to_box().map_err(crypto)?.into_string(),
+        public_key: pair.pk.to_base64(),
+        id,
+    })
+}
+
+/// Whether the secret key file `text` is password-protected (it may still be no key at all:
+/// [`load_secret_key`] says).
+pub fn secret_key_is_encrypted(text: &str) -> bool {
+    let unencrypted = minisign::SecretKeyBox::from_string(text)
+        .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key);
+    match unencrypted {
+        Ok(_) => false,
+        // Only a key that parses and names a KDF gives this; anything else is not a key.
+        Err(e) => e.to_string().contains("encrypted"),
+    }
+}
+
+/// Loads a secret key file's text (`ota.key`, or a key made by `minisign -G`), decrypting it
+/// with `password` when it is password-protected. Never prompts: the caller asks.
+pub fn load_secret_key(text: &str, password: Option<&str>) -> Result<SigningKey, KeyError> {
+    let secret = if secret_key_is_encrypted(text) {
+        let password = password.ok_or(KeyError::NeedsPassword)?;
+        let boxed = minisign::SecretKeyBox::from_string(text)
+            .map_err(|e| KeyError::NotAKey(e.to_string()))?;
+        boxed
+            .into_secret_key(Some(password.to_owned()))
+            .map_err(|e| KeyError::WrongPassword(e.to_string()))?
+    } else {
+        minisign::SecretKeyBox::from_string(text)
+            .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key)
+            .map_err(|e| KeyError::NotAKey(e.to_string()))?
+    };
+    let public = minisign::PublicKey::from_secret_key(&secret)
+        .map_err(|e| KeyError::NotAKey(e.to_string()))?;
+    Ok(SigningKey { secret, public })
+}
+
+impl SigningKey {
+    /// The key id (16 uppercase hex digits), as minisign prints it.
+    pub fn id(&self) -> String {
+        key_id(self.public.keynum())
+    }
+
+    /// The public key's base64 line (`RW…`).
+    pub fn public_key(&self) -> String {
+        self.public.to_base64()
+    }
+
+    /// Signs `bytes`: returns the `.minisig` file's text. `trusted_comment` (one line; any
+    /// control character is replaced by a space) is signed too, and `minisign -V` prints it.
+    pub fn sign(&self, bytes: &[u8], trusted_comment: &str) -> Result<String, KeyError> {
+        let comment: String = trusted_comment
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let untrusted = format!("signature from ota secret key {}", self.id());
+        let signature = minisign::sign(
+            Some(&self.public),
+            &self.secret,
+            Cursor::new(bytes),
+            Some(&comment),
+            Some(&untrusted),
+        )
+        .map_err(|e| KeyError::Crypto(e.to_string()))?;
+        Ok(signature.into_string())
+    }
+}
