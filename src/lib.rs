@@ -83,6 +83,7 @@ mod limits;
 mod manifest;
 mod metrics;
 mod plan;
+pub mod publish;
 mod resources;
 pub mod schedule;
 mod signal;
