@@ -363,7 +363,9 @@ pub enum KeyError {
     )]
     NeedsPassword,
     /// The password does not decrypt the key.
-    #[error("the password does not decrypt the secret key (wrong password?): {0}")]
+    #[error(
+        "the password does not decrypt the secret key ({0}): give the password it was made with"
+    )]
     WrongPassword(String),
     /// Not a minisign secret key.
     #[error(
@@ -402,28 +404,50 @@ pub fn generate_key(password: Option<&str>) -> Result<NewKey, KeyError> {
     })
 }
 
-/// Whether the secret key file `text` is password-protected (it may still be no key at all:
-/// [`load_secret_key`] says).
-pub fn secret_key_is_encrypted(text: &str) -> bool {
-    let unencrypted = minisign::SecretKeyBox::from_string(text)
-        .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key);
-    match unencrypted {
-        Ok(_) => false,
-        // Only a key that parses and names a KDF gives this; anything else is not a key.
-        Err(e) => e.to_string().contains("encrypted"),
+/// Length of a minisign secret key, decoded: algorithm, KDF and checksum algorithm (2 bytes
+/// each), KDF salt (32), KDF limits (8 + 8), key id (8), Ed25519 key (64), checksum (32).
+const SECRET_KEY_BYTES: usize = 158;
+
+/// The decoded bytes of a secret key file (its second line, base64).
+fn secret_key_bytes(text: &str) -> Result<Vec<u8>, KeyError> {
+    use base64::Engine;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .ok_or_else(|| KeyError::NotAKey("the file holds no key".into()))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(line)
+        .map_err(|e| KeyError::NotAKey(format!("its key line is not base64: {e}")))?;
+    if bytes.len() != SECRET_KEY_BYTES || &bytes[..2] != b"Ed" {
+        return Err(KeyError::NotAKey(
+            "its key line is not an Ed25519 secret key".into(),
+        ));
     }
+    Ok(bytes)
 }
 
-/// Loads a secret key file's text (`ota.key`, or a key made by `minisign -G`), decrypting it
-/// with `password` when it is password-protected. Never prompts: the caller asks.
+/// Whether the secret key file `text` is password-protected (its key derivation algorithm
+/// is set). Not a key at all: `false`, and [`load_secret_key`] says what is wrong.
+pub fn secret_key_is_encrypted(text: &str) -> bool {
+    secret_key_bytes(text).is_ok_and(|bytes| bytes[2..4] != [0, 0])
+}
+
+/// Loads a secret key file's text (`ota.key`, or a key made by `minisign -G`, with or
+/// without `-W`), decrypting it with `password` when it is password-protected. Never
+/// prompts: the caller asks.
 pub fn load_secret_key(text: &str, password: Option<&str>) -> Result<SigningKey, KeyError> {
-    let secret = if secret_key_is_encrypted(text) {
+    let bytes = secret_key_bytes(text)?;
+    let secret = if bytes[2..4] != [0, 0] {
         let password = password.ok_or(KeyError::NeedsPassword)?;
-        let boxed = minisign::SecretKeyBox::from_string(text)
-            .map_err(|e| KeyError::NotAKey(e.to_string()))?;
-        boxed
-            .into_secret_key(Some(password.to_owned()))
+        minisign::SecretKeyBox::from_string(text)
+            .and_then(|boxed| boxed.into_secret_key(Some(password.to_owned())))
             .map_err(|e| KeyError::WrongPassword(e.to_string()))?
+    } else if bytes[126..].iter().all(|b| *b == 0) {
+        // `minisign -G -W` (0.11) leaves the checksum of an unencrypted key empty, and the
+        // crate's loader refuses it. Signing checks the key all the same: each signature
+        // is verified with the public half of the key before it is returned.
+        minisign::SecretKey::from_bytes(&bytes).map_err(|e| KeyError::NotAKey(e.to_string()))?
     } else {
         minisign::SecretKeyBox::from_string(text)
             .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key)
@@ -431,7 +455,10 @@ pub fn load_secret_key(text: &str, password: Option<&str>) -> Result<SigningKey,
     };
     let public = minisign::PublicKey::from_secret_key(&secret)
         .map_err(|e| KeyError::NotAKey(e.to_string()))?;
-    Ok(SigningKey { secret, public })
+    let key = SigningKey { secret, public };
+    // A damaged key fails here, not at the first publish's last step.
+    key.sign(b"ota", "check")?;
+    Ok(key)
 }
 
 impl SigningKey {

@@ -3,7 +3,7 @@
 
 use std::io::{self, IsTerminal, Write};
 
-use anyhow::{Context, bail};
+use anyhow::{anyhow, bail};
 use ota::publish::{self, Input, Options};
 use ota::signed;
 
@@ -15,14 +15,14 @@ use crate::print;
 fn given_password(args: &PasswordArgs) -> anyhow::Result<Option<String>> {
     if let Some(file) = &args.password_file {
         let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read --password-file {}", file.display()))?;
+            .map_err(|e| anyhow!("cannot read --password-file {}: {e}", file.display()))?;
         // The first line, without its line ending: `echo secret > file` works.
         let line = text.lines().next().unwrap_or_default();
         return Ok(Some(line.to_owned()));
     }
     if let Some(var) = &args.password_env {
-        let value = std::env::var(var).with_context(|| {
-            format!(
+        let value = std::env::var(var).map_err(|_| {
+            anyhow!(
                 "--password-env {var}: the environment variable {var} is not set (or not UTF-8)"
             )
         })?;
@@ -43,10 +43,10 @@ pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
         let first = rpassword::prompt_password(
             "Password for the new secret key (empty: none, the key is stored unencrypted): ",
         )
-        .context("cannot read the password from the terminal")?;
+        .map_err(|e| anyhow!("cannot read the password from the terminal: {e}"))?;
         if !first.is_empty() {
             let again = rpassword::prompt_password("The same password again: ")
-                .context("cannot read the password from the terminal")?;
+                .map_err(|e| anyhow!("cannot read the password from the terminal: {e}"))?;
             if again != first {
                 bail!("the two passwords differ: nothing was written; run ota keygen again");
             }
@@ -95,8 +95,12 @@ pub fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         Some(path) => ota::config::Config::load(path)?.filter,
         None => publish::filter(&args.allow, &args.ignore)?,
     };
-    let key_text = std::fs::read_to_string(&args.key)
-        .with_context(|| format!("cannot read the secret key --key {}", args.key.display()))?;
+    let key_text = std::fs::read_to_string(&args.key).map_err(|e| {
+        anyhow!(
+            "cannot read the secret key --key {}: {e}",
+            args.key.display()
+        )
+    })?;
     let mut password = given_password(&args.password)?;
     if password.is_none()
         && signed::secret_key_is_encrypted(&key_text)
@@ -105,11 +109,11 @@ pub fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         let prompt = format!("Password for {}: ", args.key.display());
         password = Some(
             rpassword::prompt_password(prompt)
-                .context("cannot read the password from the terminal")?,
+                .map_err(|e| anyhow!("cannot read the password from the terminal: {e}"))?,
         );
     }
     let key = signed::load_secret_key(&key_text, password.as_deref())
-        .with_context(|| format!("--key {}", args.key.display()))?;
+        .map_err(|e| anyhow!("--key {}: {e}", args.key.display()))?;
     let options = Options {
         input,
         out: args.out.clone(),
