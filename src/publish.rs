@@ -202,6 +202,7 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
                 (tree, Some(commit), Some(name), contents)
             }
             Input::Folder(dir) => {
+                refuse_site_inside(dir, &options.out)?;
                 let tree = source::walk(dir)?;
                 (tree, None, None, Box::new(source::FolderContents::new(dir)))
             }
@@ -369,6 +370,27 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         summary.pruned_bytes = pruned.bytes;
     }
     Ok(summary)
+}
+
+/// Refuses to publish a folder that holds the site: the site's own files would become part
+/// of the release, and change while it is read.
+fn refuse_site_inside(dir: &Path, out: &Path) -> Result<(), PublishError> {
+    let dir = std::fs::canonicalize(dir).map_err(|e| PublishError::io(dir, "read", e))?;
+    let out = match std::fs::canonicalize(out) {
+        Ok(out) => out,
+        Err(_) => path_clean::clean(
+            std::path::absolute(out).map_err(|e| PublishError::io(out, "read", e))?,
+        ),
+    };
+    if out.starts_with(&dir) {
+        return Err(PublishError::Usage(format!(
+            "--out {} is inside --dir {}: the site would publish itself; write the site \
+             elsewhere",
+            out.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Reads `reader` to the end: its SHA-256, checked against the entry's size and blob id;

@@ -642,3 +642,13 @@ fn keys_made_by_minisign_and_password_protected_keys_sign_releases() {
     assert_eq!(refused.kind(), "untrusted_key");
     signed::verify(&trusting(&keys.join("ota.pub")), &bytes, &signature).unwrap();
 }
+
+#[test]
+fn a_folder_holding_the_site_is_not_published() {
+    let publisher = Publisher::new();
+    let folder = publisher.home().to_path_buf();
+    let out = publisher.run(&["--dir", folder.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("inside --dir"), "{}", text(&out));
+    assert!(!publisher.site.exists());
+}
