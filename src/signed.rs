@@ -491,3 +491,53 @@ impl SigningKey {
         Ok(signature.into_string())
     }
 }
+
+#[cfg(test)]
+mod signing_tests {
+    use super::*;
+
+    #[test]
+    fn what_a_new_key_signs_verifies_with_its_public_key_only() {
+        let key = generate_key(None).unwrap();
+        let signer = load_secret_key(&key.secret_file, None).unwrap();
+        assert_eq!(signer.id(), key.id);
+        assert_eq!(signer.public_key(), key.public_key);
+        let signature = signer
+            .sign(b"manifest", "ota release v1\ncounter 1")
+            .unwrap();
+        // The trusted comment stays one line, whatever it was given.
+        assert!(
+            signature.contains("trusted comment: ota release v1 counter 1\n"),
+            "{signature}"
+        );
+        let mut keys = TrustedKeys::default();
+        keys.add(&key.public_file).unwrap();
+        verify(&keys, b"manifest", signature.as_bytes()).unwrap();
+        let altered = verify(&keys, b"manifesT", signature.as_bytes()).unwrap_err();
+        assert_eq!(altered.kind(), "bad_signature");
+        let mut others = TrustedKeys::default();
+        others.add(&generate_key(None).unwrap().public_key).unwrap();
+        let untrusted = verify(&others, b"manifest", signature.as_bytes()).unwrap_err();
+        assert_eq!(untrusted.kind(), "untrusted_key");
+    }
+
+    #[test]
+    fn an_encrypted_key_needs_its_password() {
+        let key = generate_key(Some("pw")).unwrap();
+        assert!(secret_key_is_encrypted(&key.secret_file));
+        assert!(matches!(
+            load_secret_key(&key.secret_file, None),
+            Err(KeyError::NeedsPassword)
+        ));
+        assert!(matches!(
+            load_secret_key(&key.secret_file, Some("wrong")),
+            Err(KeyError::WrongPassword(_))
+        ));
+        let signer = load_secret_key(&key.secret_file, Some("pw")).unwrap();
+        assert_eq!(signer.id(), key.id);
+        assert!(matches!(
+            load_secret_key("untrusted comment: x\nnot a key\n", None),
+            Err(KeyError::NotAKey(_))
+        ));
+    }
+}
