@@ -176,6 +176,27 @@ fn a_published_release_holds_every_file_and_minisign_verifies_its_manifest() {
         publisher.public.to_str().unwrap(),
     ]);
     assert!(!ok, "minisign accepted an altered manifest: {said}");
+    // The web server can read every file: each has the mode of a file created with 0644
+    // under this process's umask (not a temporary file's 0600).
+    let probe = publisher.home().join("probe");
+    std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new().write(true).create_new(true),
+        0o644,
+    )
+    .open(&probe)
+    .unwrap();
+    let expected = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+    for file in objects(&publisher.site).iter().map(String::as_str).chain([
+        "manifest.json",
+        "manifest.json.minisig",
+        "releases/1.json",
+    ]) {
+        let mode = std::fs::metadata(publisher.site.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, expected, "{file}");
+    }
     // No temporary file is left on the site.
     let leftovers = walk_names(&publisher.site);
     assert!(

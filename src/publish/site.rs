@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use flate2::Compression;
@@ -154,6 +155,7 @@ impl Site {
         let temp = |suffix: &str| {
             tempfile::Builder::new()
                 .prefix(".tmp-")
+                .permissions(readable())
                 .suffix(suffix)
                 .tempfile_in(&dir)
                 .map_err(|e| PublishError::io(&dir, "write in", e))
@@ -242,6 +244,7 @@ impl Site {
         let failed = |e: io::Error| PublishError::io(&path, "write", e);
         let mut file = tempfile::Builder::new()
             .prefix(".tmp-")
+            .permissions(readable())
             .tempfile_in(&dir)
             .map_err(failed)?;
         file.write_all(bytes).map_err(failed)?;
@@ -345,6 +348,12 @@ fn read_manifest(path: &Path) -> Result<ReleaseManifest, PublishError> {
             path.display()
         ))
     })
+}
+
+/// A site file's mode: readable by everyone (the web server), as a file created with
+/// 0644 under the process's umask.
+fn readable() -> fs::Permissions {
+    fs::Permissions::from_mode(0o644)
 }
 
 /// Flushes a folder's entries (a rename in it) to disk.
