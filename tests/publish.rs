@@ -673,3 +673,40 @@ fn a_folder_holding_the_site_is_not_published() {
     assert!(text(&out).contains("inside --dir"), "{}", text(&out));
     assert!(!publisher.site.exists());
 }
+
+#[test]
+fn two_publishes_at_once_take_turns_and_distinct_counters() {
+    let mut repo = small_app();
+    repo.write("odd names/ünï cödé.txt", "spaces and unicode\n")
+        .write("quote\"name", "git quotes this name without -z\n");
+    repo.commit("odd names");
+    repo.tag("v1.1.0");
+    let publisher = Publisher::new();
+    let repo_path = repo.path().to_str().unwrap().to_owned();
+    let summaries: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let runs: Vec<_> = ["v1.0.0", "v1.1.0"]
+            .into_iter()
+            .map(|tag| {
+                let (publisher, repo_path) = (&publisher, &repo_path);
+                s.spawn(move || publisher.publish(&["--repo", repo_path, "--ref", tag]))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let mut counters: Vec<u64> = summaries
+        .iter()
+        .map(|s| s["counter"].as_u64().unwrap())
+        .collect();
+    counters.sort();
+    assert_eq!(counters, [1, 2]);
+    for (counter, tag) in summaries.iter().map(|s| {
+        (
+            s["counter"].as_u64().unwrap(),
+            s["release"].as_str().unwrap(),
+        )
+    }) {
+        let record = read_manifest(&publisher.site.join(format!("releases/{counter}.json")));
+        assert_eq!(record.release, tag);
+        assert_eq!(release_tree(&publisher.site, &record), repo.snapshot(tag));
+    }
+}

@@ -26,6 +26,8 @@ const MIN_SAVING_BYTES: u64 = 512;
 /// The folder where published releases live.
 pub(super) struct Site {
     root: PathBuf,
+    /// An exclusive `flock` on `SITE/.ota-publish.lock`, held while this publish runs.
+    _lock: File,
 }
 
 /// How an object is stored on the site.
@@ -48,11 +50,22 @@ pub(super) struct Pruned {
 }
 
 impl Site {
-    /// The site at `root`, created if missing.
+    /// The site at `root`, created if missing, locked against other `ota publish` runs: a
+    /// second one waits for the first to finish, then takes the next counter.
     pub(super) fn open(root: &Path) -> Result<Site, PublishError> {
         fs::create_dir_all(root).map_err(|e| PublishError::io(root, "create", e))?;
+        let path = root.join(".ota-publish.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| PublishError::io(&path, "open", e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| PublishError::io(&path, "lock", e.into()))?;
         Ok(Site {
             root: root.to_path_buf(),
+            _lock: lock,
         })
     }
 
