@@ -72,12 +72,15 @@ pub(super) fn resolve(repo: &Path, reference: &str) -> Result<ObjectId, PublishE
             &spec,
         ],
     )
-    .map_err(|_| {
-        PublishError::Git(format!(
+    .map_err(|e| match e {
+        // git says why when it has a reason (not a repository); a ref that names nothing
+        // leaves it silent (`--quiet`).
+        PublishError::Git(message) if !message.ends_with("failed: ") => PublishError::Git(message),
+        _ => PublishError::Git(format!(
             "{reference:?} names no commit in {}: give a tag, branch or commit of that \
                  repository (`git tag`, `git branch`)",
             repo.display()
-        ))
+        )),
     })?;
     let text = String::from_utf8_lossy(&out);
     ObjectId::from_hex(text.trim())
