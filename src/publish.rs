@@ -28,7 +28,7 @@ use serde::Serialize;
 pub use keygen::{KeygenReport, keygen};
 
 use crate::filter::{Filter, FilterError};
-use crate::manifest::{self, Kind, ManifestError, RelPath, Sha256, TreeEntry};
+use crate::manifest::{self, Kind, ManifestError, ObjectId, RelPath, Sha256, TreeEntry};
 use crate::signed::{self, KeyError, ReleaseFile, ReleaseManifest, SigningKey};
 use site::Site;
 use source::Contents;
@@ -173,8 +173,94 @@ struct Hashed {
     raw: TreeEntry,
 }
 
+/// A release read and validated, before anything is written.
+struct Release {
+    name: String,
+    commit: ObjectId,
+    files: Vec<Hashed>,
+    bytes: u64,
+    warnings: Vec<String>,
+    /// Where the files' content is read again to store new objects.
+    contents: Box<dyn Contents>,
+}
+
 /// Publishes one release into the site `options.out`, signed with `key`.
 pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishError> {
+    let expires_in = check(options)?;
+    let mut release = read(options)?;
+
+    let site = Site::open(&options.out)?;
+    let counter = site.next_counter()?;
+    let mut summary = Summary {
+        release: release.name.clone(),
+        channel: options.channel.clone(),
+        commit: release.commit.to_hex(),
+        counter,
+        manifest: signed::manifest_path(&options.channel),
+        files: release.files.len(),
+        bytes: release.bytes,
+        objects_written: 0,
+        bytes_written: 0,
+        objects_reused: 0,
+        created: String::new(),
+        expires: String::new(),
+        key_id: key.id(),
+        pruned_releases: Vec::new(),
+        pruned_objects: 0,
+        pruned_bytes: 0,
+        warnings: std::mem::take(&mut release.warnings),
+    };
+    // 1. Objects.
+    let files = store_objects(&site, &mut release, &mut summary)?;
+
+    // 2. and 3. The release record, then the manifest, then its signature.
+    let now = jiff::Timestamp::now();
+    let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let expires = now
+        .checked_add(expires_in)
+        .map_err(|_| PublishError::Usage("--expires-in is too long".into()))?;
+    summary.created = now.to_string();
+    summary.expires = expires.to_string();
+    let manifest = ReleaseManifest {
+        format: signed::FORMAT.to_owned(),
+        channel: options.channel.clone(),
+        release: release.name.clone(),
+        commit: release.commit,
+        counter,
+        created: summary.created.clone(),
+        expires: summary.expires.clone(),
+        rollout_percent: options.rollout_percent,
+        files,
+    };
+    let mut bytes = serde_json::to_vec(&manifest)
+        .map_err(|e| PublishError::Invalid(format!("cannot write the manifest: {e}")))?;
+    bytes.push(b'\n');
+    let comment = format!(
+        "ota release {} channel {} counter {counter} expires {}",
+        release.name, options.channel, summary.expires
+    );
+    let signature = key.sign(&bytes, &comment)?;
+    let record = format!("releases/{counter}.json");
+    site.write(&record, &bytes)?;
+    site.write(&format!("{record}.minisig"), signature.as_bytes())?;
+    site.write(&summary.manifest, &bytes)?;
+    site.write(
+        &format!("{}.minisig", summary.manifest),
+        signature.as_bytes(),
+    )?;
+
+    // 4. Pruning, once the new manifest is in place.
+    if let Some(keep) = options.keep {
+        let pruned = site.prune(keep)?;
+        summary.pruned_releases = pruned.releases;
+        summary.pruned_objects = pruned.objects;
+        summary.pruned_bytes = pruned.bytes;
+    }
+    Ok(summary)
+}
+
+/// Checks the options that need no reading; returns `expires_in` as a signed duration.
+fn check(options: &Options) -> Result<jiff::SignedDuration, PublishError> {
     signed::check_channel_name(&options.channel)
         .map_err(|e| PublishError::Usage(format!("--channel {:?} {e}", options.channel)))?;
     if options.rollout_percent.is_some_and(|p| p > 100) {
@@ -187,7 +273,28 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
             "--keep 0 would delete the release being published: keep at least 1".into(),
         ));
     }
-    // Read and validate everything before the site is touched.
+    if let Some(name) = &options.release {
+        check_release_name(name)?;
+    }
+    jiff::SignedDuration::try_from(options.expires_in)
+        .ok()
+        .filter(|d| jiff::Timestamp::now().checked_add(*d).is_ok())
+        .ok_or_else(|| PublishError::Usage("--expires-in is too long".into()))
+}
+
+fn check_release_name(name: &str) -> Result<(), PublishError> {
+    if name.is_empty() || name.chars().any(char::is_control) || name.len() > 255 {
+        return Err(PublishError::Usage(format!(
+            "--release {name:?} is not a release name: 1 to 255 characters, no control \
+             characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the release's files and validates them as devices would (paths, modes, symlink
+/// targets), hashing every file: nothing is written.
+fn read(options: &Options) -> Result<Release, PublishError> {
     let (tree, commit, default_name, mut contents): (_, _, _, Box<dyn Contents>) =
         match &options.input {
             Input::Git { repo, reference } => {
@@ -217,7 +324,7 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         ));
     }
 
-    // Hash every file (SHA-256), reading symlink targets to check them as devices do.
+    // Every file's SHA-256; symlink targets are read to be checked as devices check them.
     let mut hashed = Vec::with_capacity(files.len());
     let mut links = BTreeMap::new();
     for entry in files.entries() {
@@ -245,6 +352,7 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         });
     }
     manifest::check_links(&links, &reserved)?;
+    // A folder's id: the git tree id of the files published.
     let commit = match commit {
         Some(commit) => commit,
         None => source::tree_id(
@@ -254,43 +362,32 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
                 .collect::<Vec<_>>(),
         ),
     };
-    let release = match (&options.release, default_name) {
+    let name = match (&options.release, default_name) {
         (Some(name), _) => name.clone(),
         (None, Some(name)) => name,
         (None, None) => commit.to_hex()[..12].to_owned(),
     };
-    if release.is_empty() || release.chars().any(char::is_control) || release.len() > 255 {
-        return Err(PublishError::Usage(format!(
-            "--release {release:?} is not a release name: 1 to 255 characters, no control \
-             characters"
-        )));
-    }
-
-    // 1. Objects.
-    let site = Site::open(&options.out)?;
-    let counter = site.next_counter()?;
-    let mut summary = Summary {
-        release: release.clone(),
-        channel: options.channel.clone(),
-        commit: commit.to_hex(),
-        counter,
-        manifest: signed::manifest_path(&options.channel),
-        files: hashed.len(),
+    check_release_name(&name)?;
+    Ok(Release {
+        name,
+        commit,
+        files: hashed,
         bytes: files.total_bytes(),
-        objects_written: 0,
-        bytes_written: 0,
-        objects_reused: 0,
-        created: String::new(),
-        expires: String::new(),
-        key_id: key.id(),
-        pruned_releases: Vec::new(),
-        pruned_objects: 0,
-        pruned_bytes: 0,
         warnings,
-    };
+        contents,
+    })
+}
+
+/// Stores every object the site does not have yet (each content once), counting in
+/// `summary`; returns the manifest's file list.
+fn store_objects(
+    site: &Site,
+    release: &mut Release,
+    summary: &mut Summary,
+) -> Result<Vec<ReleaseFile>, PublishError> {
     let mut stored = BTreeMap::new();
-    let mut release_files = Vec::with_capacity(hashed.len());
-    for file in &hashed {
+    let mut listed = Vec::with_capacity(release.files.len());
+    for file in &release.files {
         let object = match stored.get(&file.sha256) {
             Some(object) => *object,
             None => {
@@ -300,7 +397,7 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
                         object
                     }
                     None => {
-                        let mut reader = contents.open(&file.raw)?;
+                        let mut reader = release.contents.open(&file.raw)?;
                         let what = format!("{} of the release", file.entry.path);
                         let object =
                             site.store_object(&file.sha256, file.entry.size, &mut *reader, &what)?;
@@ -313,7 +410,7 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
                 object
             }
         };
-        release_files.push(ReleaseFile {
+        listed.push(ReleaseFile {
             path: file.entry.path.as_str().to_owned(),
             kind: file.entry.kind,
             size: file.entry.size,
@@ -323,53 +420,7 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
             stored_size: (object.encoding != signed::Encoding::Identity).then_some(object.size),
         });
     }
-    drop(contents);
-
-    // 2. and 3. The release record, then the manifest, then its signature.
-    let now = jiff::Timestamp::now();
-    let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
-    let expires = jiff::SignedDuration::try_from(options.expires_in)
-        .ok()
-        .and_then(|d| now.checked_add(d).ok())
-        .ok_or_else(|| PublishError::Usage("--expires-in is too long".into()))?;
-    summary.created = now.to_string();
-    summary.expires = expires.to_string();
-    let manifest = ReleaseManifest {
-        format: signed::FORMAT.to_owned(),
-        channel: options.channel.clone(),
-        release: release.clone(),
-        commit,
-        counter,
-        created: summary.created.clone(),
-        expires: summary.expires.clone(),
-        rollout_percent: options.rollout_percent,
-        files: release_files,
-    };
-    let mut bytes = serde_json::to_vec(&manifest)
-        .map_err(|e| PublishError::Invalid(format!("cannot write the manifest: {e}")))?;
-    bytes.push(b'\n');
-    let comment = format!(
-        "ota release {release} channel {} counter {counter} expires {}",
-        options.channel, summary.expires
-    );
-    let signature = key.sign(&bytes, &comment)?;
-    let record = format!("releases/{counter}.json");
-    site.write(&record, &bytes)?;
-    site.write(&format!("{record}.minisig"), signature.as_bytes())?;
-    site.write(&summary.manifest, &bytes)?;
-    site.write(
-        &format!("{}.minisig", summary.manifest),
-        signature.as_bytes(),
-    )?;
-
-    // 4. Pruning, once the new manifest is in place.
-    if let Some(keep) = options.keep {
-        let pruned = site.prune(keep)?;
-        summary.pruned_releases = pruned.releases;
-        summary.pruned_objects = pruned.objects;
-        summary.pruned_bytes = pruned.bytes;
-    }
-    Ok(summary)
+    Ok(listed)
 }
 
 /// Refuses to publish a folder that holds the site: the site's own files would become part
