@@ -369,6 +369,7 @@ pub(super) fn tree_id(entries: &[(String, u32, ObjectId)]) -> ObjectId {
         sha1.update(format!("tree {}\0", body.len()).as_bytes());
         sha1.update(&body);
         let digest: [u8; 20] = sha1.finalize().into();
+        // `ObjectId` is built from hex outside `manifest`; 40 hex digits always parse.
         ObjectId::from_hex(&hex::encode(digest)).unwrap_or(ObjectId::for_blob(b""))
     }
     let mut root = Folder::default();
