@@ -19,6 +19,7 @@ mod network;
 mod previous;
 mod private;
 mod progress;
+mod publish;
 mod race;
 mod recover;
 mod release;
