@@ -431,3 +431,55 @@ fn a_dropped_identity_object_resumes_with_range() {
     assert_eq!(served.len(), 2, "{served:?}");
     assert!(served[1].ends_with(" 206"), "{served:?}");
 }
+
+/// The whole path a fleet owner takes: `ota keygen`, `ota publish` of a git tag into a site
+/// that nginx serves, devices install it; the next tag is published and installed with
+/// only its changed files; publishing the same tag again (a new signature and expiry, the
+/// same release) is seen, and changes nothing on the device.
+#[test]
+fn ota_publish_to_nginx_then_install_update_and_resign() {
+    let mut repo = crate::util::small_app();
+    let publisher = crate::util::publisher::Publisher::new();
+    let repo_path = repo.path().to_str().unwrap().to_owned();
+    publisher.publish(&["--repo", &repo_path, "--ref", "v1.0.0"]);
+    let nginx = Nginx::serve(&publisher.site);
+    let proxy = Proxy::to(nginx.port());
+    let key = format!("public_key = {:?}", publisher.public_key());
+    let device = Device::on_site(&proxy.url(), &key);
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+
+    repo.write("main.py", "print('v2')\n").remove("lib/util.py");
+    repo.write("lib/extra.py", "EXTRA = 1\n");
+    repo.commit("v2");
+    repo.tag("v2.0.0");
+    publisher.publish(&["--repo", &repo_path, "--ref", "v2.0.0"]);
+    let before = proxy.requests().len();
+    let out = device.ota_expect(&["update", "--json"], 0);
+    assert_eq!(device.tree(), repo.snapshot("v2.0.0"), "{out}");
+    let asked = proxy.requests()[before..].to_vec();
+    let objects = asked.iter().filter(|r| r.contains("/objects/")).count();
+    // main.py and lib/extra.py: the deleted file costs nothing, the rest is kept.
+    assert_eq!(objects, 2, "{asked:?}");
+    assert_eq!(
+        asked.len(),
+        2 + 2,
+        "manifest, signature, 2 objects: {asked:?}"
+    );
+
+    // Re-signing the same tag: a new counter and expiry, the same release. The manifest's
+    // mtime moves to a later second even within the same second, so nginx's ETag changes
+    // and the device sees the new manifest, verifies it, and installs nothing.
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let manifest = publisher.site.join("manifest.json");
+    let first = mtime(&manifest);
+    let again = publisher.publish(&["--repo", &repo_path, "--ref", "v2.0.0"]);
+    assert_eq!(again["counter"], 3);
+    assert!(mtime(&manifest) > first);
+    let before = proxy.requests().len();
+    let out = compact(&device.ota_expect(&["update", "--json"], 0));
+    let asked = proxy.requests()[before..].to_vec();
+    assert_eq!(asked.len(), 2, "manifest and signature only: {asked:?}");
+    assert!(out.contains("\"counter\":3"), "{out}");
+    assert_eq!(device.tree(), repo.snapshot("v2.0.0"));
+}

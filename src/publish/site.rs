@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -261,6 +262,18 @@ impl Site {
             .tempfile_in(&dir)
             .map_err(failed)?;
         file.write_all(bytes).map_err(failed)?;
+        // nginx and Apache derive `ETag` and `Last-Modified` from the mtime in whole
+        // seconds (and the size): a manifest replaced within the same second by one of the
+        // same size would look unchanged to devices polling conditionally, until it
+        // expired. So the new file's mtime is moved past the old one's second.
+        if let Ok(old) = fs::metadata(&path).and_then(|m| m.modified()) {
+            let new = file.as_file().metadata().and_then(|m| m.modified());
+            let new = new.map_err(failed)?;
+            if whole_seconds(new) <= whole_seconds(old) {
+                let later = UNIX_EPOCH + Duration::from_secs(whole_seconds(old) + 1);
+                file.as_file().set_modified(later).map_err(failed)?;
+            }
+        }
         file.as_file().sync_all().map_err(failed)?;
         file.persist(&path).map_err(|e| failed(e.error))?;
         sync_dir(&dir)
@@ -349,6 +362,10 @@ fn signature_of(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".minisig");
     PathBuf::from(name)
+}
+
+fn whole_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A manifest of this site (trusted: we wrote it; its signature is not checked here).
