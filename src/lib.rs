@@ -82,6 +82,7 @@ mod http;
 mod limits;
 mod manifest;
 mod metrics;
+pub mod original;
 mod plan;
 mod resources;
 pub mod schedule;
