@@ -15,6 +15,7 @@ mod guards;
 mod hooks;
 mod limits;
 mod network;
+mod original;
 mod previous;
 mod private;
 mod progress;
