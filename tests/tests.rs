@@ -11,6 +11,7 @@ mod config;
 mod corpus;
 mod embed;
 mod faults;
+mod github_signed;
 mod guards;
 mod hooks;
 mod limits;
