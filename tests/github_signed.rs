@@ -242,3 +242,36 @@ fn a_public_key_on_the_developer_channel_is_refused_at_load() {
     assert!(out.contains("branch tip"), "{out}");
     assert!(!f.device.target.join("main.py").exists());
 }
+
+#[test]
+fn a_private_repository_reads_the_assets_through_the_asset_api_and_its_redirect() {
+    let repo = small_app();
+    let keys = Keys::new();
+    let assets = tempfile::tempdir().unwrap();
+    publish(
+        assets.path(),
+        "v1.0.0",
+        &manifest(&repo, "v1.0.0", 1, 30),
+        Some(&keys),
+    );
+    let server = serve_with(repo.path(), |o| {
+        o.assets = Some(assets.path().to_owned());
+        o.token = Some("ghp_private0123456789".into());
+        o.redirect_assets = true;
+    });
+    let device = Device::new(&server, "");
+    device.configure("source", &format!("public_key_file = {:?}", keys.public()));
+    device.configure("source", "token = \"ghp_private0123456789\"");
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    let log = server.stats().log;
+    let asked: Vec<&str> = log.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        asked
+            .iter()
+            .filter(|p| p.contains("/releases/assets/"))
+            .count(),
+        2,
+        "the asset API, then the redirect: {asked:#?}"
+    );
+}

@@ -409,3 +409,40 @@ fn what_ota_publish_format_original_renders_is_what_python_signs() {
         String::from_utf8(ota::original::canonical(&python).unwrap()).unwrap()
     );
 }
+
+#[test]
+fn after_a_304_the_release_is_asked_again_for_its_manifest() {
+    let mut f = fleet();
+    f.device.ota_expect(&["update"], 0);
+    app_v2(&mut f.repo);
+    generate(
+        &f.repo,
+        f.assets.path(),
+        "v2.0.0",
+        &[
+            "--key",
+            KEY,
+            "--skip",
+            "notes.txt",
+            "--post-update",
+            "migrate",
+        ],
+    );
+    // `check` caches the validator of v2's answer; `update` then gets a 304 and must read
+    // the release (and its manifest) again before it can list the files. The release JSON
+    // carries the assets' download counts (as GitHub's does), which `check` itself raised:
+    // a fresh server on the same address starts them from 0 again, so the answer matches.
+    f.device.ota_expect(&["check"], 100);
+    let addr = f.server.addr();
+    drop(f.server);
+    f.server = serve_with(f.repo.path(), |o| {
+        o.assets = Some(f.assets.path().to_owned());
+        o.addr = addr;
+    });
+    f.device.ota_expect(&["update"], 0);
+    let stats = f.server.stats();
+    assert_eq!(stats.not_modified, 1, "{:#?}", stats.log);
+    let expected = without(f.repo.snapshot("v2.0.0"), "notes.txt");
+    assert_eq!(f.device.tree(), expected, "v2's manifest was used");
+    assert!(post_update_log(&f.device).contains("migrate v2.0.0"));
+}
