@@ -172,6 +172,11 @@ fn refused_after(edit: impl Fn(&mut serde_json::Value), key: &str, kind: &str) {
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     let out = f.device.ota(&["update"]);
     assert!(!out.status.success(), "{kind}: refused");
+    let shown = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        shown.contains("checking the manifest.json of release v2.0.0 of acme/app"),
+        "{shown}"
+    );
     assert_eq!(f.device.tree(), v1, "{kind}: the installed tree is intact");
     let error = f.device.last_error().unwrap();
     assert_eq!(error["kind"], kind, "{error}");
@@ -246,6 +251,13 @@ fn a_release_without_the_manifest_is_refused_when_manifest_key_is_set() {
     assert!(!out.status.success());
     assert_eq!(f.device.tree(), v1);
     assert_eq!(f.device.last_error().unwrap()["kind"], "missing_signature");
+    let shown = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        shown.contains(
+            "release v2.0.0 of acme/app has no `manifest.json` asset, and `manifest_key` is set"
+        ),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -445,4 +457,35 @@ fn after_a_304_the_release_is_asked_again_for_its_manifest() {
     let expected = without(f.repo.snapshot("v2.0.0"), "notes.txt");
     assert_eq!(f.device.tree(), expected, "v2's manifest was used");
     assert!(post_update_log(&f.device).contains("migrate v2.0.0"));
+}
+
+#[test]
+fn a_release_never_writes_the_manifest_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut repo = GitRepo::new();
+    repo.write("main.py", "print('v1')\n")
+        .write("secrets/hmac", "attacker-key\n");
+    repo.commit("v1 ships a key");
+    repo.tag("v1.0.0");
+    let assets = tempfile::tempdir().unwrap();
+    generate(&repo, assets.path(), "v1.0.0", &["--key", KEY]);
+    let server = serve_with(repo.path(), |o| o.assets = Some(assets.path().to_owned()));
+    let device = Device::new(&server, "");
+    let key_file = device.target.join("secrets/hmac");
+    std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    device.configure("source", &format!("manifest_key_file = {key_file:?}"));
+    let out = device.ota_expect(&["update"], 0);
+    assert!(
+        out.contains(
+            "secrets/hmac is not installed: it would overwrite this device's manifest key file"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        format!("{KEY}\n")
+    );
+    assert!(device.target.join("main.py").exists());
 }

@@ -140,6 +140,14 @@ impl SourceConfig {
             SourceConfig::Static(_) => None,
         }
     }
+
+    /// The `manifest_key_file`, when the HMAC key came from one.
+    pub fn manifest_key_file(&self) -> Option<&Path> {
+        match self {
+            SourceConfig::Github(github) => github.manifest_key_file.as_deref(),
+            SourceConfig::Static(_) => None,
+        }
+    }
 }
 
 /// Which signed manifests a source accepts.

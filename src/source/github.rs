@@ -242,7 +242,16 @@ impl GitHub {
     /// `manifest_key`).
     fn describe(&self, release: &ReleaseJson) -> Result<Described, SourceError> {
         let tag = &release.tag_name;
-        let what = format!("checking release {tag} of {}", self.full_name());
+        let what = match self.keys.is_empty() {
+            true => format!(
+                "checking the manifest.json of release {tag} of {}",
+                self.full_name()
+            ),
+            false => format!(
+                "checking the signed manifest of release {tag} of {}",
+                self.full_name()
+            ),
+        };
         let refused = |refusal| SourceError::Refused {
             what: what.clone(),
             refusal,
@@ -273,12 +282,15 @@ impl GitHub {
         let bytes = self.asset(release, &manifest_name, crate::original::MAX_MANIFEST_BYTES)?;
         let Some(bytes) = bytes else {
             if self.manifest_key.is_some() {
-                tracing::warn!(
-                    "release {tag} has no `manifest.json` asset, and `manifest_key` is set: \
-                     publish the original manifest (or `ota publish --format original`) with \
-                     the release, or remove `manifest_key`"
-                );
-                return Err(refused(Refusal::MissingSignature));
+                return Err(SourceError::Refused {
+                    what: format!(
+                        "release {tag} of {} has no `manifest.json` asset, and `manifest_key` is \
+                         set (upload the original manifest, e.g. from `ota publish --format \
+                         original`, or remove `manifest_key`)",
+                        self.full_name()
+                    ),
+                    refusal: Refusal::MissingSignature,
+                });
             }
             return Ok(Described::Tree);
         };
