@@ -1755,4 +1755,18 @@ fn public_key_with_the_developer_channel_is_refused_at_load() {
     ));
     assert_eq!(e.key(), Some("source.public_key"));
     assert!(e.to_string().contains("branch tip"), "{e}");
+
+    let config = toml(&minimal(
+        "channel = \"developer\"\nbranch = \"main\"",
+        "manifest_key = \"k\"",
+    ))
+    .unwrap();
+    assert!(
+        config
+            .warnings
+            .join("\n")
+            .contains("no `manifest.json` is checked"),
+        "{:?}",
+        config.warnings
+    );
 }

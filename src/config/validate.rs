@@ -147,6 +147,15 @@ impl Check<'_> {
                  or remove `public_key` on development devices",
             ));
         }
+        if let (SourceConfig::Github(github), Channel::Developer { .. }) = (&source, &channel)
+            && github.manifest_key.is_some()
+        {
+            self.warnings.push(
+                "`source.manifest_key` is set, but the channel is \"developer\": a branch tip \
+                 has no release assets, so no `manifest.json` is checked"
+                    .to_owned(),
+            );
+        }
         let network = self.network(file.network)?;
         let limits = Limits {
             max_tree_kb: file.limits.max_tree_kb.map(|n| n.0),
