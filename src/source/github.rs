@@ -900,6 +900,59 @@ mod tests {
         assert!(assets[0].browser_download_url.is_some());
     }
 
+    fn entry(path: &str, mode: u32, size: Option<u64>) -> TreeEntry {
+        TreeEntry {
+            path: path.to_owned(),
+            mode,
+            id: ObjectId::from_hex(&"1".repeat(40)).unwrap(),
+            size,
+            sha256: None,
+        }
+    }
+
+    fn original(json: &str) -> OriginalManifest {
+        OriginalManifest::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_original_manifest_chooses_the_files_of_the_tree() {
+        let sha = "ab".repeat(32);
+        let tree = vec![
+            entry("lib", 0o040000, None),
+            entry("lib/a.py", 0o100644, Some(3)),
+            entry("run", 0o100755, Some(5)),
+            entry("notes.txt", 0o100644, Some(9)),
+        ];
+        let m = original(&format!(
+            r#"{{"files":[{{"path":"lib/a.py","size":3,"sha256":"{sha}"}},
+                          {{"path":"run","size":5,"sha256":"{sha}"}}]}}"#
+        ));
+        let out = original_tree(tree.clone(), &m).unwrap();
+        let paths: Vec<&str> = out.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["lib", "lib/a.py", "run"], "notes.txt is not listed");
+        assert!(
+            out[1..]
+                .iter()
+                .all(|e| e.sha256.map(|s| s.to_hex()) == Some(sha.clone()))
+        );
+
+        let wrong_size = original(&format!(
+            r#"{{"files":[{{"path":"run","size":6,"sha256":"{sha}"}}]}}"#
+        ));
+        let e = original_tree(tree.clone(), &wrong_size).unwrap_err();
+        assert!(e.to_string().contains("run with 6 bytes"), "{e}");
+        for absent in ["missing.py", "lib"] {
+            let m = original(&format!(
+                r#"{{"files":[{{"path":"{absent}","size":0,"sha256":"{sha}"}}]}}"#
+            ));
+            let e = original_tree(tree.clone(), &m).unwrap_err();
+            assert!(
+                e.to_string().contains("not a file of the release's tree"),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn paths_are_encoded_per_segment() {
         assert_eq!(encode_path("a b/c+d/ü"), "a%20b/c%2Bd/%C3%BC");
