@@ -17,8 +17,15 @@ fuzz_target!(|data: &[u8]| {
     // Paths are unique and valid; post_update is a plain name.
     let mut paths: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     paths.sort_unstable();
-    assert!(paths.windows(2).all(|p| p[0] != p[1]), "a path listed twice");
-    for path in paths.iter().copied().chain(manifest.deletes.iter().map(String::as_str)) {
+    assert!(
+        paths.windows(2).all(|p| p[0] != p[1]),
+        "a path listed twice"
+    );
+    for path in paths
+        .iter()
+        .copied()
+        .chain(manifest.deletes.iter().map(String::as_str))
+    {
         assert!(ota::testing::rel_path(path, &[]).is_ok(), "{path:?}");
     }
     if let Some(name) = &manifest.post_update {
