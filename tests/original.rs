@@ -119,9 +119,17 @@ fn a_manifest_made_by_the_original_generator_installs_its_files_and_runs_post_up
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(f.device.target.join(".ota/state.json")).unwrap())
             .unwrap();
-    assert!(
-        state.to_string().contains("\"post_update\":\"migrate\""),
-        "{state}"
+    assert_eq!(state["release"]["post_update"], "migrate", "{state}");
+
+    // Checking the installed release again reads the release answer, not the manifest.
+    f.server.reset_stats();
+    f.device.ota_expect(&["check"], 0);
+    let stats = f.server.stats();
+    assert_eq!(
+        (stats.api_requests, stats.asset_requests),
+        (1, 0),
+        "{:#?}",
+        stats.log
     );
 }
 

@@ -528,18 +528,24 @@ impl Source for GitHub {
                     }
                     Asked::Answer { value, url, etag } => (value, url, etag),
                 };
+                // The installed release (release tags are taken not to move): without keys
+                // there is nothing to re-check, so its manifest is read again only if its
+                // files are asked for. A signed manifest is read every time: it may expire.
+                if let Some(k) = known
+                    && self.keys.is_empty()
+                    && k.channel == "stable"
+                    && k.ref_name == found.tag_name
+                {
+                    lock(&self.unseen).insert(k.commit, found.tag_name);
+                    return Ok(resolved(k.clone(), url, etag));
+                }
                 let described = self.describe(&found)?;
                 let tag_name = found.tag_name;
-                let release = match (&described, known) {
-                    (Described::Signed(m), _) => {
+                let mut release = match &described {
+                    Described::Signed(m) => {
                         let mut id = ReleaseId::new("stable", tag_name, m.commit);
                         id.counter = Some(m.counter);
                         id.rollout_percent = m.rollout_percent;
-                        id
-                    }
-                    (_, Some(k)) if k.channel == "stable" && k.ref_name == tag_name => {
-                        let mut id = ReleaseId::new("stable", tag_name, k.commit);
-                        id.counter = k.counter;
                         id
                     }
                     _ => {
@@ -554,7 +560,6 @@ impl Source for GitHub {
                         ReleaseId::new("stable", tag_name, commit)
                     }
                 };
-                let mut release = release;
                 if let Described::Original(m) = &described {
                     release.post_update = m.post_update.clone();
                 }
