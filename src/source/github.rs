@@ -3,7 +3,8 @@
 //! Requests per update, when the channel moved:
 //! - stable: `releases/latest` (or `releases/tags/{tag}`), `commits/tags/{tag}` with the
 //!   sha media type (the tag peeled to its commit, annotated or not, in one request), and
-//!   `git/trees/{commit}?recursive=1`: three metadata requests;
+//!   `git/trees/{commit}?recursive=1`: three metadata requests (with `public_key`: the
+//!   release only, plus its two manifest assets);
 //! - developer: `commits/{branch}` (sha media type) and the tree: two.
 //!
 //! A check that finds nothing new costs the first request only. Files are fetched by
@@ -75,9 +76,10 @@ pub struct GitHub {
     keys: TrustedKeys,
     /// `manifest_key`: the HMAC key of the original manifest.
     manifest_key: Option<Token>,
-    /// What the assets of a resolved release said, by commit, for `tree`.
+    /// What the assets of the last release resolved said, by commit, for `tree`.
     described: Mutex<HashMap<ObjectId, Described>>,
-    /// The tag of a release resolved by a 304 (its assets not at hand), by commit.
+    /// The tag of the last release resolved without reading its assets (after a 304, or
+    /// the installed release), by commit: `tree` reads the release again.
     unseen: Mutex<HashMap<ObjectId, String>>,
 }
 
@@ -520,6 +522,9 @@ impl Source for GitHub {
     ) -> Result<Resolved, SourceError> {
         match channel {
             Channel::Stable { tag } => {
+                // Only the release resolved last is asked for its tree.
+                lock(&self.described).clear();
+                lock(&self.unseen).clear();
                 let (found, url, etag) = match self.release_tag(tag.as_deref(), cached)? {
                     Asked::Unchanged(cached) => {
                         let release = &cached.release;
