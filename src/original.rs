@@ -235,35 +235,68 @@ fn hmac_with(key: &[u8]) -> HmacSha256 {
     <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
-/// What `ota publish --format original` writes for one release.
-pub struct RenderFile<'a> {
-    /// Path inside the release.
-    pub path: &'a str,
-    /// The content.
-    pub content: &'a [u8],
+impl OriginalFile {
+    /// The entry for `path` holding `content`.
+    pub fn of(path: impl Into<String>, content: &[u8]) -> OriginalFile {
+        OriginalFile {
+            path: path.into(),
+            size: content.len() as u64,
+            sha256: Sha256::of(content),
+            crc32: Some(crc32fast::hash(content)),
+        }
+    }
+
+    /// The entry for `path`, its content streamed from `reader` (constant memory).
+    pub fn read(
+        path: impl Into<String>,
+        reader: &mut dyn std::io::Read,
+    ) -> std::io::Result<OriginalFile> {
+        use sha2::Digest;
+        let (mut sha, mut crc, mut size) = (sha2::Sha256::new(), crc32fast::Hasher::new(), 0u64);
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            crc.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok(OriginalFile {
+            path: path.into(),
+            size,
+            sha256: Sha256::from_bytes(sha.finalize().into()),
+            crc32: Some(crc.finalize()),
+        })
+    }
 }
 
-/// The original manifest for `files` (sorted by path here, as the original's generator
+/// The original manifest listing `files` (sorted by path here, as the original's generator
 /// does), with `deletes`, `version` and `post_update` when given, signed with `key` when
-/// given: the bytes to upload as the release asset `manifest.json`.
+/// given: the bytes to upload as the release asset `manifest.json` (what
+/// `ota publish --format original` writes).
 pub fn render(
-    files: &[RenderFile<'_>],
+    files: &[OriginalFile],
     deletes: &[String],
     version: Option<&str>,
     post_update: Option<&str>,
     key: Option<&[u8]>,
 ) -> Result<Vec<u8>, String> {
-    let mut sorted: Vec<&RenderFile<'_>> = files.iter().collect();
-    sorted.sort_by(|a, b| a.path.cmp(b.path));
+    let mut sorted: Vec<&OriginalFile> = files.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
     let list = sorted
         .iter()
         .map(|f| {
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "path": f.path,
-                "size": f.content.len() as u64,
-                "sha256": Sha256::of(f.content).to_hex(),
-                "crc32": crc32fast::hash(f.content),
-            })
+                "size": f.size,
+                "sha256": f.sha256.to_hex(),
+            });
+            if let Some(crc) = f.crc32 {
+                entry["crc32"] = crc.into();
+            }
+            entry
         })
         .collect::<Vec<_>>();
     let mut map = serde_json::Map::new();
@@ -401,15 +434,11 @@ mod tests {
     #[test]
     fn render_then_parse_verifies_and_tampering_does_not() {
         let files = [
-            RenderFile {
-                path: "main.py",
-                content: b"print(1)\n",
-            },
-            RenderFile {
-                path: "lib/\u{e9}.py",
-                content: b"",
-            },
+            OriginalFile::of("main.py", b"print(1)\n"),
+            OriginalFile::of("lib/\u{e9}.py", b""),
         ];
+        let streamed = OriginalFile::read("main.py", &mut &b"print(1)\n"[..]).unwrap();
+        assert_eq!(streamed, files[0]);
         let bytes = render(
             &files,
             &["old.py".into()],

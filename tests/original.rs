@@ -408,13 +408,9 @@ fn what_ota_publish_format_original_renders_is_what_python_signs() {
         ],
     );
     let python: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let contents: Vec<(String, Vec<u8>)> = ["main.py", "lib/café.py", "old.py", "notes.txt"]
+    let files: Vec<ota::original::OriginalFile> = ["main.py", "lib/café.py", "old.py", "notes.txt"]
         .iter()
-        .map(|p| (p.to_string(), std::fs::read(repo.path().join(p)).unwrap()))
-        .collect();
-    let files: Vec<ota::original::RenderFile<'_>> = contents
-        .iter()
-        .map(|(path, content)| ota::original::RenderFile { path, content })
+        .map(|p| ota::original::OriginalFile::of(*p, &std::fs::read(repo.path().join(p)).unwrap()))
         .collect();
     let ours = ota::original::render(
         &files,
