@@ -2,7 +2,8 @@
 //!
 //! Each file streams into `stage/<txid>/<slot>` through a fixed buffer (memory does not
 //! grow with file size), hashed as it arrives; it is accepted only when its size and git
-//! blob id equal the tree's. A dropped connection resumes from the bytes already staged
+//! blob id equal the tree's, and its SHA-256 too when the release lists one (a signed
+//! manifest: SHA-1 alone is not trusted against a host that chooses what to serve). A dropped connection resumes from the bytes already staged
 //! (a `Range` request) up to `retries` times; a server that ignores the range restarts the
 //! file from zero. A wrong digest is not retried: it stops the update with the path and
 //! both digests, and the target is untouched. Files run `parallel` at a time.
@@ -25,12 +26,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::config::NetworkConfig;
 use crate::fs::{FileKind, Fs, WriteFile};
 use crate::http::backoff;
+use sha2::Digest as _;
+
 use crate::manifest::{
-    BlobHasher, Entry, Kind, LinkProblem, Manifest, ManifestError, ObjectId, RelPath,
+    BlobHasher, Entry, Kind, LinkProblem, Manifest, ManifestError, ObjectId, RelPath, Sha256,
 };
 use crate::plan::{Change, Origin, Plan};
 use crate::source::{Source, SourceError};
-use crate::survey::hash_file;
 
 /// Read buffer per download.
 const BUFFER: usize = 64 * 1024;
@@ -244,7 +246,7 @@ impl Fetcher<'_> {
                 Ok(t) => t,
                 Err(_) => return Ok(false),
             };
-            if ObjectId::for_blob(&target) != entry.blob {
+            if Hashers::of(entry, &target).check(entry).is_err() {
                 return Ok(false);
             }
             self.link(entry, &target, dest)?;
@@ -254,7 +256,7 @@ impl Fetcher<'_> {
             return Ok(false);
         };
         let mut file = self.create(entry, dest)?;
-        let mut hasher = BlobHasher::new(entry.size);
+        let mut hasher = Hashers::new(entry);
         let copied = stream(
             reader.take(entry.size + 1),
             &mut *file,
@@ -264,7 +266,7 @@ impl Fetcher<'_> {
         );
         drop(file);
         match copied {
-            Ok(n) if n == entry.size && hasher.finish() == entry.blob => Ok(true),
+            Ok(n) if n == entry.size && hasher.check(entry).is_ok() => Ok(true),
             _ => {
                 self.fs.remove_file(dest).map_err(io)?;
                 Ok(false)
@@ -294,7 +296,7 @@ impl Fetcher<'_> {
         if linkable {
             match self.fs.hard_link(object, dest) {
                 Ok(()) => {
-                    if hash_file(self.fs, dest, entry.size).ok().flatten() == Some(entry.blob) {
+                    if verify_file(self.fs, dest, entry) {
                         return Ok(true);
                     }
                     self.fs
@@ -325,7 +327,7 @@ impl Fetcher<'_> {
         tally: &Tally,
     ) -> Result<(), FetchError> {
         let mut file = self.create(entry, dest)?;
-        let mut hasher = BlobHasher::new(entry.size);
+        let mut hasher = Hashers::new(entry);
         let mut written = 0u64;
         let mut validator: Option<String> = None;
         let mut fruitless = 0u32;
@@ -342,7 +344,7 @@ impl Fetcher<'_> {
                     .remove_file(dest)
                     .map_err(|e| FetchError::io(dest, e))?;
                 file = self.create(entry, dest)?;
-                hasher = BlobHasher::new(entry.size);
+                hasher = Hashers::new(entry);
                 tally.take_back(written);
                 written = 0;
             }
@@ -411,16 +413,7 @@ impl Fetcher<'_> {
             std::thread::sleep(delay);
         }
         drop(file);
-        let actual = hasher.finish();
-        if actual != entry.blob {
-            return Err(FetchError::Integrity {
-                path: entry.path.to_string(),
-                expected: entry.blob,
-                actual: Some(actual),
-                message: "content does not match the release".into(),
-            });
-        }
-        Ok(())
+        hasher.check(entry)
     }
 
     /// Stages a symlink whose target was read and checked before the update began.
@@ -482,7 +475,7 @@ pub(crate) fn link_targets(
             let shown = format!("<{} bytes>", entry.size);
             return Err(unsafe_link(shown, LinkProblem::TooLong(MAX_LINK)));
         }
-        let right = |t: &Vec<u8>| ObjectId::for_blob(t) == entry.blob;
+        let right = |t: &Vec<u8>| Hashers::of(entry, t).check(entry).is_ok();
         let local = fs.read_link(&root.join(entry.path.as_str())).ok();
         let kept = || fs.read_link(&store.join(entry.blob.to_hex())).ok();
         let bytes = match local.filter(right).or_else(|| kept().filter(right)) {
@@ -516,16 +509,91 @@ fn download_link_target(
             attempts: 1,
             message: e.to_string(),
         })?;
-    let actual = ObjectId::for_blob(&target);
-    if actual != entry.blob {
-        return Err(FetchError::Integrity {
-            path: entry.path.to_string(),
-            expected: entry.blob,
-            actual: Some(actual),
-            message: "symbolic link target does not match the release".into(),
-        });
-    }
+    Hashers::of(entry, &target).check(entry)?;
     Ok(target)
+}
+
+/// The digests a file is verified against, computed in one pass over its bytes: the git
+/// blob id always, and the SHA-256 when the release lists one (a signed manifest).
+struct Hashers {
+    blob: BlobHasher,
+    sha256: Option<sha2::Sha256>,
+}
+
+impl Hashers {
+    fn new(entry: &Entry) -> Hashers {
+        Hashers {
+            blob: BlobHasher::new(entry.size),
+            sha256: entry.sha256.map(|_| sha2::Sha256::new()),
+        }
+    }
+
+    /// The digests of `content`, whole.
+    fn of(entry: &Entry, content: &[u8]) -> Hashers {
+        let mut hashers = Hashers::new(&Entry {
+            size: content.len() as u64,
+            ..entry.clone()
+        });
+        hashers.update(content);
+        hashers
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.blob.update(bytes);
+        if let Some(sha256) = &mut self.sha256 {
+            sha256.update(bytes);
+        }
+    }
+
+    /// Whether the bytes fed are `entry`'s content; the error names both digests.
+    fn check(self, entry: &Entry) -> Result<(), FetchError> {
+        let actual = self.blob.finish();
+        if let (Some(expected), Some(hasher)) = (entry.sha256, self.sha256) {
+            let got = Sha256::from_bytes(hasher.finalize().into());
+            if got != expected {
+                return Err(FetchError::Integrity {
+                    path: entry.path.to_string(),
+                    expected: entry.blob,
+                    actual: Some(actual),
+                    message: format!(
+                        "content does not match the release: expected SHA-256 {expected}, got                          {got}"
+                    ),
+                });
+            }
+        }
+        if actual != entry.blob {
+            return Err(FetchError::Integrity {
+                path: entry.path.to_string(),
+                expected: entry.blob,
+                actual: Some(actual),
+                message: "content does not match the release".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether the file at `path` holds exactly `entry`'s content (size and every digest).
+fn verify_file(fs: &dyn Fs, path: &Path, entry: &Entry) -> bool {
+    let Ok(reader) = fs.open(path) else {
+        return false;
+    };
+    let mut hashers = Hashers::new(entry);
+    let mut buf = vec![0u8; BUFFER];
+    let mut reader = reader.take(entry.size + 1);
+    let mut seen = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                seen += n as u64;
+                hashers.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    seen == entry.size && hashers.check(entry).is_ok()
 }
 
 enum StreamError {
@@ -539,7 +607,7 @@ enum StreamError {
 fn stream(
     mut reader: impl Read,
     file: &mut dyn WriteFile,
-    hasher: &mut BlobHasher,
+    hasher: &mut Hashers,
     stop: &AtomicBool,
     written: &dyn Fn(u64),
 ) -> Result<u64, StreamError> {
@@ -618,5 +686,39 @@ impl FetchError {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(content: &[u8], sha256: Option<Sha256>) -> Entry {
+        Entry {
+            path: RelPath::new("a.txt", &[]).unwrap(),
+            kind: Kind::File,
+            size: content.len() as u64,
+            blob: ObjectId::for_blob(content),
+            sha256,
+        }
+    }
+
+    #[test]
+    fn the_sha256_is_checked_beside_the_blob_id_and_both_digests_are_named() {
+        let content = b"hello\n";
+        let good = entry(content, Some(Sha256::of(content)));
+        assert!(Hashers::of(&good, content).check(&good).is_ok());
+        // The blob id matches but the signed SHA-256 does not: refused, naming both.
+        let other = Sha256::of(b"other");
+        let bad = entry(content, Some(other));
+        let error = Hashers::of(&bad, content).check(&bad).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, FetchError::Integrity { .. }), "{text}");
+        assert!(text.contains(&other.to_hex()), "{text}");
+        assert!(text.contains(&Sha256::of(content).to_hex()), "{text}");
+        // Without a SHA-256, the blob id alone decides, as before.
+        let plain = entry(content, None);
+        assert!(Hashers::of(&plain, content).check(&plain).is_ok());
+        assert!(Hashers::of(&plain, b"hellO\n").check(&plain).is_err());
     }
 }

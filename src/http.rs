@@ -113,6 +113,8 @@ pub(crate) struct Answer {
     pub body: Vec<u8>,
     /// Its `ETag`, for a later conditional request.
     pub etag: Option<String>,
+    /// Its `Last-Modified`, for a later conditional request to a host that sends no `ETag`.
+    pub last_modified: Option<String>,
     /// Its `Content-Type`.
     pub content_type: Option<String>,
 }
@@ -236,13 +238,31 @@ impl Http {
         limit: u64,
         etag: Option<&str>,
     ) -> Result<Option<Answer>, HttpError> {
-        let condition: Vec<(&str, &str)> = etag.map(|e| ("If-None-Match", e)).into_iter().collect();
+        self.get_if(url, accept, limit, etag, None)
+    }
+
+    /// [`Http::get`], conditional on `etag` (`If-None-Match`) or, when there is none, on
+    /// `last_modified` (`If-Modified-Since`: hosts that send no `ETag`).
+    pub(crate) fn get_if(
+        &self,
+        url: &str,
+        accept: Accept,
+        limit: u64,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+    ) -> Result<Option<Answer>, HttpError> {
+        let condition: Vec<(&str, &str)> = match (etag, last_modified) {
+            (Some(e), _) => vec![("If-None-Match", e)],
+            (None, Some(time)) => vec![("If-Modified-Since", time)],
+            (None, None) => Vec::new(),
+        };
         self.with_retries(url, |attempt_url| {
             let response = self.send(attempt_url, accept, Class::Api, &condition)?;
             if response.status() == StatusCode::NOT_MODIFIED {
                 return Ok(None);
             }
             let etag = header_str(response.headers(), "etag");
+            let last_modified = header_str(response.headers(), "last-modified");
             let content_type = header_str(response.headers(), "content-type");
             let mut body = Vec::new();
             response
@@ -260,6 +280,7 @@ impl Http {
             Ok(Some(Answer {
                 body,
                 etag,
+                last_modified,
                 content_type,
             }))
         })

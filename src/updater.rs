@@ -28,7 +28,7 @@ use crate::manifest::{self, Manifest, ObjectId, Protected, RelPath};
 use crate::plan::{self, Action, Plan};
 use crate::resources::{self, Resources, Snapshot};
 use crate::signal::{Session, Signals, Stage};
-use crate::source::{GitHub, Source};
+use crate::source::{GitHub, Refusal, Source, SourceError, StaticSite};
 use crate::state::{
     Cache, Counters, Installed, LastError, Rejected, ReleaseId, RollbackPoint, STATE_FORMAT,
     StateDir, Trial, now_rfc3339, unix_now,
@@ -299,7 +299,7 @@ impl Updater {
             SourceConfig::Github(github) => {
                 Box::new(GitHub::new(github, &config.network).with_limits(&config.limits))
             }
-            SourceConfig::Static(_) => todo!("the static source (issue 11, helper D)"),
+            SourceConfig::Static(site) => Box::new(StaticSite::new(site, &config.network)),
         };
         let fs = RealFs::confined(&config.target_dir, &config.state_dir);
         Updater::with_parts(config, source, Box::new(fs))
@@ -435,21 +435,24 @@ impl Updater {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Why this device does not take `release` under `[schedule] rollout_percent`, if it
-    /// does not (see [`crate::schedule::rollout_bucket`]).
+    /// Why this device does not take `release` under the release's own `rollout_percent`
+    /// (from its signed manifest) or else `[schedule] rollout_percent`, if it does not (see
+    /// [`crate::schedule::rollout_bucket`]).
     fn outside_rollout(
         &self,
         release: &ReleaseId,
     ) -> Result<Option<crate::schedule::Deferred>, Error> {
         let schedule = &self.config.schedule;
-        if schedule.rollout_percent >= 100 {
+        // A signed manifest's share overrides the device's own.
+        let percent = release.rollout_percent.unwrap_or(schedule.rollout_percent);
+        if percent >= 100 {
             return Ok(None);
         }
         let id = crate::schedule::device_id(schedule.device_id.as_deref(), Path::new("/"))
             .map_err(Error::Setup)?;
         let commit = release.commit.to_hex();
         let bucket = crate::schedule::rollout_bucket(&id, &commit);
-        if bucket < schedule.rollout_percent {
+        if bucket < percent {
             return Ok(None);
         }
         Ok(Some(crate::schedule::Deferred {
@@ -459,7 +462,7 @@ impl Updater {
                 "this device (rollout bucket {bucket}) is not among the {}% that take {} {} \
                  (`rollout_percent`): it takes it once the percentage is above {bucket}; \
                  `ota update --force` installs it now",
-                schedule.rollout_percent,
+                percent,
                 release.ref_name,
                 release.short()
             ),
@@ -829,7 +832,41 @@ impl Updater {
         {
             tracing::warn!("could not save {}: {e}", self.dirs.cache_file().display());
         }
-        Ok(result?.release)
+        let release = result?.release;
+        self.check_downgrade(installed, &release)?;
+        Ok(release)
+    }
+
+    /// Refuses a release whose signed counter is lower than the installed release's on the
+    /// same channel (a host rolling the device back), unless `allow_downgrade`. A channel
+    /// switch is not a downgrade: channels are published independently.
+    fn check_downgrade(
+        &self,
+        installed: Option<&Installed>,
+        offered: &ReleaseId,
+    ) -> Result<(), Error> {
+        let Some(installed) = installed.map(|i| &i.release) else {
+            return Ok(());
+        };
+        if let (Some(had), Some(got)) = (installed.counter, offered.counter)
+            && installed.channel == offered.channel
+            && got < had
+            && !self.config.source.trust().allow_downgrade
+        {
+            return Err(Error::Source(SourceError::Refused {
+                what: format!(
+                    "checking release {} {} of {}",
+                    offered.ref_name,
+                    offered.short(),
+                    self.source.name()
+                ),
+                refusal: Refusal::Downgrade {
+                    installed: had,
+                    offered: got,
+                },
+            }));
+        }
+        Ok(())
     }
 
     /// Fetches into a new transaction and commits `ops` and `new_state` (the `state.json` to

@@ -533,7 +533,92 @@ fn source_kind() {
     toml(&minimal("", "kind = \"github\"")).unwrap();
     let e = err(&minimal("", "kind = \"gitlab\""));
     assert_eq!(e.key(), Some("source.kind"));
-    assert!(e.to_string().contains("only kind"), "{e}");
+    assert!(e.to_string().contains("\"github\""), "{e}");
+    assert!(e.to_string().contains("\"static\""), "{e}");
+    let e = err(&minimal("", "kind = \"statik\""));
+    assert!(e.to_string().contains("did you mean \"static\""), "{e}");
+}
+
+/// A real minisign public key (the base64 line of an `ota.pub`).
+const KEY: &str = "RWSXKEkNxzRhwbRpC5xQyfuh45KpY+gMDCArbOw8UNy0sT78ilrlhAVZ";
+
+/// A static-site config with these `[source]` lines after `kind` (and `top` lines).
+fn site(top: &str, source: &str) -> Result<Config, ConfigError> {
+    toml(&format!(
+        "target_dir = \"/opt/app\"\n{top}\n[source]\nkind = \"static\"\n{source}\n"
+    ))
+}
+
+#[test]
+fn static_source_takes_url_and_keys() {
+    let config = site(
+        "",
+        &format!("url = \"https://updates.example.com/app/\"\npublic_key = {KEY:?}"),
+    )
+    .unwrap();
+    let SourceConfig::Static(s) = &config.source else {
+        panic!("a static source")
+    };
+    assert_eq!(s.url, "https://updates.example.com/app");
+    assert_eq!(s.trust.keys.ids().len(), 1);
+    assert!(!s.trust.allow_downgrade);
+    assert_eq!(config.channel, Channel::Stable { tag: None });
+    // Several keys (rotation), and a named channel.
+    let config = site(
+        "channel = \"beta\"",
+        &format!(
+            "url = \"https://u.example.com\"\npublic_key = [{KEY:?}, \"RWQLoynTlfUCFoadg5vwher1fyAd8a4khkyo1KJl6CoR/0FPqi/DT7qS\"]\nallow_downgrade = true"
+        ),
+    )
+    .unwrap();
+    assert_eq!(config.source.trust().keys.ids().len(), 2);
+    assert!(config.source.trust().allow_downgrade);
+    assert_eq!(
+        config.channel,
+        Channel::Named {
+            name: "beta".into()
+        }
+    );
+}
+
+#[test]
+fn static_source_needs_a_url_and_a_good_key() {
+    let e = site("", &format!("public_key = {KEY:?}")).unwrap_err();
+    assert_eq!(e.key(), Some("source.url"), "{e}");
+    let e = site("", "url = \"https://u.example.com\"").unwrap_err();
+    assert_eq!(e.key(), Some("source.public_key"), "{e}");
+    assert!(e.to_string().contains("ota.pub"), "{e}");
+    let e = site(
+        "",
+        "url = \"https://u.example.com\"\npublic_key = \"RWnot-a-key\"",
+    )
+    .unwrap_err();
+    assert_eq!(e.key(), Some("source.public_key"), "{e}");
+    assert!(e.to_string().contains("not a minisign public key"), "{e}");
+}
+
+#[test]
+fn static_source_refuses_github_keys_tags_branches_and_bad_channels() {
+    let good = format!("url = \"https://u.example.com\"\npublic_key = {KEY:?}");
+    for github_key in [
+        "owner = \"acme\"",
+        "repo = \"app\"",
+        "api_url = \"https://x.example.com\"",
+    ] {
+        let e = site("", &format!("{good}\n{github_key}")).unwrap_err();
+        assert!(e.to_string().contains("key of the GitHub source"), "{e}");
+    }
+    for top in ["tag = \"v1\"", "branch = \"main\""] {
+        let e = site(top, &good).unwrap_err();
+        assert!(e.to_string().contains("not used by a static site"), "{e}");
+    }
+    for bad in ["Beta", "-x", "developer", "a/b"] {
+        let e = site(&format!("channel = {bad:?}"), &good).unwrap_err();
+        assert_eq!(e.key(), Some("channel"), "{bad}: {e}");
+    }
+    // `url` belongs to a static site only.
+    let e = err(&minimal("", "url = \"https://u.example.com\""));
+    assert_eq!(e.key(), Some("source.url"), "{e}");
 }
 
 /// A config with this `api_url` (and a `raw_url`, which most API URLs need beside them).

@@ -716,6 +716,7 @@ fn answer(body: Vec<u8>) -> Answer {
     Answer {
         body,
         etag: None,
+        last_modified: None,
         content_type: Some("application/json".to_owned()),
     }
 }
@@ -819,6 +820,8 @@ fn resolved(release: ReleaseId, url: String, etag: Option<String>) -> Resolved {
     let validator = etag.map(|etag| Validator {
         url,
         etag,
+        last_modified: None,
+        expires: None,
         release: release.clone(),
     });
     Resolved { release, validator }

@@ -7,12 +7,14 @@
 //! and raw hosting (and compatible hosts, such as `ota-serve`).
 
 mod github;
+mod static_site;
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 pub use self::github::GitHub;
+pub use self::static_site::StaticSite;
 pub use crate::http::{Download, HttpError};
 pub use crate::manifest::TreeEntry;
 
@@ -71,13 +73,21 @@ pub struct Resolved {
     pub validator: Option<Validator>,
 }
 
-/// The `ETag` of a channel's answer, and the release that answer named.
+/// The `ETag` (or `Last-Modified`) of a channel's answer, and the release that answer named.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Validator {
     /// The URL asked.
     pub url: String,
-    /// Its `ETag`.
+    /// Its `ETag`; empty when the host sent none (then `last_modified` is the validator).
+    #[serde(default)]
     pub etag: String,
+    /// Its `Last-Modified`, for hosts that send no `ETag` (a static site only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// When the signed manifest behind the answer expires (RFC 3339; a static site only):
+    /// a 304 is trusted only before then, so a host cannot freeze a device on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
     /// The release it named.
     pub release: ReleaseId,
 }

@@ -4,6 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod nginx;
+pub mod proxy;
+pub mod site;
+pub mod static_server;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -98,6 +103,25 @@ impl Device {
              [network]\nconnect_timeout_sec = 5\nhttp_timeout_sec = 5\nretries = 2\nbackoff_sec = 1\nmax_backoff_sec = 1\n",
             server.api_url(),
             server.raw_url(),
+        );
+        std::fs::write(&config, text).unwrap();
+        Device {
+            dir,
+            target,
+            config,
+        }
+    }
+
+    /// A device following the static site at `url`; `source` adds lines to `[source]`
+    /// (`public_key = …`, `channel`, …).
+    pub fn on_site(url: &str, source: &str) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("app");
+        let config = dir.path().join("ota.toml");
+        let text = format!(
+            "target_dir = {target:?}\n\
+             [source]\nkind = \"static\"\nurl = \"{url}\"\n{source}\n\
+             [network]\nconnect_timeout_sec = 5\nhttp_timeout_sec = 5\nretries = 1\nbackoff_sec = 1\nmax_backoff_sec = 1\n",
         );
         std::fs::write(&config, text).unwrap();
         Device {

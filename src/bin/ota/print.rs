@@ -648,8 +648,18 @@ fn rfc3339(unix: u64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// `v2.0.0 1a2b3c4 (stable)`; a release of a signed manifest also shows its counter:
+/// `v2.0.0 1a2b3c4 (stable, counter 7)`.
 fn release(r: &ReleaseId) -> String {
-    format!("{} {} ({})", r.ref_name, r.short(), r.channel)
+    match r.counter {
+        Some(counter) => format!(
+            "{} {} ({}, counter {counter})",
+            r.ref_name,
+            r.short(),
+            r.channel
+        ),
+        None => format!("{} {} ({})", r.ref_name, r.short(), r.channel),
+    }
 }
 
 /// What an update does, with `verbs` for a first install, a reinstall of the same release

@@ -1,0 +1,517 @@
+//! A static site written by `ota publish`: any host that serves files (nginx, S3, a CDN,
+//! GitHub Pages), with no API and no server of ours.
+//!
+//! The channel's `manifest.json` names the release and lists every file; nothing in it is
+//! used before its `.minisig` verifies with a trusted key ([`crate::signed`]). A poll is one
+//! conditional request (`If-None-Match`, or `If-Modified-Since` for hosts without `ETag`):
+//! a 304 is trusted only while the manifest it stands for has not expired, so a host that
+//! answers 304 forever cannot freeze a device. File contents are objects named by their
+//! SHA-256, stored as they are (resumed with `Range`) or gzip-compressed (decoded here,
+//! never inflated past the declared size, restarted from zero after a drop).
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use flate2::read::GzDecoder;
+
+use super::{Resolved, Source, SourceError, Validator};
+use crate::config::{Channel, NetworkConfig, StaticConfig};
+use crate::http::{Accept, Answer, Download, ErrorKind, Http, HttpError, Quota, Usage};
+use crate::manifest::{Entry, Kind, ObjectId, TreeEntry};
+use crate::signed::{self, Encoding, Refusal, ReleaseFile, ReleaseManifest, TrustedKeys};
+use crate::state::ReleaseId;
+
+/// A static site's release source.
+pub struct StaticSite {
+    http: Http,
+    /// Base URL, no trailing slash.
+    url: String,
+    keys: TrustedKeys,
+    /// The manifest verified last, with its files by path (for `tree` and `open`).
+    verified: Mutex<Option<Arc<Verified>>>,
+    /// The manifest URL of the channel resolved last (to verify it again after a 304).
+    asked: Mutex<Option<String>>,
+}
+
+/// A manifest whose signature, format, freshness and channel were checked.
+struct Verified {
+    manifest: ReleaseManifest,
+    by_path: HashMap<String, usize>,
+}
+
+impl Verified {
+    fn file(&self, path: &str) -> Option<&ReleaseFile> {
+        self.by_path.get(path).map(|&i| &self.manifest.files[i])
+    }
+}
+
+/// A manifest and its signature as the host served them.
+struct Fetched {
+    answer: Answer,
+    verified: Verified,
+}
+
+impl StaticSite {
+    /// A source for the site of `config`.
+    pub fn new(config: &StaticConfig, net: &NetworkConfig) -> StaticSite {
+        StaticSite {
+            // No token: a static site is public (its manifests are signed instead).
+            http: Http::new(net, None, Vec::new()),
+            url: config.url.trim_end_matches('/').to_owned(),
+            keys: config.trust.keys.clone(),
+            verified: Mutex::new(None),
+            asked: Mutex::new(None),
+        }
+    }
+
+    fn http_error(what: &str) -> impl FnOnce(HttpError) -> SourceError + '_ {
+        move |source| SourceError::Http {
+            what: what.to_owned(),
+            source,
+        }
+    }
+
+    fn refused(what: &str, refusal: Refusal) -> SourceError {
+        SourceError::Refused {
+            what: what.to_owned(),
+            refusal,
+        }
+    }
+
+    /// Fetches `url` (conditionally on `cached`) and its signature, and verifies them: a bad
+    /// signature is fetched once more, both files unconditionally, before it is refused (a
+    /// publisher replaces the manifest and its signature one after the other).
+    /// `Ok(None)` is a 304 to `cached`.
+    fn fetch_manifest(
+        &self,
+        url: &str,
+        channel: &str,
+        cached: Option<&Validator>,
+    ) -> Result<Option<Fetched>, SourceError> {
+        let what = format!("reading the release manifest of {}", self.url);
+        let mut condition = cached;
+        let mut retried = false;
+        loop {
+            let etag = condition.map(|c| c.etag.as_str()).filter(|e| !e.is_empty());
+            let since = condition.and_then(|c| c.last_modified.as_deref());
+            let answer = self
+                .http
+                .get_if(
+                    url,
+                    Accept::Bytes,
+                    signed::MAX_MANIFEST_BYTES,
+                    etag,
+                    since.filter(|_| etag.is_none()),
+                )
+                .map_err(Self::http_error(&what))?;
+            let Some(answer) = answer else {
+                if condition.is_some() {
+                    return Ok(None);
+                }
+                return Err(SourceError::Protocol {
+                    what,
+                    message: "304 Not Modified to an unconditional request".into(),
+                });
+            };
+            let signature_url = format!("{url}.minisig");
+            let signature = match self.http.get(
+                &signature_url,
+                Accept::Bytes,
+                signed::MAX_SIGNATURE_BYTES,
+                None,
+            ) {
+                Ok(Some(signature)) => signature.body,
+                Ok(None) => {
+                    return Err(SourceError::Protocol {
+                        what,
+                        message: "304 Not Modified to an unconditional request".into(),
+                    });
+                }
+                Err(e) if e.kind == ErrorKind::NotFound => {
+                    return Err(Self::refused(&what, Refusal::MissingSignature));
+                }
+                Err(e) => return Err(Self::http_error(&what)(e)),
+            };
+            match signed::verify(&self.keys, &answer.body, &signature) {
+                Ok(()) => {}
+                Err(Refusal::BadSignature(why)) if !retried => {
+                    tracing::info!(
+                        "the signature of {url} does not verify ({why}); fetching both again \
+                         in case the site was being published"
+                    );
+                    condition = None;
+                    retried = true;
+                    continue;
+                }
+                Err(refusal) => return Err(Self::refused(&what, refusal)),
+            }
+            let verified = check(&answer.body, channel).map_err(|r| Self::refused(&what, r))?;
+            return Ok(Some(Fetched { answer, verified }));
+        }
+    }
+
+    /// The verified manifest of `commit`: the one in memory, or the channel's manifest
+    /// fetched and verified again (after a 304, nothing is in memory).
+    fn manifest_of(&self, commit: &ObjectId) -> Result<Arc<Verified>, SourceError> {
+        let what = format!("reading the release manifest of {}", self.url);
+        if let Some(v) = self.verified().filter(|v| v.manifest.commit == *commit) {
+            return Ok(v);
+        }
+        let asked = self
+            .asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(url) = asked else {
+            return Err(SourceError::Protocol {
+                what,
+                message: format!("release {commit} was never resolved from this site"),
+            });
+        };
+        let channel = channel_of(&self.url, &url);
+        let fetched =
+            self.fetch_manifest(&url, &channel, None)?
+                .ok_or_else(|| SourceError::Protocol {
+                    what: what.clone(),
+                    message: "304 Not Modified to an unconditional request".into(),
+                })?;
+        let verified = Arc::new(fetched.verified);
+        if verified.manifest.commit != *commit {
+            return Err(SourceError::Protocol {
+                what,
+                message: format!(
+                    "the site moved on to release {} ({}) while this device was updating to \
+                     {commit}; run the update again",
+                    verified.manifest.release, verified.manifest.commit
+                ),
+            });
+        }
+        *self.verified.lock().unwrap_or_else(PoisonError::into_inner) = Some(verified.clone());
+        Ok(verified)
+    }
+
+    fn verified(&self) -> Option<Arc<Verified>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Parses a manifest whose signature verified, and refuses it when it is expired, for
+/// another channel, or lists a path twice.
+fn check(bytes: &[u8], channel: &str) -> Result<Verified, Refusal> {
+    let manifest = ReleaseManifest::parse(bytes)?;
+    manifest.check_fresh(jiff::Timestamp::now())?;
+    if manifest.channel != channel {
+        return Err(Refusal::BadManifest(format!(
+            "it is the manifest of channel {:?}, and this device follows {channel:?}: the site \
+             serves one channel's manifest in place of another's",
+            manifest.channel
+        )));
+    }
+    if manifest.rollout_percent.is_some_and(|p| p > 100) {
+        return Err(Refusal::BadManifest(
+            "its rollout_percent is over 100".into(),
+        ));
+    }
+    let mut by_path = HashMap::with_capacity(manifest.files.len());
+    for (i, file) in manifest.files.iter().enumerate() {
+        if file.encoding == Encoding::Gzip && file.stored_size.is_none() {
+            return Err(Refusal::BadManifest(format!(
+                "{:?} is stored compressed but its stored_size is missing",
+                file.path
+            )));
+        }
+        if by_path.insert(file.path.clone(), i).is_some() {
+            return Err(Refusal::BadManifest(format!(
+                "it lists {:?} twice",
+                file.path
+            )));
+        }
+    }
+    Ok(Verified { manifest, by_path })
+}
+
+/// The channel whose manifest `url` is, on the site at `base`.
+fn channel_of(base: &str, url: &str) -> String {
+    url.strip_prefix(base)
+        .and_then(|p| p.strip_prefix("/channels/"))
+        .and_then(|p| p.strip_suffix("/manifest.json"))
+        .unwrap_or("stable")
+        .to_owned()
+}
+
+fn release_of(manifest: &ReleaseManifest) -> ReleaseId {
+    let mut release = ReleaseId::new(&manifest.channel, &manifest.release, manifest.commit);
+    release.counter = Some(manifest.counter);
+    release.rollout_percent = manifest.rollout_percent;
+    release
+}
+
+/// Whether a cached answer may still stand for the release: before its manifest expires.
+fn still_fresh(cached: &Validator) -> bool {
+    cached
+        .expires
+        .as_deref()
+        .and_then(|e| e.parse::<jiff::Timestamp>().ok())
+        .is_some_and(|expires| expires > jiff::Timestamp::now())
+}
+
+impl Source for StaticSite {
+    fn resolve(
+        &self,
+        channel: &Channel,
+        _known: Option<&ReleaseId>,
+        cached: Option<&Validator>,
+    ) -> Result<Resolved, SourceError> {
+        if let Channel::Developer { .. } = channel {
+            return Err(SourceError::Protocol {
+                what: "choosing the release".into(),
+                message: "a static site has no \"developer\" channel (it serves published \
+                          releases only): use \"stable\" or a channel given to `ota publish`"
+                    .into(),
+            });
+        }
+        let name = channel.name();
+        let url = format!("{}/{}", self.url, signed::manifest_path(name));
+        *self.asked.lock().unwrap_or_else(PoisonError::into_inner) = Some(url.clone());
+        // A 304 stands for the cached release only until its manifest expires; after that
+        // the manifest is fetched again, and refused if the host has nothing newer.
+        let cached = cached.filter(|c| c.url == url && still_fresh(c));
+        let fetched = match (self.fetch_manifest(&url, name, cached)?, cached) {
+            (Some(fetched), _) => fetched,
+            (None, Some(cached)) => {
+                return Ok(Resolved {
+                    release: cached.release.clone(),
+                    validator: Some(cached.clone()),
+                });
+            }
+            (None, None) => {
+                return Err(SourceError::Protocol {
+                    what: format!("reading the release manifest of {}", self.url),
+                    message: "304 Not Modified to an unconditional request".into(),
+                });
+            }
+        };
+        let release = release_of(&fetched.verified.manifest);
+        let validator = match (&fetched.answer.etag, &fetched.answer.last_modified) {
+            (None, None) => None,
+            (etag, last_modified) => Some(Validator {
+                url,
+                etag: etag.clone().unwrap_or_default(),
+                last_modified: last_modified.clone(),
+                expires: Some(fetched.verified.manifest.expires.clone()),
+                release: release.clone(),
+            }),
+        };
+        *self.verified.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Arc::new(fetched.verified));
+        Ok(Resolved { release, validator })
+    }
+
+    fn tree(&self, commit: &ObjectId) -> Result<Vec<TreeEntry>, SourceError> {
+        let verified = self.manifest_of(commit)?;
+        Ok(verified
+            .manifest
+            .files
+            .iter()
+            .map(|file| TreeEntry {
+                path: file.path.clone(),
+                mode: match file.kind {
+                    Kind::File => 0o100644,
+                    Kind::Executable => 0o100755,
+                    Kind::Symlink => 0o120000,
+                },
+                id: file.blob,
+                size: Some(file.size),
+                sha256: Some(file.sha256),
+            })
+            .collect())
+    }
+
+    fn open(
+        &self,
+        commit: &ObjectId,
+        entry: &Entry,
+        offset: u64,
+        validator: Option<&str>,
+    ) -> Result<Download, SourceError> {
+        let what = format!("downloading {}", entry.path);
+        let verified = self.manifest_of(commit)?;
+        let Some(file) = verified.file(entry.path.as_str()) else {
+            return Err(SourceError::Protocol {
+                what,
+                message: "the release's manifest does not list it".into(),
+            });
+        };
+        let object = signed::object_path(&file.sha256, file.encoding);
+        let url = format!("{}/{object}", self.url);
+        let missing = |e: HttpError| match e.kind {
+            ErrorKind::NotFound => Self::refused(
+                &what,
+                Refusal::MissingObject {
+                    path: entry.path.to_string(),
+                    object: object.clone(),
+                },
+            ),
+            _ => Self::http_error(&what)(e),
+        };
+        match file.encoding {
+            Encoding::Identity => self
+                .http
+                .download(&url, Accept::Bytes, offset, validator)
+                .map_err(missing),
+            Encoding::Gzip => {
+                // A compressed stream cannot resume mid-way: always from the start.
+                let body = self
+                    .http
+                    .download(&url, Accept::Bytes, 0, None)
+                    .map_err(missing)?;
+                let compressed = Bounded {
+                    inner: body.reader,
+                    // Checked present when the manifest was verified.
+                    left: file.stored_size.unwrap_or(0),
+                    what: "the compressed object is larger than its declared stored_size",
+                };
+                // The fetcher reads at most `size + 1` decoded bytes and calls one more an
+                // integrity error, so a zip bomb is never inflated past the declared size.
+                Ok(Download {
+                    offset: 0,
+                    validator: None,
+                    reader: Box::new(GzDecoder::new(compressed)),
+                })
+            }
+        }
+    }
+
+    fn name(&self) -> String {
+        self.url.clone()
+    }
+
+    fn usage(&self) -> Usage {
+        self.http.usage()
+    }
+
+    fn quota(&self) -> Quota {
+        self.http.quota()
+    }
+
+    fn start_operation(&self, deadline: Instant) {
+        self.http.start_operation(deadline);
+    }
+}
+
+/// A reader that fails once more than `left` bytes come through: a compressed object is
+/// never read or inflated past what the signed manifest declares.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    what: &'static str,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Ask for one byte more than allowed, to tell "ends here" from "goes on".
+        let room = usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX);
+        let len = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..len])?;
+        if n as u64 > self.left {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, self.what));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_is_read_back_from_the_manifest_url() {
+        let base = "http://h/app";
+        assert_eq!(channel_of(base, "http://h/app/manifest.json"), "stable");
+        assert_eq!(
+            channel_of(base, "http://h/app/channels/beta/manifest.json"),
+            "beta"
+        );
+    }
+
+    fn manifest(channel: &str, expires: &str, files: Vec<ReleaseFile>) -> Vec<u8> {
+        serde_json::to_vec(&ReleaseManifest {
+            format: signed::FORMAT.into(),
+            channel: channel.into(),
+            release: "v1".into(),
+            commit: ObjectId::for_blob(b"commit"),
+            counter: 1,
+            created: "2026-01-01T00:00:00Z".into(),
+            expires: expires.into(),
+            rollout_percent: None,
+            files,
+        })
+        .unwrap()
+    }
+
+    fn file(path: &str, encoding: Encoding, stored_size: Option<u64>) -> ReleaseFile {
+        ReleaseFile {
+            path: path.into(),
+            kind: Kind::File,
+            size: 3,
+            blob: ObjectId::for_blob(b"abc"),
+            sha256: crate::manifest::Sha256::of(b"abc"),
+            encoding,
+            stored_size,
+        }
+    }
+
+    #[test]
+    fn a_verified_manifest_is_checked_for_expiry_channel_and_consistency() {
+        let later = "2999-01-01T00:00:00Z";
+        let one = || vec![file("a", Encoding::Identity, None)];
+        assert!(check(&manifest("stable", later, one()), "stable").is_ok());
+        let kind = |bytes: Vec<u8>, channel: &str| check(&bytes, channel).err().map(|r| r.kind());
+        assert_eq!(
+            kind(manifest("stable", "2000-01-01T00:00:00Z", one()), "stable"),
+            Some("expired")
+        );
+        assert_eq!(
+            kind(manifest("beta", later, one()), "stable"),
+            Some("bad_manifest")
+        );
+        let twice = vec![
+            file("a", Encoding::Identity, None),
+            file("a", Encoding::Identity, None),
+        ];
+        assert_eq!(
+            kind(manifest("stable", later, twice), "stable"),
+            Some("bad_manifest")
+        );
+        let no_stored_size = vec![file("a", Encoding::Gzip, None)];
+        assert_eq!(
+            kind(manifest("stable", later, no_stored_size), "stable"),
+            Some("bad_manifest")
+        );
+        assert_eq!(kind(b"<html>".to_vec(), "stable"), Some("bad_manifest"));
+    }
+
+    #[test]
+    fn a_bounded_reader_stops_past_its_limit() {
+        let mut ok = Bounded {
+            inner: &b"abc"[..],
+            left: 3,
+            what: "too long",
+        };
+        let mut out = Vec::new();
+        assert_eq!(ok.read_to_end(&mut out).unwrap(), 3);
+        let mut over = Bounded {
+            inner: &b"abcd"[..],
+            left: 3,
+            what: "too long",
+        };
+        let error = over.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(error.to_string(), "too long");
+    }
+}
