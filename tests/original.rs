@@ -307,7 +307,6 @@ fn without_manifest_key_a_manifest_that_contradicts_the_tree_is_refused() {
 }
 
 #[test]
-#[ignore = "needs fetch sha256 verification from branch static"]
 fn a_file_whose_content_differs_from_the_manifest_sha256_is_refused() {
     let repo = app_v1();
     let assets = tempfile::tempdir().unwrap();
@@ -336,6 +335,9 @@ fn a_file_whose_content_differs_from_the_manifest_sha256_is_refused() {
     let out = device.ota(&["update"]);
     assert!(!out.status.success());
     assert!(!device.target.join("main.py").exists(), "nothing installed");
+    let error = device.last_error().unwrap();
+    assert_eq!(error["kind"], "integrity", "{error}");
+    assert!(error.to_string().contains("main.py"), "{error}");
 }
 
 #[test]
