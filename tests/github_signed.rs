@@ -275,3 +275,50 @@ fn a_private_repository_reads_the_assets_through_the_asset_api_and_its_redirect(
         "the asset API, then the redirect: {asked:#?}"
     );
 }
+
+/// The same site again on the same address. The release answer carries download counts,
+/// which an update raises: a fresh server answers what the device cached, so that a
+/// conditional check can get its 304.
+fn restarted(mut f: Fleet) -> Fleet {
+    let addr = f.server.addr();
+    drop(f.server);
+    f.server = serve_with(f.repo.path(), |o| {
+        o.assets = Some(f.assets.path().to_owned());
+        o.addr = addr;
+    });
+    f
+}
+
+#[test]
+fn a_304_stands_for_a_signed_release_only_until_its_manifest_expires() {
+    let f = fleet();
+    f.device.ota_expect(&["update"], 0);
+    let cache_path = f.device.target.join(".ota/cache.json");
+    let mut cache: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cache_path).unwrap()).unwrap();
+    assert!(cache["validator"]["expires"].is_string(), "{cache}");
+
+    let f = restarted(f);
+    f.device.ota_expect(&["check"], 0);
+    let stats = f.server.stats();
+    assert_eq!(
+        (stats.requests, stats.not_modified),
+        (1, 1),
+        "{:#?}",
+        stats.log
+    );
+
+    // Once the cached manifest has expired, the device asks without a condition and checks
+    // the signed manifest again.
+    cache["validator"]["expires"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(&cache_path, serde_json::to_vec(&cache).unwrap()).unwrap();
+    let f = restarted(f);
+    f.device.ota_expect(&["check"], 0);
+    let stats = f.server.stats();
+    assert_eq!(stats.not_modified, 0, "{:#?}", stats.log);
+    assert!(stats.log[0].if_none_match.is_none(), "{:#?}", stats.log);
+    assert_eq!(
+        stats.asset_requests, 2,
+        "the manifest and its signature again"
+    );
+}

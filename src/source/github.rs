@@ -34,6 +34,7 @@ use std::time::Instant;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
+use super::static_site::still_fresh;
 use super::{Refusal, Resolved, Source, SourceError, Validator};
 use crate::config::{Channel, GithubConfig, Limits, NetworkConfig, Token};
 use crate::http::{Accept, Answer, Download, ErrorKind, Http, HttpError, Quota, Usage, host_of};
@@ -525,6 +526,9 @@ impl Source for GitHub {
                 // Only the release resolved last is asked for its tree.
                 lock(&self.described).clear();
                 lock(&self.unseen).clear();
+                // With keys, a 304 stands for the cached release only until its signed manifest
+                // expires: a host cannot freeze a device on it by answering 304 forever.
+                let cached = cached.filter(|c| self.keys.is_empty() || still_fresh(c));
                 let (found, url, etag) = match self.release_tag(tag.as_deref(), cached)? {
                     Asked::Unchanged(cached) => {
                         let release = &cached.release;
@@ -568,8 +572,12 @@ impl Source for GitHub {
                 if let Described::Original(m) = &described {
                     release.post_update = m.post_update.clone();
                 }
-                lock(&self.described).insert(release.commit, described);
-                Ok(resolved(release, url, etag))
+                let mut resolved = resolved(release, url, etag);
+                if let (Described::Signed(m), Some(v)) = (&described, &mut resolved.validator) {
+                    v.expires = Some(m.expires.clone());
+                }
+                lock(&self.described).insert(resolved.release.commit, described);
+                Ok(resolved)
             }
             Channel::Named { name } => Err(self.protocol(
                 "choosing the release",
