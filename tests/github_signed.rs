@@ -223,6 +223,14 @@ fn a_release_without_a_valid_signed_manifest_is_refused() {
         },
         "bad_signature",
     );
+    // A counter lower than the installed release's: a rollback.
+    refused(
+        |f| {
+            let m = manifest(&f.repo, "v2.0.0", 0, 30);
+            publish(f.assets.path(), "v2.0.0", &m, Some(&f.keys));
+        },
+        "downgrade",
+    );
     // A valid manifest of another release, copied onto this one.
     refused(
         |f| {
