@@ -55,6 +55,8 @@
 //! - [`source`]: where releases come from: the [`source::Source`] trait and
 //!   [`source::GitHub`].
 //! - [`fs`]: the narrow filesystem seam the transaction goes through.
+//! - [`signed`]: signed release manifests (minisign): their format, verification, signing.
+//! - [`publish`]: `ota publish` and `ota keygen`, which write a signed static site.
 //! - [`error`]: [`Error`] and the error of each stage it wraps.
 //!
 //! Inside the crate: `filter` (which release paths are installed), `http` (the HTTP
@@ -84,6 +86,7 @@ mod manifest;
 mod metrics;
 pub mod original;
 mod plan;
+pub mod publish;
 mod resources;
 pub mod schedule;
 mod signal;

@@ -328,3 +328,217 @@ impl Refusal {
         }
     }
 }
+
+/// A secret key loaded to sign manifests (`ota publish`), in minisign's format.
+pub struct SigningKey {
+    secret: minisign::SecretKey,
+    public: minisign::PublicKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({})", self.id())
+    }
+}
+
+/// A new key pair, as `ota keygen` writes it.
+pub struct NewKey {
+    /// The secret key file's text (`ota.key`): minisign's secret key format, encrypted with
+    /// scrypt when a password was given.
+    pub secret_file: String,
+    /// The public key file's text (`ota.pub`).
+    pub public_file: String,
+    /// The public key's base64 line (`RW…`): the value of `public_key` in a device config.
+    pub public_key: String,
+    /// The key id (16 uppercase hex digits), as minisign prints it.
+    pub id: String,
+}
+
+/// A secret key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key is password-protected and no password was given.
+    #[error(
+        "the secret key is password-protected: give its password with --password-file FILE \
+         or --password-env VAR (or run on a terminal to be asked)"
+    )]
+    NeedsPassword,
+    /// The password does not decrypt the key.
+    #[error(
+        "the password does not decrypt the secret key ({0}): give the password it was made with"
+    )]
+    WrongPassword(String),
+    /// Not a minisign secret key.
+    #[error(
+        "it is not a minisign secret key ({0}): give the `ota.key` written by `ota keygen` \
+         (or a key made by `minisign -G`)"
+    )]
+    NotAKey(String),
+    /// The key could not be created or used.
+    #[error("the key cannot be used: {0}")]
+    Crypto(String),
+}
+
+/// Makes a new Ed25519 key pair; with `password`, the secret key is encrypted with it
+/// (scrypt, as minisign does); without, it is stored unencrypted (as `minisign -G -W`).
+pub fn generate_key(password: Option<&str>) -> Result<NewKey, KeyError> {
+    let crypto = |e: minisign::PError| KeyError::Crypto(e.to_string());
+    let pair = match password {
+        Some(password) => minisign::KeyPair::generate_encrypted_keypair(Some(password.into())),
+        None => minisign::KeyPair::generate_unencrypted_keypair(),
+    }
+    .map_err(crypto)?;
+    let id = key_id(pair.pk.keynum());
+    let comment = match password {
+        Some(_) => format!("ota secret key {id} (password-protected)"),
+        None => format!("ota secret key {id}"),
+    };
+    Ok(NewKey {
+        secret_file: pair
+            .sk
+            .to_box(Some(&comment))
+            .map_err(crypto)?
+            .into_string(),
+        public_file: pair.pk.to_box().map_err(crypto)?.into_string(),
+        public_key: pair.pk.to_base64(),
+        id,
+    })
+}
+
+/// Length of a minisign secret key, decoded: algorithm, KDF and checksum algorithm (2 bytes
+/// each), KDF salt (32), KDF limits (8 + 8), key id (8), Ed25519 key (64), checksum (32).
+const SECRET_KEY_BYTES: usize = 158;
+
+/// The decoded bytes of a secret key file (its second line, base64).
+fn secret_key_bytes(text: &str) -> Result<Vec<u8>, KeyError> {
+    use base64::Engine;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .ok_or_else(|| KeyError::NotAKey("the file holds no key".into()))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(line)
+        .map_err(|e| KeyError::NotAKey(format!("its key line is not base64: {e}")))?;
+    if bytes.len() != SECRET_KEY_BYTES || &bytes[..2] != b"Ed" {
+        return Err(KeyError::NotAKey(
+            "its key line is not an Ed25519 secret key".into(),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Whether the secret key file `text` is password-protected (its key derivation algorithm
+/// is set). Not a key at all: `false`, and [`load_secret_key`] says what is wrong.
+pub fn secret_key_is_encrypted(text: &str) -> bool {
+    secret_key_bytes(text).is_ok_and(|bytes| bytes[2..4] != [0, 0])
+}
+
+/// Loads a secret key file's text (`ota.key`, or a key made by `minisign -G`, with or
+/// without `-W`), decrypting it with `password` when it is password-protected. Never
+/// prompts: the caller asks.
+pub fn load_secret_key(text: &str, password: Option<&str>) -> Result<SigningKey, KeyError> {
+    let bytes = secret_key_bytes(text)?;
+    let secret = if bytes[2..4] != [0, 0] {
+        let password = password.ok_or(KeyError::NeedsPassword)?;
+        minisign::SecretKeyBox::from_string(text)
+            .and_then(|boxed| boxed.into_secret_key(Some(password.to_owned())))
+            .map_err(|e| KeyError::WrongPassword(e.to_string()))?
+    } else if bytes[126..].iter().all(|b| *b == 0) {
+        // `minisign -G -W` (0.11) leaves the checksum of an unencrypted key empty, and the
+        // crate's loader refuses it. Signing checks the key all the same: each signature
+        // is verified with the public half of the key before it is returned.
+        minisign::SecretKey::from_bytes(&bytes).map_err(|e| KeyError::NotAKey(e.to_string()))?
+    } else {
+        minisign::SecretKeyBox::from_string(text)
+            .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key)
+            .map_err(|e| KeyError::NotAKey(e.to_string()))?
+    };
+    let public = minisign::PublicKey::from_secret_key(&secret)
+        .map_err(|e| KeyError::NotAKey(e.to_string()))?;
+    let key = SigningKey { secret, public };
+    // A damaged key fails here, not at the first publish's last step.
+    key.sign(b"ota", "check")?;
+    Ok(key)
+}
+
+impl SigningKey {
+    /// The key id (16 uppercase hex digits), as minisign prints it.
+    pub fn id(&self) -> String {
+        key_id(self.public.keynum())
+    }
+
+    /// The public key's base64 line (`RW…`).
+    pub fn public_key(&self) -> String {
+        self.public.to_base64()
+    }
+
+    /// Signs `bytes`: returns the `.minisig` file's text. `trusted_comment` (one line; any
+    /// control character is replaced by a space) is signed too, and `minisign -V` prints it.
+    pub fn sign(&self, bytes: &[u8], trusted_comment: &str) -> Result<String, KeyError> {
+        let comment: String = trusted_comment
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let untrusted = format!("signature from ota secret key {}", self.id());
+        let signature = minisign::sign(
+            Some(&self.public),
+            &self.secret,
+            Cursor::new(bytes),
+            Some(&comment),
+            Some(&untrusted),
+        )
+        .map_err(|e| KeyError::Crypto(e.to_string()))?;
+        Ok(signature.into_string())
+    }
+}
+
+#[cfg(test)]
+mod signing_tests {
+    use super::*;
+
+    #[test]
+    fn what_a_new_key_signs_verifies_with_its_public_key_only() {
+        let key = generate_key(None).unwrap();
+        let signer = load_secret_key(&key.secret_file, None).unwrap();
+        assert_eq!(signer.id(), key.id);
+        assert_eq!(signer.public_key(), key.public_key);
+        let signature = signer
+            .sign(b"manifest", "ota release v1\ncounter 1")
+            .unwrap();
+        // The trusted comment stays one line, whatever it was given.
+        assert!(
+            signature.contains("trusted comment: ota release v1 counter 1\n"),
+            "{signature}"
+        );
+        let mut keys = TrustedKeys::default();
+        keys.add(&key.public_file).unwrap();
+        verify(&keys, b"manifest", signature.as_bytes()).unwrap();
+        let altered = verify(&keys, b"manifesT", signature.as_bytes()).unwrap_err();
+        assert_eq!(altered.kind(), "bad_signature");
+        let mut others = TrustedKeys::default();
+        others.add(&generate_key(None).unwrap().public_key).unwrap();
+        let untrusted = verify(&others, b"manifest", signature.as_bytes()).unwrap_err();
+        assert_eq!(untrusted.kind(), "untrusted_key");
+    }
+
+    #[test]
+    fn an_encrypted_key_needs_its_password() {
+        let key = generate_key(Some("pw")).unwrap();
+        assert!(secret_key_is_encrypted(&key.secret_file));
+        assert!(matches!(
+            load_secret_key(&key.secret_file, None),
+            Err(KeyError::NeedsPassword)
+        ));
+        assert!(matches!(
+            load_secret_key(&key.secret_file, Some("wrong")),
+            Err(KeyError::WrongPassword(_))
+        ));
+        let signer = load_secret_key(&key.secret_file, Some("pw")).unwrap();
+        assert_eq!(signer.id(), key.id);
+        assert!(matches!(
+            load_secret_key("untrusted comment: x\nnot a key\n", None),
+            Err(KeyError::NotAKey(_))
+        ));
+    }
+}

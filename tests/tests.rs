@@ -21,6 +21,7 @@ mod original;
 mod previous;
 mod private;
 mod progress;
+mod publish;
 mod race;
 mod recover;
 mod release;

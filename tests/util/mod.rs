@@ -17,6 +17,8 @@ use ota_serve::{Options, Server};
 use tempfile::TempDir;
 pub use test_git::{GitRepo, Node, Raw, Tree, noise};
 
+pub mod publisher;
+
 /// The files under `root`, skipping the top-level `.ota` folder.
 pub fn read_tree(root: &Path) -> Tree {
     let mut tree = Tree::new();

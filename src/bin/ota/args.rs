@@ -38,6 +38,10 @@ pub enum Command {
     Boot(TrialArgs),
     /// Go back to the previous release, kept while the installed one is on trial.
     Rollback(TrialArgs),
+    /// Make a signing key pair for `ota publish`: DIR/ota.key (secret) and DIR/ota.pub.
+    Keygen(KeygenArgs),
+    /// Add a signed release to a static site (a folder to serve with any web server).
+    Publish(Box<PublishArgs>),
 }
 
 impl Command {
@@ -48,6 +52,8 @@ impl Command {
             Command::Check(a) => a.json,
             Command::Status(a) => a.json,
             Command::Confirm(a) | Command::Boot(a) | Command::Rollback(a) => a.json,
+            Command::Keygen(a) => a.json,
+            Command::Publish(a) => a.json,
             Command::Recover(_) => false,
         }
     }
@@ -112,6 +118,88 @@ pub struct RecoverArgs {
 pub struct TrialArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the secret key's password is given (`ota keygen`, `ota publish`).
+#[derive(Debug, clap::Args)]
+pub struct PasswordArgs {
+    /// Read the secret key's password from the first line of FILE.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["password_env", "no_password"])]
+    pub password_file: Option<PathBuf>,
+    /// Read the secret key's password from the environment variable VAR.
+    #[arg(long, value_name = "VAR", conflicts_with = "no_password")]
+    pub password_env: Option<String>,
+    /// Never ask for a password on a terminal (keygen: write the key unencrypted).
+    #[arg(long)]
+    pub no_password: bool,
+}
+
+/// `ota keygen`.
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// The folder to write ota.key and ota.pub into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Replace an existing ota.key and ota.pub.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ota publish`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["repo", "dir"])))]
+pub struct PublishArgs {
+    /// The secret key (ota.key from `ota keygen`, or a key from `minisign -G`).
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    /// The site folder to add the release to (created if missing).
+    #[arg(long, value_name = "SITE")]
+    pub out: PathBuf,
+    /// Publish a commit of this git repository (with --ref).
+    #[arg(long, value_name = "GITREPO", requires = "reference")]
+    pub repo: Option<PathBuf>,
+    /// The tag, branch or commit of --repo to publish.
+    #[arg(long = "ref", value_name = "REF", requires = "repo")]
+    pub reference: Option<String>,
+    /// Publish the files of this folder instead of a git commit.
+    #[arg(long, value_name = "FOLDER", conflicts_with = "repo")]
+    pub dir: Option<PathBuf>,
+    /// The channel: `stable` writes manifest.json, another name channels/NAME/manifest.json.
+    #[arg(long, value_name = "NAME", default_value = "stable")]
+    pub channel: String,
+    /// The release's name [default: the ref name; for --dir, the first 12 hex digits of
+    /// the files' git tree id].
+    #[arg(long, value_name = "NAME")]
+    pub release: Option<String>,
+    /// Publish only paths this pattern matches (repeatable; a device's `allow` rules).
+    #[arg(long, value_name = "GLOB")]
+    pub allow: Vec<String>,
+    /// Leave out paths this pattern matches (repeatable; a device's `ignore` rules).
+    #[arg(long, value_name = "GLOB")]
+    pub ignore: Vec<String>,
+    /// Take allow and ignore from this device config file instead.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["allow", "ignore"])]
+    pub config: Option<PathBuf>,
+    /// How long devices accept the manifest (e.g. 30days, 12h): publish again before.
+    #[arg(long, value_name = "DURATION", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub expires_in: std::time::Duration,
+    /// The share of devices (0-100) that take this release.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub rollout_percent: Option<u8>,
+    /// Keep the newest N releases of each channel; delete older records and every object
+    /// nothing kept lists.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+    #[command(flatten)]
+    pub password: PasswordArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

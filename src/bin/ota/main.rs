@@ -12,6 +12,7 @@ mod args;
 mod log;
 mod print;
 mod progress;
+mod publish;
 
 use std::io;
 use std::process::ExitCode;
@@ -157,6 +158,14 @@ fn run(args: Args, stderr: &Stderr) -> anyhow::Result<ExitCode> {
             let report = updater.rollback()?;
             stderr.clear_bar();
             print::rollback(&report, a.json).map_err(OutputError)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen(a) => {
+            publish::keygen(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish(a) => {
+            publish::publish(&a)?;
             Ok(ExitCode::SUCCESS)
         }
     }

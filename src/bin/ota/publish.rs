@@ -1,0 +1,178 @@
+//! `ota keygen` and `ota publish`: the publisher's commands (they run on a workstation or
+//! in CI, never on a device).
+
+use std::io::{self, IsTerminal, Write};
+
+use anyhow::{anyhow, bail};
+use ota::publish::{self, Input, Options};
+use ota::signed;
+
+use crate::OutputError;
+use crate::args::{KeygenArgs, PasswordArgs, PublishArgs};
+use crate::print;
+
+/// The password given by --password-file or --password-env, if any.
+fn given_password(args: &PasswordArgs) -> anyhow::Result<Option<String>> {
+    if let Some(file) = &args.password_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow!("cannot read --password-file {}: {e}", file.display()))?;
+        // The first line, without its line ending: `echo secret > file` works.
+        let line = text.lines().next().unwrap_or_default();
+        return Ok(Some(line.to_owned()));
+    }
+    if let Some(var) = &args.password_env {
+        let value = std::env::var(var).map_err(|_| {
+            anyhow!(
+                "--password-env {var}: the environment variable {var} is not set (or not UTF-8)"
+            )
+        })?;
+        return Ok(Some(value));
+    }
+    Ok(None)
+}
+
+/// Whether a password may be asked for on the terminal.
+fn can_prompt(args: &PasswordArgs) -> bool {
+    !args.no_password && io::stdin().is_terminal()
+}
+
+/// `ota keygen`.
+pub fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    let mut password = given_password(&args.password)?;
+    if password.is_none() && can_prompt(&args.password) {
+        let first = rpassword::prompt_password(
+            "Password for the new secret key (empty: none, the key is stored unencrypted): ",
+        )
+        .map_err(|e| anyhow!("cannot read the password from the terminal: {e}"))?;
+        if !first.is_empty() {
+            let again = rpassword::prompt_password("The same password again: ")
+                .map_err(|e| anyhow!("cannot read the password from the terminal: {e}"))?;
+            if again != first {
+                bail!("the two passwords differ: nothing was written; run ota keygen again");
+            }
+            password = Some(first);
+        }
+    }
+    let report = publish::keygen(&args.out, password.as_deref(), args.force)?;
+    let out = &mut io::stdout().lock();
+    let result = if args.json {
+        print::json(out, &report)
+    } else {
+        print_keygen(out, &report)
+    };
+    result.map_err(OutputError)?;
+    Ok(())
+}
+
+fn print_keygen(out: &mut impl Write, r: &publish::KeygenReport) -> io::Result<()> {
+    writeln!(out, "key id {}", r.key_id)?;
+    let protection = match r.encrypted {
+        true => "password-protected",
+        false => "not password-protected",
+    };
+    writeln!(
+        out,
+        "secret key: {} ({protection}; keep it secret: it signs releases)",
+        r.secret_key_file.display()
+    )?;
+    writeln!(out, "public key: {}", r.public_key_file.display())?;
+    writeln!(out, "devices trust it with this line in [source]:")?;
+    writeln!(out, "public_key = \"{}\"", r.public_key)?;
+    out.flush()
+}
+
+/// `ota publish`.
+pub fn publish(args: &PublishArgs) -> anyhow::Result<()> {
+    let input = match (&args.repo, &args.reference, &args.dir) {
+        (Some(repo), Some(reference), None) => Input::Git {
+            repo: repo.clone(),
+            reference: reference.clone(),
+        },
+        (None, None, Some(dir)) => Input::Folder(dir.clone()),
+        _ => bail!("give either --repo GITREPO --ref REF, or --dir FOLDER"),
+    };
+    let filter = match &args.config {
+        Some(path) => ota::config::Config::load(path)?.filter,
+        None => publish::filter(&args.allow, &args.ignore)?,
+    };
+    let key_text = std::fs::read_to_string(&args.key).map_err(|e| {
+        anyhow!(
+            "cannot read the secret key --key {}: {e}",
+            args.key.display()
+        )
+    })?;
+    let mut password = given_password(&args.password)?;
+    if password.is_none()
+        && signed::secret_key_is_encrypted(&key_text)
+        && can_prompt(&args.password)
+    {
+        let prompt = format!("Password for {}: ", args.key.display());
+        password = Some(
+            rpassword::prompt_password(prompt)
+                .map_err(|e| anyhow!("cannot read the password from the terminal: {e}"))?,
+        );
+    }
+    let key = signed::load_secret_key(&key_text, password.as_deref())
+        .map_err(|e| anyhow!("--key {}: {e}", args.key.display()))?;
+    let options = Options {
+        input,
+        out: args.out.clone(),
+        channel: args.channel.clone(),
+        release: args.release.clone(),
+        filter,
+        expires_in: args.expires_in,
+        rollout_percent: args.rollout_percent,
+        keep: args.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
+    };
+    let summary = publish::publish(&options, &key)?;
+    for warning in &summary.warnings {
+        tracing::warn!("{warning}");
+    }
+    let out = &mut io::stdout().lock();
+    let result = if args.json {
+        print::json(out, &summary)
+    } else {
+        print_summary(out, &summary, &args.out)
+    };
+    result.map_err(OutputError)?;
+    Ok(())
+}
+
+fn print_summary(
+    out: &mut impl Write,
+    s: &publish::Summary,
+    site: &std::path::Path,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "published {} ({}) on channel {} as counter {}: {}",
+        s.release,
+        &s.commit[..12],
+        s.channel,
+        s.counter,
+        site.join(&s.manifest).display()
+    )?;
+    writeln!(out, "files: {} ({})", s.files, print::bytes(s.bytes))?;
+    writeln!(
+        out,
+        "objects: {} written ({}), {} already on the site",
+        s.objects_written,
+        print::bytes(s.bytes_written),
+        s.objects_reused
+    )?;
+    writeln!(
+        out,
+        "signed with key {}; expires {} (publish again before)",
+        s.key_id, s.expires
+    )?;
+    if !s.pruned_releases.is_empty() || s.pruned_objects > 0 {
+        writeln!(
+            out,
+            "pruned: {} release record(s), {} object(s) ({})",
+            s.pruned_releases.len(),
+            s.pruned_objects,
+            print::bytes(s.pruned_bytes)
+        )?;
+    }
+    out.flush()
+}

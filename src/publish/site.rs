@@ -1,0 +1,377 @@
+//! The static site `ota publish` writes: its objects, its release records, its manifests.
+//!
+//! Every file is written to a temporary file in the folder it belongs in, flushed to disk,
+//! then renamed over its name, and the folder is flushed: a reader (a web server, a mirror
+//! sync) sees the old file or the new one, never part of one.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use sha2::Digest;
+
+use super::PublishError;
+use crate::manifest::Sha256;
+use crate::signed::{self, Encoding, ReleaseManifest};
+
+/// Compression is kept only when it saves at least this share of the size…
+const MIN_SAVING_PERCENT: u64 = 10;
+/// …and at least this many bytes.
+const MIN_SAVING_BYTES: u64 = 512;
+
+/// The folder where published releases live.
+pub(super) struct Site {
+    root: PathBuf,
+    /// An exclusive `flock` on `SITE/.ota-publish.lock`, held while this publish runs.
+    _lock: File,
+}
+
+/// How an object is stored on the site.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Stored {
+    pub(super) encoding: Encoding,
+    /// Bytes on the site.
+    pub(super) size: u64,
+}
+
+/// What pruning removed.
+#[derive(Debug, Default)]
+pub(super) struct Pruned {
+    /// Counters of the release records removed.
+    pub(super) releases: Vec<u64>,
+    /// Objects removed.
+    pub(super) objects: u64,
+    /// Their bytes.
+    pub(super) bytes: u64,
+}
+
+impl Site {
+    /// The site at `root`, created if missing, locked against other `ota publish` runs: a
+    /// second one waits for the first to finish, then takes the next counter.
+    pub(super) fn open(root: &Path) -> Result<Site, PublishError> {
+        fs::create_dir_all(root).map_err(|e| PublishError::io(root, "create", e))?;
+        let path = root.join(".ota-publish.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| PublishError::io(&path, "open", e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| PublishError::io(&path, "lock", e.into()))?;
+        Ok(Site {
+            root: root.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// The next counter: one more than every counter found on the site (every channel's
+    /// manifest and every release record), so that it increases across channels and never
+    /// repeats, even if records were deleted by hand.
+    pub(super) fn next_counter(&self) -> Result<u64, PublishError> {
+        let mut highest = 0;
+        for (_, manifest) in self.current_manifests()? {
+            highest = highest.max(manifest.counter);
+        }
+        for (counter, _) in self.record_files()? {
+            highest = highest.max(counter);
+        }
+        highest
+            .checked_add(1)
+            .ok_or_else(|| PublishError::Invalid("the site's counter is at its maximum".into()))
+    }
+
+    /// The manifest of every channel published here, by site path.
+    fn current_manifests(&self) -> Result<Vec<(String, ReleaseManifest)>, PublishError> {
+        let mut paths = vec![signed::manifest_path("stable")];
+        let channels = self.path("channels");
+        if channels.is_dir() {
+            for item in
+                fs::read_dir(&channels).map_err(|e| PublishError::io(&channels, "list", e))?
+            {
+                let item = item.map_err(|e| PublishError::io(&channels, "list", e))?;
+                if let Some(name) = item.file_name().to_str() {
+                    paths.push(signed::manifest_path(name));
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for rel in paths {
+            let path = self.path(&rel);
+            if path.is_file() {
+                found.push((rel, read_manifest(&path)?));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every release record (`releases/<counter>.json`), by counter.
+    fn record_files(&self) -> Result<Vec<(u64, PathBuf)>, PublishError> {
+        let dir = self.path("releases");
+        let mut found = Vec::new();
+        if !dir.is_dir() {
+            return Ok(found);
+        }
+        for item in fs::read_dir(&dir).map_err(|e| PublishError::io(&dir, "list", e))? {
+            let item = item.map_err(|e| PublishError::io(&dir, "list", e))?;
+            let name = item.file_name();
+            let counter = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(counter) = counter {
+                found.push((counter, item.path()));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The object holding content `sha256`, if the site has it (in either encoding).
+    pub(super) fn find_object(&self, sha256: &Sha256) -> Option<Stored> {
+        [Encoding::Identity, Encoding::Gzip]
+            .into_iter()
+            .find_map(|encoding| {
+                let meta = fs::metadata(self.path(&signed::object_path(sha256, encoding))).ok()?;
+                meta.is_file().then_some(Stored {
+                    encoding,
+                    size: meta.len(),
+                })
+            })
+    }
+
+    /// Stores `content` (`size` bytes whose SHA-256 is `sha256`) as an object: gzip
+    /// compressed when that saves at least 10% and 512 bytes, as it is otherwise. The
+    /// content is checked against `sha256` and `size` while it is written.
+    pub(super) fn store_object(
+        &self,
+        sha256: &Sha256,
+        size: u64,
+        content: &mut dyn Read,
+        what: &str,
+    ) -> Result<Stored, PublishError> {
+        let identity = self.path(&signed::object_path(sha256, Encoding::Identity));
+        let gzip = self.path(&signed::object_path(sha256, Encoding::Gzip));
+        let dir = identity
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        fs::create_dir_all(&dir).map_err(|e| PublishError::io(&dir, "create", e))?;
+        let temp = |suffix: &str| {
+            tempfile::Builder::new()
+                .prefix(".tmp-")
+                .permissions(readable())
+                .suffix(suffix)
+                .tempfile_in(&dir)
+                .map_err(|e| PublishError::io(&dir, "write in", e))
+        };
+        let plain = temp("")?;
+        // Content too small to save 512 bytes is never compressed.
+        let mut packed = match size > MIN_SAVING_BYTES {
+            true => Some(GzEncoder::new(
+                BufWriter::new(temp(".gz")?),
+                Compression::best(),
+            )),
+            false => None,
+        };
+        let mut plain_out = BufWriter::new(plain);
+        let mut hasher = sha2::Sha256::new();
+        let mut seen = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        let failed = |e: io::Error| PublishError::io(&dir, "write in", e);
+        loop {
+            let n = content
+                .read(&mut buf)
+                .map_err(|e| PublishError::Read(what.to_owned(), e))?;
+            if n == 0 {
+                break;
+            }
+            seen += n as u64;
+            hasher.update(&buf[..n]);
+            plain_out.write_all(&buf[..n]).map_err(failed)?;
+            if let Some(packed) = &mut packed {
+                packed.write_all(&buf[..n]).map_err(failed)?;
+            }
+        }
+        let digest = Sha256::from_bytes(hasher.finalize().into());
+        if seen != size || digest != *sha256 {
+            return Err(PublishError::Changed(PathBuf::from(what)));
+        }
+        let plain = plain_out.into_inner().map_err(|e| failed(e.into_error()))?;
+        let packed = match packed {
+            Some(encoder) => {
+                let writer = encoder.finish().map_err(failed)?;
+                Some(writer.into_inner().map_err(|e| failed(e.into_error()))?)
+            }
+            None => None,
+        };
+        let packed_size = match &packed {
+            Some(file) => file.as_file().metadata().map_err(failed)?.len(),
+            None => u64::MAX,
+        };
+        let saving = size.saturating_sub(packed_size);
+        let worth = packed.is_some()
+            && saving >= MIN_SAVING_BYTES
+            && saving * 100 >= size * MIN_SAVING_PERCENT;
+        let (file, target, stored) = match (worth, packed) {
+            (true, Some(packed)) => (
+                packed,
+                &gzip,
+                Stored {
+                    encoding: Encoding::Gzip,
+                    size: packed_size,
+                },
+            ),
+            _ => (
+                plain,
+                &identity,
+                Stored {
+                    encoding: Encoding::Identity,
+                    size,
+                },
+            ),
+        };
+        file.as_file().sync_all().map_err(failed)?;
+        file.persist(target)
+            .map_err(|e| PublishError::io(target, "write", e.error))?;
+        sync_dir(&dir)?;
+        Ok(stored)
+    }
+
+    /// Writes `bytes` to the site path `rel`, atomically.
+    pub(super) fn write(&self, rel: &str, bytes: &[u8]) -> Result<(), PublishError> {
+        let path = self.path(rel);
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        fs::create_dir_all(&dir).map_err(|e| PublishError::io(&dir, "create", e))?;
+        let failed = |e: io::Error| PublishError::io(&path, "write", e);
+        let mut file = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .permissions(readable())
+            .tempfile_in(&dir)
+            .map_err(failed)?;
+        file.write_all(bytes).map_err(failed)?;
+        file.as_file().sync_all().map_err(failed)?;
+        file.persist(&path).map_err(|e| failed(e.error))?;
+        sync_dir(&dir)
+    }
+
+    /// Keeps the `keep` newest release records of each channel and deletes the older ones,
+    /// then every object that no kept record and no channel's manifest lists.
+    pub(super) fn prune(&self, keep: usize) -> Result<Pruned, PublishError> {
+        let mut pruned = Pruned::default();
+        let mut by_channel: std::collections::BTreeMap<String, Vec<(u64, PathBuf)>> =
+            Default::default();
+        let mut referenced = BTreeSet::new();
+        let records = self.record_files()?;
+        let mut kept = Vec::new();
+        for (counter, path) in records {
+            let manifest = read_manifest(&path)?;
+            by_channel
+                .entry(manifest.channel.clone())
+                .or_default()
+                .push((counter, path));
+        }
+        for (_, mut records) in by_channel {
+            records.sort();
+            let cut = records.len().saturating_sub(keep);
+            for (counter, path) in records.drain(..cut) {
+                for file in [path.clone(), signature_of(&path)] {
+                    match fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(PublishError::io(&file, "delete", e)),
+                    }
+                }
+                pruned.releases.push(counter);
+            }
+            kept.extend(records);
+        }
+        for (_, path) in &kept {
+            referenced.extend(objects_of(&read_manifest(path)?));
+        }
+        for (_, manifest) in self.current_manifests()? {
+            referenced.extend(objects_of(&manifest));
+        }
+        let objects = self.path("objects");
+        if !objects.is_dir() {
+            return Ok(pruned);
+        }
+        for folder in fs::read_dir(&objects).map_err(|e| PublishError::io(&objects, "list", e))? {
+            let folder = folder
+                .map_err(|e| PublishError::io(&objects, "list", e))?
+                .path();
+            if !folder.is_dir() {
+                continue;
+            }
+            for item in fs::read_dir(&folder).map_err(|e| PublishError::io(&folder, "list", e))? {
+                let item = item.map_err(|e| PublishError::io(&folder, "list", e))?;
+                let Some(name) = item.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                // Only files named like objects are ours to delete.
+                let hex = name.strip_suffix(".gz").unwrap_or(&name);
+                if Sha256::from_hex(hex).is_none() || referenced.contains(&name) {
+                    continue;
+                }
+                let path = item.path();
+                let len = item.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(&path).map_err(|e| PublishError::io(&path, "delete", e))?;
+                pruned.objects += 1;
+                pruned.bytes += len;
+            }
+            // An emptied folder goes too; one still holding objects stays.
+            let _ = fs::remove_dir(&folder);
+        }
+        Ok(pruned)
+    }
+}
+
+/// The object file names (`<64 hex>` or `<64 hex>.gz`) a manifest lists.
+fn objects_of(manifest: &ReleaseManifest) -> impl Iterator<Item = String> + '_ {
+    manifest.files.iter().map(|f| {
+        let path = signed::object_path(&f.sha256, f.encoding);
+        path.rsplit('/').next().unwrap_or_default().to_owned()
+    })
+}
+
+fn signature_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".minisig");
+    PathBuf::from(name)
+}
+
+/// A manifest of this site (trusted: we wrote it; its signature is not checked here).
+fn read_manifest(path: &Path) -> Result<ReleaseManifest, PublishError> {
+    let bytes = fs::read(path).map_err(|e| PublishError::io(path, "read", e))?;
+    ReleaseManifest::parse(&bytes).map_err(|e| {
+        PublishError::Invalid(format!(
+            "{} is not a release manifest ({e}): the site's counter cannot be known; \
+             publish into an empty folder, or remove that file",
+            path.display()
+        ))
+    })
+}
+
+/// A site file's mode: readable by everyone (the web server), as a file created with
+/// 0644 under the process's umask.
+fn readable() -> fs::Permissions {
+    fs::Permissions::from_mode(0o644)
+}
+
+/// Flushes a folder's entries (a rename in it) to disk.
+fn sync_dir(dir: &Path) -> Result<(), PublishError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| PublishError::io(dir, "flush", e))
+}
