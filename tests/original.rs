@@ -495,3 +495,125 @@ fn a_release_never_writes_the_manifest_key_file() {
     );
     assert!(device.target.join("main.py").exists());
 }
+
+/// Runs the real `ota publish` with `args`; returns stdout + stderr.
+fn ota_publish(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ota"))
+        .arg("publish")
+        .args(args)
+        .env_remove("OTA_HMAC_KEY")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn ota_publish_format_original_writes_what_python_writes_and_devices_accept() {
+    let repo = app_v1();
+    let assets = tempfile::tempdir().unwrap();
+    let out_dir = assets.path().join("v1.0.0");
+    let key_file = assets.path().join("hmac.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let out = ota_publish(&[
+        "--format",
+        "original",
+        "--hmac-key-file",
+        key_file.to_str().unwrap(),
+        "--repo",
+        repo.path().to_str().unwrap(),
+        "--ref",
+        "v1.0.0",
+        "--release-version",
+        "1.0-é ☃",
+        "--post-update",
+        "migrate",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("4 files"), "{shown}");
+    std::fs::remove_file(&key_file).unwrap();
+
+    // Byte for byte what the original's generator writes (canonically) for the same files.
+    let ours = std::fs::read(out_dir.join("manifest.json")).unwrap();
+    let python_dir = tempfile::tempdir().unwrap();
+    let python = generate(
+        &repo,
+        python_dir.path(),
+        "v1.0.0",
+        &[
+            "--key",
+            KEY,
+            "--version",
+            "1.0-é ☃",
+            "--post-update",
+            "migrate",
+        ],
+    );
+    let python: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(python).unwrap()).unwrap();
+    assert_eq!(
+        String::from_utf8(ours).unwrap(),
+        String::from_utf8(ota::original::canonical(&python).unwrap()).unwrap()
+    );
+
+    // A device with the key installs the release from it and runs the allow-listed command.
+    let server = serve_with(repo.path(), |o| o.assets = Some(assets.path().to_owned()));
+    let device = Device::new(&server, "");
+    device.configure("source", &format!("manifest_key = \"{KEY}\""));
+    let record = device.home().join("post_update.log");
+    tables(
+        &device,
+        &format!(
+            "[after_update]\npost_update = {{ migrate = \"echo migrate >> '{}'\" }}\n",
+            record.display()
+        ),
+    );
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "migrate\n");
+
+    // One with another key refuses it.
+    let other = Device::new(&server, "");
+    other.configure("source", "manifest_key = \"not-the-key\"");
+    assert!(!other.ota(&["update"]).status.success());
+    assert_eq!(other.last_error().unwrap()["kind"], "bad_signature");
+}
+
+#[test]
+fn ota_publish_format_original_refuses_what_devices_would_refuse() {
+    let repo = app_v1();
+    let out_dir = tempfile::tempdir().unwrap();
+    for (args, why) in [
+        (&["--post-update", "rm -rf /"][..], "not a plain name"),
+        (
+            &["--delete", "main.py"][..],
+            "both in `files` and in `deletes`",
+        ),
+        (&["--delete", "../etc/passwd"][..], "not a valid path"),
+    ] {
+        let mut all = vec![
+            "--format",
+            "original",
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--ref",
+            "v1.0.0",
+            "--out",
+            out_dir.path().to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        let out = ota_publish(&all);
+        let shown = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(shown.contains(why), "{args:?}: {shown}");
+        assert!(
+            !out_dir.path().join("manifest.json").exists(),
+            "nothing written"
+        );
+    }
+}
