@@ -208,8 +208,9 @@ pub(crate) fn run(command: &str, timeout: Duration, env: &HookEnv) -> Result<(),
     Hooks::from_ota().run(command, timeout, env)
 }
 
-/// Runs the `[after_update]` command, then `systemctl restart UNIT…` (one call for all
-/// units), each with the section's timeout. Not the reboot: see [`reboot`].
+/// Runs the `[after_update]` command, then the `post_update` command the release names (when
+/// the allow-list maps it), then `systemctl restart UNIT…` (one call for all units), each
+/// with the section's timeout. Not the reboot: see [`reboot`].
 pub(crate) fn after_update(config: &AfterUpdate, env: &HookEnv) -> Result<(), HookError> {
     Hooks::from_ota().after_update(config, env)
 }
@@ -244,6 +245,21 @@ impl Hooks {
     fn after_update(&self, config: &AfterUpdate, env: &HookEnv) -> Result<(), HookError> {
         if let Some(command) = &config.command {
             self.run(command, config.timeout, env)?;
+        }
+        // The original manifest's `post_update` names a command of the allow-list; it is
+        // the release's own step, so it runs after installing it, not after a rollback.
+        if let Some(name) = &env.release.post_update
+            && env.phase == Phase::AfterUpdate
+        {
+            match config.post_update.get(name) {
+                Some(command) => self.run(command, config.timeout, env)?,
+                None => tracing::warn!(
+                    "release {} asks for post_update {name:?}, which `[after_update] \
+                     post_update` does not list: nothing run (ota never runs a command named \
+                     by the server; add `{name} = \"COMMAND\"` there to run one)",
+                    env.release.ref_name
+                ),
+            }
         }
         if !config.restart.is_empty() {
             let mut cmd = Command::new("systemctl");

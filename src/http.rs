@@ -34,6 +34,8 @@ pub(crate) enum Accept {
     RawBlob,
     /// Any bytes (raw file hosting).
     Bytes,
+    /// `application/octet-stream`: a release asset's bytes from the API.
+    Octet,
 }
 
 impl Accept {
@@ -43,6 +45,7 @@ impl Accept {
             Accept::Sha => "application/vnd.github.sha",
             Accept::RawBlob => "application/vnd.github.raw+json",
             Accept::Bytes => "*/*",
+            Accept::Octet => "application/octet-stream",
         }
     }
 }

@@ -84,6 +84,7 @@ mod http;
 mod limits;
 mod manifest;
 mod metrics;
+pub mod original;
 mod plan;
 pub mod publish;
 mod resources;

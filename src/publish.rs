@@ -15,6 +15,7 @@
 //! objects are not there yet.
 
 mod keygen;
+mod original;
 mod site;
 mod source;
 
@@ -26,6 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use keygen::{KeygenReport, keygen};
+pub use original::{OriginalOptions, OriginalSummary, publish_original};
 
 use crate::filter::{Filter, FilterError};
 use crate::manifest::{self, Kind, ManifestError, ObjectId, RelPath, Sha256, TreeEntry};

@@ -254,7 +254,8 @@ pub enum Refusal {
     /// The host has no signature for the manifest.
     #[error(
         "the release has no signature (`manifest.json.minisig`): publish it with `ota publish`, \
-         which signs it; a device with a `public_key` installs signed releases only"
+         which signs it; a device with a `public_key` installs signed releases only (with \
+         `manifest_key` instead: the original `manifest.json` asset with its `signature`)"
     )]
     MissingSignature,
     /// The signature does not verify, or is not a signature.

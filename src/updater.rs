@@ -319,6 +319,10 @@ impl Updater {
         let own_files = [
             (config.config_file.as_deref(), "this device's config file"),
             (config.source.token_file(), "this device's token file"),
+            (
+                config.source.manifest_key_file(),
+                "this device's manifest key file",
+            ),
         ]
         .into_iter()
         .chain(key_files.map(|f| (Some(f.as_path()), "this device's public key file")));

@@ -159,6 +159,7 @@ const ACTED: &[&str] = &[
     "owner",
     "repo",
     "token",
+    "manifest_key",
     "channel",
     "branch",
     "allow",

@@ -42,6 +42,8 @@ pub(super) struct Source {
     pub public_key: Option<OneOrMany>,
     pub public_key_file: Option<OneOrMany>,
     pub allow_downgrade: Option<bool>,
+    pub manifest_key: Option<String>,
+    pub manifest_key_file: Option<String>,
 }
 
 /// A key that takes one string or a list of them.
@@ -110,6 +112,7 @@ pub(super) struct AfterUpdate {
     pub reboot: Option<bool>,
     pub command: Option<String>,
     pub timeout_sec: Option<Ranged<1, 86_400>>,
+    pub post_update: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `[guards]`: bytes up to 1 EiB, a percentage.

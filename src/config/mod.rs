@@ -140,6 +140,14 @@ impl SourceConfig {
             SourceConfig::Static(_) => None,
         }
     }
+
+    /// The `manifest_key_file`, when the HMAC key came from one.
+    pub fn manifest_key_file(&self) -> Option<&Path> {
+        match self {
+            SourceConfig::Github(github) => github.manifest_key_file.as_deref(),
+            SourceConfig::Static(_) => None,
+        }
+    }
 }
 
 /// Which signed manifests a source accepts.
@@ -185,6 +193,11 @@ pub struct GithubConfig {
     /// Signed release manifests: with keys, a release must carry `manifest.json` and
     /// `manifest.json.minisig` assets that verify.
     pub trust: Trust,
+    /// `manifest_key` or `manifest_key_file`: the HMAC key of the original updater's
+    /// `manifest.json` release asset; when set, a release must carry that asset, signed.
+    pub manifest_key: Option<Token>,
+    /// `manifest_key_file`, absolute and normalised, when the key came from one.
+    pub manifest_key_file: Option<PathBuf>,
 }
 
 /// A secret that never prints: `Debug` and `Display` show `***`.
@@ -396,6 +409,10 @@ pub struct AfterUpdate {
     pub command: Option<String>,
     /// `timeout_sec` (default 60), for `command` and for each `systemctl` call.
     pub timeout: Duration,
+    /// `post_update`: the allow-list of the original manifest's `post_update` names, each
+    /// mapped to a command run with `sh -c` in the target after `command` (never a command
+    /// named by the server).
+    pub post_update: BTreeMap<String, String>,
 }
 
 impl Default for AfterUpdate {
@@ -405,6 +422,7 @@ impl Default for AfterUpdate {
             reboot: false,
             command: None,
             timeout: Duration::from_secs(60),
+            post_update: BTreeMap::new(),
         }
     }
 }
@@ -412,7 +430,10 @@ impl Default for AfterUpdate {
 impl AfterUpdate {
     /// Whether anything runs after an update.
     pub fn is_empty(&self) -> bool {
-        self.restart.is_empty() && !self.reboot && self.command.is_none()
+        self.restart.is_empty()
+            && !self.reboot
+            && self.command.is_none()
+            && self.post_update.is_empty()
     }
 }
 

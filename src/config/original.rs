@@ -81,6 +81,7 @@ original_format! {
         owner: String => source.owner,
         repo: String => source.repo,
         token: String => source.token,
+        manifest_key: String => source.manifest_key,
         channel: String => channel,
         branch: String => branch,
         allow: Vec<String> => allow,
@@ -128,9 +129,6 @@ original_format! {
             hardware pins; it reads the battery level from the operating system \
             (/sys/class/power_supply) for `min_battery_percent`",
         min_cpu_mhz: "ota does not set the CPU clock; the operating system manages it",
-        manifest_key: "ota does not verify signed manifests yet (a later version adds them); \
-            meanwhile every file is checked against its git blob id from the release's tree: \
-            use https:// so that the tree cannot be altered on the way",
         enable_delta_updates: "ota has no binary deltas yet (a later version adds them); it \
             already downloads only the files that changed",
         delete_patterns: "ota deletes the files it installed that a new release no longer \

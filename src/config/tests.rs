@@ -1410,18 +1410,17 @@ fn original_format_comments_and_unused_values_of_any_shape() {
         warnings.contains("`delete_patterns` is not used"),
         "{warnings}"
     );
-    assert!(
-        warnings.contains("`manifest_key` is not used"),
-        "{warnings}"
-    );
-    assert!(warnings.contains("a later version"), "{warnings}");
+    assert!(!warnings.contains("manifest_key"), "{warnings}");
 }
 
 #[test]
 fn original_keys_in_the_new_format_say_why() {
     let e = err(&minimal("manifest_key = \"k\"", ""));
     assert_eq!(e.key(), Some("manifest_key"));
-    assert!(e.to_string().contains("signed manifests"), "{e}");
+    assert!(
+        e.to_string().contains("write it as `source.manifest_key`"),
+        "{e}"
+    );
     let e = err(&minimal("min_free_storage = 1000", ""));
     assert!(
         e.to_string()
@@ -1757,4 +1756,102 @@ fn device_table_names_the_watchdog_and_the_led() {
     let e = toml(&format!("{}\n[device]\nled = \"\"\n", minimal("", "")));
     assert!(e.unwrap_err().to_string().contains("`device.led` is empty"));
     assert_eq!(toml(&minimal("", "")).unwrap().device, Default::default());
+}
+
+#[test]
+fn manifest_key_inline_from_a_file_and_from_the_original_format() {
+    let config = toml(&minimal("", "manifest_key = \"s3cret\"")).unwrap();
+    let gh = github(&config);
+    assert_eq!(gh.manifest_key.as_ref().unwrap().expose(), "s3cret");
+    assert!(!format!("{config:?}").contains("s3cret"), "never printed");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hmac"), "filekey\n").unwrap();
+    set_mode(&dir.path().join("hmac"), 0o600);
+    let text = minimal("", "manifest_key_file = \"hmac\"");
+    let config = Config::parse(&text, Format::Toml, dir.path(), &no_env).unwrap();
+    let gh = github(&config);
+    assert_eq!(gh.manifest_key.as_ref().unwrap().expose(), "filekey");
+    assert_eq!(
+        gh.manifest_key_file.as_deref(),
+        Some(dir.path().join("hmac").as_path())
+    );
+
+    let e = err(&minimal(
+        "",
+        "manifest_key = \"a\"\nmanifest_key_file = \"b\"",
+    ));
+    assert_eq!(e.key(), Some("source.manifest_key"));
+    let e = err(&minimal("", "manifest_key = \" \""));
+    assert!(e.to_string().contains("is empty"), "{e}");
+    let e = Config::parse(
+        &minimal("", "manifest_key_file = \"missing\""),
+        Format::Toml,
+        dir.path(),
+        &no_env,
+    )
+    .unwrap_err();
+    assert_eq!(e.key(), Some("source.manifest_key_file"));
+
+    let config = json(&original().replace(
+        "\"debug\": false",
+        "\"debug\": false, \"manifest_key\": \"orig\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        github(&config).manifest_key.as_ref().unwrap().expose(),
+        "orig"
+    );
+    assert!(!config.warnings.join("\n").contains("manifest_key"));
+}
+
+#[test]
+fn post_update_allow_list() {
+    let text = format!(
+        "{}\n[after_update]\npost_update = {{ migrate = \"./migrate.sh\", \"db-v2\" = \"true\" }}\n",
+        minimal("", "")
+    );
+    let config = toml(&text).unwrap();
+    let list = &config.after_update.post_update;
+    assert_eq!(
+        list.get("migrate").map(String::as_str),
+        Some("./migrate.sh")
+    );
+    assert_eq!(list.get("db-v2").map(String::as_str), Some("true"));
+    assert!(!config.after_update.is_empty());
+
+    for (bad, why) in [
+        ("{ \"a b\" = \"x\" }", "not a plain name"),
+        ("{ a = \"\" }", "is empty"),
+        ("{ a = 1 }", ""),
+    ] {
+        let text = format!("{}\n[after_update]\npost_update = {bad}\n", minimal("", ""));
+        let e = err(&text);
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn public_key_with_the_developer_channel_is_refused_at_load() {
+    let key = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+    let e = err(&minimal(
+        "channel = \"developer\"\nbranch = \"main\"",
+        &format!("public_key = \"{key}\""),
+    ));
+    assert_eq!(e.key(), Some("source.public_key"));
+    assert!(e.to_string().contains("branch tip"), "{e}");
+
+    let config = toml(&minimal(
+        "channel = \"developer\"\nbranch = \"main\"",
+        "manifest_key = \"k\"",
+    ))
+    .unwrap();
+    assert!(
+        config
+            .warnings
+            .join("\n")
+            .contains("no `manifest.json` is checked"),
+        "{:?}",
+        config.warnings
+    );
 }

@@ -62,7 +62,10 @@ fn what(name: &str) -> &'static str {
 /// A placeholder as an error may show it: a token's only when it cannot be a real token
 /// pasted into a template (`<ghp_…>`).
 fn shown<'v>(name: &str, value: &'v str) -> Option<&'v str> {
-    let secret = matches!(name, "source.token" | "source.token_file" | TOKEN_ENV);
+    let secret = matches!(
+        name,
+        "source.token" | "source.token_file" | "source.manifest_key" | TOKEN_ENV
+    );
     let safe = value.len() <= 40 && !value.chars().any(|c| c.is_ascii_digit());
     (!secret || safe).then_some(value)
 }
@@ -133,6 +136,26 @@ impl Check<'_> {
             .map_err(|err| ConfigError::invalid(&err.key(), err.to_string()))?;
         let state_dir = self.state_dir(file.state_dir, &target_dir)?;
         let (source, inline_token) = self.source(file.source)?;
+        if let (SourceConfig::Github(github), Channel::Developer { .. }) = (&source, &channel)
+            && !github.trust.keys.is_empty()
+        {
+            // A branch tip has no release, so no signed manifest asset to verify.
+            return Err(self.invalid(
+                "source.public_key",
+                "is set, but the channel is \"developer\": a branch tip carries no signed \
+                 manifest, so nothing could be installed; follow \"stable\" (signed releases), \
+                 or remove `public_key` on development devices",
+            ));
+        }
+        if let (SourceConfig::Github(github), Channel::Developer { .. }) = (&source, &channel)
+            && github.manifest_key.is_some()
+        {
+            self.warnings.push(
+                "`source.manifest_key` is set, but the channel is \"developer\": a branch tip \
+                 has no release assets, so no `manifest.json` is checked"
+                    .to_owned(),
+            );
+        }
         let network = self.network(file.network)?;
         let limits = Limits {
             max_tree_kb: file.limits.max_tree_kb.map(|n| n.0),
@@ -468,6 +491,11 @@ impl Check<'_> {
             ("source.token_file", source.token_file.is_some()),
             ("source.api_url", source.api_url.is_some()),
             ("source.raw_url", source.raw_url.is_some()),
+            ("source.manifest_key", source.manifest_key.is_some()),
+            (
+                "source.manifest_key_file",
+                source.manifest_key_file.is_some(),
+            ),
         ];
         if let Some((name, _)) = github_only.iter().find(|(_, set)| *set) {
             return Err(self.invalid(
@@ -509,6 +537,8 @@ impl Check<'_> {
             None => None,
         };
         let (token, inline) = self.token(source.token, source.token_file)?;
+        let (manifest_key, manifest_key_file) =
+            self.manifest_key(source.manifest_key, source.manifest_key_file)?;
         let has_token = token.is_some();
         let api_url = self.url("source.api_url", source.api_url, has_token)?;
         let api_url = api_url.unwrap_or_else(|| base_url::GITHUB_API.to_owned());
@@ -534,8 +564,68 @@ impl Check<'_> {
             api_url,
             raw_url,
             trust,
+            manifest_key,
+            manifest_key_file,
         };
         Ok((SourceConfig::Github(github), inline))
+    }
+
+    /// The HMAC key of the original updater's `manifest.json`, from `manifest_key` or
+    /// `manifest_key_file` (and that file's path). Never puts the key in an error.
+    fn manifest_key(
+        &mut self,
+        inline: Option<String>,
+        file: Option<String>,
+    ) -> Result<(Option<Token>, Option<PathBuf>), ConfigError> {
+        let (key, path) = match (inline, file) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    "source.manifest_key",
+                    "and `source.manifest_key_file` are both set: keep one (the file keeps the \
+                     key out of the config)",
+                ));
+            }
+            (None, None) => return Ok((None, None)),
+            (Some(key), None) => (key, None),
+            (None, Some(file)) => {
+                let name = self.key("source.manifest_key_file");
+                let path = self.path(name, &file)?;
+                let why = match read_capped(&path, MAX_TOKEN_FILE_SIZE) {
+                    Ok(text) if !text.trim().is_empty() => {
+                        if readable_by_others(&path) {
+                            self.warnings.push(format!(
+                                "the manifest key file {} can be read by every user on this \
+                                 system; restrict it (`chmod 600`)",
+                                path.display()
+                            ));
+                        }
+                        return Ok((Some(Token::new(text.trim().to_owned())), Some(path)));
+                    }
+                    Ok(_) => "it is empty; put the key in it".to_owned(),
+                    Err(ReadError::Io(err)) => {
+                        format!("{err}; check the path and its permissions")
+                    }
+                    Err(ReadError::TooLarge) => format!(
+                        "it is larger than {MAX_TOKEN_FILE_SIZE} bytes, so it is not a key file"
+                    ),
+                    Err(ReadError::NotText) => {
+                        "it is not text; it must hold only the key".to_owned()
+                    }
+                };
+                let message = format!(
+                    "cannot read the manifest key from `{name}` ({}): {why}",
+                    path.display()
+                );
+                return Err(ConfigError::invalid(name, message));
+            }
+        };
+        if key.trim().is_empty() {
+            return Err(self.invalid(
+                "source.manifest_key",
+                "is empty; set it to the original updater's `manifest_key`, or remove it",
+            ));
+        }
+        Ok((Some(Token::new(key)), path))
     }
 
     /// A GitHub user, organisation or repository name.
@@ -775,11 +865,23 @@ impl Check<'_> {
         for (i, unit) in restart.iter().enumerate() {
             self.unit(&format!("after_update.restart[{i}]"), unit)?;
         }
+        let mut post_update = std::collections::BTreeMap::new();
+        for (name, command) in a.post_update.unwrap_or_default() {
+            let key = format!("after_update.post_update.{name}");
+            crate::original::check_post_update(&name).map_err(|why| {
+                self.invalid(&key, format_args!("names {why} (a `post_update` name)"))
+            })?;
+            let Some(command) = self.command(&key, Some(command))? else {
+                return Err(self.invalid(&key, "is empty; give the command to run"));
+            };
+            post_update.insert(name, command);
+        }
         let after = AfterUpdate {
             restart,
             reboot: a.reboot.unwrap_or(false),
             command: self.command("after_update.command", a.command)?,
             timeout: secs(a.timeout_sec, da.timeout),
+            post_update,
         };
         Ok((trial, before, after))
     }

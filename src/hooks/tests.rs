@@ -558,3 +558,49 @@ fn a_program_started_with_setsid_outlives_its_hook() {
     let _ = Command::new("kill").args(["-9", &pid]).status();
     assert!(alive, "the detached program {pid} was killed with the hook");
 }
+
+#[test]
+fn post_update_runs_the_allow_listed_command_between_command_and_restart() {
+    let f = Fixture::new();
+    let log = f.systemctl(0);
+    let (target, state) = (f.target(), f.state());
+    let mut release = f.release.clone();
+    release.post_update = Some("migrate".to_owned());
+    let mut env = f.env(&target, &state, Phase::AfterUpdate);
+    env.release = &release;
+    let mut config = AfterUpdate {
+        command: Some(format!("echo command >> '{}'", log.display())),
+        restart: vec!["app.service".to_owned()],
+        ..AfterUpdate::default()
+    };
+    config.post_update.insert(
+        "migrate".to_owned(),
+        format!("echo migrate $OTA_PHASE >> '{}'", log.display()),
+    );
+    f.hooks().after_update(&config, &env).expect("runs");
+    let calls = fs::read_to_string(&log).expect("log");
+    assert_eq!(
+        calls,
+        "command\nmigrate after_update\nrestart app.service\n"
+    );
+
+    // A name the allow-list does not map runs nothing; nor does a rollback.
+    fs::remove_file(&log).expect("clear");
+    release.post_update = Some("other".to_owned());
+    let env = HookEnv {
+        release: &release,
+        ..f.env(&target, &state, Phase::AfterUpdate)
+    };
+    f.hooks().after_update(&config, &env).expect("runs");
+    release.post_update = Some("migrate".to_owned());
+    let env = HookEnv {
+        release: &release,
+        ..f.env(&target, &state, Phase::AfterRollback)
+    };
+    f.hooks().after_update(&config, &env).expect("runs");
+    let calls = fs::read_to_string(&log).expect("log");
+    assert_eq!(
+        calls,
+        "command\nrestart app.service\ncommand\nrestart app.service\n"
+    );
+}

@@ -3,24 +3,44 @@
 //! Requests per update, when the channel moved:
 //! - stable: `releases/latest` (or `releases/tags/{tag}`), `commits/tags/{tag}` with the
 //!   sha media type (the tag peeled to its commit, annotated or not, in one request), and
-//!   `git/trees/{commit}?recursive=1`: three metadata requests;
+//!   `git/trees/{commit}?recursive=1`: three metadata requests (with `public_key`: the
+//!   release only, plus its two manifest assets);
 //! - developer: `commits/{branch}` (sha media type) and the tree: two.
 //!
 //! A check that finds nothing new costs the first request only. Files are fetched by
 //! commit SHA, never by a moving branch name, from raw hosting; a private repository whose
 //! raw host refuses the token falls back to the blob API. Symlinks are read through the blob
 //! API, which returns the link itself rather than what it points to.
+//!
+//! A release's assets can say more than its tree (stable channel only; a branch has none):
+//! - with `public_key` set, the release must carry `manifest.json` and
+//!   `manifest.json.minisig` in ota's signed format ([`crate::signed`]): verified, fresh,
+//!   naming this tag and the stable channel; the commit and the file list (with SHA-256)
+//!   come from it, so the tag and tree requests are saved;
+//! - without keys, a `manifest.json` in the original updater's format ([`crate::original`])
+//!   is used when present (and required, signed, when `manifest_key` is set): the release's
+//!   files are the ones it lists, each with its SHA-256.
+//!
+//! Assets are read through `browser_download_url` without a token (github.com's download
+//! host does not count against the API rate limit), and through the asset API `url` with
+//! `Accept: application/octet-stream` with one (private repositories); a redirect to the
+//! storage host never carries the token.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
-use super::{Resolved, Source, SourceError, Validator};
-use crate::config::{Channel, GithubConfig, Limits, NetworkConfig};
+use super::static_site::still_fresh;
+use super::{Refusal, Resolved, Source, SourceError, Validator};
+use crate::config::{Channel, GithubConfig, Limits, NetworkConfig, Token};
 use crate::http::{Accept, Answer, Download, ErrorKind, Http, HttpError, Quota, Usage, host_of};
 use crate::manifest::{Entry, Kind, ObjectId, TreeEntry};
+use crate::original::OriginalManifest;
+use crate::signed::{self, ReleaseManifest, TrustedKeys};
 use crate::state::ReleaseId;
 
 /// Largest release JSON accepted (releases carry notes and asset lists).
@@ -53,6 +73,26 @@ pub struct GitHub {
     has_token: bool,
     /// The config's limits on the tree (`max_tree_kb`, `max_tree_files`).
     limits: Limits,
+    /// `public_key`: when not empty, releases must carry a signed manifest.
+    keys: TrustedKeys,
+    /// `manifest_key`: the HMAC key of the original manifest.
+    manifest_key: Option<Token>,
+    /// What the assets of the last release resolved said, by commit, for `tree`.
+    described: Mutex<HashMap<ObjectId, Described>>,
+    /// The tag of the last release resolved without reading its assets (after a 304, or
+    /// the installed release), by commit: `tree` reads the release again.
+    unseen: Mutex<HashMap<ObjectId, String>>,
+}
+
+/// What a release's assets say about its files.
+#[derive(Clone, Debug)]
+enum Described {
+    /// Nothing: the git tree is the release.
+    Tree,
+    /// A verified signed manifest.
+    Signed(Box<ReleaseManifest>),
+    /// The original updater's manifest (its signature checked when a key is set).
+    Original(Box<OriginalManifest>),
 }
 
 impl GitHub {
@@ -73,6 +113,10 @@ impl GitHub {
             blobs_only: AtomicBool::new(false),
             has_token: config.token.is_some(),
             limits: Limits::default(),
+            keys: config.trust.keys.clone(),
+            manifest_key: config.manifest_key.clone(),
+            described: Mutex::new(HashMap::new()),
+            unseen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -112,13 +156,13 @@ impl GitHub {
         }
     }
 
-    /// The published release with `tag`, or the latest: its tag name, or `Unchanged` when a
-    /// conditional request with `cached` was answered 304.
+    /// The published release with `tag`, or the latest, or `Unchanged` when a conditional
+    /// request with `cached` was answered 304.
     fn release_tag(
         &self,
         tag: Option<&str>,
         cached: Option<&Validator>,
-    ) -> Result<Asked, SourceError> {
+    ) -> Result<Asked<ReleaseJson>, SourceError> {
         let url = match tag {
             Some(t) => format!("{}/releases/tags/{}", self.api, encode(t)),
             None => format!("{}/releases/latest", self.api),
@@ -165,10 +209,130 @@ impl GitHub {
             ));
         }
         Ok(Asked::Answer {
-            value: release.tag_name,
+            value: release,
             url,
             etag: answer.etag,
         })
+    }
+
+    /// The bytes of the asset `name` of `release`, `None` when it has none. Without a token
+    /// through `browser_download_url` (not counted against the API rate limit), with one
+    /// through the asset API (private repositories).
+    fn asset(
+        &self,
+        release: &ReleaseJson,
+        name: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, SourceError> {
+        let Some(asset) = release.assets.iter().find(|a| a.name == name) else {
+            return Ok(None);
+        };
+        let what = format!("downloading asset {name} of release {}", release.tag_name);
+        let (url, accept) = match (&asset.browser_download_url, self.has_token) {
+            (Some(url), false) => (url.as_str(), Accept::Bytes),
+            _ => (asset.url.as_str(), Accept::Octet),
+        };
+        let answer = self
+            .http
+            .get(url, accept, limit, None)
+            .map_err(self.http_error(what.clone()))?
+            .ok_or_else(|| self.protocol(&what, "304 Not Modified to an unconditional request"))?;
+        Ok(Some(answer.body))
+    }
+
+    /// What the assets of `release` say about its files, checked: with keys, its signed
+    /// manifest (required); else its original manifest, if any (required with
+    /// `manifest_key`).
+    fn describe(&self, release: &ReleaseJson) -> Result<Described, SourceError> {
+        let tag = &release.tag_name;
+        let what = match self.keys.is_empty() {
+            true => format!(
+                "checking the manifest.json of release {tag} of {}",
+                self.full_name()
+            ),
+            false => format!(
+                "checking the signed manifest of release {tag} of {}",
+                self.full_name()
+            ),
+        };
+        let refused = |refusal| SourceError::Refused {
+            what: what.clone(),
+            refusal,
+        };
+        let manifest_name = signed::manifest_path("stable");
+        if !self.keys.is_empty() {
+            let signature_name = format!("{manifest_name}.minisig");
+            let manifest = self.asset(release, &manifest_name, signed::MAX_MANIFEST_BYTES)?;
+            let signature = self.asset(release, &signature_name, signed::MAX_SIGNATURE_BYTES)?;
+            let (Some(manifest), Some(signature)) = (manifest, signature) else {
+                return Err(refused(Refusal::MissingSignature));
+            };
+            signed::verify(&self.keys, &manifest, &signature).map_err(refused)?;
+            let manifest = ReleaseManifest::parse(&manifest).map_err(refused)?;
+            manifest
+                .check_fresh(jiff::Timestamp::now())
+                .map_err(refused)?;
+            if manifest.release != *tag || manifest.channel != "stable" {
+                return Err(refused(Refusal::BadManifest(format!(
+                    "it is signed for release {:?} of channel {:?}, but was found on release \
+                     {tag:?} of the stable channel (a signed manifest copied onto another \
+                     release?)",
+                    manifest.release, manifest.channel
+                ))));
+            }
+            return Ok(Described::Signed(Box::new(manifest)));
+        }
+        let bytes = self.asset(release, &manifest_name, crate::original::MAX_MANIFEST_BYTES)?;
+        let Some(bytes) = bytes else {
+            if self.manifest_key.is_some() {
+                return Err(SourceError::Refused {
+                    what: format!(
+                        "release {tag} of {} has no `manifest.json` asset, and `manifest_key` is \
+                         set (upload the original manifest, e.g. from `ota publish --format \
+                         original`, or remove `manifest_key`)",
+                        self.full_name()
+                    ),
+                    refusal: Refusal::MissingSignature,
+                });
+            }
+            return Ok(Described::Tree);
+        };
+        let manifest = OriginalManifest::parse(&bytes).map_err(refused)?;
+        if let Some(key) = &self.manifest_key {
+            manifest.verify(key.expose().as_bytes()).map_err(refused)?;
+        }
+        if let Some(version) = &manifest.version {
+            tracing::info!("release {tag}: manifest.json says version {version:?}");
+        }
+        Ok(Described::Original(Box::new(manifest)))
+    }
+
+    /// What the assets of the release of `commit` say; after a 304 they were not read, so
+    /// the release is asked again, unconditionally.
+    fn described(&self, commit: &ObjectId) -> Result<Described, SourceError> {
+        if let Some(d) = lock(&self.described).get(commit) {
+            return Ok(d.clone());
+        }
+        let Some(tag) = lock(&self.unseen).get(commit).cloned() else {
+            // Not resolved by this client: no assets known (a developer channel, or a
+            // caller that asks for a tree directly).
+            return Ok(Described::Tree);
+        };
+        let Asked::Answer { value: release, .. } = self.release_tag(Some(&tag), None)? else {
+            // `release_tag` turns a 304 to an unconditional request into an error.
+            return Err(self.protocol("looking up the release", "304 to an unconditional request"));
+        };
+        let described = self.describe(&release)?;
+        if let Described::Signed(m) = &described
+            && m.commit != *commit
+        {
+            return Err(self.protocol(
+                &format!("checking release {tag} of {}", self.full_name()),
+                "its signed manifest changed since it was checked; run ota again",
+            ));
+        }
+        lock(&self.described).insert(*commit, described.clone());
+        Ok(described)
     }
 
     /// `commits/{reference}` with the sha media type: the commit a ref points at (`None`
@@ -337,6 +501,14 @@ impl GitHub {
         })
     }
 
+    /// The git tree of `commit`, every entry.
+    fn git_tree(&self, commit: &ObjectId) -> Result<Vec<TreeEntry>, SourceError> {
+        let tree = self.tree_json(&commit.to_hex(), true)?;
+        let mut out = Vec::new();
+        self.collect(tree, "", &mut out, 0)?;
+        Ok(out)
+    }
+
     fn blob_url(&self, entry: &Entry) -> String {
         format!("{}/git/blobs/{}", self.api, entry.blob)
     }
@@ -351,12 +523,40 @@ impl Source for GitHub {
     ) -> Result<Resolved, SourceError> {
         match channel {
             Channel::Stable { tag } => {
-                let (tag_name, url, etag) = match self.release_tag(tag.as_deref(), cached)? {
-                    Asked::Unchanged(cached) => return Ok(unchanged(cached)),
+                // Only the release resolved last is asked for its tree.
+                lock(&self.described).clear();
+                lock(&self.unseen).clear();
+                // With keys, a 304 stands for the cached release only until its signed manifest
+                // expires: a host cannot freeze a device on it by answering 304 forever.
+                let cached = cached.filter(|c| self.keys.is_empty() || still_fresh(c));
+                let (found, url, etag) = match self.release_tag(tag.as_deref(), cached)? {
+                    Asked::Unchanged(cached) => {
+                        let release = &cached.release;
+                        lock(&self.unseen).insert(release.commit, release.ref_name.clone());
+                        return Ok(unchanged(cached));
+                    }
                     Asked::Answer { value, url, etag } => (value, url, etag),
                 };
-                let release = match known {
-                    Some(k) if k.channel == "stable" && k.ref_name == tag_name => k.clone(),
+                // The installed release (release tags are taken not to move): without keys
+                // there is nothing to re-check, so its manifest is read again only if its
+                // files are asked for. A signed manifest is read every time: it may expire.
+                if let Some(k) = known
+                    && self.keys.is_empty()
+                    && k.channel == "stable"
+                    && k.ref_name == found.tag_name
+                {
+                    lock(&self.unseen).insert(k.commit, found.tag_name);
+                    return Ok(resolved(k.clone(), url, etag));
+                }
+                let described = self.describe(&found)?;
+                let tag_name = found.tag_name;
+                let mut release = match &described {
+                    Described::Signed(m) => {
+                        let mut id = ReleaseId::new("stable", tag_name, m.commit);
+                        id.counter = Some(m.counter);
+                        id.rollout_percent = m.rollout_percent;
+                        id
+                    }
                     _ => {
                         let what = format!("resolving tag {tag_name} of {}", self.full_name());
                         let commit = match self
@@ -369,7 +569,15 @@ impl Source for GitHub {
                         ReleaseId::new("stable", tag_name, commit)
                     }
                 };
-                Ok(resolved(release, url, etag))
+                if let Described::Original(m) = &described {
+                    release.post_update = m.post_update.clone();
+                }
+                let mut resolved = resolved(release, url, etag);
+                if let (Described::Signed(m), Some(v)) = (&described, &mut resolved.validator) {
+                    v.expires = Some(m.expires.clone());
+                }
+                lock(&self.described).insert(resolved.release.commit, described);
+                Ok(resolved)
             }
             Channel::Named { name } => Err(self.protocol(
                 "choosing the release",
@@ -400,9 +608,17 @@ impl Source for GitHub {
     }
 
     fn tree(&self, commit: &ObjectId) -> Result<Vec<TreeEntry>, SourceError> {
-        let tree = self.tree_json(&commit.to_hex(), true)?;
-        let mut out = Vec::new();
-        self.collect(tree, "", &mut out, 0)?;
+        let out = match self.described(commit)? {
+            Described::Signed(manifest) => signed_tree(&manifest),
+            Described::Tree => self.git_tree(commit)?,
+            Described::Original(manifest) => {
+                let tree = self.git_tree(commit)?;
+                original_tree(tree, &manifest).map_err(|refusal| SourceError::Refused {
+                    what: format!("checking the manifest.json of {}", self.full_name()),
+                    refusal,
+                })?
+            }
+        };
         let files = out.iter().filter(|entry| entry.mode != 0o040000).count() as u64;
         if let Some(limit) = self.limits.max_tree_files.filter(|max| files > *max) {
             return Err(self.protocol(
@@ -513,6 +729,93 @@ fn answer(body: Vec<u8>) -> Answer {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The tree a signed manifest lists.
+fn signed_tree(manifest: &ReleaseManifest) -> Vec<TreeEntry> {
+    manifest
+        .files
+        .iter()
+        .map(|f| TreeEntry {
+            path: f.path.clone(),
+            mode: match f.kind {
+                Kind::File => 0o100644,
+                Kind::Executable => 0o100755,
+                Kind::Symlink => 0o120000,
+            },
+            id: f.blob,
+            size: Some(f.size),
+            sha256: Some(f.sha256),
+        })
+        .collect()
+}
+
+/// The git tree cut down to the files the original manifest lists, each with its SHA-256.
+/// Every listed file must be a blob of the tree with the listed size; a file of the tree the
+/// manifest does not list is not installed. `deletes` needs nothing here: ota removes the
+/// files it installed that a release no longer has, and never a file it did not install.
+fn original_tree(
+    tree: Vec<TreeEntry>,
+    manifest: &OriginalManifest,
+) -> Result<Vec<TreeEntry>, Refusal> {
+    let mut listed: HashMap<&str, &crate::original::OriginalFile> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f))
+        .collect();
+    let mut out = Vec::with_capacity(tree.len());
+    let mut unlisted = Vec::new();
+    for mut entry in tree {
+        let is_blob = matches!(entry.mode & 0o170000, 0o100000 | 0o120000);
+        if !is_blob {
+            out.push(entry);
+            continue;
+        }
+        let Some(file) = listed.remove(entry.path.as_str()) else {
+            unlisted.push(entry.path);
+            continue;
+        };
+        if entry.size != Some(file.size) {
+            return Err(Refusal::BadManifest(format!(
+                "it lists {} with {} bytes, but the release's tree has {} bytes",
+                file.path,
+                file.size,
+                entry.size.map_or("no size".to_owned(), |s| s.to_string())
+            )));
+        }
+        entry.sha256 = Some(file.sha256);
+        out.push(entry);
+    }
+    if let Some(path) = listed.keys().min() {
+        return Err(Refusal::BadManifest(format!(
+            "it lists {path}, which is not a file of the release's tree"
+        )));
+    }
+    if !unlisted.is_empty() {
+        let shown: Vec<&str> = unlisted.iter().take(5).map(String::as_str).collect();
+        tracing::warn!(
+            "{} file(s) of the release are not in its manifest.json and are not installed: \
+             {}{}",
+            unlisted.len(),
+            shown.join(", "),
+            if unlisted.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        );
+    }
+    for path in &manifest.deletes {
+        tracing::info!(
+            "manifest.json deletes {path}: ota removes it if it installed it (a file the \
+             release no longer has); a file ota did not install is left alone"
+        );
+    }
+    Ok(out)
+}
+
 /// The release a validator named, after a 304 to it.
 fn unchanged(cached: Validator) -> Resolved {
     Resolved {
@@ -553,6 +856,18 @@ struct ReleaseJson {
     draft: bool,
     #[serde(default)]
     prerelease: bool,
+    #[serde(default)]
+    assets: Vec<AssetJson>,
+}
+
+/// One asset of a release.
+#[derive(Deserialize)]
+struct AssetJson {
+    name: String,
+    /// The asset API URL (`Accept: application/octet-stream` for the bytes).
+    url: String,
+    /// The public download URL.
+    browser_download_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -598,6 +913,65 @@ mod tests {
         let release: ReleaseJson = serde_json::from_str(text).unwrap();
         assert_eq!(release.tag_name, "v1.0.0");
         assert!(!release.draft && !release.prerelease);
+        assert!(release.assets.is_empty(), "this release has none");
+        let text = include_str!("../../tests/fixtures/release-assets-list.json");
+        let assets: Vec<AssetJson> = serde_json::from_str(text).unwrap();
+        assert_eq!(assets[0].name, "test-upload.txt");
+        assert!(assets[0].url.ends_with("/releases/assets/1000"));
+        assert!(assets[0].browser_download_url.is_some());
+    }
+
+    fn entry(path: &str, mode: u32, size: Option<u64>) -> TreeEntry {
+        TreeEntry {
+            path: path.to_owned(),
+            mode,
+            id: ObjectId::from_hex(&"1".repeat(40)).unwrap(),
+            size,
+            sha256: None,
+        }
+    }
+
+    fn original(json: &str) -> OriginalManifest {
+        OriginalManifest::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_original_manifest_chooses_the_files_of_the_tree() {
+        let sha = "ab".repeat(32);
+        let tree = vec![
+            entry("lib", 0o040000, None),
+            entry("lib/a.py", 0o100644, Some(3)),
+            entry("run", 0o100755, Some(5)),
+            entry("notes.txt", 0o100644, Some(9)),
+        ];
+        let m = original(&format!(
+            r#"{{"files":[{{"path":"lib/a.py","size":3,"sha256":"{sha}"}},
+                          {{"path":"run","size":5,"sha256":"{sha}"}}]}}"#
+        ));
+        let out = original_tree(tree.clone(), &m).unwrap();
+        let paths: Vec<&str> = out.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["lib", "lib/a.py", "run"], "notes.txt is not listed");
+        assert!(
+            out[1..]
+                .iter()
+                .all(|e| e.sha256.map(|s| s.to_hex()) == Some(sha.clone()))
+        );
+
+        let wrong_size = original(&format!(
+            r#"{{"files":[{{"path":"run","size":6,"sha256":"{sha}"}}]}}"#
+        ));
+        let e = original_tree(tree.clone(), &wrong_size).unwrap_err();
+        assert!(e.to_string().contains("run with 6 bytes"), "{e}");
+        for absent in ["missing.py", "lib"] {
+            let m = original(&format!(
+                r#"{{"files":[{{"path":"{absent}","size":0,"sha256":"{sha}"}}]}}"#
+            ));
+            let e = original_tree(tree.clone(), &m).unwrap_err();
+            assert!(
+                e.to_string().contains("not a file of the release's tree"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -251,8 +251,9 @@ fn release_of(manifest: &ReleaseManifest) -> ReleaseId {
     release
 }
 
-/// Whether a cached answer may still stand for the release: before its manifest expires.
-fn still_fresh(cached: &Validator) -> bool {
+/// Whether a cached answer may still stand for the release: before its manifest expires
+/// (also the GitHub source's rule for a release with a signed manifest).
+pub(super) fn still_fresh(cached: &Validator) -> bool {
     cached
         .expires
         .as_deref()

@@ -519,8 +519,10 @@ impl Updater {
     /// process that made it.
     fn health_window(&self) -> u64 {
         let after = &self.config.after_update;
-        // The command, then one `systemctl restart` for all the units.
-        let runs = u64::from(after.command.is_some()) + u64::from(!after.restart.is_empty());
+        // The command, a `post_update` command, then one `systemctl restart` for all units.
+        let runs = u64::from(after.command.is_some())
+            + u64::from(!after.post_update.is_empty())
+            + u64::from(!after.restart.is_empty());
         let health = self.config.trial.health_timeout.as_secs();
         (after.timeout.as_secs().saturating_mul(runs))
             .saturating_add(health)

@@ -153,16 +153,54 @@ pub struct KeygenArgs {
     pub json: bool,
 }
 
+/// What `ota publish` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishFormat {
+    /// A signed release added to a static site.
+    Site,
+    /// The original updater's manifest.json.
+    Original,
+}
+
 /// `ota publish`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["repo", "dir"])))]
 pub struct PublishArgs {
-    /// The secret key (ota.key from `ota keygen`, or a key from `minisign -G`).
-    #[arg(long, value_name = "KEY")]
-    pub key: PathBuf,
-    /// The site folder to add the release to (created if missing).
+    /// The secret key (ota.key from `ota keygen`, or a key from `minisign -G`); not with
+    /// --format original.
+    #[arg(long, value_name = "KEY", required_if_eq("format", "site"))]
+    pub key: Option<PathBuf>,
+    /// The site folder to add the release to (created if missing); with --format original,
+    /// the folder to write manifest.json to.
     #[arg(long, value_name = "SITE")]
     pub out: PathBuf,
+    /// What to write: `site` (a signed release added to a static site) or `original` (the
+    /// original updater's manifest.json, to upload as the GitHub release's asset).
+    #[arg(long, value_enum, default_value = "site")]
+    pub format: PublishFormat,
+    /// --format original: sign with this HMAC key (the devices' `manifest_key`). Other
+    /// users can see a command line: prefer --hmac-key-file or OTA_HMAC_KEY.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "OTA_HMAC_KEY",
+        hide_env_values = true,
+        conflicts_with = "hmac_key_file"
+    )]
+    pub hmac_key: Option<String>,
+    /// --format original: sign with the HMAC key in this file (surrounding whitespace
+    /// trimmed).
+    #[arg(long, value_name = "FILE")]
+    pub hmac_key_file: Option<PathBuf>,
+    /// --format original: the manifest's `version` [default: the release name].
+    #[arg(long, value_name = "TEXT")]
+    pub release_version: Option<String>,
+    /// --format original: the manifest's `post_update` name.
+    #[arg(long, value_name = "NAME")]
+    pub post_update: Option<String>,
+    /// --format original: a path for `deletes` (repeatable).
+    #[arg(long = "delete", value_name = "PATH")]
+    pub deletes: Vec<String>,
     /// Publish a commit of this git repository (with --ref).
     #[arg(long, value_name = "GITREPO", requires = "reference")]
     pub repo: Option<PathBuf>,

@@ -8,7 +8,7 @@ use ota::publish::{self, Input, Options};
 use ota::signed;
 
 use crate::OutputError;
-use crate::args::{KeygenArgs, PasswordArgs, PublishArgs};
+use crate::args::{KeygenArgs, PasswordArgs, PublishArgs, PublishFormat};
 use crate::print;
 
 /// The password given by --password-file or --password-env, if any.
@@ -95,25 +95,6 @@ pub fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         Some(path) => ota::config::Config::load(path)?.filter,
         None => publish::filter(&args.allow, &args.ignore)?,
     };
-    let key_text = std::fs::read_to_string(&args.key).map_err(|e| {
-        anyhow!(
-            "cannot read the secret key --key {}: {e}",
-            args.key.display()
-        )
-    })?;
-    let mut password = given_password(&args.password)?;
-    if password.is_none()
-        && signed::secret_key_is_encrypted(&key_text)
-        && can_prompt(&args.password)
-    {
-        let prompt = format!("Password for {}: ", args.key.display());
-        password = Some(
-            rpassword::prompt_password(prompt)
-                .map_err(|e| anyhow!("cannot read the password from the terminal: {e}"))?,
-        );
-    }
-    let key = signed::load_secret_key(&key_text, password.as_deref())
-        .map_err(|e| anyhow!("--key {}: {e}", args.key.display()))?;
     let options = Options {
         input,
         out: args.out.clone(),
@@ -124,6 +105,31 @@ pub fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         rollout_percent: args.rollout_percent,
         keep: args.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
     };
+    if args.format == PublishFormat::Original {
+        return publish_original(args, &options);
+    }
+    let Some(key_path) = &args.key else {
+        bail!("give the secret key with --key KEY (from `ota keygen`)");
+    };
+    let key_text = std::fs::read_to_string(key_path).map_err(|e| {
+        anyhow!(
+            "cannot read the secret key --key {}: {e}",
+            key_path.display()
+        )
+    })?;
+    let mut password = given_password(&args.password)?;
+    if password.is_none()
+        && signed::secret_key_is_encrypted(&key_text)
+        && can_prompt(&args.password)
+    {
+        let prompt = format!("Password for {}: ", key_path.display());
+        password = Some(
+            rpassword::prompt_password(prompt)
+                .map_err(|e| anyhow!("cannot read the password from the terminal: {e}"))?,
+        );
+    }
+    let key = signed::load_secret_key(&key_text, password.as_deref())
+        .map_err(|e| anyhow!("--key {}: {e}", key_path.display()))?;
     let summary = publish::publish(&options, &key)?;
     for warning in &summary.warnings {
         tracing::warn!("{warning}");
@@ -175,4 +181,57 @@ fn print_summary(
         )?;
     }
     out.flush()
+}
+
+/// `ota publish --format original`: the original updater's manifest.json in --out.
+fn publish_original(args: &PublishArgs, options: &Options) -> anyhow::Result<()> {
+    let hmac_key = match (&args.hmac_key, &args.hmac_key_file) {
+        (Some(key), _) => Some(key.trim().to_owned()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| anyhow!("cannot read --hmac-key-file {}: {e}", file.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if hmac_key.as_deref() == Some("") {
+        bail!(
+            "the HMAC key is empty: give the devices' `manifest_key`, or no key for an unsigned manifest"
+        );
+    }
+    let extra = publish::OriginalOptions {
+        hmac_key: hmac_key.map(String::into_bytes),
+        version: args.release_version.clone(),
+        post_update: args.post_update.clone(),
+        deletes: args.deletes.clone(),
+    };
+    let summary = publish::publish_original(options, &extra)?;
+    for warning in &summary.warnings {
+        tracing::warn!("{warning}");
+    }
+    let out = &mut io::stdout().lock();
+    let result = if args.json {
+        print::json(out, &summary)
+    } else {
+        writeln!(
+            out,
+            "wrote {} ({}) for {} ({}): {} files, {} bytes, version {:?}; upload it as the \
+             release's asset manifest.json",
+            summary.manifest.display(),
+            if summary.signed {
+                "signed with the HMAC key"
+            } else {
+                "unsigned"
+            },
+            summary.release,
+            &summary.commit[..12],
+            summary.files,
+            summary.bytes,
+            summary.version
+        )
+        .and_then(|()| out.flush())
+    };
+    result.map_err(OutputError)?;
+    Ok(())
 }
