@@ -711,12 +711,13 @@ impl Ctx<'_> {
         let mut removed = false;
         for tmp in self.dirs.temp_files() {
             match self.exists(&tmp)? {
-                Some(m) if m.kind != FileKind::Dir => {
-                    self.fs
-                        .remove_file(&tmp)
-                        .map_err(|e| ApplyError::io("remove", &tmp, e))?;
-                    removed = true;
-                }
+                Some(m) if m.kind != FileKind::Dir => match self.fs.remove_file(&tmp) {
+                    Ok(()) => removed = true,
+                    // Another thread of the same program, writing metrics or the error
+                    // history outside the lock, renamed it in the meantime.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(ApplyError::io("remove", &tmp, e)),
+                },
                 _ => {}
             }
         }
