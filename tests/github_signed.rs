@@ -330,3 +330,25 @@ fn a_304_stands_for_a_signed_release_only_until_its_manifest_expires() {
         "the manifest and its signature again"
     );
 }
+
+/// A check of the installed signed release reads no asset while its manifest is fresh, even
+/// though the release's answer changed (its assets' download counts): one API request.
+#[test]
+fn a_check_of_the_installed_signed_release_is_one_request_while_fresh() {
+    let f = fleet();
+    f.device.ota_expect(&["update"], 0);
+    let before = f.server.stats();
+    let out = f.device.ota_expect(&["check"], 0);
+    let after = f.server.stats();
+    assert_eq!(after.api_requests - before.api_requests, 1, "{out}");
+    assert_eq!(
+        after.asset_requests, before.asset_requests,
+        "{:#?}",
+        after.log
+    );
+    assert_eq!(after.not_modified, before.not_modified, "a 200, not a 304");
+    let cache: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.device.target.join(".ota/cache.json")).unwrap())
+            .unwrap();
+    assert!(cache["validator"]["expires"].is_string(), "{cache}");
+}

@@ -528,8 +528,8 @@ impl Source for GitHub {
                 lock(&self.unseen).clear();
                 // With keys, a 304 stands for the cached release only until its signed manifest
                 // expires: a host cannot freeze a device on it by answering 304 forever.
-                let cached = cached.filter(|c| self.keys.is_empty() || still_fresh(c));
-                let (found, url, etag) = match self.release_tag(tag.as_deref(), cached)? {
+                let fresh = cached.filter(|c| self.keys.is_empty() || still_fresh(c));
+                let (found, url, etag) = match self.release_tag(tag.as_deref(), fresh)? {
                     Asked::Unchanged(cached) => {
                         let release = &cached.release;
                         lock(&self.unseen).insert(release.commit, release.ref_name.clone());
@@ -537,16 +537,23 @@ impl Source for GitHub {
                     }
                     Asked::Answer { value, url, etag } => (value, url, etag),
                 };
-                // The installed release (release tags are taken not to move): without keys
-                // there is nothing to re-check, so its manifest is read again only if its
-                // files are asked for. A signed manifest is read every time: it may expire.
+                // The installed release (release tags are taken not to move): its manifest
+                // is read again only if its files are asked for, or, when signed, once the
+                // manifest read last has expired. The release's answer changes with every
+                // download of its assets (their download counts), so this path, not a 304,
+                // is what keeps a check of a signed release at one request.
+                let signed_until = fresh.filter(|c| Some(&c.release) == known);
                 if let Some(k) = known
-                    && self.keys.is_empty()
+                    && (self.keys.is_empty() || signed_until.is_some())
                     && k.channel == "stable"
                     && k.ref_name == found.tag_name
                 {
                     lock(&self.unseen).insert(k.commit, found.tag_name);
-                    return Ok(resolved(k.clone(), url, etag));
+                    let mut resolved = resolved(k.clone(), url, etag);
+                    if let Some(v) = &mut resolved.validator {
+                        v.expires = signed_until.and_then(|c| c.expires.clone());
+                    }
+                    return Ok(resolved);
                 }
                 let described = self.describe(&found)?;
                 let tag_name = found.tag_name;
