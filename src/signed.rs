@@ -18,7 +18,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{Kind, ObjectId, Sha256};
+use crate::manifest::{Kind, ObjectId, Sha256, TreeEntry};
 
 /// The value of [`ReleaseManifest::format`] this version writes and reads.
 pub const FORMAT: &str = "ota-release/1";
@@ -152,6 +152,23 @@ impl ReleaseManifest {
             )));
         }
         Ok(manifest)
+    }
+
+    /// The release's files as a tree (with their SHA-256), as a source answers `tree`.
+    pub(crate) fn tree(&self) -> Vec<TreeEntry> {
+        let mode = |kind| match kind {
+            Kind::File => 0o100644,
+            Kind::Executable => 0o100755,
+            Kind::Symlink => 0o120000,
+        };
+        let entry = |f: &ReleaseFile| TreeEntry {
+            path: f.path.clone(),
+            mode: mode(f.kind),
+            id: f.blob,
+            size: Some(f.size),
+            sha256: Some(f.sha256),
+        };
+        self.files.iter().map(entry).collect()
     }
 
     /// Refuses a manifest whose `expires` is before `now` (a freeze attack, or a publisher

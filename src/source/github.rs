@@ -616,7 +616,7 @@ impl Source for GitHub {
 
     fn tree(&self, commit: &ObjectId) -> Result<Vec<TreeEntry>, SourceError> {
         let out = match self.described(commit)? {
-            Described::Signed(manifest) => signed_tree(&manifest),
+            Described::Signed(manifest) => manifest.tree(),
             Described::Tree => self.git_tree(commit)?,
             Described::Original(manifest) => {
                 let tree = self.git_tree(commit)?;
@@ -738,25 +738,6 @@ fn answer(body: Vec<u8>) -> Answer {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The tree a signed manifest lists.
-fn signed_tree(manifest: &ReleaseManifest) -> Vec<TreeEntry> {
-    manifest
-        .files
-        .iter()
-        .map(|f| TreeEntry {
-            path: f.path.clone(),
-            mode: match f.kind {
-                Kind::File => 0o100644,
-                Kind::Executable => 0o100755,
-                Kind::Symlink => 0o120000,
-            },
-            id: f.blob,
-            size: Some(f.size),
-            sha256: Some(f.sha256),
-        })
-        .collect()
 }
 
 /// The git tree cut down to the files the original manifest lists, each with its SHA-256.

@@ -19,7 +19,7 @@ use flate2::read::GzDecoder;
 use super::{Resolved, Source, SourceError, Validator};
 use crate::config::{Channel, NetworkConfig, StaticConfig};
 use crate::http::{Accept, Answer, Download, ErrorKind, Http, HttpError, Quota, Usage};
-use crate::manifest::{Entry, Kind, ObjectId, TreeEntry};
+use crate::manifest::{Entry, ObjectId, TreeEntry};
 use crate::signed::{self, Encoding, Refusal, ReleaseFile, ReleaseManifest, TrustedKeys};
 use crate::state::ReleaseId;
 
@@ -315,22 +315,7 @@ impl Source for StaticSite {
 
     fn tree(&self, commit: &ObjectId) -> Result<Vec<TreeEntry>, SourceError> {
         let verified = self.manifest_of(commit)?;
-        Ok(verified
-            .manifest
-            .files
-            .iter()
-            .map(|file| TreeEntry {
-                path: file.path.clone(),
-                mode: match file.kind {
-                    Kind::File => 0o100644,
-                    Kind::Executable => 0o100755,
-                    Kind::Symlink => 0o120000,
-                },
-                id: file.blob,
-                size: Some(file.size),
-                sha256: Some(file.sha256),
-            })
-            .collect())
+        Ok(verified.manifest.tree())
     }
 
     fn open(
@@ -459,7 +444,7 @@ mod tests {
     fn file(path: &str, encoding: Encoding, stored_size: Option<u64>) -> ReleaseFile {
         ReleaseFile {
             path: path.into(),
-            kind: Kind::File,
+            kind: crate::manifest::Kind::File,
             size: 3,
             blob: ObjectId::for_blob(b"abc"),
             sha256: crate::manifest::Sha256::of(b"abc"),
