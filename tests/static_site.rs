@@ -483,3 +483,35 @@ fn ota_publish_to_nginx_then_install_update_and_resign() {
     assert!(out.contains("\"counter\":3"), "{out}");
     assert_eq!(device.tree(), repo.snapshot("v2.0.0"));
 }
+
+/// Compressed objects keep the connection alive: each is read to the end of its HTTP body,
+/// so 20 gzip objects travel over the few connections of the parallel downloads.
+#[test]
+fn gzip_objects_reuse_connections() {
+    let keys = Keys::new();
+    let site = Site::new();
+    let bodies: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("lib/m{i}.py"), format!("VALUE = {i}\n").repeat(300)))
+        .collect();
+    let files: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let release = Release::new("v1.0.0", 1, &files);
+    let manifest = site.publish(&keys, &release);
+    let gzip = manifest
+        .files
+        .iter()
+        .filter(|f| f.encoding == ota::signed::Encoding::Gzip)
+        .count();
+    assert_eq!(gzip, 20, "every file is stored compressed");
+    let nginx = Nginx::serve(site.root());
+    let proxy = Proxy::to(nginx.port());
+    let device = Device::on_site(&proxy.url(), &key_line(&keys));
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), tree_of(&release));
+    let connections = proxy.connections();
+    assert_eq!(proxy.totals().requests, 22, "{:?}", proxy.requests());
+    // The manifest's connection, then at most one per parallel download (4 by default).
+    assert!(connections.len() <= 5, "{} connections", connections.len());
+}
