@@ -151,11 +151,18 @@ fn deltas_of_changed_files_rebuild_the_new_release_with_an_independent_reader() 
     repo.tag("v3");
     let (ok, shown) = ota_publish(&[
         "--format", "original", "--deltas", "--from", "v2", "--repo", repo_path, "--ref", "v3",
-        "--out", out_path,
+        "--out", out_path, "--json",
     ]);
     assert!(ok, "{shown}");
-    assert!(
-        shown.contains("removed 1 deltas of an earlier publish"),
+    let summary: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let deltas_made = &summary["deltas"];
+    assert_eq!(
+        (
+            &deltas_made["written"],
+            &deltas_made["removed"],
+            &deltas_made["not_smaller"]
+        ),
+        (&1.into(), &1.into(), &0.into()),
         "{shown}"
     );
     assert_eq!(deltas(out.path()), ["lib_util.py.delta"]);
