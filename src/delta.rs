@@ -22,6 +22,10 @@
 //!
 //! The original's own generator writes copies longer than 4,096 bytes, which its applier
 //! then refuses; [`OriginalWriter`] splits them.
+//!
+//! New data is stored as it is. A compressed variant needs no change here: write the patch
+//! through a compressing writer (e.g. a zstd encoder) and hand [`apply`] the matching
+//! decompressing reader.
 
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 
