@@ -204,6 +204,8 @@ where
     let (mut start, mut pos) = (0usize, 0usize); // unsent data from `start`; window at `pos`
     let mut h: Option<u64> = None; // hash of buf[pos..pos + b] when known
     let mut next_block: u64 = 0; // the old block after the last match: preferred on ties
+    // Where the last copy ended in the old file, while no data followed it.
+    let mut follows: Option<u64> = None;
     let mut eof = false;
     loop {
         if buf.len() - pos < b {
@@ -211,7 +213,15 @@ where
                 break;
             }
             // Send the data before the window, move the window to the front, read on.
-            emitter.data(&buf[start..pos])?;
+            let literal = &buf[start..pos];
+            send(
+                &mut emitter,
+                old,
+                old_len,
+                &mut follows,
+                literal,
+                &mut candidate,
+            )?;
             buf.drain(..pos);
             (start, pos) = (0, 0);
             let want = LITERAL_CHUNK + b;
@@ -240,8 +250,22 @@ where
         let found = match_block(&table, hw, next_block, window, old, block, &mut candidate)?;
         match found {
             Some(index) => {
-                emitter.data(&buf[start..pos])?;
-                emitter.copy(index * block, block)?;
+                // The bytes just before the match often still equal the old file's (an
+                // edit broke the block they were in): copy them too.
+                let offset = index * block;
+                let literal = &buf[start..pos];
+                let back = common_suffix(old, offset, literal, &mut candidate)?;
+                let literal = &literal[..literal.len() - back];
+                send(
+                    &mut emitter,
+                    old,
+                    old_len,
+                    &mut follows,
+                    literal,
+                    &mut candidate,
+                )?;
+                emitter.copy(offset - back as u64, back as u64 + block)?;
+                follows = Some(offset + block);
                 next_block = index + 1;
                 pos += b;
                 start = pos;
@@ -251,31 +275,109 @@ where
                 h = buf.get(pos + b).map(|&into| roll(hw, buf[pos], into, top));
                 pos += 1;
                 if pos - start >= LITERAL_CHUNK {
-                    emitter.data(&buf[start..pos])?;
+                    let literal = &buf[start..pos];
+                    send(
+                        &mut emitter,
+                        old,
+                        old_len,
+                        &mut follows,
+                        literal,
+                        &mut candidate,
+                    )?;
                     start = pos;
                 }
             }
         }
     }
-    // The tail, shorter than a block: often the old file's tail, right after the last copy.
-    let tail = &buf[pos..];
-    let from = next_block * block;
-    let follows = !tail.is_empty()
-        && start == pos
-        && from.checked_add(tail.len() as u64) == Some(old_len)
-        && {
-            let candidate = &mut candidate[..tail.len()];
-            old.seek(SeekFrom::Start(from))?;
-            old.read_exact(candidate)?;
-            candidate == tail
-        };
-    if follows {
-        emitter.copy(from, tail.len() as u64)?;
-    } else {
-        emitter.data(&buf[start..])?;
-    }
+    let literal = &buf[start..];
+    send(
+        &mut emitter,
+        old,
+        old_len,
+        &mut follows,
+        literal,
+        &mut candidate,
+    )?;
     emitter.flush()?;
     Ok(emitter.stats)
+}
+
+/// Sends `literal` as data, except its first bytes when they equal the old file's right
+/// after the last copy (`follows`): those extend that copy. Updates `follows`.
+fn send<O, F>(
+    emitter: &mut Emitter<'_, F>,
+    old: &mut O,
+    old_len: u64,
+    follows: &mut Option<u64>,
+    literal: &[u8],
+    scratch: &mut [u8],
+) -> io::Result<()>
+where
+    O: Read + Seek + ?Sized,
+    F: FnMut(Op<'_>) -> io::Result<()>,
+{
+    let mut literal = literal;
+    if let Some(end) = *follows {
+        let same = common_prefix(old, old_len, end, literal, scratch)?;
+        if same > 0 {
+            emitter.copy(end, same as u64)?;
+            *follows = Some(end + same as u64);
+            literal = &literal[same..];
+        }
+    }
+    if !literal.is_empty() {
+        emitter.data(literal)?;
+        *follows = None;
+    }
+    Ok(())
+}
+
+/// How many first bytes of `new` (at most `scratch.len()`) equal the old file's from `offset`.
+fn common_prefix<O: Read + Seek + ?Sized>(
+    old: &mut O,
+    old_len: u64,
+    offset: u64,
+    new: &[u8],
+    scratch: &mut [u8],
+) -> io::Result<usize> {
+    let n = new
+        .len()
+        .min(scratch.len())
+        .min(usize::try_from(old_len.saturating_sub(offset)).unwrap_or(usize::MAX));
+    if n == 0 {
+        return Ok(0);
+    }
+    old.seek(SeekFrom::Start(offset))?;
+    old.read_exact(&mut scratch[..n])?;
+    Ok(new[..n]
+        .iter()
+        .zip(&scratch[..n])
+        .take_while(|(a, b)| a == b)
+        .count())
+}
+
+/// How many last bytes of `new` (at most `scratch.len()`) equal the old file's before `end`.
+fn common_suffix<O: Read + Seek + ?Sized>(
+    old: &mut O,
+    end: u64,
+    new: &[u8],
+    scratch: &mut [u8],
+) -> io::Result<usize> {
+    let n = new
+        .len()
+        .min(scratch.len())
+        .min(usize::try_from(end).unwrap_or(usize::MAX));
+    if n == 0 {
+        return Ok(0);
+    }
+    old.seek(SeekFrom::Start(end - n as u64))?;
+    old.read_exact(&mut scratch[..n])?;
+    Ok(new[new.len() - n..]
+        .iter()
+        .rev()
+        .zip(scratch[..n].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count())
 }
 
 /// The index of an old block equal to `window`, if any: among blocks of the same hash, the
@@ -754,6 +856,18 @@ mod tests {
         })
         .unwrap();
         assert!(ops.iter().any(|&n| n > MAX_COPY), "{ops:?}");
+    }
+
+    #[test]
+    fn an_edit_costs_its_own_bytes_not_the_blocks_around_it() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let old = random(&mut rng, 1 << 20);
+        let mut new = old.clone();
+        new.splice(300_001..300_001, random(&mut rng, 1000));
+        new[700_003] ^= 0x55;
+        let p = round_trip(&old, &new);
+        // 1,001 bytes of data, and about 7 bytes per 4 KiB copied (256 copy ops).
+        assert!(p.len() < 1001 + 256 * 8 + 64, "{}", p.len());
     }
 
     #[test]
