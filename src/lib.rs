@@ -56,6 +56,8 @@
 //!   [`source::GitHub`].
 //! - [`fs`]: the narrow filesystem seam the transaction goes through.
 //! - [`signed`]: signed release manifests (minisign): their format, verification, signing.
+//! - [`delta`]: binary deltas: the op generator, the original updater's `OTADELTA`
+//!   format, and the streaming applier.
 //! - [`publish`]: `ota publish` and `ota keygen`, which write a signed static site.
 //! - [`error`]: [`Error`] and the error of each stage it wraps.
 //!
@@ -75,6 +77,7 @@
 #![warn(unreachable_pub)]
 
 pub mod config;
+pub mod delta;
 pub mod error;
 mod fetch;
 mod filter;

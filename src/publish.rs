@@ -27,7 +27,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use keygen::{KeygenReport, keygen};
-pub use original::{OriginalOptions, OriginalSummary, publish_original};
+pub use original::{
+    DELTAS_DIR, DeltasSummary, OriginalOptions, OriginalSummary, delta_name, publish_original,
+};
 
 use crate::filter::{Filter, FilterError};
 use crate::manifest::{self, Kind, ManifestError, ObjectId, RelPath, Sha256, TreeEntry};

@@ -18,6 +18,7 @@ mod hooks;
 mod limits;
 mod network;
 mod original;
+mod original_delta;
 mod previous;
 mod private;
 mod progress;

@@ -201,6 +201,14 @@ pub struct PublishArgs {
     /// --format original: a path for `deletes` (repeatable).
     #[arg(long = "delete", value_name = "PATH")]
     pub deletes: Vec<String>,
+    /// --format original: also write .deltas/ beside manifest.json, a patch (the original's
+    /// OTADELTA format) for each file that differs from the release --from.
+    #[arg(long, requires = "from")]
+    pub deltas: bool,
+    /// With --deltas: the release devices run now, that the patches apply to: a tag,
+    /// branch or commit of --repo, or, with --dir, a folder of its files.
+    #[arg(long, value_name = "REF|FOLDER", requires = "deltas")]
+    pub from: Option<String>,
     /// Publish a commit of this git repository (with --ref).
     #[arg(long, value_name = "GITREPO", requires = "reference")]
     pub repo: Option<PathBuf>,

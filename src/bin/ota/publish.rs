@@ -105,6 +105,9 @@ pub fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         rollout_percent: args.rollout_percent,
         keep: args.keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
     };
+    if args.deltas && args.format != PublishFormat::Original {
+        bail!("--deltas writes the original updater's deltas: use it with --format original");
+    }
     if args.format == PublishFormat::Original {
         return publish_original(args, &options);
     }
@@ -200,7 +203,16 @@ fn publish_original(args: &PublishArgs, options: &Options) -> anyhow::Result<()>
             "the HMAC key is empty: give the devices' `manifest_key`, or no key for an unsigned manifest"
         );
     }
+    let deltas_from = match (&args.from, &options.input) {
+        (None, _) => None,
+        (Some(from), Input::Git { repo, .. }) => Some(Input::Git {
+            repo: repo.clone(),
+            reference: from.clone(),
+        }),
+        (Some(from), Input::Folder(_)) => Some(Input::Folder(from.into())),
+    };
     let extra = publish::OriginalOptions {
+        deltas_from,
         hmac_key: hmac_key.map(String::into_bytes),
         version: args.release_version.clone(),
         post_update: args.post_update.clone(),
@@ -230,6 +242,23 @@ fn publish_original(args: &PublishArgs, options: &Options) -> anyhow::Result<()>
             summary.bytes,
             summary.version
         )
+        .and_then(|()| match &summary.deltas {
+            Some(d) => writeln!(
+                out,
+                "wrote {} deltas ({} bytes, for {} bytes of files) in {}; {} changed files \
+                 have none (not smaller than the file){}; upload them beside manifest.json",
+                d.written,
+                d.bytes,
+                d.file_bytes,
+                d.dir.display(),
+                d.not_smaller,
+                match d.removed {
+                    0 => String::new(),
+                    n => format!("; removed {n} deltas of an earlier publish"),
+                }
+            ),
+            None => Ok(()),
+        })
         .and_then(|()| out.flush())
     };
     result.map_err(OutputError)?;
