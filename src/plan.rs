@@ -176,7 +176,7 @@ impl Plan {
             .filter_map(|c| c.entry.as_ref())
             .filter(|e| e.kind != Kind::Symlink)
             .collect();
-        let bytes: u64 = downloads.iter().map(|e| e.size).sum();
+        let bytes = (downloads.iter().map(|e| e.size)).fold(0u64, u64::saturating_add);
         let saved = (downloads.len() as u64).saturating_mul(REQUEST_BYTES);
         self.transfer = if downloads.len() >= ARCHIVE_MIN_FILES
             && release_bytes <= bytes.saturating_add(saved)
@@ -544,6 +544,35 @@ mod tests {
                 block_size: 4096,
             },
         }
+    }
+
+    #[test]
+    fn the_archive_is_chosen_when_it_carries_no_more_than_the_files_one_by_one() {
+        let contents: Vec<String> = (0..20).map(|i| format!("{i:0>10000}")).collect();
+        let files: Vec<Entry> = (contents.iter().enumerate())
+            .map(|(i, c)| file(&format!("f{i}"), c))
+            .collect();
+        let target = manifest(&files);
+        let release = 20 * 10_000;
+        let chosen = |on_disk: &[(&str, &str)], release_bytes: u64| {
+            let mut plan = plan(&Manifest::default(), &target, &disk(on_disk, &[])).unwrap();
+            plan.choose_transfer(release_bytes, 20);
+            plan.transfer
+        };
+        // A first install: the archive, read at most the release plus tar's headers.
+        let tar_bytes = release + 20 * TAR_PER_FILE + MARGIN_BYTES;
+        assert_eq!(chosen(&[], release), Transfer::Archive { tar_bytes });
+        // Filtered-out files make the archive carry more: 100 KB more than 20 requests save.
+        assert_eq!(chosen(&[], release + 100_000), Transfer::Files);
+        // Twelve of twenty already in place: eight downloads of 10 KB (112 KB with the
+        // requests saved) against an archive of 200 KB.
+        let present: Vec<(String, &str)> = (0..13)
+            .map(|i| (format!("f{i}"), contents[i].as_str()))
+            .collect();
+        let present: Vec<(&str, &str)> = present.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        assert_eq!(chosen(&present[..12], release), Transfer::Files);
+        // Fewer than eight downloads never take it, however small the release.
+        assert_eq!(chosen(&present, 0), Transfer::Files);
     }
 
     #[test]

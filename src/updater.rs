@@ -677,7 +677,7 @@ impl Updater {
         let tree = self.source.tree(&report.to.commit)?;
         // What one archive of the release would carry: every blob of the tree.
         let archive = self.source.has_archive().then(|| {
-            let bytes = tree.iter().filter_map(|e| e.size).sum::<u64>();
+            let bytes = (tree.iter().filter_map(|e| e.size)).fold(0u64, u64::saturating_add);
             (bytes, tree.len() as u64)
         });
         let (target, warnings) =

@@ -14,8 +14,9 @@ use crate::util::{Device, GitRepo, serve};
 /// archive.
 const FILLER: usize = 16;
 
-/// A release with `FILLER` files in folders, an executable, a symlink and a path longer
-/// than tar's 100-byte name field (a pax header in the archive).
+/// A release with `FILLER` files in folders, an executable, a symlink, a path longer than
+/// tar's 100-byte name field (split into ustar's prefix) and a file name longer than it (a
+/// pax header in the archive).
 fn release() -> GitRepo {
     let mut repo = GitRepo::new();
     for i in 0..FILLER {
@@ -24,6 +25,7 @@ fn release() -> GitRepo {
     let deep = format!("{}/deep.txt", ["long-folder-name"; 8].join("/"));
     repo.write("main.py", "print('v1')\n")
         .write(&deep, "far down\n")
+        .write(&format!("{}.txt", "n".repeat(120)), "long name\n")
         .write_exec("bin/run", "#!/bin/sh\necho run\n")
         .symlink("current", "main.py");
     repo.commit("v1");
@@ -123,7 +125,7 @@ fn an_archive_that_breaks_off_leaves_the_rest_to_per_file_downloads() {
     assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
     let stats = server.stats();
     assert_eq!(stats.asset_requests, 1, "an archive is not asked for again");
-    let files = FILLER as u64 + 3;
+    let files = FILLER as u64 + 4;
     assert!(
         stats.raw_requests > 0 && stats.raw_requests <= files,
         "{} of {files} files one by one",

@@ -57,13 +57,16 @@ impl Fetcher<'_> {
         };
         tracing::info!("reading the release as one archive for {total} files");
         let mut tar = tar::Archive::new(GzDecoder::new(body.reader).take(tar_bytes));
-        let entries = match tar.entries() {
+        // Raw entries: long names are read here, within MAX_NAME, rather than by the tar
+        // crate, which would hold any size a hostile header declares in memory.
+        let entries = match tar.entries().map(|e| e.raw(true)) {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!("the archive is unreadable ({e}); downloading the files one by one");
                 return Ok(staged);
             }
         };
+        let mut long_name: Option<Vec<u8>> = None;
         for item in entries {
             let mut item = match item {
                 Ok(item) => item,
@@ -72,12 +75,24 @@ impl Fetcher<'_> {
                     break;
                 }
             };
-            if !item.header().entry_type().is_file() {
+            let kind = item.header().entry_type();
+            if kind.is_pax_local_extensions() || kind.is_gnu_longname() {
+                match read_name(&mut item, kind.is_gnu_longname()) {
+                    Ok(name) => long_name = name,
+                    Err(e) => {
+                        tracing::warn!("{e}; downloading the rest one by one");
+                        break;
+                    }
+                }
                 continue;
             }
-            let name = item.path_bytes();
+            let name = long_name.take();
+            if !kind.is_file() {
+                continue;
+            }
+            let name = name.unwrap_or_else(|| item.path_bytes().into_owned());
             // Every entry sits under one top folder (`{owner}-{repo}-{sha}/`).
-            let Some(path) = name
+            let Some((path, (slot, entry))) = name
                 .iter()
                 .position(|b| *b == b'/')
                 .and_then(|slash| std::str::from_utf8(&name[slash + 1..]).ok())
@@ -85,7 +100,6 @@ impl Fetcher<'_> {
             else {
                 continue;
             };
-            let (path, (slot, entry)) = path;
             if item.size() != entry.size {
                 tracing::info!("{path} differs in the archive; downloading it");
                 continue;
@@ -133,4 +147,37 @@ impl Fetcher<'_> {
         tracing::info!("staged {} of {total} files from the archive", staged.len());
         Ok(staged)
     }
+}
+
+/// Longest entry name read (a pax header or a GNU long name): far beyond any path a
+/// release may hold, and small enough to keep in memory.
+const MAX_NAME: u64 = 64 << 10;
+
+/// The name a pax header (`path`) or a GNU long-name entry gives the next entry (`None`:
+/// the pax header names none); an error for one longer than [`MAX_NAME`] or unreadable.
+fn read_name<R: Read>(item: &mut tar::Entry<'_, R>, gnu: bool) -> std::io::Result<Option<Vec<u8>>> {
+    if item.size() > MAX_NAME {
+        return Err(std::io::Error::other(format!(
+            "the archive has a name header of {} bytes",
+            item.size()
+        )));
+    }
+    if gnu {
+        let mut name = Vec::new();
+        item.read_to_end(&mut name)?;
+        while name.last() == Some(&0) {
+            name.pop();
+        }
+        return Ok(Some(name));
+    }
+    let mut path = None;
+    if let Some(extensions) = item.pax_extensions()? {
+        for extension in extensions {
+            let extension = extension?;
+            if extension.key_bytes() == b"path" {
+                path = Some(extension.value_bytes().to_vec());
+            }
+        }
+    }
+    Ok(path)
 }
