@@ -47,6 +47,8 @@ fn a_first_install_reads_the_release_as_one_archive() {
 
     let planned = json(&device, &["update", "--dry-run", "--json"]);
     assert_eq!(planned["transfer"], "archive", "{planned}");
+    let planned = device.ota_expect(&["update", "--dry-run"], 0);
+    assert!(planned.contains("to download as one archive"), "{planned}");
     server.reset_stats();
 
     let out = device.ota_expect(&["update"], 0);
