@@ -14,6 +14,10 @@
 //! the stage (no bytes written; copied when only the exec bit differs) and then verified by
 //! reading it; a missing or damaged object is downloaded instead.
 //!
+//! When the plan chose [`Transfer::Archive`](crate::plan::Transfer), the files to download
+//! are first read from one archive of the release (`fetch/archive.rs`); any it did not
+//! stage are then downloaded one by one as above.
+//!
 //! A [`Progress`] callback, when given, hears about every chunk written and every file
 //! finished, one call at a time, so that a program can draw a bar or log a line.
 
@@ -22,6 +26,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+mod archive;
 
 use crate::config::NetworkConfig;
 use crate::fs::{FileKind, Fs, WriteFile};
@@ -132,7 +138,7 @@ impl Fetcher<'_> {
         plan: &Plan,
         stage_path: &(dyn Fn(&str) -> PathBuf + Sync),
     ) -> Result<Fetched, FetchError> {
-        let work: Vec<(String, &Entry, &Origin)> = plan
+        let mut work: Vec<(String, &Entry, &Origin)> = plan
             .changes
             .iter()
             .enumerate()
@@ -154,6 +160,11 @@ impl Fetcher<'_> {
             report: self.progress,
         };
         tally.change(|_| {});
+        // Most of the release to download: read it as one archive first; what it did not
+        // stage is downloaded one by one below.
+        let from_archive = self.stage_from_archive(plan.transfer, &work, stage_path, &tally)?;
+        work.retain(|(slot, _, _)| !from_archive.contains(slot));
+        downloaded.fetch_add(from_archive.len(), Ordering::Relaxed);
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {

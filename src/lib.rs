@@ -110,7 +110,7 @@ pub use fetch::Progress;
 pub use filter::Filter;
 pub use http::{Quota, Usage};
 pub use manifest::{Entry, Kind, Manifest, ObjectId, RelPath, Sha256};
-pub use plan::{Action, Change, Origin, Plan};
+pub use plan::{Action, Change, Origin, Plan, Transfer};
 pub use resources::{Battery, Resources, Snapshot};
 pub use state::{
     Cache, Counters, Failure, FailureKind, Health, Installed, LastError, Rejected, ReleaseId,

@@ -58,6 +58,42 @@ pub enum Origin {
     Previous(ObjectId),
 }
 
+/// How the files an update downloads travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transfer {
+    /// One request per file (each resumable with `Range`).
+    #[default]
+    Files,
+    /// One archive of the whole release (GitHub's `tarball`), read once as it streams; the
+    /// files it lacks, or holds with other bytes than the tree's, are then downloaded one by
+    /// one.
+    Archive {
+        /// The most uncompressed bytes the archive may take: the release's files, each
+        /// rounded up to tar's 512-byte blocks, plus headers. A longer archive is cut there.
+        tar_bytes: u64,
+    },
+}
+
+impl Transfer {
+    /// `files` or `archive`, as `--json` and the log show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transfer::Files => "files",
+            Transfer::Archive { .. } => "archive",
+        }
+    }
+}
+
+/// Bytes an archive must save to be worth one request saved: a request and its answer's
+/// headers cost about 1 KiB on the wire, and each costs a round trip (loopback figures in
+/// BENCHMARKS.md, "Installs as one archive").
+const REQUEST_BYTES: u64 = 4 << 10;
+/// Fewest downloads that take the archive: below, its two requests save nothing.
+const ARCHIVE_MIN_FILES: usize = 8;
+/// Tar bytes budgeted per file beyond its content: a 512-byte header, a pax header for long
+/// names or big sizes (1 KiB), and the padding of its last block (at most 511).
+const TAR_PER_FILE: u64 = 2 << 10;
+
 /// One changed path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -109,6 +145,9 @@ pub struct Plan {
     pub previous_bytes: u64,
     /// Bytes of free space required (staged files rounded to blocks, plus margin).
     pub space_needed: u64,
+    /// How the files to download travel: one by one, or in one archive of the release
+    /// ([`Plan::choose_transfer`]).
+    pub transfer: Transfer,
     /// Things the user should know (e.g. an owned file replaced by a folder, left alone).
     pub warnings: Vec<String>,
 }
@@ -122,6 +161,33 @@ impl Plan {
     /// Count of changes with `action`.
     pub fn count(&self, action: Action) -> usize {
         self.changes.iter().filter(|c| c.action == action).count()
+    }
+
+    /// Chooses how the files to download travel, when the source can send the release as
+    /// one archive of `release_bytes` in `release_files` files (the whole tree, filtered out
+    /// files included): the archive when it carries no more than the files one by one,
+    /// counting each request it saves as [`REQUEST_BYTES`]:
+    /// `release_bytes <= download_bytes + downloads × REQUEST_BYTES`, for at least
+    /// [`ARCHIVE_MIN_FILES`] downloads. So a first install takes the archive, and an update
+    /// that changes a few files of a large release does not.
+    pub(crate) fn choose_transfer(&mut self, release_bytes: u64, release_files: u64) {
+        let downloads: Vec<&Entry> = (self.changes.iter())
+            .filter(|c| c.origin == Some(Origin::Download))
+            .filter_map(|c| c.entry.as_ref())
+            .filter(|e| e.kind != Kind::Symlink)
+            .collect();
+        let bytes = (downloads.iter().map(|e| e.size)).fold(0u64, u64::saturating_add);
+        let saved = (downloads.len() as u64).saturating_mul(REQUEST_BYTES);
+        self.transfer = if downloads.len() >= ARCHIVE_MIN_FILES
+            && release_bytes <= bytes.saturating_add(saved)
+        {
+            let blocks = release_bytes.saturating_add(release_files.saturating_mul(TAR_PER_FILE));
+            Transfer::Archive {
+                tar_bytes: blocks.saturating_add(MARGIN_BYTES),
+            }
+        } else {
+            Transfer::Files
+        };
     }
 
     /// The transaction's operations in order (see `transaction`). `rollback_to` is the
@@ -478,6 +544,35 @@ mod tests {
                 block_size: 4096,
             },
         }
+    }
+
+    #[test]
+    fn the_archive_is_chosen_when_it_carries_no_more_than_the_files_one_by_one() {
+        let contents: Vec<String> = (0..20).map(|i| format!("{i:0>10000}")).collect();
+        let files: Vec<Entry> = (contents.iter().enumerate())
+            .map(|(i, c)| file(&format!("f{i}"), c))
+            .collect();
+        let target = manifest(&files);
+        let release = 20 * 10_000;
+        let chosen = |on_disk: &[(&str, &str)], release_bytes: u64| {
+            let mut plan = plan(&Manifest::default(), &target, &disk(on_disk, &[])).unwrap();
+            plan.choose_transfer(release_bytes, 20);
+            plan.transfer
+        };
+        // A first install: the archive, read at most the release plus tar's headers.
+        let tar_bytes = release + 20 * TAR_PER_FILE + MARGIN_BYTES;
+        assert_eq!(chosen(&[], release), Transfer::Archive { tar_bytes });
+        // Filtered-out files make the archive carry more: 100 KB more than 20 requests save.
+        assert_eq!(chosen(&[], release + 100_000), Transfer::Files);
+        // Twelve of twenty already in place: eight downloads of 10 KB (112 KB with the
+        // requests saved) against an archive of 200 KB.
+        let present: Vec<(String, &str)> = (0..13)
+            .map(|i| (format!("f{i}"), contents[i].as_str()))
+            .collect();
+        let present: Vec<(&str, &str)> = present.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        assert_eq!(chosen(&present[..12], release), Transfer::Files);
+        // Fewer than eight downloads never take it, however small the release.
+        assert_eq!(chosen(&present, 0), Transfer::Files);
     }
 
     #[test]

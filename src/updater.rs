@@ -675,6 +675,11 @@ impl Updater {
         // Before any download: a device low on memory or battery defers the update.
         self.resources.check_device(&self.config.guards)?;
         let tree = self.source.tree(&report.to.commit)?;
+        // What one archive of the release would carry: every blob of the tree.
+        let archive = self.source.has_archive().then(|| {
+            let bytes = (tree.iter().filter_map(|e| e.size)).fold(0u64, u64::saturating_add);
+            (bytes, tree.len() as u64)
+        });
         let (target, warnings) =
             manifest::from_tree(tree, &self.config.filter, &self.reserved, &self.protected)?;
         limits::check_release(&target, &self.config.target_dir, &self.dirs)?;
@@ -682,6 +687,9 @@ impl Updater {
         let owned = self.owned(installed.as_ref())?;
         let links;
         (links, report.plan) = self.plan_to(&owned, &target, &report.to.commit, options.force)?;
+        if let Some((bytes, files)) = archive {
+            report.plan.choose_transfer(bytes, files);
+        }
         report.warnings.extend(report.plan.warnings.iter().cloned());
         self.check_storage(&report.plan)?;
         let new_state = Installed {

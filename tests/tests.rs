@@ -5,6 +5,7 @@
 
 mod util;
 
+mod archive;
 mod channels;
 mod cli;
 mod config;

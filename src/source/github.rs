@@ -7,7 +7,9 @@
 //!   release only, plus its two manifest assets);
 //! - developer: `commits/{branch}` (sha media type) and the tree: two.
 //!
-//! A check that finds nothing new costs the first request only. Files are fetched by
+//! A check that finds nothing new costs the first request only. An update that downloads
+//! most of the release reads it as one archive (`tarball/{commit}`, see
+//! [`crate::plan::Transfer`]). Other files are fetched by
 //! commit SHA, never by a moving branch name, from raw hosting; a private repository whose
 //! raw host refuses the token falls back to the blob API. Symlinks are read through the blob
 //! API, which returns the link itself rather than what it points to.
@@ -672,6 +674,21 @@ impl Source for GitHub {
             }
             other => other.map_err(self.http_error(what)),
         }
+    }
+
+    fn has_archive(&self) -> bool {
+        true
+    }
+
+    /// `GET {api}/tarball/{commit}`: one API request, redirected to the archive host
+    /// (codeload), which the token does not follow.
+    fn open_archive(&self, commit: &ObjectId) -> Result<Option<Download>, SourceError> {
+        let what = format!("downloading the archive of {}", self.full_name());
+        let url = format!("{}/tarball/{commit}", self.api);
+        self.http
+            .download(&url, Accept::Json, 0, None)
+            .map(Some)
+            .map_err(self.http_error(what))
     }
 
     fn name(&self) -> String {

@@ -51,6 +51,18 @@ pub trait Source: Send + Sync {
         offset: u64,
         validator: Option<&str>,
     ) -> Result<Download, SourceError>;
+    /// Whether [`Source::open_archive`] can send a release as one archive (no request made).
+    /// The default: it cannot.
+    fn has_archive(&self) -> bool {
+        false
+    }
+    /// The whole tree of `commit` as one gzip tar whose entries sit under one top folder
+    /// (GitHub's `tarball`); `Ok(None)` when this source has no archives (the default).
+    /// Untrusted like every byte: `fetch` verifies each entry it takes against the tree.
+    fn open_archive(&self, commit: &ObjectId) -> Result<Option<Download>, SourceError> {
+        let _ = commit;
+        Ok(None)
+    }
     /// A short name of what is followed, e.g. `acme/app`.
     fn name(&self) -> String;
     /// Requests and bytes used so far.

@@ -12,7 +12,7 @@ use crate::http::{Fail, Reply, Req};
 use crate::model::{self, Links};
 use crate::releases::{self, Release};
 use crate::routes::{App, other_host};
-use crate::{assets::AssetFile, raw};
+use crate::{archive, assets::AssetFile, raw};
 
 const SHA_MEDIA_TYPES: &[&str] = &[
     "application/vnd.github.sha",
@@ -72,6 +72,9 @@ pub(crate) fn handle(app: &App, req: &Req, links: &Links, rest: &[String]) -> Re
         }
         ["git", "blobs", sha] => blob(&repo, req, links, sha)?,
         ["commits", name @ ..] if !name.is_empty() => commit(&repo, req, links, &name.join("/"))?,
+        ["tarball", name @ ..] if !name.is_empty() => {
+            return archive::redirect(app, links, &name.join("/"));
+        }
         _ => return Err(Fail::NotFound),
     };
     Ok(with_api_cache_headers(reply))

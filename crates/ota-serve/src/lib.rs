@@ -10,6 +10,8 @@
 //!   assets (files in `DIR/{tag}/{name}`), refs, tags, commits (with the `sha` media type),
 //!   trees (recursive, truncatable) and blobs;
 //! - raw files under `/raw/{owner}/{repo}/{ref}/{path}` with `Range` and gzip;
+//! - source archives: `/repos/{owner}/{repo}/tarball/{ref}` redirects to a gzip tar made by
+//!   `git archive` (`/codeload/…`), as GitHub's redirect to codeload;
 //! - ETags and `If-None-Match` on everything, rate-limit headers on `/repos`, a token check
 //!   that answers GitHub's 401 without the token, and request statistics for benchmarks
 //!   (also as JSON at `/_ota/stats`);
@@ -26,7 +28,7 @@
 //! - `answers`: the GitHub-shaped replies a fault puts in place of the real one;
 //! - `wire`: response bodies and the socket under hyper, where faults touch bytes;
 //! - `routes`: dispatch and the checks every request passes (method, User-Agent, names, token);
-//! - `api`, `raw`: the endpoints; `model`: GitHub's JSON shapes;
+//! - `api`, `raw`, `archive`: the endpoints; `model`: GitHub's JSON shapes;
 //! - `http`: conditional requests, ranges, gzip, HEAD — applied to every reply in one place;
 //! - `git`: reading refs and objects; `releases`, `version`, `assets`: releases from tags;
 //! - `stats`: counters and socket byte counting; `ratelimit`: the `x-ratelimit-*` budget;
@@ -57,6 +59,7 @@
 
 mod answers;
 mod api;
+mod archive;
 mod assets;
 mod error;
 pub mod fault;

@@ -17,7 +17,7 @@ use crate::http::{self, Fail, Reply, Req};
 use crate::model::Links;
 use crate::ratelimit::{self, RateLimiter};
 use crate::stats::{Recorder, RequestClass};
-use crate::{Error, Options, api, fault, raw};
+use crate::{Error, Options, api, archive, fault, raw};
 
 /// GitHub's answer to a request without `User-Agent`.
 const NO_USER_AGENT: &str = "Request forbidden by administrative rules. Please make sure your request has a User-Agent header (https://docs.github.com/en/rest/overview/resources-in-the-rest-api#user-agent-required). Check https://developer.github.com for other possible causes.\n";
@@ -28,6 +28,8 @@ const MAX_CACHED_ETAGS: usize = 100_000;
 /// State shared by all requests.
 pub(crate) struct App {
     pub repo: gix::ThreadSafeRepository,
+    /// Where the repository is on disk (`git archive` runs there).
+    pub repo_path: std::path::PathBuf,
     pub owner: Option<String>,
     pub name: Option<String>,
     pub token: Option<String>,
@@ -53,6 +55,7 @@ impl App {
         let assets = options.assets.as_deref().map(AssetStore::new).transpose()?;
         Ok(App {
             repo,
+            repo_path: options.repo.clone(),
             owner: options.owner.clone(),
             name: options.name.clone(),
             token: options.token.clone(),
@@ -136,6 +139,12 @@ enum Route<'a> {
         repo: &'a str,
         rest: &'a [&'a str],
     },
+    /// `/codeload/{owner}/{repo}/legacy.tar.gz/{commit}`: a source archive (see `archive`).
+    Codeload {
+        owner: &'a str,
+        repo: &'a str,
+        commit: &'a str,
+    },
     /// `/{owner}/{repo}/releases/download/{tag}/{name}`
     Download {
         owner: &'a str,
@@ -151,6 +160,11 @@ impl<'a> Route<'a> {
         match segments {
             ["repos", owner, repo, rest @ ..] => Route::Api { owner, repo, rest },
             ["raw", owner, repo, rest @ ..] => Route::Raw { owner, repo, rest },
+            ["codeload", owner, repo, "legacy.tar.gz", commit] => Route::Codeload {
+                owner,
+                repo,
+                commit,
+            },
             [owner, repo, "releases", "download", tag, name] => Route::Download {
                 owner,
                 repo,
@@ -171,7 +185,7 @@ impl<'a> Route<'a> {
                 }
             }
             Route::Raw { .. } => RequestClass::Raw,
-            Route::Download { .. } => RequestClass::Asset,
+            Route::Download { .. } | Route::Codeload { .. } => RequestClass::Asset,
             Route::Unknown => RequestClass::Other,
         }
     }
@@ -218,6 +232,14 @@ fn respond(app: &App, req: &Req, route: &Route<'_>) -> Result<Reply, Fail> {
             repo_links(app, req, owner, repo)?;
             app.check_token(req)?;
             raw::raw(app, rest)
+        }
+        Route::Codeload {
+            owner,
+            repo,
+            commit,
+        } => {
+            let links = repo_links(app, req, owner, repo)?;
+            archive::serve(app, req, &links, commit)
         }
         Route::Download {
             owner,

@@ -29,7 +29,8 @@ pub enum RequestClass {
     /// Raw file hosting under `/raw/`.
     Raw,
     /// Release asset bytes: `/{o}/{r}/releases/download/…` and
-    /// `/repos/{o}/{r}/releases/assets/{id}` asked for as `application/octet-stream`.
+    /// `/repos/{o}/{r}/releases/assets/{id}` asked for as `application/octet-stream`, and
+    /// source archives (`/codeload/…`, where `tarball/{ref}` redirects).
     Asset,
     /// Anything else (unknown paths).
     Other,

@@ -6,8 +6,8 @@
 use std::io::{self, Write};
 
 use ota::{
-    Action, Check, Origin, Outcome, Recovery, Rejected, ReleaseId, Report, Status, TrialReport,
-    UpdateReason, Verdict, Waiting,
+    Action, Check, Origin, Outcome, Recovery, Rejected, ReleaseId, Report, Status, Transfer,
+    TrialReport, UpdateReason, Verdict, Waiting,
 };
 use serde_json::json;
 
@@ -243,8 +243,12 @@ fn summary(out: &mut impl Write, r: &Report) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "  files: {} to download, {} copied locally; needs {} free",
+        "  files: {} to download{}, {} copied locally; needs {} free",
         bytes(p.download_bytes),
+        match p.transfer {
+            Transfer::Archive { .. } => " as one archive",
+            Transfer::Files => "",
+        },
         bytes(p.copy_bytes),
         bytes(p.space_needed)
     )?;
@@ -276,6 +280,7 @@ fn report_json(state: &str, r: &Report) -> serde_json::Value {
         "download_bytes": p.download_bytes,
         "copy_bytes": p.copy_bytes,
         "space_needed": p.space_needed,
+        "transfer": p.transfer.name(),
         "changes": p.changes.iter().map(|c| json!({
             "path": c.path,
             "action": format!("{:?}", c.action).to_lowercase(),

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod archive;
 mod assets;
 mod demo;
 mod faults;

@@ -1,0 +1,90 @@
+//! Source archives, as GitHub serves them: `GET /repos/{o}/{r}/tarball/{ref}` answers 302 to
+//! `/codeload/{o}/{r}/legacy.tar.gz/{commit}` on the same server (GitHub: to
+//! codeload.github.com), which answers a gzip tar whose entries sit under
+//! `{owner}-{repo}-{7-hex commit}/`.
+//!
+//! The archive is made by `git archive`, like GitHub's, so `export-subst` and
+//! `export-ignore` in the tree's `.gitattributes` change it exactly as they do there: a
+//! client that verifies entries against the tree's blob ids meets the same differences.
+//! The redirect target carries `?sig=…` and then needs no token (a client drops the
+//! `Authorization` header across a redirect; GitHub adds a `token` query instead).
+
+use std::io::{Seek, SeekFrom};
+use std::process::{Command, Stdio};
+
+use hyper::StatusCode;
+use hyper::header;
+
+use crate::git::Repo;
+use crate::http::{Body, Fail, Reply, Req};
+use crate::model::Links;
+use crate::routes::App;
+
+/// `GET /repos/{o}/{r}/tarball/{ref}`: 302 to the archive of the commit `reference` names.
+pub(crate) fn redirect(app: &App, links: &Links, reference: &str) -> Result<Reply, Fail> {
+    let repo = Repo::new(&app.repo);
+    let commit = repo.resolve_commit(reference)?.ok_or(Fail::NotFound)?;
+    let location = format!(
+        "{}/codeload/{}/{}/legacy.tar.gz/{commit}?sig={}",
+        links.base,
+        links.owner,
+        links.name,
+        app.download_signature("codeload", &commit.to_string()),
+    );
+    Ok(Reply::redirect(&location))
+}
+
+/// `GET /codeload/{o}/{r}/legacy.tar.gz/{commit}`: the gzip tar of `commit` (a full SHA),
+/// with a valid `sig` or the token.
+pub(crate) fn serve(app: &App, req: &Req, links: &Links, commit: &str) -> Result<Reply, Fail> {
+    let signed = req
+        .query_param("sig")
+        .is_some_and(|sig| sig == app.download_signature("codeload", commit));
+    if !signed {
+        app.check_token(req)?;
+    }
+    let repo = Repo::new(&app.repo);
+    let id = repo.parse_id(commit).ok_or(Fail::NotFound)?;
+    if commit.len() != 40 || repo.peel_to_commit(id)? != Some(id) {
+        return Err(Fail::NotFound);
+    }
+    let hex = id.to_string();
+    let top = format!("{}-{}-{}", links.owner, links.name, &hex[..7]);
+    let file = git_archive(&app.repo_path, &top, &hex)?;
+    let filename = format!("attachment; filename={top}.tar.gz");
+    Ok(Reply::new(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-gzip")
+        .header(header::CONTENT_DISPOSITION, &filename)
+        .body(file)
+        .etag(hex))
+}
+
+/// Runs `git archive` into an unnamed temporary file (the body streams from it).
+fn git_archive(repo: &std::path::Path, top: &str, commit: &str) -> Result<Body, Fail> {
+    let what = || format!("archiving {commit} of {}", repo.display());
+    let mut file = tempfile::tempfile().map_err(crate::Error::io(what()))?;
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["archive", "--format=tar.gz"])
+        .arg(format!("--prefix={top}/"))
+        .arg(commit)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().map_err(crate::Error::io(what()))?)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(crate::Error::io(format!("{}: running git", what())))?;
+    if !output.status.success() {
+        return Err(crate::Error::Runtime(std::io::Error::other(format!(
+            "{}: git archive failed: {}",
+            what(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+        .into());
+    }
+    let len = file
+        .seek(SeekFrom::End(0))
+        .and_then(|len| file.seek(SeekFrom::Start(0)).map(|_| len))
+        .map_err(crate::Error::io(what()))?;
+    Ok(Body::File { file, len })
+}
