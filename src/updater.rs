@@ -897,6 +897,7 @@ impl Updater {
             fs: &*self.fs,
             target: root,
             store: &self.dirs.previous_root(),
+            downloads: &self.dirs.downloads_root(),
             commit: report.to.commit,
             links,
             net: &self.config.network,

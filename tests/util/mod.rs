@@ -220,13 +220,32 @@ impl Device {
         Some(serde_json::from_slice(&text).unwrap())
     }
 
+    /// The files kept in `downloads/` for the next run: name (a blob id) and size.
+    pub fn downloads(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = std::fs::read_dir(self.target.join(".ota/downloads"))
+            .map(|entries| {
+                entries
+                    .map(|e| {
+                        let e = e.unwrap();
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        (name, e.metadata().unwrap().len())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
     /// Everything left in the state folder besides the permanent files (and the files of
-    /// `previous/`, kept only while a release is on trial).
+    /// `previous/`, kept only while a release is on trial, and of `downloads/`, kept only
+    /// after an update that did not finish).
     pub fn leftovers(&self) -> Vec<String> {
         let state = self.target.join(".ota");
         let mut out = Vec::new();
-        // `previous/` holds files only while a release is on trial.
-        for sub in ["stage", "backup", "previous"] {
+        // `previous/` holds files only while a release is on trial; `downloads/` only after
+        // an update stopped while downloading.
+        for sub in ["stage", "backup", "previous", "downloads"] {
             if let Ok(entries) = std::fs::read_dir(state.join(sub)) {
                 for e in entries {
                     out.push(format!(
@@ -252,6 +271,7 @@ impl Device {
                         | "ota-state.tag"
                         | "kept"
                         | "previous"
+                        | "downloads"
                 ) {
                     out.push(name);
                 }
