@@ -122,6 +122,7 @@ fn an_install_killed_mid_download_downloads_only_the_rest() {
     let out = device.ota_expect(&["update"], 0);
     assert_eq!(device.tree(), repo.snapshot("v1.0.0"), "{out}");
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
     // Only the rest of the big file crossed the network: one ranged request from where
     // the killed run stopped; the complete small files were not asked for again.
     let requests = file_requests(&server);
@@ -155,6 +156,7 @@ fn after_ctrl_c_an_update_to_another_release_reuses_what_it_wants() {
     let out = device.ota_expect(&["update"], 0);
     assert_eq!(device.tree(), repo.snapshot("v2.0.0"), "{out}");
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
     let mut paths: Vec<String> = file_requests(&server)
         .iter()
         .map(|r| r.path.rsplit('/').next().unwrap().to_owned())
@@ -190,6 +192,7 @@ fn bytes_damaged_while_stopped_are_downloaded_again_whole() {
     let out = device.ota_expect(&["update"], 0);
     assert_eq!(device.tree(), repo.snapshot("v1.0.0"), "{out}");
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
     let big: Vec<RequestRecord> = file_requests(&server)
         .into_iter()
         .filter(|r| r.path.ends_with("big.bin"))
@@ -219,6 +222,7 @@ fn downloads_the_next_release_does_not_want_are_removed() {
     let out = device.ota_expect(&["update"], 0);
     assert_eq!(device.tree(), repo.snapshot("v2.0.0"), "{out}");
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
     let paths: Vec<String> = file_requests(&server)
         .iter()
         .map(|r| r.path.clone())

@@ -238,14 +238,14 @@ impl Device {
     }
 
     /// Everything left in the state folder besides the permanent files (and the files of
-    /// `previous/`, kept only while a release is on trial, and of `downloads/`, kept only
-    /// after an update that did not finish).
+    /// `previous/`, kept only while a release is on trial). The files of `downloads/` are
+    /// not leftovers: an update that stopped while downloading keeps them on purpose for
+    /// the next run ([`Device::downloads`] lists them).
     pub fn leftovers(&self) -> Vec<String> {
         let state = self.target.join(".ota");
         let mut out = Vec::new();
-        // `previous/` holds files only while a release is on trial; `downloads/` only after
-        // an update stopped while downloading.
-        for sub in ["stage", "backup", "previous", "downloads"] {
+        // `previous/` holds files only while a release is on trial.
+        for sub in ["stage", "backup", "previous"] {
             if let Ok(entries) = std::fs::read_dir(state.join(sub)) {
                 for e in entries {
                     out.push(format!(
