@@ -11,8 +11,9 @@
 //!
 //! # Resume across runs
 //! A download is written to `<state>/downloads/<blob id>`, not to the stage, and moved into
-//! `stage/<txid>/<slot>` only once every file of the update is staged. So a run that stops
-//! (Ctrl-C, a reboot, a lost link, a failed download) leaves its downloads behind, complete
+//! `stage/<txid>/<slot>` ([`Fetched::stage`]) only just before the swap, once every file is
+//! here and `[before_update]` succeeded. So a run that stops (Ctrl-C, a reboot, a lost
+//! link, a failed download, a failed `[before_update]`) leaves its downloads behind, complete
 //! or partial, and the next run that wants the same content, for the same release or any
 //! other, takes them up: the bytes on disk are hashed again, the rest is asked for with a
 //! `Range` request, and the whole file is verified as always. Bytes kept from an earlier run
@@ -55,13 +56,29 @@ const BUFFER: usize = 64 * 1024;
 const MAX_LINK: u64 = 4096;
 
 /// What fetching did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Fetched {
     /// Files downloaded.
     pub downloaded: usize,
     /// Files staged from local content: copied from the target, or taken from the kept
     /// previous release.
     pub copied: usize,
+    /// Downloads still in `downloads/`, and the stage path each goes to: moved by
+    /// [`Fetched::stage`] just before the swap, so that a run stopped before it (in
+    /// `[before_update]`, say) leaves them for the next one.
+    pending: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Fetched {
+    /// Moves the downloads into the stage (the journal's barrier makes these renames
+    /// durable).
+    pub(crate) fn stage(&mut self, fs: &dyn Fs) -> Result<(), FetchError> {
+        for (download, dest) in std::mem::take(&mut self.pending) {
+            fs.rename(&download, &dest)
+                .map_err(|e| FetchError::io(&dest, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// How far staging an update's files has come: what an [`Updater::on_progress`] callback
@@ -223,16 +240,10 @@ impl Fetcher<'_> {
         if let Some(e) = failure.into_inner().ok().flatten() {
             return Err(e);
         }
-        // Every file is here: the downloads join the stage (the journal's barrier makes
-        // these renames durable). Until now an interruption left them for the next run.
-        for (download, dest) in downloads.finished.into_inner().unwrap_or_default() {
-            self.fs
-                .rename(&download, &dest)
-                .map_err(|e| FetchError::io(&dest, e))?;
-        }
         Ok(Fetched {
             downloaded: downloaded.into_inner(),
             copied: copied.into_inner(),
+            pending: downloads.finished.into_inner().unwrap_or_default(),
         })
     }
 

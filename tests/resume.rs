@@ -230,3 +230,23 @@ fn downloads_the_next_release_does_not_want_are_removed() {
     assert_eq!(paths.len(), 1, "{paths:?}");
     assert!(paths[0].ends_with("/main.py"), "{paths:?}");
 }
+
+#[test]
+fn a_failed_before_update_keeps_the_downloads_for_the_next_run() {
+    let (repo, server, device) = v1();
+    crate::util::tables(&device, "[before_update]\ncommand = \"exit 3\"\n");
+    let out = device.ota_expect(&["update"], 1);
+    assert!(!device.target.join("main.py").exists(), "{out}");
+    let kept = device.downloads();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(kept.iter().any(|(_, len)| *len == BIG as u64), "{kept:?}");
+
+    device.edit_config("[before_update]\ncommand = \"exit 3\"\n", "");
+    server.reset_stats();
+    let out = device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"), "{out}");
+    // Every file was already here, verified again: not one file request.
+    assert_eq!(file_requests(&server).len(), 0, "{out}");
+    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+}
