@@ -1,12 +1,27 @@
 //! Fills the stage: every new file of a plan, verified byte for byte.
 //!
-//! Each file streams into `stage/<txid>/<slot>` through a fixed buffer (memory does not
-//! grow with file size), hashed as it arrives; it is accepted only when its size and git
-//! blob id equal the tree's, and its SHA-256 too when the release lists one (a signed
-//! manifest: SHA-1 alone is not trusted against a host that chooses what to serve). A dropped connection resumes from the bytes already staged
-//! (a `Range` request) up to `retries` times; a server that ignores the range restarts the
-//! file from zero. A wrong digest is not retried: it stops the update with the path and
-//! both digests, and the target is untouched. Files run `parallel` at a time.
+//! Each file streams through a fixed buffer (memory does not grow with file size), hashed
+//! as it arrives; it is accepted only when its size and git blob id equal the tree's, and
+//! its SHA-256 too when the release lists one (a signed manifest: SHA-1 alone is not trusted
+//! against a host that chooses what to serve). A dropped connection resumes from the bytes
+//! already written (a `Range` request) up to `retries` times; a server that ignores the
+//! range restarts the file from zero. A wrong digest is not retried: it stops the update
+//! with the path and both digests, and the target is untouched. Files run `parallel` at a
+//! time.
+//!
+//! # Resume across runs
+//! A download is written to `<state>/downloads/<blob id>`, not to the stage, and moved into
+//! `stage/<txid>/<slot>` ([`Fetched::stage`]) only just before the swap, once every file is
+//! here and `[before_update]` succeeded. So a run that stops (Ctrl-C, a reboot, a lost
+//! link, a failed download, a failed `[before_update]`) leaves its downloads behind, complete
+//! or partial, and the next run that wants the same content, for the same release or any
+//! other, takes them up: the bytes on disk are hashed again, the rest is asked for with a
+//! `Range` request, and the whole file is verified as always. Bytes kept from an earlier run
+//! are never trusted before that check: a file that does not verify (torn by a power cut,
+//! or changed) is downloaded again whole. Before downloading, every file there that the
+//! update does not want is removed, so `downloads/` never holds more than the files of the
+//! last update that began downloading, each at most its size: bytes that update's free
+//! space check counted. After a commit it is empty.
 //!
 //! Content the plan found on disk (a moved file, a changed exec bit) is copied from there
 //! instead, verified the same way; if the local copy turns out to differ, it is downloaded.
@@ -39,6 +54,7 @@ use crate::manifest::{
 };
 use crate::plan::{Change, Origin, Plan};
 use crate::source::{Source, SourceError};
+use crate::transaction;
 
 /// Read buffer per download.
 const BUFFER: usize = 64 * 1024;
@@ -46,13 +62,29 @@ const BUFFER: usize = 64 * 1024;
 const MAX_LINK: u64 = 4096;
 
 /// What fetching did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Fetched {
     /// Files downloaded.
     pub downloaded: usize,
     /// Files staged from local content: copied from the target, or taken from the kept
     /// previous release.
     pub copied: usize,
+    /// Downloads still in `downloads/`, and the stage path each goes to: moved by
+    /// [`Fetched::stage`] just before the swap, so that a run stopped before it (in
+    /// `[before_update]`, say) leaves them for the next one.
+    pending: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Fetched {
+    /// Moves the downloads into the stage (the journal's barrier makes these renames
+    /// durable).
+    pub(crate) fn stage(&mut self, fs: &dyn Fs) -> Result<(), FetchError> {
+        for (download, dest) in std::mem::take(&mut self.pending) {
+            fs.rename(&download, &dest)
+                .map_err(|e| FetchError::io(&dest, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// How far staging an update's files has come: what an [`Updater::on_progress`] callback
@@ -110,6 +142,14 @@ impl Tally<'_> {
     }
 }
 
+/// The downloads of one fetch that go through `downloads/`.
+struct Downloads {
+    /// The blob ids being downloaded there (one file each).
+    claimed: Mutex<BTreeSet<ObjectId>>,
+    /// Finished downloads and the stage path each becomes once all files are here.
+    finished: Mutex<Vec<(PathBuf, PathBuf)>>,
+}
+
 /// Everything fetching needs.
 pub(crate) struct Fetcher<'a> {
     /// Where bytes come from.
@@ -120,6 +160,8 @@ pub(crate) struct Fetcher<'a> {
     pub target: &'a Path,
     /// The kept previous release, `<state>/previous/` ([`Origin::Previous`]).
     pub store: &'a Path,
+    /// Downloads kept across runs, `<state>/downloads/` (see the module docs).
+    pub downloads: &'a Path,
     /// The commit being installed.
     pub commit: ObjectId,
     /// The target of every symlink of the release, read and checked before the update
@@ -150,6 +192,15 @@ impl Fetcher<'_> {
         let downloaded = AtomicUsize::new(0);
         let copied = AtomicUsize::new(0);
         let linked = Mutex::new(BTreeSet::new());
+        let wanted = (work.iter())
+            .filter(|(_, e, _)| e.kind != Kind::Symlink)
+            .map(|(_, e, _)| e.blob)
+            .collect();
+        self.prepare_downloads(&wanted)?;
+        let downloads = Downloads {
+            claimed: Mutex::new(BTreeSet::new()),
+            finished: Mutex::new(Vec::new()),
+        };
         let workers = self.net.parallel.clamp(1, work.len().max(1));
         let tally = Tally {
             now: Mutex::new(Progress {
@@ -175,7 +226,8 @@ impl Fetcher<'_> {
                             break;
                         };
                         let dest = stage_path(slot);
-                        let done = self.fetch_one(entry, origin, &dest, &stop, &tally, &linked);
+                        let done = self
+                            .fetch_one(entry, origin, &dest, &stop, &tally, &linked, &downloads);
                         if done.is_ok() {
                             tally.file_done();
                         }
@@ -202,10 +254,38 @@ impl Fetcher<'_> {
         Ok(Fetched {
             downloaded: downloaded.into_inner(),
             copied: copied.into_inner(),
+            pending: downloads.finished.into_inner().unwrap_or_default(),
         })
     }
 
+    /// Removes from `downloads/` every file whose blob id is not `wanted` (creating the
+    /// folder if needed). Only names of 40 lowercase hex digits are ever removed there.
+    fn prepare_downloads(&self, wanted: &BTreeSet<ObjectId>) -> Result<(), FetchError> {
+        let dir = self.downloads;
+        fn io(path: &Path) -> impl Fn(io::Error) -> FetchError + '_ {
+            move |e| FetchError::io(path, e)
+        }
+        if self.fs.metadata(dir).map_err(io(dir))?.is_none() {
+            return self.fs.create_dir(dir, 0o755).map_err(io(dir));
+        }
+        for name in self.fs.read_dir(dir).map_err(io(dir))? {
+            let Some(id) = name.to_str().and_then(transaction::object_name) else {
+                continue;
+            };
+            let path = dir.join(&name);
+            let stale = !wanted.contains(&id)
+                && (self.fs.metadata(&path).map_err(io(&path))?)
+                    .is_some_and(|m| m.kind == FileKind::File);
+            if stale {
+                self.fs.remove_file(&path).map_err(io(&path))?;
+                tracing::debug!("removed {}: the update does not want it", path.display());
+            }
+        }
+        Ok(())
+    }
+
     /// Stages one file; `Ok(true)` when it was copied from local content.
+    #[allow(clippy::too_many_arguments)]
     fn fetch_one(
         &self,
         entry: &Entry,
@@ -214,6 +294,7 @@ impl Fetcher<'_> {
         stop: &AtomicBool,
         tally: &Tally,
         linked: &Mutex<BTreeSet<ObjectId>>,
+        downloads: &Downloads,
     ) -> Result<bool, FetchError> {
         if let Origin::Copy(from) = origin {
             if self.copy_local(entry, &self.target.join(from.as_str()), dest)? {
@@ -242,7 +323,22 @@ impl Fetcher<'_> {
                 self.download_link(entry, dest)?;
                 tally.bytes(entry.size);
             }
-            Kind::File | Kind::Executable => self.download_file(entry, dest, stop, tally)?,
+            Kind::File | Kind::Executable => {
+                // Two paths with the same content: the first goes through `downloads/`, the
+                // other straight into the stage (not resumable, as rare as it is).
+                let first = (downloads.claimed.lock())
+                    .map(|mut c| c.insert(entry.blob))
+                    .unwrap_or(false);
+                if first {
+                    let kept = self.downloads.join(entry.blob.to_hex());
+                    self.download_file(entry, &kept, true, stop, tally)?;
+                    if let Ok(mut finished) = downloads.finished.lock() {
+                        finished.push((kept, dest.to_owned()));
+                    }
+                } else {
+                    self.download_file(entry, dest, false, stop, tally)?;
+                }
+            }
         }
         tracing::debug!("downloaded {} ({} bytes)", entry.path, entry.size);
         Ok(false)
@@ -327,23 +423,37 @@ impl Fetcher<'_> {
             .map_err(|e| FetchError::io(dest, e))
     }
 
-    /// Downloads a file, resuming after each interruption. An attempt that brought no new
-    /// byte counts against `retries`; one that made progress does not, so a file survives
-    /// any number of drops as long as bytes keep arriving (the update deadline still holds).
+    /// Downloads a file into `dest`, resuming after each interruption; with `resume`, from
+    /// what an earlier run left at `dest` (see the module docs). An attempt that brought no
+    /// new byte counts against `retries`; one that made progress does not, so a file
+    /// survives any number of drops as long as bytes keep arriving (the update deadline still
+    /// holds). A file that does not verify is removed.
     fn download_file(
         &self,
         entry: &Entry,
         dest: &Path,
+        resume: bool,
         stop: &AtomicBool,
         tally: &Tally,
     ) -> Result<(), FetchError> {
-        let mut file = self.create(entry, dest)?;
-        let mut hasher = Hashers::new(entry);
-        let mut written = 0u64;
+        let (mut file, mut hasher, mut written) = match resume {
+            true => self.reopen(entry, dest)?,
+            false => (self.create(entry, dest)?, Hashers::new(entry), 0),
+        };
+        let kept = written;
+        if kept > 0 {
+            tally.bytes(kept);
+            tracing::info!(
+                "resuming {} at byte {kept} of {} (downloaded by an earlier run)",
+                entry.path,
+                entry.size
+            );
+        }
         let mut validator: Option<String> = None;
         let mut fruitless = 0u32;
         let mut drops = 0u32;
-        loop {
+        // A file an earlier run finished needs no request: its digests decide below.
+        while !(kept > 0 && written == entry.size) {
             let body = self
                 .source
                 .open(&self.commit, entry, written, validator.as_deref())
@@ -424,7 +534,47 @@ impl Fetcher<'_> {
             std::thread::sleep(delay);
         }
         drop(file);
-        hasher.check(entry)
+        let checked = hasher.check(entry);
+        if checked.is_err() {
+            self.fs
+                .remove_file(dest)
+                .map_err(|e| FetchError::io(dest, e))?;
+            if kept > 0 {
+                // The error may lie in the bytes an earlier run left (a power cut can zero
+                // or tear them): start over from nothing, once.
+                tracing::warn!(
+                    "{}: the {kept} bytes kept from an earlier run are not the release's; downloading the whole file again",
+                    entry.path
+                );
+                tally.take_back(written);
+                return self.download_file(entry, dest, true, stop, tally);
+            }
+        }
+        checked
+    }
+
+    /// Opens what an earlier run left at `path` to write on at its end, with the digests of
+    /// the bytes there and their count; a new empty file when nothing usable is there (a
+    /// file longer than `entry`, of the wrong exec bit, or unreadable is removed).
+    fn reopen(
+        &self,
+        entry: &Entry,
+        path: &Path,
+    ) -> Result<(Box<dyn WriteFile>, Hashers, u64), FetchError> {
+        let io = |e| FetchError::io(path, e);
+        if let Some(meta) = self.fs.metadata(path).map_err(io)? {
+            let usable = meta.kind == FileKind::File
+                && meta.len <= entry.size
+                && meta.executable == (entry.kind == Kind::Executable);
+            if usable
+                && let Some(hashers) = hash_prefix(self.fs, path, entry, meta.len)
+                && let Ok(file) = self.fs.append(path)
+            {
+                return Ok((file, hashers, meta.len));
+            }
+            self.fs.remove_file(path).map_err(io)?;
+        }
+        Ok((self.create(entry, path)?, Hashers::new(entry), 0))
     }
 
     /// Stages a symlink whose target was read and checked before the update began.
@@ -582,6 +732,27 @@ impl Hashers {
         }
         Ok(())
     }
+}
+
+/// The digests of the first `len` bytes of the file at `path`, to go on with the rest of
+/// `entry`'s content; `None` if fewer bytes can be read.
+fn hash_prefix(fs: &dyn Fs, path: &Path, entry: &Entry, len: u64) -> Option<Hashers> {
+    let mut reader = fs.open(path).ok()?.take(len);
+    let mut hashers = Hashers::new(entry);
+    let mut buf = vec![0u8; BUFFER];
+    let mut seen = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                seen += n as u64;
+                hashers.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    (seen == len).then_some(hashers)
 }
 
 /// Whether the file at `path` holds exactly `entry`'s content (size and every digest).

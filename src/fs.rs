@@ -75,6 +75,8 @@ pub trait Fs: Send + Sync {
     fn read_link(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates a new file (fails if `path` exists) with mode 0644, or 0755 if `executable`.
     fn create(&self, path: &Path, executable: bool) -> io::Result<Box<dyn WriteFile>>;
+    /// Opens an existing file to write at its end (never following a link at `path`).
+    fn append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>>;
     /// Creates a symbolic link at `link` pointing to `target`.
     fn symlink(&self, target: &[u8], link: &Path) -> io::Result<()>;
     /// Creates one directory with `mode`.
@@ -510,6 +512,13 @@ impl Fs for RealFs {
         // Created private, then given the release's mode (which the umask must not mask).
         let mode = if executable { 0o755 } else { 0o644 };
         rfs::fchmod(&file, Mode::from_raw_mode(mode))?;
+        Ok(Box::new(RealFile(file)))
+    }
+
+    fn append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        let at = self.locate(path)?;
+        let flags = OFlags::WRONLY | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let file = File::from(rfs::openat(&at.dir, &at.name, flags, Mode::empty())?);
         Ok(Box::new(RealFile(file)))
     }
 

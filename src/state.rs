@@ -76,7 +76,10 @@ const TMP_WRITTEN: [&str; 6] = [
 /// only such names is one an older ota made, and can be adopted).
 pub(crate) fn is_own_name(name: &str) -> bool {
     OWN_FILES.contains(&name)
-        || matches!(name, MARKER | "stage" | "backup" | "kept" | "previous")
+        || matches!(
+            name,
+            MARKER | "stage" | "backup" | "kept" | "previous" | "downloads"
+        )
         || name
             .strip_suffix(".tmp")
             .is_some_and(|base| TMP_WRITTEN.contains(&base))
@@ -162,6 +165,13 @@ impl StateDir {
     /// not in the target any more, each named by its git blob id (see `transaction`).
     pub fn previous_root(&self) -> PathBuf {
         self.root.join("previous")
+    }
+
+    /// `downloads/`: the files an update is downloading, each named by its git blob id, kept
+    /// across runs so that an interrupted download resumes where it stopped (see `fetch`).
+    /// Holds only files the last update to start downloading wanted.
+    pub fn downloads_root(&self) -> PathBuf {
+        self.root.join("downloads")
     }
 
     /// `kept/<txid>`: the files that transaction replaced, at their paths in the target.

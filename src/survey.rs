@@ -127,6 +127,10 @@ pub(crate) fn survey(
         store: stored(fs, dirs),
         space: space_at(fs, root).map_err(|e| SurveyError::at(root.to_owned(), e))?,
     };
+    // What an unfinished update left in `downloads/` is free space to this one: fetching
+    // either goes on with each file or removes it first.
+    let kept = kept_downloads(fs, dirs, out.space.block_size);
+    out.space.available = out.space.available.saturating_add(kept);
     let mut blocked: BTreeSet<RelPath> = BTreeSet::new();
     let mut to_list: BTreeSet<RelPath> = BTreeSet::new();
     let all = installed.entries().iter().chain(target.entries());
@@ -213,6 +217,24 @@ fn stored(fs: &dyn Fs, dirs: &StateDir) -> BTreeMap<ObjectId, Local> {
             (id, local)
         })
         .collect()
+}
+
+/// Bytes (rounded up to `block`) of the files under `downloads/` named by a blob id: the
+/// files a fetch takes up or removes before downloading. 0 when it cannot be listed.
+fn kept_downloads(fs: &dyn Fs, dirs: &StateDir, block: u64) -> u64 {
+    let dir = dirs.downloads_root();
+    let block = block.max(1);
+    let names = fs.read_dir(&dir).unwrap_or_default();
+    (names.iter())
+        .filter(|n| {
+            n.to_str()
+                .and_then(crate::transaction::object_name)
+                .is_some()
+        })
+        .filter_map(|n| fs.metadata(&dir.join(n)).ok().flatten())
+        .filter(|m| m.kind == FileKind::File)
+        .map(|m| m.len.div_ceil(block).saturating_mul(block))
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Free space where `root` is, or will be: before the first install (a dry run creates

@@ -825,8 +825,9 @@ pub(crate) fn previous_objects(
     Ok(out)
 }
 
-/// The blob id an object under `previous/` is named by: exactly 40 lowercase hex digits.
-fn object_name(name: &str) -> Option<ObjectId> {
+/// The blob id an object under `previous/` (or a file under `downloads/`) is named by:
+/// exactly 40 lowercase hex digits.
+pub(crate) fn object_name(name: &str) -> Option<ObjectId> {
     let ours = name.len() == 40 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     ours.then(|| ObjectId::from_hex(name)).flatten()
 }

@@ -905,12 +905,13 @@ impl Updater {
             fs: &*self.fs,
             target: root,
             store: &self.dirs.previous_root(),
+            downloads: &self.dirs.downloads_root(),
             commit: report.to.commit,
             links,
             net: &self.config.network,
             progress: Some(&progress),
         };
-        let fetched = match fetcher.fetch(&report.plan, &|slot| tx.stage_path(slot)) {
+        let mut fetched = match fetcher.fetch(&report.plan, &|slot| tx.stage_path(slot)) {
             Ok(f) => f,
             Err(e) => {
                 if let Err(cleanup) = tx.abort() {
@@ -930,6 +931,12 @@ impl Updater {
                 }
                 return Err(Error::BeforeUpdate(e.to_string()));
             }
+        }
+        if let Err(e) = fetched.stage(&*self.fs) {
+            if let Err(cleanup) = tx.abort() {
+                tracing::warn!("removing the stage after a failed download: {cleanup}");
+            }
+            return Err(e.into());
         }
         new_state.installed_at = now_rfc3339();
         // The trial begins at the commit (a deadline counts from there, not from the plan).

@@ -250,15 +250,12 @@ fn entry(path: &str, mode: &str, sha: &str, size: &str) -> String {
     format!(r#"{{"path":{path},"mode":"{mode}","type":"blob","sha":"{sha}","size":{size}}}"#)
 }
 
-/// Waits until ota has started writing a download into the stage (it is then stalled by
-/// the case's fault), so that the app's change lands mid-download.
+/// Waits until ota has started writing a download into `downloads/` (it is then stalled
+/// by the case's fault), so that the app's change lands mid-download.
 fn wait_for_staging(state: &Path) {
     for _ in 0..3000 {
-        let staged = std::fs::read_dir(state.join("stage"))
+        let staged = std::fs::read_dir(state.join("downloads"))
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|tx| std::fs::read_dir(tx.path()).ok())
             .flatten()
             .flatten()
             .any(|file| file.metadata().is_ok_and(|m| m.len() > 0));

@@ -70,12 +70,14 @@ impl Setup {
             "{:?}",
             self.device.leftovers()
         );
+        assert!(self.device.downloads().is_empty(), "{out}");
         assert!(self.device.last_error().is_none());
         out
     }
 
     /// Runs `ota update` and expects a clean failure: the exact old tree, `last_error.json`
-    /// of `kind`, nothing temporary left. Returns the output.
+    /// of `kind`, nothing temporary left (but `downloads/`, kept for the next run: never a
+    /// file that failed its digests). Returns the output.
     fn fails_cleanly(&self, kind: &str) -> String {
         let out = self.device.ota_expect(&["update"], 1);
         assert_eq!(self.device.tree(), self.old, "{out}");
@@ -183,6 +185,9 @@ fn a_flipped_byte_stops_the_update_and_names_both_digests() {
         message.contains(blob.trim()),
         "the expected digest is named: {message}"
     );
+    // The bytes that failed their digest are not kept for the next run.
+    let kept = s.device.downloads();
+    assert!(kept.iter().all(|(name, _)| name != blob.trim()), "{kept:?}");
     assert!(
         message.matches(|c: char| c.is_ascii_hexdigit()).count() >= 80,
         "{message}"

@@ -70,6 +70,10 @@ impl Fs for KilledAt {
         self.change()?;
         self.real.create(path, executable)
     }
+    fn append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        self.change()?;
+        self.real.append(path)
+    }
     fn symlink(&self, target: &[u8], link: &Path) -> io::Result<()> {
         self.change()?;
         self.real.symlink(target, link)
@@ -222,6 +226,9 @@ where
     fn create(&self, path: &Path, executable: bool) -> io::Result<Box<dyn WriteFile>> {
         (self.on_create)(path)?;
         self.real.create(path, executable)
+    }
+    fn append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        self.real.append(path)
     }
     fn symlink(&self, target: &[u8], link: &Path) -> io::Result<()> {
         self.real.symlink(target, link)

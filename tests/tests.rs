@@ -28,6 +28,7 @@ mod race;
 mod recover;
 mod release;
 mod report;
+mod resume;
 mod safety;
 mod schedule;
 mod signals;

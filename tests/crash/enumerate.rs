@@ -489,6 +489,18 @@ impl<'a> Enumerator<'a> {
             if leftover {
                 return Err(format!("left behind in the state folder: {path}"));
             }
+            // Downloads kept for the next run: files named by a blob id, and none once the
+            // update committed (they joined the stage before its journal).
+            if let Some(name) = path.strip_prefix("downloads/") {
+                if side.label == "new" {
+                    return Err(format!("downloads/{name} left after the commit"));
+                }
+                let blob_id = name.len() == 40
+                    && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                if !blob_id {
+                    return Err(format!("downloads/ holds {name}, not a blob id"));
+                }
+            }
         }
         Ok(())
     }

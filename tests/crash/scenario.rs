@@ -665,11 +665,14 @@ pub fn prepare(sc: &Scenario) -> Prepared {
                 let server = start_server(&repo);
                 doomed_config = Some(self::config(&target, &server, &tag(u), on_trial(n)));
                 let slot = Arc::new(Mutex::new(Some(server)));
+                // Files are downloaded into `downloads/` (copies go straight to the stage).
                 let stage = state.join("stage");
+                let downloads = state.join("downloads");
                 let mut staged = 0;
                 fs.set_hook(move |_, rec| {
+                    let at = Path::new(&rec.path);
                     if matches!(rec.op, Op::Create { .. })
-                        && Path::new(&rec.path).starts_with(&stage)
+                        && (at.starts_with(&stage) || at.starts_with(&downloads))
                     {
                         staged += 1;
                         if staged == after + 1

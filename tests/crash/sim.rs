@@ -659,6 +659,20 @@ impl Fs for SimFs {
         }
     }
 
+    fn append(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
+        let state = self.lock();
+        let ino = state.tree.lookup(path)?.2.ok_or_else(|| not_found(path))?;
+        match &state.tree.nodes[&ino] {
+            Node::File { data, .. } => Ok(Box::new(SimFile {
+                fs: self.clone(),
+                ino,
+                pos: data.len() as u64,
+                path: path.display().to_string(),
+            })),
+            _ => Err(invalid(path, "not a file (O_NOFOLLOW)")),
+        }
+    }
+
     fn create(&self, path: &Path, executable: bool) -> io::Result<Box<dyn WriteFile>> {
         let mut state = self.lock();
         let (parent, name, at) = state.tree.lookup(path)?;

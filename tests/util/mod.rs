@@ -220,8 +220,27 @@ impl Device {
         Some(serde_json::from_slice(&text).unwrap())
     }
 
+    /// The files kept in `downloads/` for the next run: name (a blob id) and size.
+    pub fn downloads(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = std::fs::read_dir(self.target.join(".ota/downloads"))
+            .map(|entries| {
+                entries
+                    .map(|e| {
+                        let e = e.unwrap();
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        (name, e.metadata().unwrap().len())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
     /// Everything left in the state folder besides the permanent files (and the files of
-    /// `previous/`, kept only while a release is on trial).
+    /// `previous/`, kept only while a release is on trial). The files of `downloads/` are
+    /// not leftovers: an update that stopped while downloading keeps them on purpose for
+    /// the next run ([`Device::downloads`] lists them).
     pub fn leftovers(&self) -> Vec<String> {
         let state = self.target.join(".ota");
         let mut out = Vec::new();
@@ -252,6 +271,7 @@ impl Device {
                         | "ota-state.tag"
                         | "kept"
                         | "previous"
+                        | "downloads"
                 ) {
                     out.push(name);
                 }
