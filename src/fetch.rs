@@ -30,8 +30,8 @@
 //! reading it; a missing or damaged object is downloaded instead.
 //!
 //! When the plan chose [`Transfer::Archive`](crate::plan::Transfer), the files to download
-//! are first read from one archive of the release (`fetch/archive.rs`); any it did not
-//! stage are then downloaded one by one as above.
+//! are first read from one archive of the release (`fetch/archive.rs`), into `downloads/`
+//! too; any it did not stage are then downloaded one by one as above.
 //!
 //! A [`Progress`] callback, when given, hears about every chunk written and every file
 //! finished, one call at a time, so that a program can draw a bar or log a line.
@@ -213,7 +213,8 @@ impl Fetcher<'_> {
         tally.change(|_| {});
         // Most of the release to download: read it as one archive first; what it did not
         // stage is downloaded one by one below.
-        let from_archive = self.stage_from_archive(plan.transfer, &work, stage_path, &tally)?;
+        let from_archive =
+            self.stage_from_archive(plan.transfer, &work, stage_path, &tally, &downloads)?;
         work.retain(|(slot, _, _)| !from_archive.contains(slot));
         downloaded.fetch_add(from_archive.len(), Ordering::Relaxed);
         std::thread::scope(|scope| {

@@ -167,18 +167,28 @@ impl Plan {
     /// one archive of `release_bytes` in `release_files` files (the whole tree, filtered out
     /// files included): the archive when it carries no more than the files one by one,
     /// counting each request it saves as [`REQUEST_BYTES`]:
-    /// `release_bytes <= download_bytes + downloads × REQUEST_BYTES`, for at least
-    /// [`ARCHIVE_MIN_FILES`] downloads. So a first install takes the archive, and an update
-    /// that changes a few files of a large release does not.
-    pub(crate) fn choose_transfer(&mut self, release_bytes: u64, release_files: u64) {
-        let downloads: Vec<&Entry> = (self.changes.iter())
+    /// `release_bytes <= bytes + requests × REQUEST_BYTES`, for at least
+    /// [`ARCHIVE_MIN_FILES`] requests. So a first install takes the archive, and an update
+    /// that changes a few files of a large release does not. `held` is what an unfinished
+    /// update left in `downloads/` (length by blob id): one by one, a file held whole costs
+    /// no request and a partial one only its missing bytes, so an install stopped most of
+    /// the way through finishes file by file instead of reading the archive again.
+    pub(crate) fn choose_transfer(
+        &mut self,
+        release_bytes: u64,
+        release_files: u64,
+        held: &BTreeMap<ObjectId, u64>,
+    ) {
+        let missing: Vec<u64> = (self.changes.iter())
             .filter(|c| c.origin == Some(Origin::Download))
             .filter_map(|c| c.entry.as_ref())
             .filter(|e| e.kind != Kind::Symlink)
+            .map(|e| e.size - held.get(&e.blob).copied().unwrap_or(0).min(e.size))
+            .filter(|&missing| missing > 0)
             .collect();
-        let bytes = (downloads.iter().map(|e| e.size)).fold(0u64, u64::saturating_add);
-        let saved = (downloads.len() as u64).saturating_mul(REQUEST_BYTES);
-        self.transfer = if downloads.len() >= ARCHIVE_MIN_FILES
+        let bytes = missing.iter().fold(0u64, |sum, n| sum.saturating_add(*n));
+        let saved = (missing.len() as u64).saturating_mul(REQUEST_BYTES);
+        self.transfer = if missing.len() >= ARCHIVE_MIN_FILES
             && release_bytes <= bytes.saturating_add(saved)
         {
             let blocks = release_bytes.saturating_add(release_files.saturating_mul(TAR_PER_FILE));
@@ -543,6 +553,7 @@ mod tests {
                 available: u64::MAX,
                 block_size: 4096,
             },
+            downloads: BTreeMap::new(),
         }
     }
 
@@ -556,7 +567,7 @@ mod tests {
         let release = 20 * 10_000;
         let chosen = |on_disk: &[(&str, &str)], release_bytes: u64| {
             let mut plan = plan(&Manifest::default(), &target, &disk(on_disk, &[])).unwrap();
-            plan.choose_transfer(release_bytes, 20);
+            plan.choose_transfer(release_bytes, 20, &BTreeMap::new());
             plan.transfer
         };
         // A first install: the archive, read at most the release plus tar's headers.
@@ -573,6 +584,21 @@ mod tests {
         assert_eq!(chosen(&present[..12], release), Transfer::Files);
         // Fewer than eight downloads never take it, however small the release.
         assert_eq!(chosen(&present, 0), Transfer::Files);
+        // An install stopped after 13 files left them in `downloads/` (and half of the
+        // 14th): the seven left, by themselves, carry less than the archive.
+        let held = |n: usize| -> BTreeMap<ObjectId, u64> {
+            let mut held: BTreeMap<ObjectId, u64> = (contents[..n].iter())
+                .map(|c| (ObjectId::for_blob(c.as_bytes()), c.len() as u64))
+                .collect();
+            held.insert(ObjectId::for_blob(contents[n].as_bytes()), 5_000);
+            held
+        };
+        let mut install = plan(&Manifest::default(), &target, &disk(&[], &[])).unwrap();
+        install.choose_transfer(release, 20, &held(13));
+        assert_eq!(install.transfer, Transfer::Files);
+        // Stopped after two files: the archive still pays.
+        install.choose_transfer(release, 20, &held(2));
+        assert_eq!(install.transfer, Transfer::Archive { tar_bytes });
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub(crate) struct Survey {
     pub store: BTreeMap<ObjectId, Local>,
     /// Free space on the target's filesystem.
     pub space: Space,
+    /// What an unfinished update left in `downloads/`: the length of each file there, by
+    /// the blob id it is named by (not yet verified: a fetch hashes it before use).
+    pub downloads: BTreeMap<ObjectId, u64>,
 }
 
 impl Survey {
@@ -126,10 +129,14 @@ pub(crate) fn survey(
         listings: BTreeMap::new(),
         store: stored(fs, dirs),
         space: space_at(fs, root).map_err(|e| SurveyError::at(root.to_owned(), e))?,
+        downloads: kept_downloads(fs, dirs),
     };
     // What an unfinished update left in `downloads/` is free space to this one: fetching
     // either goes on with each file or removes it first.
-    let kept = kept_downloads(fs, dirs, out.space.block_size);
+    let block = out.space.block_size.max(1);
+    let kept = (out.downloads.values())
+        .map(|len| len.div_ceil(block).saturating_mul(block))
+        .fold(0u64, u64::saturating_add);
     out.space.available = out.space.available.saturating_add(kept);
     let mut blocked: BTreeSet<RelPath> = BTreeSet::new();
     let mut to_list: BTreeSet<RelPath> = BTreeSet::new();
@@ -219,22 +226,18 @@ fn stored(fs: &dyn Fs, dirs: &StateDir) -> BTreeMap<ObjectId, Local> {
         .collect()
 }
 
-/// Bytes (rounded up to `block`) of the files under `downloads/` named by a blob id: the
-/// files a fetch takes up or removes before downloading. 0 when it cannot be listed.
-fn kept_downloads(fs: &dyn Fs, dirs: &StateDir, block: u64) -> u64 {
+/// The files under `downloads/` named by a blob id, and their lengths: the files a fetch
+/// takes up or removes before downloading. None when it cannot be listed.
+fn kept_downloads(fs: &dyn Fs, dirs: &StateDir) -> BTreeMap<ObjectId, u64> {
     let dir = dirs.downloads_root();
-    let block = block.max(1);
     let names = fs.read_dir(&dir).unwrap_or_default();
     (names.iter())
-        .filter(|n| {
-            n.to_str()
-                .and_then(crate::transaction::object_name)
-                .is_some()
+        .filter_map(|n| {
+            let id = n.to_str().and_then(crate::transaction::object_name)?;
+            let meta = fs.metadata(&dir.join(n)).ok().flatten()?;
+            (meta.kind == FileKind::File).then_some((id, meta.len))
         })
-        .filter_map(|n| fs.metadata(&dir.join(n)).ok().flatten())
-        .filter(|m| m.kind == FileKind::File)
-        .map(|m| m.len.div_ceil(block).saturating_mul(block))
-        .fold(0u64, u64::saturating_add)
+        .collect()
 }
 
 /// Free space where `root` is, or will be: before the first install (a dry run creates

@@ -686,10 +686,8 @@ impl Updater {
         report.warnings = warnings;
         let owned = self.owned(installed.as_ref())?;
         let links;
-        (links, report.plan) = self.plan_to(&owned, &target, &report.to.commit, options.force)?;
-        if let Some((bytes, files)) = archive {
-            report.plan.choose_transfer(bytes, files);
-        }
+        (links, report.plan) =
+            self.plan_to(&owned, &target, &report.to.commit, options.force, archive)?;
         report.warnings.extend(report.plan.warnings.iter().cloned());
         self.check_storage(&report.plan)?;
         let new_state = Installed {
@@ -768,13 +766,15 @@ impl Updater {
 
     /// Plans the change from the `owned` files to `target`, the files of `commit`: returns
     /// the targets of its symlinks (read and checked) and the plan. An update and a
-    /// rollback alike.
+    /// rollback alike. `archive`, when the source can send the release as one archive, is
+    /// its bytes and files: the plan then chooses how the downloads travel.
     fn plan_to(
         &self,
         owned: &Manifest,
         target: &Manifest,
         commit: &ObjectId,
         force: bool,
+        archive: Option<(u64, u64)>,
     ) -> Result<(BTreeMap<RelPath, String>, Plan), Error> {
         let root = &self.config.target_dir;
         // Every symlink is judged with the targets of all the others, before anything is
@@ -787,7 +787,11 @@ impl Updater {
             })?;
         manifest::check_links(&links, &self.reserved)?;
         let facts = survey::survey(&*self.fs, root, &self.dirs, owned, target, force)?;
-        Ok((links, plan::plan(owned, target, &facts)?))
+        let mut plan = plan::plan(owned, target, &facts)?;
+        if let Some((bytes, files)) = archive {
+            plan.choose_transfer(bytes, files, &facts.downloads);
+        }
+        Ok((links, plan))
     }
 
     /// The files ota installed, less the device's own files (config, token): an older ota

@@ -30,10 +30,21 @@ fn v1() -> (GitRepo, Server, Device) {
 }
 
 /// Starts `ota update` with the big file throttled, and waits until at least `at_least`
-/// of its bytes are in `downloads/` (its output drained meanwhile, so it never blocks).
+/// of its bytes are in `downloads/`.
 fn start_throttled(server: &Server, device: &Device, at_least: u64) -> Child {
+    start_slowed(server, device, "*/big.bin", |d| biggest(d) >= at_least)
+}
+
+/// Starts `ota update` with requests matching `pattern` slowed to 200 KB/s, and waits
+/// until `ready(device)` (its output drained meanwhile, so it never blocks).
+fn start_slowed(
+    server: &Server,
+    device: &Device,
+    pattern: &str,
+    ready: impl Fn(&Device) -> bool,
+) -> Child {
     server.set_faults(vec![Fault {
-        pattern: "*/big.bin".into(),
+        pattern: pattern.into(),
         action: Action::Bandwidth(200_000),
         skip: 0,
         times: None,
@@ -56,7 +67,7 @@ fn start_throttled(server: &Server, device: &Device, at_least: u64) -> Child {
     }
     // A guard against a hang, not a timing assertion.
     let give_up = Instant::now() + Duration::from_secs(120);
-    while biggest(device) < at_least {
+    while !ready(device) {
         assert!(Instant::now() < give_up, "the download never got going");
         assert!(child.try_wait().unwrap().is_none(), "ota ended on its own");
         std::thread::sleep(Duration::from_millis(20));
@@ -249,4 +260,52 @@ fn a_failed_before_update_keeps_the_downloads_for_the_next_run() {
     assert_eq!(file_requests(&server).len(), 0, "{out}");
     assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
     assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+}
+
+#[test]
+fn an_archive_install_stopped_midway_finishes_file_by_file() {
+    // 40 incompressible files of 50 KB: a first install reads them as one archive.
+    const FILES: usize = 40;
+    const SIZE: usize = 50_000;
+    let mut repo = GitRepo::new();
+    for i in 0..FILES {
+        repo.write(&format!("data/f{i:02}.bin"), noise(SIZE, i as u64));
+    }
+    repo.commit("v1");
+    repo.tag("v1.0.0");
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    let whole = |d: &Device| {
+        (d.downloads().iter())
+            .filter(|(_, len)| *len == SIZE as u64)
+            .count()
+    };
+    let child = start_slowed(&server, &device, "/codeload/*", |d| whole(d) >= 30);
+    stop(child, "KILL");
+    let held = whole(&device);
+    assert!(held >= 30, "{:?}", device.downloads());
+    let kept: u64 = device.downloads().iter().map(|(_, len)| len).sum();
+
+    // What the archive brought stays: the next run downloads only the rest, one by one,
+    // and says so.
+    server.clear_faults();
+    let planned = device.ota(&["update", "--dry-run", "--json"]);
+    assert!(planned.status.success(), "{planned:?}");
+    let planned: serde_json::Value = serde_json::from_slice(&planned.stdout).unwrap();
+    assert_eq!(planned["transfer"], "files", "{planned}");
+    server.reset_stats();
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+    let stats = server.stats();
+    assert_eq!(stats.asset_requests, 0, "the archive is not read again");
+    let requests = file_requests(&server);
+    assert!(requests.len() <= FILES - held, "{requests:#?}");
+    // The bytes missing from `downloads/`, and gzip's few bytes of framing per file.
+    let body: u64 = requests.iter().map(|r| r.body_bytes).sum();
+    let missing = (FILES * SIZE) as u64 - kept;
+    assert!(
+        body <= missing + 100 * requests.len() as u64,
+        "{body} bytes of files for {missing} missing"
+    );
 }

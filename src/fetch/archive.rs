@@ -7,9 +7,13 @@
 //! links and devices are never written; entries that are not wanted are read past. An entry
 //! whose size or digest differs from the tree's (`export-subst`, an LFS pointer) is dropped,
 //! as is one the archive lacks (`export-ignore`): the caller downloads those one by one.
-//! The archive is read at most [`Transfer::Archive`]'s `tar_bytes` (uncompressed), and is
-//! not resumed: when it breaks or ends early, the files staged so far stay, and the rest are
-//! downloaded one by one (each of those resumable).
+//! The archive is read at most [`Transfer::Archive`]'s `tar_bytes` (uncompressed).
+//!
+//! Entries are written where downloads go, `downloads/<blob id>`, so that they outlive a
+//! stopped run like any download: when the archive breaks off, the entry it was in keeps
+//! its bytes and is resumed with a `Range` request, and a later run does not read again
+//! what an earlier one kept (a file held whole there is read past here and verified by the
+//! per-file path, with no request).
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
@@ -19,20 +23,21 @@ use std::sync::atomic::AtomicBool;
 
 use flate2::read::GzDecoder;
 
-use super::{FetchError, Fetcher, Hashers, StreamError, Tally, stream};
+use super::{Downloads, FetchError, Fetcher, Hashers, StreamError, Tally, stream};
 use crate::manifest::{Entry, Kind};
 use crate::plan::{Origin, Transfer};
 
 impl Fetcher<'_> {
     /// Stages what it can of `work` (slot, entry, origin) from the release's archive;
-    /// returns the slots staged. Only a failure to write the stage is an error: anything
-    /// wrong with the archive leaves the rest to per-file downloads.
+    /// returns the slots staged. Only a failure to write is an error: anything wrong with
+    /// the archive leaves the rest to per-file downloads.
     pub(super) fn stage_from_archive(
         &self,
         transfer: Transfer,
         work: &[(String, &Entry, &Origin)],
         stage_path: &(dyn Fn(&str) -> PathBuf + Sync),
         tally: &Tally,
+        downloads: &Downloads,
     ) -> Result<BTreeSet<String>, FetchError> {
         let mut staged = BTreeSet::new();
         let Transfer::Archive { tar_bytes } = transfer else {
@@ -41,6 +46,7 @@ impl Fetcher<'_> {
         let mut wanted: HashMap<&str, (&str, &Entry)> = work
             .iter()
             .filter(|(_, e, origin)| **origin == Origin::Download && e.kind != Kind::Symlink)
+            .filter(|(_, e, _)| !self.held_whole(e))
             .map(|(slot, e, _)| (e.path.as_str(), (slot.as_str(), *e)))
             .collect();
         let total = wanted.len();
@@ -104,7 +110,15 @@ impl Fetcher<'_> {
                 tracing::info!("{path} differs in the archive; downloading it");
                 continue;
             }
-            let dest = stage_path(slot);
+            // As in a download: the first path of a content goes to `downloads/`, another
+            // with the same content straight to the stage.
+            let first = (downloads.claimed.lock())
+                .map(|mut c| c.insert(entry.blob))
+                .unwrap_or(false);
+            let dest = match first {
+                true => self.downloads.join(entry.blob.to_hex()),
+                false => stage_path(slot),
+            };
             let mut file = self.create(entry, &dest)?;
             let mut hasher = Hashers::new(entry);
             let written = Cell::new(0u64);
@@ -127,11 +141,24 @@ impl Fetcher<'_> {
             if whole {
                 staged.insert(slot.to_owned());
                 tally.file_done();
+                if first && let Ok(mut finished) = downloads.finished.lock() {
+                    finished.push((dest, stage_path(slot)));
+                }
             } else {
-                self.fs
-                    .remove_file(&dest)
-                    .map_err(|e| FetchError::io(&dest, e))?;
                 tally.take_back(written.get());
+                if first {
+                    // Unclaimed: the per-file download takes this file up.
+                    if let Ok(mut claimed) = downloads.claimed.lock() {
+                        claimed.remove(&entry.blob);
+                    }
+                }
+                // The bytes an entry broke off in are kept in `downloads/`: its download
+                // resumes after them.
+                if !(broke && first) {
+                    self.fs
+                        .remove_file(&dest)
+                        .map_err(|e| FetchError::io(&dest, e))?;
+                }
                 if broke {
                     tracing::warn!(
                         "the archive broke off in {path}; downloading the rest one by one"
@@ -146,6 +173,15 @@ impl Fetcher<'_> {
         }
         tracing::info!("staged {} of {total} files from the archive", staged.len());
         Ok(staged)
+    }
+}
+
+impl Fetcher<'_> {
+    /// Whether `downloads/` holds a file of `entry`'s size under its blob id: an earlier
+    /// run's download, verified when the per-file path takes it up.
+    fn held_whole(&self, entry: &Entry) -> bool {
+        let kept = self.downloads.join(entry.blob.to_hex());
+        matches!(self.fs.metadata(&kept), Ok(Some(m)) if m.len == entry.size)
     }
 }
 

@@ -421,7 +421,7 @@ impl Updater {
         let usage_before = self.source.usage();
         let owned = self.owned(Some(&installed))?;
         let target = point.files;
-        let (links, plan) = self.plan_to(&owned, &target, &point.release.commit, false)?;
+        let (links, plan) = self.plan_to(&owned, &target, &point.release.commit, false, None)?;
         let rejected = Rejected {
             release: installed.release.clone(),
             time: now_rfc3339(),
