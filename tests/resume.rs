@@ -262,37 +262,58 @@ fn a_failed_before_update_keeps_the_downloads_for_the_next_run() {
     assert!(device.downloads().is_empty(), "{:?}", device.downloads());
 }
 
-#[test]
-fn an_archive_install_stopped_midway_finishes_file_by_file() {
-    // 40 incompressible files of 50 KB: a first install reads them as one archive.
-    const FILES: usize = 40;
-    const SIZE: usize = 50_000;
+/// A release of 40 incompressible files of 50 KB (a first install reads them as one
+/// archive), and a device whose first `ota update` was killed once `whole` of them were in
+/// `downloads/`, and part of the next.
+const ARCHIVE_FILES: usize = 40;
+const ARCHIVE_FILE_SIZE: usize = 50_000;
+
+fn archive_install_killed_after(whole: usize) -> (GitRepo, Server, Device) {
+    let partial = |d: &Device| {
+        (d.downloads().iter()).any(|(_, len)| *len > 0 && *len < ARCHIVE_FILE_SIZE as u64)
+    };
     let mut repo = GitRepo::new();
-    for i in 0..FILES {
-        repo.write(&format!("data/f{i:02}.bin"), noise(SIZE, i as u64));
+    for i in 0..ARCHIVE_FILES {
+        repo.write(
+            &format!("data/f{i:02}.bin"),
+            noise(ARCHIVE_FILE_SIZE, i as u64),
+        );
     }
     repo.commit("v1");
     repo.tag("v1.0.0");
     let server = serve(repo.path());
     let device = Device::new(&server, "");
-    let whole = |d: &Device| {
-        (d.downloads().iter())
-            .filter(|(_, len)| *len == SIZE as u64)
-            .count()
-    };
-    let child = start_slowed(&server, &device, "/codeload/*", |d| whole(d) >= 30);
+    let child = start_slowed(&server, &device, "/codeload/*", |d| {
+        held_whole(d) >= whole && partial(d)
+    });
     stop(child, "KILL");
-    let held = whole(&device);
-    assert!(held >= 30, "{:?}", device.downloads());
+    server.clear_faults();
+    (repo, server, device)
+}
+
+/// Files in `downloads/` of a whole archive file's size.
+fn held_whole(device: &Device) -> usize {
+    (device.downloads().iter())
+        .filter(|(_, len)| *len == ARCHIVE_FILE_SIZE as u64)
+        .count()
+}
+
+fn planned_transfer(device: &Device) -> serde_json::Value {
+    let planned = device.ota(&["update", "--dry-run", "--json"]);
+    assert!(planned.status.success(), "{planned:?}");
+    let planned: serde_json::Value = serde_json::from_slice(&planned.stdout).unwrap();
+    planned["transfer"].clone()
+}
+
+#[test]
+fn an_archive_install_stopped_midway_finishes_file_by_file() {
+    let (repo, server, device) = archive_install_killed_after(30);
+    let held = held_whole(&device);
     let kept: u64 = device.downloads().iter().map(|(_, len)| len).sum();
 
     // What the archive brought stays: the next run downloads only the rest, one by one,
     // and says so.
-    server.clear_faults();
-    let planned = device.ota(&["update", "--dry-run", "--json"]);
-    assert!(planned.status.success(), "{planned:?}");
-    let planned: serde_json::Value = serde_json::from_slice(&planned.stdout).unwrap();
-    assert_eq!(planned["transfer"], "files", "{planned}");
+    assert_eq!(planned_transfer(&device), "files");
     server.reset_stats();
     device.ota_expect(&["update"], 0);
     assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
@@ -300,12 +321,26 @@ fn an_archive_install_stopped_midway_finishes_file_by_file() {
     let stats = server.stats();
     assert_eq!(stats.asset_requests, 0, "the archive is not read again");
     let requests = file_requests(&server);
-    assert!(requests.len() <= FILES - held, "{requests:#?}");
+    assert!(requests.len() <= ARCHIVE_FILES - held, "{requests:#?}");
     // The bytes missing from `downloads/`, and gzip's few bytes of framing per file.
     let body: u64 = requests.iter().map(|r| r.body_bytes).sum();
-    let missing = (FILES * SIZE) as u64 - kept;
+    let missing = (ARCHIVE_FILES * ARCHIVE_FILE_SIZE) as u64 - kept;
     assert!(
         body <= missing + 100 * requests.len() as u64,
         "{body} bytes of files for {missing} missing"
     );
+}
+
+#[test]
+fn an_archive_install_stopped_early_reads_the_archive_again() {
+    let (repo, server, device) = archive_install_killed_after(1);
+    // Most of the release is still missing: the archive again, which writes over the
+    // partial file the killed run left (its whole files are read past).
+    assert_eq!(planned_transfer(&device), "archive");
+    server.reset_stats();
+    device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+    assert_eq!(server.stats().asset_requests, 1);
 }

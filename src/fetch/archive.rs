@@ -119,6 +119,12 @@ impl Fetcher<'_> {
                 true => self.downloads.join(entry.blob.to_hex()),
                 false => stage_path(slot),
             };
+            if first && self.fs.metadata(&dest).is_ok_and(|m| m.is_some()) {
+                // Part of it, from a stopped run: the archive brings all of it anyway.
+                self.fs
+                    .remove_file(&dest)
+                    .map_err(|e| FetchError::io(&dest, e))?;
+            }
             let mut file = self.create(entry, &dest)?;
             let mut hasher = Hashers::new(entry);
             let written = Cell::new(0u64);
