@@ -33,7 +33,9 @@ pub use original::{
 
 use crate::filter::{Filter, FilterError};
 use crate::manifest::{self, Kind, ManifestError, ObjectId, RelPath, Sha256, TreeEntry};
-use crate::signed::{self, KeyError, ReleaseFile, ReleaseManifest, SigningKey};
+use crate::signed::{
+    self, ChangeList, ChangeRef, KeyError, ObjectRef, ReleaseFile, ReleaseManifest, SigningKey,
+};
 use site::Site;
 use source::Contents;
 
@@ -89,16 +91,22 @@ pub struct Summary {
     pub counter: u64,
     /// Where the manifest is, relative to the site.
     pub manifest: String,
+    /// Where the release record is, relative to the site (`releases/<counter>.json`, the
+    /// files listed inline: what a GitHub release carries as its `manifest.json` asset).
+    pub record: String,
     /// Files in the release.
     pub files: usize,
     /// Their total size, uncompressed.
     pub bytes: u64,
-    /// Objects written by this publish.
+    /// File objects written by this publish (not counting the file list and change lists).
     pub objects_written: u64,
     /// Bytes of those objects, as stored.
     pub bytes_written: u64,
     /// Objects the site already had.
     pub objects_reused: u64,
+    /// Change lists the manifest names: from how many earlier releases of the channel a
+    /// device reads only the change.
+    pub change_lists: usize,
     /// When the manifest was signed (RFC 3339, UTC).
     pub created: String,
     /// When devices stop accepting it (RFC 3339, UTC).
@@ -201,11 +209,13 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         commit: release.commit.to_hex(),
         counter,
         manifest: signed::manifest_path(&options.channel),
+        record: format!("releases/{counter}.json"),
         files: release.files.len(),
         bytes: release.bytes,
         objects_written: 0,
         bytes_written: 0,
         objects_reused: 0,
+        change_lists: 0,
         created: String::new(),
         expires: String::new(),
         key_id: key.id(),
@@ -225,7 +235,7 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         .map_err(|_| PublishError::Usage("--expires-in is too long".into()))?;
     summary.created = now.to_string();
     summary.expires = expires.to_string();
-    let manifest = ReleaseManifest {
+    let record = ReleaseManifest {
         format: signed::FORMAT.to_owned(),
         channel: options.channel.clone(),
         release: release.name.clone(),
@@ -234,24 +244,32 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         created: summary.created.clone(),
         expires: summary.expires.clone(),
         rollout_percent: options.rollout_percent,
-        files,
+        files: Vec::new(),
+        file_list: None,
+        changes: Vec::new(),
     };
-    let mut bytes = serde_json::to_vec(&manifest)
-        .map_err(|e| PublishError::Invalid(format!("cannot write the manifest: {e}")))?;
-    bytes.push(b'\n');
+    // The channel's manifest names its file list and the change lists from recent
+    // releases, written as objects first (the record lists the files inline).
+    let (file_list, changes) = store_lists(&site, &options.channel, &files, &mut summary)?;
+    let manifest = ReleaseManifest {
+        format: signed::FORMAT_INDEX.to_owned(),
+        file_list: Some(file_list),
+        changes,
+        ..record.clone()
+    };
+    let record = ReleaseManifest { files, ..record };
     let comment = format!(
         "ota release {} channel {} counter {counter} expires {}",
         release.name, options.channel, summary.expires
     );
-    let signature = key.sign(&bytes, &comment)?;
-    let record = format!("releases/{counter}.json");
-    site.write(&record, &bytes)?;
-    site.write(&format!("{record}.minisig"), signature.as_bytes())?;
-    site.write(&summary.manifest, &bytes)?;
-    site.write(
-        &format!("{}.minisig", summary.manifest),
-        signature.as_bytes(),
-    )?;
+    for (path, manifest) in [(&summary.record, &record), (&summary.manifest, &manifest)] {
+        let mut bytes = serde_json::to_vec(manifest)
+            .map_err(|e| PublishError::Invalid(format!("cannot write the manifest: {e}")))?;
+        bytes.push(b'\n');
+        let signature = key.sign(&bytes, &comment)?;
+        site.write(path, &bytes)?;
+        site.write(&format!("{path}.minisig"), signature.as_bytes())?;
+    }
 
     // 4. Pruning, once the new manifest is in place.
     if let Some(keep) = options.keep {
@@ -425,6 +443,37 @@ fn store_objects(
         });
     }
     Ok(listed)
+}
+
+/// How many earlier releases of a channel its manifest names change lists from: a device
+/// on one of them reads only what changed; one further behind reads the whole file list.
+const CHANGE_LISTS: usize = 3;
+
+/// Stores the file list `files` and the change lists to it from the channel's
+/// [`CHANGE_LISTS`] newest release records, as objects; returns their references.
+fn store_lists(
+    site: &Site,
+    channel: &str,
+    files: &[ReleaseFile],
+    summary: &mut Summary,
+) -> Result<(ObjectRef, Vec<ChangeRef>), PublishError> {
+    let file_list = site.store_metadata(&signed::file_list_bytes(files), "the file list")?;
+    let mut changes: Vec<ChangeRef> = Vec::new();
+    for old in site.recent_records(channel, CHANGE_LISTS)? {
+        let change = ChangeList::between(&old.files, files);
+        if change.from == change.to || changes.iter().any(|c| c.from == change.from) {
+            continue;
+        }
+        let bytes = serde_json::to_vec(&change)
+            .map_err(|e| PublishError::Invalid(format!("cannot write a change list: {e}")))?;
+        let object = site.store_metadata(&bytes, "a change list")?;
+        changes.push(ChangeRef {
+            from: change.from,
+            object,
+        });
+    }
+    summary.change_lists = changes.len();
+    Ok((file_list, changes))
 }
 
 /// Refuses to publish a folder that holds the site: the site's own files would become part

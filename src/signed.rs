@@ -20,8 +20,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Kind, ObjectId, Sha256, TreeEntry};
 
-/// The value of [`ReleaseManifest::format`] this version writes and reads.
+/// The [`ReleaseManifest::format`] of a manifest that lists every file inline: a release
+/// record (`releases/<counter>.json`) and a GitHub release asset.
 pub const FORMAT: &str = "ota-release/1";
+
+/// The [`ReleaseManifest::format`] of a channel's `manifest.json` on a static site: the file
+/// list is an object it names ([`ReleaseManifest::file_list`]), with the changes from
+/// recent releases ([`ReleaseManifest::changes`]), so that an update reads metadata in
+/// proportion to the change, not to the release.
+pub const FORMAT_INDEX: &str = "ota-release/2";
+
+/// The format of a change list object ([`ChangeList`]).
+pub const CHANGES_FORMAT: &str = "ota-changes/1";
 
 /// The largest `manifest.json` a device reads (a release of about 100,000 files).
 pub const MAX_MANIFEST_BYTES: u64 = 32 << 20;
@@ -98,8 +108,116 @@ pub struct ReleaseManifest {
     /// `[schedule] rollout_percent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_percent: Option<u8>,
-    /// Every file of the release, sorted by path, before any device-side filter.
+    /// Every file of the release, sorted by path (byte order), before any device-side
+    /// filter ([`FORMAT`]; empty in [`FORMAT_INDEX`], where [`Self::file_list`] names them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<ReleaseFile>,
+    /// [`FORMAT_INDEX`]: the object holding the release's file list, the JSON array that
+    /// [`FORMAT`] holds as `files` ([`file_list_bytes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_list: Option<ObjectRef>,
+    /// [`FORMAT_INDEX`]: change lists ([`ChangeList`]) that turn the file list of a recent
+    /// release of the channel into this one's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<ChangeRef>,
+}
+
+/// An object of the site that holds metadata (a file list, a change list): named, like a
+/// file's object, by the SHA-256 of its content, which the signed manifest gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// The content's SHA-256; also the object's name.
+    pub sha256: Sha256,
+    /// The content's size in bytes.
+    pub size: u64,
+    /// How the object is stored.
+    #[serde(default, skip_serializing_if = "Encoding::is_identity")]
+    pub encoding: Encoding,
+    /// The object's size in bytes when it is stored compressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_size: Option<u64>,
+}
+
+/// Where the change list from an older release's file list is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRef {
+    /// The SHA-256 of the older release's file list ([`file_list_bytes`]).
+    pub from: Sha256,
+    /// The change list's object.
+    pub object: ObjectRef,
+}
+
+/// What changed between two file lists: applied to the list whose SHA-256 is `from`, it
+/// gives the list whose SHA-256 is `to` ([`ChangeList::apply`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeList {
+    /// Always [`CHANGES_FORMAT`].
+    pub format: String,
+    /// The SHA-256 of the file list it applies to.
+    pub from: Sha256,
+    /// The SHA-256 of the file list it gives.
+    pub to: Sha256,
+    /// Files added or changed in any field (content, kind, storage), sorted by path.
+    pub files: Vec<ReleaseFile>,
+    /// Paths removed, sorted.
+    pub deleted: Vec<String>,
+}
+
+/// The bytes of a file list as the site stores it, and as its SHA-256 is taken: the JSON
+/// array of `files` (sorted by path), compact. Both sides make them with this function.
+pub fn file_list_bytes(files: &[ReleaseFile]) -> Vec<u8> {
+    // Serialising plain structs of strings and numbers into memory cannot fail.
+    serde_json::to_vec(files).unwrap_or_default()
+}
+
+impl ChangeList {
+    /// The change from the file list `old` to `new` (each sorted by path).
+    pub fn between(old: &[ReleaseFile], new: &[ReleaseFile]) -> ChangeList {
+        let before: std::collections::HashMap<&str, &ReleaseFile> =
+            old.iter().map(|f| (f.path.as_str(), f)).collect();
+        let after: std::collections::HashSet<&str> = new.iter().map(|f| f.path.as_str()).collect();
+        ChangeList {
+            format: CHANGES_FORMAT.to_owned(),
+            from: Sha256::of(&file_list_bytes(old)),
+            to: Sha256::of(&file_list_bytes(new)),
+            files: (new.iter())
+                .filter(|f| before.get(f.path.as_str()) != Some(f))
+                .cloned()
+                .collect(),
+            deleted: (old.iter())
+                .filter(|f| !after.contains(f.path.as_str()))
+                .map(|f| f.path.clone())
+                .collect(),
+        }
+    }
+
+    /// Parses a change list whose bytes matched the digest a signed manifest gives.
+    pub fn parse(bytes: &[u8]) -> Result<ChangeList, Refusal> {
+        let changes: ChangeList = serde_json::from_slice(bytes)
+            .map_err(|e| Refusal::BadManifest(format!("a change list is unreadable: {e}")))?;
+        if changes.format != CHANGES_FORMAT {
+            return Err(Refusal::BadManifest(format!(
+                "a change list's format is {:?}, and this ota reads {CHANGES_FORMAT:?}",
+                changes.format
+            )));
+        }
+        Ok(changes)
+    }
+
+    /// The file list `old` (whose SHA-256 is [`ChangeList::from`]) with the changes
+    /// applied, as [`file_list_bytes`]; the caller checks its SHA-256.
+    pub fn apply(&self, old: Vec<ReleaseFile>) -> Vec<u8> {
+        let mut by_path: std::collections::BTreeMap<String, ReleaseFile> =
+            old.into_iter().map(|f| (f.path.clone(), f)).collect();
+        for path in &self.deleted {
+            by_path.remove(path);
+        }
+        for file in &self.files {
+            by_path.insert(file.path.clone(), file.clone());
+        }
+        // A BTreeMap of `String`s iterates in byte order: the list's order.
+        file_list_bytes(&by_path.into_values().collect::<Vec<_>>())
+    }
 }
 
 /// One file of a signed release.
@@ -135,26 +253,43 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    fn is_identity(&self) -> bool {
+    pub(crate) fn is_identity(&self) -> bool {
         *self == Encoding::Identity
     }
 }
 
 impl ReleaseManifest {
-    /// Parses a manifest whose signature was verified; refuses another format.
+    /// Parses a manifest whose signature was verified; refuses another format, and a
+    /// manifest whose fields do not fit its format.
     pub fn parse(bytes: &[u8]) -> Result<ReleaseManifest, Refusal> {
         let manifest: ReleaseManifest = serde_json::from_slice(bytes)
             .map_err(|e| Refusal::BadManifest(format!("it is not a release manifest: {e}")))?;
-        if manifest.format != FORMAT {
+        let fits = match manifest.format.as_str() {
+            FORMAT => manifest.file_list.is_none() && manifest.changes.is_empty(),
+            FORMAT_INDEX => manifest.file_list.is_some() && manifest.files.is_empty(),
+            other => {
+                return Err(Refusal::BadManifest(format!(
+                    "its format is {other:?}, and this ota reads {FORMAT:?} and \
+                     {FORMAT_INDEX:?}: update ota on this device"
+                )));
+            }
+        };
+        if !fits {
             return Err(Refusal::BadManifest(format!(
-                "its format is {:?}, and this ota reads {FORMAT:?}: update ota on this device",
-                manifest.format
+                "a manifest of format {:?} lists its files {}",
+                manifest.format,
+                match manifest.format.as_str() {
+                    FORMAT => "inline only, with no `file_list` or `changes`",
+                    _ => "in a `file_list` object only",
+                }
             )));
         }
         Ok(manifest)
     }
 
-    /// The release's files as a tree (with their SHA-256), as a source answers `tree`.
+    /// The release's files as a tree (with their SHA-256), as a source answers `tree`:
+    /// the inline `files` (a [`FORMAT_INDEX`] manifest's are put there once its file list
+    /// is read).
     pub(crate) fn tree(&self) -> Vec<TreeEntry> {
         let mode = |kind| match kind {
             Kind::File => 0o100644,
@@ -557,5 +692,93 @@ mod signing_tests {
             load_secret_key("untrusted comment: x\nnot a key\n", None),
             Err(KeyError::NotAKey(_))
         ));
+    }
+
+    fn listed(path: &str, content: &[u8], kind: Kind) -> ReleaseFile {
+        ReleaseFile {
+            path: path.into(),
+            kind,
+            size: content.len() as u64,
+            blob: ObjectId::for_blob(content),
+            sha256: Sha256::of(content),
+            encoding: Encoding::Identity,
+            stored_size: None,
+        }
+    }
+
+    #[test]
+    fn a_change_list_turns_the_old_file_list_into_the_new_one() {
+        let old = vec![
+            listed("a.py", b"a", Kind::File),
+            listed("b/c.py", b"c", Kind::File),
+            listed("b/d.sh", b"d", Kind::File),
+            listed("gone.txt", b"g", Kind::File),
+        ];
+        let new = vec![
+            listed("a.py", b"a", Kind::File),
+            // Byte order: `b-x` sorts before `b/…`, as a path list is sorted.
+            listed("b-x.py", b"x", Kind::File),
+            listed("b/c.py", b"c2", Kind::File),
+            listed("b/d.sh", b"d", Kind::Executable),
+        ];
+        let change = ChangeList::between(&old, &new);
+        let paths: Vec<&str> = change.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["b-x.py", "b/c.py", "b/d.sh"]);
+        assert_eq!(change.deleted, ["gone.txt"]);
+        assert_eq!(change.from, Sha256::of(&file_list_bytes(&old)));
+        let applied = change.apply(old);
+        assert_eq!(applied, file_list_bytes(&new));
+        assert_eq!(Sha256::of(&applied), change.to);
+        // Through JSON, as a device reads it.
+        let bytes = serde_json::to_vec(&change).unwrap();
+        assert_eq!(ChangeList::parse(&bytes).unwrap(), change);
+        let other = String::from_utf8(bytes)
+            .unwrap()
+            .replace(CHANGES_FORMAT, "ota-changes/9");
+        assert_eq!(
+            ChangeList::parse(other.as_bytes()).unwrap_err().kind(),
+            "bad_manifest"
+        );
+    }
+
+    #[test]
+    fn a_manifest_lists_its_files_one_way_per_format() {
+        let manifest = |format: &str, inline: bool, list: bool| {
+            let object = ObjectRef {
+                sha256: Sha256::of(b"[]"),
+                size: 2,
+                encoding: Encoding::Identity,
+                stored_size: None,
+            };
+            serde_json::to_vec(&ReleaseManifest {
+                format: format.into(),
+                channel: "stable".into(),
+                release: "v1".into(),
+                commit: ObjectId::for_blob(b"c"),
+                counter: 1,
+                created: "2026-01-01T00:00:00Z".into(),
+                expires: "2999-01-01T00:00:00Z".into(),
+                rollout_percent: None,
+                files: match inline {
+                    true => vec![listed("a", b"a", Kind::File)],
+                    false => Vec::new(),
+                },
+                file_list: list.then_some(object),
+                changes: Vec::new(),
+            })
+            .unwrap()
+        };
+        assert!(ReleaseManifest::parse(&manifest(FORMAT, true, false)).is_ok());
+        assert!(ReleaseManifest::parse(&manifest(FORMAT_INDEX, false, true)).is_ok());
+        for (format, inline, list) in [
+            (FORMAT, true, true),
+            (FORMAT, false, true),
+            (FORMAT_INDEX, true, true),
+            (FORMAT_INDEX, false, false),
+            ("ota-release/3", false, true),
+        ] {
+            let refused = ReleaseManifest::parse(&manifest(format, inline, list)).unwrap_err();
+            assert_eq!(refused.kind(), "bad_manifest", "{format} {inline} {list}");
+        }
     }
 }

@@ -19,6 +19,9 @@
 //! metrics.json      the counters behind `[report] metrics_file`: requests and bytes since
 //!                   the first run, the time of the last success, whether an update waits
 //! cache.json        what the last check saw: the channel answer's ETag, the rate-limit quota
+//! file-list.json    a static site's file list of the release installed last, as the site
+//!                   stored it: the next update reads only the change from it (a cache,
+//!                   checked against the signed manifest's digests before use)
 //! lock              held (flock) by the process that changes the target
 //! ota-state.tag     marks the folder as ota's (see `trust`): written when ota creates it
 //! ```
@@ -53,23 +56,25 @@ pub(crate) const MARKER: &str = "ota-state.tag";
 
 /// The names ota creates directly in the state folder (besides the marker and the
 /// `.tmp` files of the JSON ones).
-const OWN_FILES: [&str; 7] = [
+const OWN_FILES: [&str; 8] = [
     "state.json",
     "journal.json",
     "last_error.json",
     "errors.json",
     "metrics.json",
     "cache.json",
+    "file-list.json",
     "lock",
 ];
 /// The JSON files written through a `.tmp` file.
-const TMP_WRITTEN: [&str; 6] = [
+const TMP_WRITTEN: [&str; 7] = [
     "state.json",
     "journal.json",
     "last_error.json",
     "errors.json",
     "metrics.json",
     "cache.json",
+    "file-list.json",
 ];
 
 /// Whether ota creates `name` directly in its state folder (so an unmarked folder holding
@@ -130,6 +135,11 @@ impl StateDir {
     /// `cache.json`.
     pub fn cache_file(&self) -> PathBuf {
         self.root.join("cache.json")
+    }
+
+    /// `file-list.json`.
+    pub fn file_list_file(&self) -> PathBuf {
+        self.root.join("file-list.json")
     }
 
     /// `lock`.

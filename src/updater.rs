@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Channel, Config, SourceConfig};
 use crate::error::{Error, FetchError};
 use crate::fetch::{self, Fetcher, Progress, ProgressFn};
-use crate::fs::{FileKind, Fs, RealFs};
+use crate::fs::{self, FileKind, Fs, RealFs};
 use crate::hooks::{self, Phase};
 use crate::http::Usage;
 use crate::limits;
@@ -674,6 +674,13 @@ impl Updater {
         }
         // Before any download: a device low on memory or battery defers the update.
         self.resources.check_device(&self.config.guards)?;
+        if let Ok(list) = fs::read_small(
+            &*self.fs,
+            &self.dirs.file_list_file(),
+            crate::signed::MAX_MANIFEST_BYTES,
+        ) {
+            self.source.kept_list(list);
+        }
         let tree = self.source.tree(&report.to.commit)?;
         // What one archive of the release would carry: every blob of the tree.
         let archive = self.source.has_archive().then(|| {
@@ -722,9 +729,22 @@ impl Updater {
             return Ok(Outcome::Planned(report));
         }
         self.apply(&mut report, new_state, ops, &links, true)?;
+        self.keep_file_list(&report.to.commit);
         self.finish(op, &mut report);
         report.trial = None;
         Ok(Outcome::Updated(report))
+    }
+
+    /// Saves the installed release's file list, if the source keeps one (a cache: a failure
+    /// only costs the next update the whole list).
+    fn keep_file_list(&self, commit: &ObjectId) {
+        let Some(list) = self.source.list_to_keep(commit) else {
+            return;
+        };
+        let path = self.dirs.file_list_file();
+        if let Err(e) = fs::write_replace(&*self.fs, &path, &list) {
+            tracing::warn!("could not save {}: {e}", path.display());
+        }
     }
 
     /// `[guards] min_free_storage`: free storage beyond what `plan` needs, checked once the

@@ -87,6 +87,8 @@ fn manifest(repo: &GitRepo, tag: &str, counter: u64, days: i64) -> ReleaseManife
         expires: expires.to_string(),
         rollout_percent: None,
         files,
+        file_list: None,
+        changes: Vec::new(),
     }
 }
 
@@ -235,6 +237,24 @@ fn a_release_without_a_valid_signed_manifest_is_refused() {
     refused(
         |f| {
             let m = manifest(&f.repo, "v1.0.0", 2, 30);
+            publish(f.assets.path(), "v2.0.0", &m, Some(&f.keys));
+        },
+        "bad_manifest",
+    );
+    // A static site's manifest, which names its file list as an object of that site: a
+    // release asset must list the files (the site's release record does).
+    refused(
+        |f| {
+            let mut m = manifest(&f.repo, "v2.0.0", 2, 30);
+            let list = serde_json::to_vec(&m.files).unwrap();
+            m.format = ota::signed::FORMAT_INDEX.to_owned();
+            m.files.clear();
+            m.file_list = Some(ota::signed::ObjectRef {
+                sha256: ota::Sha256::of(&list),
+                size: list.len() as u64,
+                encoding: Default::default(),
+                stored_size: None,
+            });
             publish(f.assets.path(), "v2.0.0", &m, Some(&f.keys));
         },
         "bad_manifest",

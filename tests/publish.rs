@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use ota::signed::{self, Encoding, TrustedKeys};
+use ota::signed::{self, Encoding, ReleaseManifest, TrustedKeys};
 
 use crate::util::publisher::{
     Publisher, object_content, objects, ota, ota_env, read_manifest, release_tree,
@@ -121,6 +121,8 @@ fn a_published_release_holds_every_file_and_minisign_verifies_its_manifest() {
     assert_eq!(summary["commit"], repo.rev("v1.1.0"));
     assert_eq!(summary["files"], 4);
     assert_eq!(summary["objects_written"], 4);
+    assert_eq!(summary["record"], "releases/1.json");
+    assert_eq!(summary["change_lists"], 0);
 
     let manifest = publisher.manifest("stable");
     assert_eq!(manifest.release, "v1.1.0");
@@ -151,17 +153,23 @@ fn a_published_release_holds_every_file_and_minisign_verifies_its_manifest() {
         said.contains("ota release v1.1.0 channel stable counter 1"),
         "{said}"
     );
-    // So does ota's own verification; the release record is the same manifest, signed.
+    // So does ota's own verification. The release record, signed too, lists the same
+    // files inline (the format GitHub release assets use); the channel's manifest names
+    // them in a file list object.
     let keys = trusting(&publisher.public);
     let bytes = std::fs::read(&site_manifest).unwrap();
     let signature = std::fs::read(publisher.site.join("manifest.json.minisig")).unwrap();
     signed::verify(&keys, &bytes, &signature).unwrap();
-    assert_eq!(
-        std::fs::read(publisher.site.join("releases/1.json")).unwrap(),
-        bytes
-    );
+    let record_bytes = std::fs::read(publisher.site.join("releases/1.json")).unwrap();
     let record_sig = std::fs::read(publisher.site.join("releases/1.json.minisig")).unwrap();
-    signed::verify(&keys, &bytes, &record_sig).unwrap();
+    signed::verify(&keys, &record_bytes, &record_sig).unwrap();
+    let record = ReleaseManifest::parse(&record_bytes).unwrap();
+    assert_eq!(record.format, signed::FORMAT);
+    assert_eq!(record.files, manifest.files);
+    assert_eq!((record.counter, &record.expires), (1, &manifest.expires));
+    let index = ReleaseManifest::parse(&bytes).unwrap();
+    assert_eq!(index.format, signed::FORMAT_INDEX);
+    assert!(index.files.is_empty() && index.changes.is_empty());
 
     // A manifest altered after signing is refused by minisign too.
     let mut altered = bytes.clone();
@@ -235,6 +243,7 @@ fn publishing_again_reuses_objects_and_keeps_older_releases_whole() {
     let second = publisher.publish(&["--repo", &repo_path, "--ref", "v2.0.0"]);
     // Only main.py changed: one object written, the two others reused (not rewritten).
     assert_eq!(second["objects_written"], 1, "{second}");
+    assert_eq!(second["change_lists"], 1, "{second}");
     assert_eq!(second["objects_reused"], 2, "{second}");
     assert_eq!(second["bytes_written"], 12);
     assert_eq!(second["counter"], 2);
@@ -244,10 +253,14 @@ fn publishing_again_reuses_objects_and_keeps_older_releases_whole() {
 
     // Both releases can still be installed whole from the site.
     let record = read_manifest(&publisher.site.join("releases/1.json"));
-    assert_eq!(record, v1);
+    assert_eq!(record.files, v1.files);
     assert_eq!(release_tree(&publisher.site, &v1), repo.snapshot("v1.0.1"));
     assert_eq!(release_tree(&publisher.site, &v2), repo.snapshot("v2.0.0"));
-    assert_eq!(objects(&publisher.site).len(), 4);
+    // Four file contents, the two file lists, and the change list from v1's to v2's.
+    assert_eq!(objects(&publisher.site).len(), 4 + 3);
+    let index = read_manifest(&publisher.site.join("manifest.json"));
+    assert_eq!(index.changes.len(), 1);
+    assert_eq!(index.changes[0].from, v1.file_list.unwrap().sha256);
 
     // The same ref again: a new counter and signature, the same commit, nothing written.
     let third = publisher.publish(&["--repo", &repo_path, "--ref", "v2.0.0"]);
@@ -275,8 +288,10 @@ fn keep_prunes_old_releases_and_the_objects_only_they_used() {
     assert_eq!(summary["counter"], 4);
     // Stable's records 1 (r1) and 3 (r2) go; beta's record 2 stays.
     assert_eq!(summary["pruned_releases"], serde_json::json!([1, 3]));
-    // version.txt of r2 goes; r1's stays (beta's current release lists it).
-    assert_eq!(summary["pruned_objects"], 1, "{summary}");
+    // version.txt of r2 goes, with r2's file list and the change list from r1 to r2; r1's
+    // version.txt and file list stay (beta's current release lists them), and so do the
+    // change lists from r1 and r2 to r3 (stable's manifest names them).
+    assert_eq!(summary["pruned_objects"], 3, "{summary}");
     let site = &publisher.site;
     assert!(!site.join("releases/1.json").exists());
     assert!(!site.join("releases/3.json").exists());
@@ -287,7 +302,8 @@ fn keep_prunes_old_releases_and_the_objects_only_they_used() {
     let stable = publisher.manifest("stable");
     assert_eq!(release_tree(site, &beta), repo.snapshot("r1"));
     assert_eq!(release_tree(site, &stable), repo.snapshot("r3"));
-    assert_eq!(objects(site).len(), 3);
+    assert_eq!(stable.changes.len(), 2);
+    assert_eq!(objects(site).len(), 3 + 4);
 
     // --keep 2 on beta: both of beta's releases stay.
     let summary = publisher.publish(&[

@@ -459,12 +459,22 @@ fn ota_publish_to_nginx_then_install_update_and_resign() {
     assert_eq!(device.tree(), repo.snapshot("v2.0.0"), "{out}");
     let asked = proxy.requests()[before..].to_vec();
     let objects = asked.iter().filter(|r| r.contains("/objects/")).count();
-    // main.py and lib/extra.py: the deleted file costs nothing, the rest is kept.
-    assert_eq!(objects, 2, "{asked:?}");
+    // The file list is not read again: the change list from v1's, which the device kept,
+    // gives it. Then main.py and lib/extra.py: the deleted file costs nothing, the rest is
+    // kept.
+    let index = crate::util::publisher::read_manifest(&publisher.site.join("manifest.json"));
+    let change = &index.changes[0].object;
+    let change = ota::signed::object_path(&change.sha256, change.encoding);
+    assert_eq!(
+        asked.iter().filter(|r| r.contains(&change)).count(),
+        1,
+        "{asked:?}"
+    );
+    assert_eq!(objects, 1 + 2, "{asked:?}");
     assert_eq!(
         asked.len(),
-        2 + 2,
-        "manifest, signature, 2 objects: {asked:?}"
+        2 + 1 + 2,
+        "manifest, signature, change list, 2 objects: {asked:?}"
     );
 
     // Re-signing the same tag: a new counter and expiry, the same release. The manifest's

@@ -6,6 +6,7 @@
 mod util;
 
 mod archive;
+mod change_lists;
 mod channels;
 mod cli;
 mod config;

@@ -17,7 +17,7 @@ use sha2::Digest;
 
 use super::PublishError;
 use crate::manifest::Sha256;
-use crate::signed::{self, Encoding, ReleaseManifest};
+use crate::signed::{self, Encoding, ObjectRef, ReleaseManifest};
 
 /// Compression is kept only when it saves at least this share of the size…
 const MIN_SAVING_PERCENT: u64 = 10;
@@ -134,6 +134,47 @@ impl Site {
         }
         found.sort();
         Ok(found)
+    }
+
+    /// The release records of `channel`, newest first, at most `n`.
+    pub(super) fn recent_records(
+        &self,
+        channel: &str,
+        n: usize,
+    ) -> Result<Vec<ReleaseManifest>, PublishError> {
+        let mut found = Vec::new();
+        for (_, path) in self.record_files()?.into_iter().rev() {
+            if found.len() == n {
+                break;
+            }
+            let record = read_manifest(&path)?;
+            if record.channel == channel {
+                found.push(record);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Stores metadata `bytes` (a file list, a change list) as an object, unless the site
+    /// has it; returns the reference a manifest gives.
+    pub(super) fn store_metadata(
+        &self,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<ObjectRef, PublishError> {
+        let sha256 = Sha256::of(bytes);
+        let size = bytes.len() as u64;
+        let stored = match self.find_object(&sha256) {
+            Some(stored) => stored,
+            None => self.store_object(&sha256, size, &mut &bytes[..], what)?,
+        };
+        let object = ObjectRef {
+            sha256,
+            size,
+            encoding: stored.encoding,
+            stored_size: (!stored.encoding.is_identity()).then_some(stored.size),
+        };
+        Ok(object)
     }
 
     /// The object holding content `sha256`, if the site has it (in either encoding).
@@ -352,8 +393,12 @@ impl Site {
 
 /// The object file names (`<64 hex>` or `<64 hex>.gz`) a manifest lists.
 fn objects_of(manifest: &ReleaseManifest) -> impl Iterator<Item = String> + '_ {
-    manifest.files.iter().map(|f| {
-        let path = signed::object_path(&f.sha256, f.encoding);
+    let files = manifest.files.iter().map(|f| (f.sha256, f.encoding));
+    let metadata = (manifest.file_list.iter())
+        .chain(manifest.changes.iter().map(|c| &c.object))
+        .map(|o| (o.sha256, o.encoding));
+    files.chain(metadata).map(|(sha256, encoding)| {
+        let path = signed::object_path(&sha256, encoding);
         path.rsplit('/').next().unwrap_or_default().to_owned()
     })
 }

@@ -271,6 +271,16 @@ impl GitHub {
             };
             signed::verify(&self.keys, &manifest, &signature).map_err(refused)?;
             let manifest = ReleaseManifest::parse(&manifest).map_err(refused)?;
+            if manifest.format != signed::FORMAT {
+                return Err(refused(Refusal::BadManifest(format!(
+                    "it is a static site's `manifest.json` ({}), whose file list is an object \
+                     of that site; a GitHub release carries the release record instead, which \
+                     lists the files: upload `releases/<counter>.json` and its `.minisig` from \
+                     the site `ota publish` wrote, as `manifest.json` and \
+                     `manifest.json.minisig`",
+                    manifest.format
+                ))));
+            }
             manifest
                 .check_fresh(jiff::Timestamp::now())
                 .map_err(refused)?;

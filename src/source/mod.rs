@@ -51,6 +51,16 @@ pub trait Source: Send + Sync {
         offset: u64,
         validator: Option<&str>,
     ) -> Result<Download, SourceError>;
+    /// Told what `file-list.json` holds (the list [`Source::list_to_keep`] gave at the last
+    /// install), before the release's tree is asked for: unverified bytes, which a source
+    /// uses only if they match a digest its signed manifest gives. The default ignores it.
+    fn kept_list(&self, _list: Vec<u8>) {}
+    /// The file list of `commit` to keep in `file-list.json` once it is installed, so the
+    /// next update reads only the change from it (the static source's `ota-release/2`
+    /// manifests); `None` (the default): nothing to keep.
+    fn list_to_keep(&self, _commit: &ObjectId) -> Option<Vec<u8>> {
+        None
+    }
     /// Whether [`Source::open_archive`] can send a release as one archive (no request made).
     /// The default: it cannot.
     fn has_archive(&self) -> bool {

@@ -1,8 +1,13 @@
 //! A static site written by `ota publish`: any host that serves files (nginx, S3, a CDN,
 //! GitHub Pages), with no API and no server of ours.
 //!
-//! The channel's `manifest.json` names the release and lists every file; nothing in it is
-//! used before its `.minisig` verifies with a trusted key ([`crate::signed`]). A poll is one
+//! The channel's `manifest.json` names the release and its files; nothing in it is used
+//! before its `.minisig` verifies with a trusted key ([`crate::signed`]). An `ota-release/2`
+//! manifest names its file list as an object, with change lists from recent releases: the
+//! list kept from the last install (`file-list.json`, [`Source::kept_list`]) plus the
+//! change from it gives the new list, whose digest the manifest signs, so an update reads
+//! metadata in proportion to the change; without a kept list that fits, the whole list is
+//! read. A poll is one
 //! conditional request (`If-None-Match`, or `If-Modified-Since` for hosts without `ETag`):
 //! a 304 is trusted only while the manifest it stands for has not expired, so a host that
 //! answers 304 forever cannot freeze a device. File contents are objects named by their
@@ -19,8 +24,11 @@ use flate2::read::GzDecoder;
 use super::{Resolved, Source, SourceError, Validator};
 use crate::config::{Channel, NetworkConfig, StaticConfig};
 use crate::http::{Accept, Answer, Download, ErrorKind, Http, HttpError, Quota, Usage};
-use crate::manifest::{Entry, ObjectId, TreeEntry};
-use crate::signed::{self, Encoding, Refusal, ReleaseFile, ReleaseManifest, TrustedKeys};
+use crate::manifest::{Entry, ObjectId, Sha256, TreeEntry};
+use crate::signed::{
+    self, ChangeList, ChangeRef, Encoding, ObjectRef, Refusal, ReleaseFile, ReleaseManifest,
+    TrustedKeys,
+};
 use crate::state::ReleaseId;
 
 /// A static site's release source.
@@ -33,12 +41,18 @@ pub struct StaticSite {
     verified: Mutex<Option<Arc<Verified>>>,
     /// The manifest URL of the channel resolved last (to verify it again after a 304).
     asked: Mutex<Option<String>>,
+    /// What `file-list.json` held ([`Source::kept_list`]): not trusted before its digest
+    /// matches one the manifest gives.
+    kept: Mutex<Option<Vec<u8>>>,
 }
 
 /// A manifest whose signature, format, freshness and channel were checked.
 struct Verified {
     manifest: ReleaseManifest,
     by_path: HashMap<String, usize>,
+    /// An `ota-release/2` manifest's file list, once read (its digest checked): the bytes
+    /// `file-list.json` keeps. `None` until then, and for an `ota-release/1` manifest.
+    list: Option<Vec<u8>>,
 }
 
 impl Verified {
@@ -63,6 +77,7 @@ impl StaticSite {
             keys: config.trust.keys.clone(),
             verified: Mutex::new(None),
             asked: Mutex::new(None),
+            kept: Mutex::new(None),
         }
     }
 
@@ -192,6 +207,153 @@ impl StaticSite {
         Ok(verified)
     }
 
+    /// The verified manifest of `commit` with its files: an `ota-release/2` manifest's file
+    /// list is read once ([`StaticSite::file_list`]).
+    fn files_of(&self, commit: &ObjectId) -> Result<Arc<Verified>, SourceError> {
+        let verified = self.manifest_of(commit)?;
+        let Some(list) = verified.manifest.file_list else {
+            return Ok(verified);
+        };
+        if verified.list.is_some() {
+            return Ok(verified);
+        }
+        let what = format!("reading the file list of {}", self.url);
+        let bytes = self.file_list(&verified.manifest, &list)?;
+        let files: Vec<ReleaseFile> = serde_json::from_slice(&bytes).map_err(|e| {
+            Self::refused(
+                &what,
+                Refusal::BadManifest(format!("its file list is unreadable: {e}")),
+            )
+        })?;
+        let manifest = ReleaseManifest {
+            files,
+            ..verified.manifest.clone()
+        };
+        let mut with_files = index(manifest).map_err(|r| Self::refused(&what, r))?;
+        with_files.list = Some(bytes);
+        let with_files = Arc::new(with_files);
+        *self.verified.lock().unwrap_or_else(PoisonError::into_inner) = Some(with_files.clone());
+        Ok(with_files)
+    }
+
+    /// The bytes of the file list `list` of `manifest`, their digest checked: the kept list
+    /// when it is that list, else the kept list with the manifest's change from it applied,
+    /// else the whole list from the site.
+    fn file_list(
+        &self,
+        manifest: &ReleaseManifest,
+        list: &ObjectRef,
+    ) -> Result<Vec<u8>, SourceError> {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(kept) = kept {
+            let held = Sha256::of(&kept);
+            if held == list.sha256 {
+                tracing::debug!("the file list kept from the last install is this release's");
+                return Ok(kept);
+            }
+            if let Some(change) = manifest.changes.iter().find(|c| c.from == held) {
+                match self.apply_change(change, kept, list) {
+                    Ok(bytes) => return Ok(bytes),
+                    Err(e) => tracing::info!("{e}; reading the whole file list"),
+                }
+            }
+        }
+        self.metadata(list, "the file list")
+    }
+
+    /// The kept list `kept` with the change list of `change` applied, checked to be `list`.
+    fn apply_change(
+        &self,
+        change: &ChangeRef,
+        kept: Vec<u8>,
+        list: &ObjectRef,
+    ) -> Result<Vec<u8>, SourceError> {
+        let what = format!("reading the change list of {}", self.url);
+        let bad = |message: String| Self::refused(&what, Refusal::BadManifest(message));
+        let changes = self.metadata(&change.object, "a change list")?;
+        let changes = ChangeList::parse(&changes).map_err(|r| Self::refused(&what, r))?;
+        if changes.from != change.from || changes.to != list.sha256 {
+            return Err(bad(
+                "the change list is not the one between the kept file list and this \
+                 release's"
+                    .into(),
+            ));
+        }
+        let old: Vec<ReleaseFile> = serde_json::from_slice(&kept)
+            .map_err(|e| bad(format!("the kept file list is unreadable: {e}")))?;
+        let bytes = changes.apply(old);
+        if Sha256::of(&bytes) != list.sha256 {
+            return Err(bad(
+                "the kept file list with the change applied differs from this release's".into(),
+            ));
+        }
+        tracing::debug!(
+            "file list: {} changed and {} deleted paths applied to the kept one",
+            changes.files.len(),
+            changes.deleted.len()
+        );
+        Ok(bytes)
+    }
+
+    /// A metadata object (`what`: the file list, a change list), read whole, decoded and
+    /// checked against the size and SHA-256 the signed manifest gives.
+    fn metadata(&self, object: &ObjectRef, what: &str) -> Result<Vec<u8>, SourceError> {
+        let path = signed::object_path(&object.sha256, object.encoding);
+        let context = format!("reading {what} of {}", self.url);
+        let refused = |refusal| Self::refused(&context, refusal);
+        let stored = object.stored_size.unwrap_or(object.size);
+        if object.size.max(stored) > signed::MAX_MANIFEST_BYTES {
+            return Err(refused(Refusal::BadManifest(format!(
+                "{what} is {} bytes, more than the {} bytes read",
+                object.size.max(stored),
+                signed::MAX_MANIFEST_BYTES
+            ))));
+        }
+        let url = format!("{}/{path}", self.url);
+        let answer = match self.http.get(&url, Accept::Bytes, stored, None) {
+            Ok(Some(answer)) => answer,
+            Ok(None) => {
+                return Err(SourceError::Protocol {
+                    what: context,
+                    message: "304 Not Modified to an unconditional request".into(),
+                });
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Err(refused(Refusal::MissingObject {
+                    path: what.to_owned(),
+                    object: path,
+                }));
+            }
+            Err(e) => return Err(Self::http_error(&context)(e)),
+        };
+        let bytes = match object.encoding {
+            Encoding::Identity => answer.body,
+            Encoding::Gzip => {
+                let mut out = Vec::new();
+                GzDecoder::new(&answer.body[..])
+                    .take(object.size + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| {
+                        refused(Refusal::BadManifest(format!(
+                            "{what} does not inflate: {e}"
+                        )))
+                    })?;
+                out
+            }
+        };
+        if bytes.len() as u64 != object.size || Sha256::of(&bytes) != object.sha256 {
+            return Err(refused(Refusal::BadManifest(format!(
+                "{what} ({path}) is not what the signed manifest names: its size or SHA-256 \
+                 differs"
+            ))));
+        }
+        Ok(bytes)
+    }
+
     fn verified(&self) -> Option<Arc<Verified>> {
         self.verified
             .lock()
@@ -217,6 +379,22 @@ fn check(bytes: &[u8], channel: &str) -> Result<Verified, Refusal> {
             "its rollout_percent is over 100".into(),
         ));
     }
+    let metadata = (manifest.file_list.iter()).chain(manifest.changes.iter().map(|c| &c.object));
+    for object in metadata {
+        if object.encoding == Encoding::Gzip && object.stored_size.is_none() {
+            return Err(Refusal::BadManifest(
+                "its file list or a change list is stored compressed but its stored_size is \
+                 missing"
+                    .into(),
+            ));
+        }
+    }
+    index(manifest)
+}
+
+/// A manifest with its files indexed by path; refuses a path listed twice, or a compressed
+/// object without its stored size.
+fn index(manifest: ReleaseManifest) -> Result<Verified, Refusal> {
     let mut by_path = HashMap::with_capacity(manifest.files.len());
     for (i, file) in manifest.files.iter().enumerate() {
         if file.encoding == Encoding::Gzip && file.stored_size.is_none() {
@@ -232,7 +410,11 @@ fn check(bytes: &[u8], channel: &str) -> Result<Verified, Refusal> {
             )));
         }
     }
-    Ok(Verified { manifest, by_path })
+    Ok(Verified {
+        manifest,
+        by_path,
+        list: None,
+    })
 }
 
 /// The channel whose manifest `url` is, on the site at `base`.
@@ -314,8 +496,16 @@ impl Source for StaticSite {
     }
 
     fn tree(&self, commit: &ObjectId) -> Result<Vec<TreeEntry>, SourceError> {
-        let verified = self.manifest_of(commit)?;
-        Ok(verified.manifest.tree())
+        Ok(self.files_of(commit)?.manifest.tree())
+    }
+
+    fn kept_list(&self, list: Vec<u8>) {
+        *self.kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(list);
+    }
+
+    fn list_to_keep(&self, commit: &ObjectId) -> Option<Vec<u8>> {
+        let verified = self.verified().filter(|v| v.manifest.commit == *commit)?;
+        verified.list.clone()
     }
 
     fn open(
@@ -326,7 +516,7 @@ impl Source for StaticSite {
         validator: Option<&str>,
     ) -> Result<Download, SourceError> {
         let what = format!("downloading {}", entry.path);
-        let verified = self.manifest_of(commit)?;
+        let verified = self.files_of(commit)?;
         let Some(file) = verified.file(entry.path.as_str()) else {
             return Err(SourceError::Protocol {
                 what,
@@ -452,6 +642,8 @@ mod tests {
             expires: expires.into(),
             rollout_percent: None,
             files,
+            file_list: None,
+            changes: Vec::new(),
         })
         .unwrap()
     }

@@ -93,14 +93,31 @@ impl Publisher {
     }
 
     /// The manifest of `channel` on the site.
+    /// The channel's manifest, its files read from its file list object (checked against
+    /// the digest it gives).
     pub fn manifest(&self, channel: &str) -> ReleaseManifest {
-        read_manifest(&self.site.join(ota::signed::manifest_path(channel)))
+        with_files(
+            &self.site,
+            read_manifest(&self.site.join(ota::signed::manifest_path(channel))),
+        )
     }
 }
 
 /// Parses the manifest file at `path`.
 pub fn read_manifest(path: &Path) -> ReleaseManifest {
     ReleaseManifest::parse(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// `manifest` with the files of its file list object, if it names one.
+pub fn with_files(site: &Path, mut manifest: ReleaseManifest) -> ReleaseManifest {
+    if let Some(list) = manifest.file_list {
+        let path = ota::signed::object_path(&list.sha256, list.encoding);
+        let bytes = object_content(site, &path, list.encoding);
+        assert_eq!(ota::Sha256::of(&bytes), list.sha256);
+        assert_eq!(bytes.len() as u64, list.size);
+        manifest.files = serde_json::from_slice(&bytes).unwrap();
+    }
+    manifest
 }
 
 /// The bytes of the object at `site`/`path`, decoded (gunzipped when `encoding` says so).

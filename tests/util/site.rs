@@ -114,6 +114,8 @@ impl Release {
             expires: expires.to_string(),
             rollout_percent: self.rollout_percent,
             files,
+            file_list: None,
+            changes: Vec::new(),
         }
     }
 }

@@ -171,6 +171,13 @@ fn print_summary(
     )?;
     writeln!(
         out,
+        "file list: changes from {} earlier release(s) of the channel; record {} (the files \
+         listed inline, for a GitHub release asset)",
+        s.change_lists,
+        site.join(&s.record).display()
+    )?;
+    writeln!(
+        out,
         "signed with key {}; expires {} (publish again before)",
         s.key_id, s.expires
     )?;
