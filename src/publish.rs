@@ -20,11 +20,14 @@ mod site;
 mod source;
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use flate2::Compression;
+use flate2::write::GzEncoder;
 use serde::Serialize;
+use sha2::Digest as _;
 
 pub use keygen::{KeygenReport, keygen};
 pub use original::{
@@ -107,6 +110,8 @@ pub struct Summary {
     /// Change lists the manifest names: from how many earlier releases of the channel a
     /// device reads only the change.
     pub change_lists: usize,
+    /// The size of the release's pack (`packs/<file list SHA-256>.tar.gz`).
+    pub pack_bytes: u64,
     /// When the manifest was signed (RFC 3339, UTC).
     pub created: String,
     /// When devices stop accepting it (RFC 3339, UTC).
@@ -117,7 +122,9 @@ pub struct Summary {
     pub pruned_releases: Vec<u64>,
     /// Objects pruned.
     pub pruned_objects: u64,
-    /// Bytes of the objects pruned.
+    /// Packs pruned.
+    pub pruned_packs: u64,
+    /// Bytes of the objects and packs pruned.
     pub pruned_bytes: u64,
     /// What was skipped (submodules).
     pub warnings: Vec<String>,
@@ -216,11 +223,13 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         bytes_written: 0,
         objects_reused: 0,
         change_lists: 0,
+        pack_bytes: 0,
         created: String::new(),
         expires: String::new(),
         key_id: key.id(),
         pruned_releases: Vec::new(),
         pruned_objects: 0,
+        pruned_packs: 0,
         pruned_bytes: 0,
         warnings: std::mem::take(&mut release.warnings),
     };
@@ -247,14 +256,18 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         files: Vec::new(),
         file_list: None,
         changes: Vec::new(),
+        pack_size: None,
     };
-    // The channel's manifest names its file list and the change lists from recent
-    // releases, written as objects first (the record lists the files inline).
+    // The channel's manifest names its file list, the change lists from recent releases
+    // and the release's pack, all written first (the record lists the files inline).
     let (file_list, changes) = store_lists(&site, &options.channel, &files, &mut summary)?;
+    let pack_size = store_pack(&site, &file_list.sha256, &mut release)?;
+    summary.pack_bytes = pack_size;
     let manifest = ReleaseManifest {
         format: signed::FORMAT_INDEX.to_owned(),
         file_list: Some(file_list),
         changes,
+        pack_size: Some(pack_size),
         ..record.clone()
     };
     let record = ReleaseManifest { files, ..record };
@@ -276,6 +289,7 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         let pruned = site.prune(keep)?;
         summary.pruned_releases = pruned.releases;
         summary.pruned_objects = pruned.objects;
+        summary.pruned_packs = pruned.packs;
         summary.pruned_bytes = pruned.bytes;
     }
     Ok(summary)
@@ -474,6 +488,68 @@ fn store_lists(
     }
     summary.change_lists = changes.len();
     Ok((file_list, changes))
+}
+
+/// Writes the release's pack, `packs/<list>.tar.gz` (unless the site has it: the same file
+/// list gives the same pack): a gzip tar of every file under one top folder `release/`,
+/// in the list's order, with fixed owners and times so the same files give the same bytes.
+/// Symlinks are left out (a device reads them from the file list). Each file is checked
+/// against its SHA-256 as it is packed. Returns the pack's size.
+fn store_pack(site: &Site, list: &Sha256, release: &mut Release) -> Result<u64, PublishError> {
+    if let Some(size) = site.has_pack(list) {
+        return Ok(size);
+    }
+    let rel = signed::pack_path(list);
+    site.write_with(&rel, &mut |file| {
+        let failed = |e: io::Error| PublishError::io(Path::new(&rel), "write", e);
+        let packed = GzEncoder::new(io::BufWriter::new(&mut *file), Compression::best());
+        let mut tar = tar::Builder::new(packed);
+        for hashed in release
+            .files
+            .iter()
+            .filter(|f| f.entry.kind != Kind::Symlink)
+        {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(hashed.entry.size);
+            header.set_mode(match hashed.entry.kind {
+                Kind::Executable => 0o755,
+                _ => 0o644,
+            });
+            header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            let mut content = HashingReader {
+                inner: release.contents.open(&hashed.raw)?,
+                hasher: sha2::Sha256::new(),
+            };
+            let name = format!("release/{}", hashed.entry.path);
+            tar.append_data(&mut header, &name, &mut content)
+                .map_err(failed)?;
+            let digest = Sha256::from_bytes(content.hasher.finalize_reset().into());
+            if digest != hashed.sha256 {
+                return Err(PublishError::Changed(PathBuf::from(
+                    hashed.entry.path.as_str(),
+                )));
+            }
+        }
+        let packed = tar.into_inner().map_err(failed)?;
+        packed.finish().map_err(failed)?.flush().map_err(failed)
+    })?;
+    site.has_pack(list)
+        .ok_or_else(|| PublishError::Invalid(format!("{rel} vanished as it was written")))
+}
+
+/// A reader that hashes what goes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Refuses to publish a folder that holds the site: the site's own files would become part

@@ -86,6 +86,14 @@ pub fn object_path(sha256: &Sha256, encoding: Encoding) -> String {
     format!("objects/{}/{hex}{suffix}", &hex[..2])
 }
 
+/// Where the pack of the release whose file list has SHA-256 `list` lives, relative to the
+/// site's base URL: `packs/<64 hex digits>.tar.gz`, a gzip tar of every file of the list
+/// (symlinks excepted) under one top folder, read by a device that installs most of a
+/// release in one request.
+pub fn pack_path(list: &Sha256) -> String {
+    format!("packs/{}.tar.gz", list.to_hex())
+}
+
 /// The signed description of one release.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseManifest {
@@ -120,6 +128,10 @@ pub struct ReleaseManifest {
     /// release of the channel into this one's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<ChangeRef>,
+    /// [`FORMAT_INDEX`]: the size in bytes of the release's pack ([`pack_path`] of the file
+    /// list's SHA-256), when the site has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack_size: Option<u64>,
 }
 
 /// An object of the site that holds metadata (a file list, a change list): named, like a
@@ -265,7 +277,11 @@ impl ReleaseManifest {
         let manifest: ReleaseManifest = serde_json::from_slice(bytes)
             .map_err(|e| Refusal::BadManifest(format!("it is not a release manifest: {e}")))?;
         let fits = match manifest.format.as_str() {
-            FORMAT => manifest.file_list.is_none() && manifest.changes.is_empty(),
+            FORMAT => {
+                manifest.file_list.is_none()
+                    && manifest.changes.is_empty()
+                    && manifest.pack_size.is_none()
+            }
             FORMAT_INDEX => manifest.file_list.is_some() && manifest.files.is_empty(),
             other => {
                 return Err(Refusal::BadManifest(format!(
@@ -279,7 +295,7 @@ impl ReleaseManifest {
                 "a manifest of format {:?} lists its files {}",
                 manifest.format,
                 match manifest.format.as_str() {
-                    FORMAT => "inline only, with no `file_list` or `changes`",
+                    FORMAT => "inline only, with no `file_list`, `changes` or `pack_size`",
                     _ => "in a `file_list` object only",
                 }
             )));
@@ -765,6 +781,7 @@ mod signing_tests {
                 },
                 file_list: list.then_some(object),
                 changes: Vec::new(),
+                pack_size: None,
             })
             .unwrap()
         };

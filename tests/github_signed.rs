@@ -89,6 +89,7 @@ fn manifest(repo: &GitRepo, tag: &str, counter: u64, days: i64) -> ReleaseManife
         files,
         file_list: None,
         changes: Vec::new(),
+        pack_size: None,
     }
 }
 

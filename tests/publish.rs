@@ -170,6 +170,32 @@ fn a_published_release_holds_every_file_and_minisign_verifies_its_manifest() {
     let index = ReleaseManifest::parse(&bytes).unwrap();
     assert_eq!(index.format, signed::FORMAT_INDEX);
     assert!(index.files.is_empty() && index.changes.is_empty());
+    // The pack holds every file but the symlink, under one top folder, with its mode.
+    let list = index.file_list.unwrap().sha256;
+    let pack = std::fs::read(publisher.site.join(signed::pack_path(&list))).unwrap();
+    assert_eq!(Some(pack.len() as u64), index.pack_size);
+    assert_eq!(summary["pack_bytes"], pack.len() as u64);
+    let mut packed = std::collections::BTreeMap::new();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&pack[..]));
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_str().unwrap().to_owned();
+        let mode = entry.header().mode().unwrap();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+        packed.insert(name, (mode, content));
+    }
+    let expected: std::collections::BTreeMap<String, (u32, Vec<u8>)> = (repo.snapshot("v1.1.0"))
+        .into_iter()
+        .filter_map(|(path, node)| match node {
+            Node::File(content, exec) => Some((
+                format!("release/{path}"),
+                (if exec { 0o755 } else { 0o644 }, content),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(packed, expected);
 
     // A manifest altered after signing is refused by minisign too.
     let mut altered = bytes.clone();
@@ -292,6 +318,9 @@ fn keep_prunes_old_releases_and_the_objects_only_they_used() {
     // version.txt and file list stay (beta's current release lists them), and so do the
     // change lists from r1 and r2 to r3 (stable's manifest names them).
     assert_eq!(summary["pruned_objects"], 3, "{summary}");
+    // So do the packs of r2 (and of r1 on stable: the same files as beta's r1, whose pack
+    // stays).
+    assert_eq!(summary["pruned_packs"], 1, "{summary}");
     let site = &publisher.site;
     assert!(!site.join("releases/1.json").exists());
     assert!(!site.join("releases/3.json").exists());

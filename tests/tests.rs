@@ -6,7 +6,6 @@
 mod util;
 
 mod archive;
-mod change_lists;
 mod channels;
 mod cli;
 mod config;
@@ -25,6 +24,7 @@ mod previous;
 mod private;
 mod progress;
 mod publish;
+mod published_site;
 mod race;
 mod recover;
 mod release;

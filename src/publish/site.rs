@@ -46,7 +46,9 @@ pub(super) struct Pruned {
     pub(super) releases: Vec<u64>,
     /// Objects removed.
     pub(super) objects: u64,
-    /// Their bytes.
+    /// Packs removed.
+    pub(super) packs: u64,
+    /// The bytes of the objects and packs removed.
     pub(super) bytes: u64,
 }
 
@@ -290,6 +292,18 @@ impl Site {
 
     /// Writes `bytes` to the site path `rel`, atomically.
     pub(super) fn write(&self, rel: &str, bytes: &[u8]) -> Result<(), PublishError> {
+        self.write_with(rel, &mut |file| {
+            file.write_all(bytes)
+                .map_err(|e| PublishError::io(&self.path(rel), "write", e))
+        })
+    }
+
+    /// Like [`Site::write`], the content written by `fill` into the temporary file.
+    pub(super) fn write_with(
+        &self,
+        rel: &str,
+        fill: &mut dyn FnMut(&mut File) -> Result<(), PublishError>,
+    ) -> Result<(), PublishError> {
         let path = self.path(rel);
         let dir = path
             .parent()
@@ -302,7 +316,7 @@ impl Site {
             .permissions(readable())
             .tempfile_in(&dir)
             .map_err(failed)?;
-        file.write_all(bytes).map_err(failed)?;
+        fill(file.as_file_mut())?;
         // nginx and Apache derive `ETag` and `Last-Modified` from the mtime in whole
         // seconds (and the size): a manifest replaced within the same second by one of the
         // same size would look unchanged to devices polling conditionally, until it
@@ -351,12 +365,17 @@ impl Site {
             }
             kept.extend(records);
         }
+        let mut packs = BTreeSet::new();
         for (_, path) in &kept {
-            referenced.extend(objects_of(&read_manifest(path)?));
+            let record = read_manifest(path)?;
+            referenced.extend(objects_of(&record));
+            packs.insert(Sha256::of(&signed::file_list_bytes(&record.files)));
         }
         for (_, manifest) in self.current_manifests()? {
             referenced.extend(objects_of(&manifest));
+            packs.extend(manifest.file_list.map(|list| list.sha256));
         }
+        self.prune_packs(&packs, &mut pruned)?;
         let objects = self.path("objects");
         if !objects.is_dir() {
             return Ok(pruned);
@@ -388,6 +407,46 @@ impl Site {
             let _ = fs::remove_dir(&folder);
         }
         Ok(pruned)
+    }
+}
+
+impl Site {
+    /// Whether the site has the pack of the file list `list`.
+    pub(super) fn has_pack(&self, list: &Sha256) -> Option<u64> {
+        let meta = fs::metadata(self.path(&signed::pack_path(list))).ok()?;
+        meta.is_file().then_some(meta.len())
+    }
+
+    /// Deletes every pack (`packs/<64 hex>.tar.gz`) whose file list is not in `wanted`.
+    fn prune_packs(
+        &self,
+        wanted: &BTreeSet<Sha256>,
+        pruned: &mut Pruned,
+    ) -> Result<(), PublishError> {
+        let dir = self.path("packs");
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        for item in fs::read_dir(&dir).map_err(|e| PublishError::io(&dir, "list", e))? {
+            let item = item.map_err(|e| PublishError::io(&dir, "list", e))?;
+            let name = item.file_name();
+            // Only files named like packs are ours to delete.
+            let Some(list) = (name.to_str())
+                .and_then(|n| n.strip_suffix(".tar.gz"))
+                .and_then(Sha256::from_hex)
+            else {
+                continue;
+            };
+            if wanted.contains(&list) {
+                continue;
+            }
+            let path = item.path();
+            let len = item.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).map_err(|e| PublishError::io(&path, "delete", e))?;
+            pruned.packs += 1;
+            pruned.bytes += len;
+        }
+        Ok(())
     }
 }
 

@@ -499,6 +499,51 @@ impl Source for StaticSite {
         Ok(self.files_of(commit)?.manifest.tree())
     }
 
+    /// A site written by `ota publish` has a pack of each release (`packs/…`), named in
+    /// the manifest resolved last.
+    fn has_archive(&self) -> bool {
+        self.verified()
+            .is_some_and(|v| v.manifest.file_list.is_some() && v.manifest.pack_size.is_some())
+    }
+
+    /// The release's pack, read at most its signed size (each entry is verified by the
+    /// fetcher against the file list, like any download).
+    fn open_archive(&self, commit: &ObjectId) -> Result<Option<Download>, SourceError> {
+        let verified = self.manifest_of(commit)?;
+        let (Some(list), Some(size)) = (verified.manifest.file_list, verified.manifest.pack_size)
+        else {
+            return Ok(None);
+        };
+        let path = signed::pack_path(&list.sha256);
+        let what = format!(
+            "downloading the pack of release {}",
+            verified.manifest.release
+        );
+        let url = format!("{}/{path}", self.url);
+        let body = self
+            .http
+            .download(&url, Accept::Bytes, 0, None)
+            .map_err(|e| match e.kind {
+                ErrorKind::NotFound => Self::refused(
+                    &what,
+                    Refusal::MissingObject {
+                        path: "the release's pack".into(),
+                        object: path.clone(),
+                    },
+                ),
+                _ => Self::http_error(&what)(e),
+            })?;
+        Ok(Some(Download {
+            offset: 0,
+            validator: None,
+            reader: Box::new(Bounded {
+                inner: body.reader,
+                left: size,
+                what: "the pack is larger than its signed size",
+            }),
+        }))
+    }
+
     fn kept_list(&self, list: Vec<u8>) {
         *self.kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(list);
     }
@@ -644,6 +689,7 @@ mod tests {
             files,
             file_list: None,
             changes: Vec::new(),
+            pack_size: None,
         })
         .unwrap()
     }

@@ -116,6 +116,7 @@ impl Release {
             files,
             file_list: None,
             changes: Vec::new(),
+            pack_size: None,
         }
     }
 }

@@ -171,9 +171,10 @@ fn print_summary(
     )?;
     writeln!(
         out,
-        "file list: changes from {} earlier release(s) of the channel; record {} (the files \
-         listed inline, for a GitHub release asset)",
+        "file list: changes from {} earlier release(s) of the channel; pack {}; record {} \
+         (the files listed inline, for a GitHub release asset)",
         s.change_lists,
+        print::bytes(s.pack_bytes),
         site.join(&s.record).display()
     )?;
     writeln!(
@@ -184,9 +185,10 @@ fn print_summary(
     if !s.pruned_releases.is_empty() || s.pruned_objects > 0 {
         writeln!(
             out,
-            "pruned: {} release record(s), {} object(s) ({})",
+            "pruned: {} release record(s), {} object(s), {} pack(s) ({})",
             s.pruned_releases.len(),
             s.pruned_objects,
+            s.pruned_packs,
             print::bytes(s.pruned_bytes)
         )?;
     }

@@ -1,9 +1,11 @@
-//! Small metadata on a static site: `ota publish` names the release's file list as an object
-//! and adds change lists from the channel's three newest releases; a device keeps the list
-//! of the release it installed (`.ota/file-list.json`) and reads only the change from it.
-//! Every shortcut falls back to the whole list, never to a wrong one: a kept list that was
-//! damaged, a device further behind than the change lists reach, a change list altered on
-//! the host. Real binary, `ota publish`, nginx behind a counting proxy.
+//! What a device reads from a site `ota publish` wrote. A first install reads the release's
+//! pack (one gzip tar) instead of one object per file. An update reads the change list from
+//! the release it has: the manifest names the file list as an object, with change lists from
+//! the channel's three newest releases, and a device keeps the list of the release it
+//! installed (`.ota/file-list.json`). Every shortcut falls back to the long way, never to a
+//! wrong result: a pack altered on the host, a kept list that was damaged, a device further
+//! behind than the change lists reach, a change list altered on the host. Real binary,
+//! `ota publish`, nginx behind a counting proxy.
 
 use crate::util::nginx::Nginx;
 use crate::util::proxy::Proxy;
@@ -14,6 +16,8 @@ use crate::util::{Device, GitRepo};
 const FILES: usize = 300;
 
 struct Fleet {
+    /// The requests of the first install.
+    install: Vec<String>,
     repo: GitRepo,
     publisher: Publisher,
     proxy: Proxy,
@@ -26,6 +30,11 @@ struct Fleet {
 impl Fleet {
     /// Release 1 published, and a device that installed it.
     fn new() -> Fleet {
+        Fleet::installed_after(|_| {})
+    }
+
+    /// Release 1 published, `tamper` done to the site, and a device that installed it.
+    fn installed_after(tamper: impl FnOnce(&Publisher)) -> Fleet {
         let mut repo = GitRepo::new();
         for i in 0..FILES {
             repo.write(&format!("lib/m{i:03}.py"), format!("VALUE = {i}\n"));
@@ -39,8 +48,11 @@ impl Fleet {
         let proxy = Proxy::to(nginx.port());
         let key = format!("public_key = {:?}", publisher.public_key());
         let device = Device::on_site(&proxy.url(), &key);
+        tamper(&publisher);
         device.ota_expect(&["update"], 0);
+        assert_eq!(device.tree(), repo.snapshot("r1"));
         Fleet {
+            install: proxy.requests(),
             repo,
             publisher,
             proxy,
@@ -95,6 +107,56 @@ impl Fleet {
 
 fn asked_for(asked: &[String], object: &str) -> bool {
     asked.iter().any(|r| r.contains(object))
+}
+
+/// The site path of the current manifest's pack.
+fn pack(publisher: &Publisher) -> String {
+    let manifest = read_manifest(&publisher.site.join("manifest.json"));
+    ota::signed::pack_path(&manifest.file_list.unwrap().sha256)
+}
+
+#[test]
+fn a_first_install_reads_the_pack_not_one_object_per_file() {
+    let fleet = Fleet::new();
+    // Manifest, signature, file list, pack: not one request per file.
+    assert_eq!(fleet.install.len(), 4, "{:?}", fleet.install);
+    assert!(asked_for(&fleet.install, &pack(&fleet.publisher)));
+    assert!(
+        !fleet
+            .install
+            .iter()
+            .any(|r| r.contains("/objects/") && !r.contains(&fleet.file_list_object()))
+    );
+}
+
+#[test]
+fn a_pack_altered_on_the_host_costs_downloads_one_by_one_not_a_wrong_file() {
+    let fleet = Fleet::installed_after(|publisher| {
+        // Other bytes under the pack's name, no longer than the signed size (a longer pack
+        // is not read at all): one file's content differs, its size the same.
+        let path = publisher.site.join(pack(publisher));
+        let signed = std::fs::metadata(&path).unwrap().len();
+        let mut tar = Vec::new();
+        let packed = std::fs::read(&path).unwrap();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&packed[..]), &mut tar)
+            .unwrap();
+        let at = tar.windows(10).position(|w| w == b"VALUE = 7\n").unwrap();
+        tar[at + 8] = b'0';
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let altered = gz.finish().unwrap();
+        assert!(
+            altered.len() as u64 <= signed,
+            "{} > {signed}",
+            altered.len()
+        );
+        std::fs::write(path, altered).unwrap();
+    });
+    // The altered entry is refused and downloaded alone; the tree is exact.
+    let objects: Vec<&String> = (fleet.install.iter())
+        .filter(|r| r.contains("/objects/") && !r.contains(&fleet.file_list_object()))
+        .collect();
+    assert_eq!(objects.len(), 1, "{:?}", fleet.install);
 }
 
 #[test]
