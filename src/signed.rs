@@ -76,15 +76,22 @@ pub fn check_channel_name(name: &str) -> Result<(), String> {
 }
 
 /// Where the object holding content `sha256` lives, relative to the site's base URL:
-/// `objects/<first two hex digits>/<64 hex digits>`, with `.gz` when stored compressed.
+/// `objects/<first two hex digits>/<64 hex digits>`, with `.zst` (or `.gz`) when stored
+/// compressed.
 pub fn object_path(sha256: &Sha256, encoding: Encoding) -> String {
     let hex = sha256.to_hex();
     let suffix = match encoding {
         Encoding::Identity => "",
         Encoding::Gzip => ".gz",
+        Encoding::Zstd => ".zst",
     };
     format!("objects/{}/{hex}{suffix}", &hex[..2])
 }
+
+/// The largest zstd window (log2 of its bytes) `ota publish` compresses with and a device
+/// decodes: 1 MiB, so that decoding an object takes about 1 MiB of memory whatever a
+/// hostile host sends (a frame that asks for more is refused).
+pub const ZSTD_WINDOW_LOG: u32 = 20;
 
 /// Where the pack of the release whose file list has SHA-256 `list` lives, relative to the
 /// site's base URL: `packs/<64 hex digits>.tar.gz`, a gzip tar of every file of the list
@@ -260,8 +267,11 @@ pub enum Encoding {
     /// The content as it is.
     #[default]
     Identity,
-    /// The content compressed with gzip (RFC 1952).
+    /// The content compressed with gzip (RFC 1952): what `ota publish` wrote before zstd.
     Gzip,
+    /// The content compressed with zstd (RFC 8878), one frame, its window at most
+    /// [`ZSTD_WINDOW_LOG`].
+    Zstd,
 }
 
 impl Encoding {

@@ -352,7 +352,7 @@ fn keep_prunes_old_releases_and_the_objects_only_they_used() {
 }
 
 #[test]
-fn compressible_objects_are_gzipped_and_random_ones_are_not() {
+fn compressible_objects_are_compressed_with_zstd_and_random_ones_are_not() {
     let mut repo = GitRepo::new();
     let text_file: String = (0..2000).map(|i| format!("line {i} of a log\n")).collect();
     let random = noise(64 * 1024, 3);
@@ -367,11 +367,11 @@ fn compressible_objects_are_gzipped_and_random_ones_are_not() {
     let file = |path: &str| manifest.files.iter().find(|f| f.path == path).unwrap();
 
     let log = file("log.txt");
-    assert_eq!(log.encoding, Encoding::Gzip);
+    assert_eq!(log.encoding, Encoding::Zstd);
     let stored = log.stored_size.unwrap();
     assert!(stored * 4 < log.size, "{stored} of {}", log.size);
-    let object = signed::object_path(&log.sha256, Encoding::Gzip);
-    assert!(object.ends_with(&format!("{}.gz", log.sha256)), "{object}");
+    let object = signed::object_path(&log.sha256, Encoding::Zstd);
+    assert!(object.ends_with(&format!("{}.zst", log.sha256)), "{object}");
     assert_eq!(
         std::fs::metadata(publisher.site.join(&object))
             .unwrap()
@@ -379,8 +379,25 @@ fn compressible_objects_are_gzipped_and_random_ones_are_not() {
         stored
     );
     assert_eq!(
-        object_content(&publisher.site, &object, Encoding::Gzip),
+        object_content(&publisher.site, &object, Encoding::Zstd),
         text_file.as_bytes()
+    );
+    // A large compressible file decodes within the 1 MiB window a device allows.
+    let mut repo = GitRepo::new();
+    let big: String = (0..200_000)
+        .map(|i| format!("entry {} of a log\n", i % 5000))
+        .collect();
+    repo.write("big.log", &big);
+    repo.commit("big");
+    repo.tag("v2");
+    publisher.publish(&["--repo", repo.path().to_str().unwrap(), "--ref", "v2"]);
+    let manifest = publisher.manifest("stable");
+    let entry = manifest.files.iter().find(|f| f.path == "big.log").unwrap();
+    assert!(entry.size > 3 << 20 && entry.encoding == Encoding::Zstd);
+    let object = signed::object_path(&entry.sha256, Encoding::Zstd);
+    assert_eq!(
+        object_content(&publisher.site, &object, Encoding::Zstd),
+        big.as_bytes()
     );
 
     // Random bytes do not shrink, and 400 bytes cannot save 512: both stored as they are.

@@ -3,6 +3,8 @@
 //! no-op polls on the wire (through a counting proxy), and every refusal of a hostile site
 //! with the installed tree intact.
 
+use ota::signed::Encoding;
+
 use crate::util::nginx::Nginx;
 use crate::util::proxy::Proxy;
 use crate::util::site::{Keys, Release, Site};
@@ -496,6 +498,33 @@ fn ota_publish_to_nginx_then_install_update_and_resign() {
 
 /// Compressed objects keep the connection alive: each is read to the end of its HTTP body,
 /// so 20 gzip objects travel over the few connections of the parallel downloads.
+#[test]
+fn a_zstd_object_that_needs_more_than_a_1_mib_window_is_refused() {
+    let asked = refused("network", "", |site, keys| {
+        let mut release = v2();
+        // 3 MiB whose repeats lie 2 MiB apart: only a window past 1 MiB finds them.
+        let half: Vec<u8> = crate::util::noise(2 << 20, 9);
+        let content = [&half[..], &half[..1 << 20]].concat();
+        release.files.insert("lib/big.py".into(), content.clone());
+        release.compress = false;
+        site.publish(keys, &release);
+        let mut encoder = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.window_log(23).unwrap();
+        encoder.long_distance_matching(true).unwrap();
+        std::io::Write::write_all(&mut encoder, &content).unwrap();
+        let frame = encoder.finish().unwrap();
+        assert!(frame.len() < content.len() * 3 / 4, "{} bytes", frame.len());
+        let sha256 = ota::Sha256::of(&content);
+        site.write(&ota::signed::object_path(&sha256, Encoding::Zstd), &frame);
+        site.resign(keys, |m| {
+            let file = m.files.iter_mut().find(|f| f.path == "lib/big.py").unwrap();
+            file.encoding = Encoding::Zstd;
+            file.stored_size = Some(frame.len() as u64);
+        });
+    });
+    assert!(asked.iter().any(|r| r.contains(".zst")), "{asked:?}");
+}
+
 #[test]
 fn gzip_objects_reuse_connections() {
     let keys = Keys::new();

@@ -11,13 +11,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use sha2::Digest;
 
 use super::PublishError;
 use crate::manifest::Sha256;
 use crate::signed::{self, Encoding, ObjectRef, ReleaseManifest};
+
+/// zstd's level for objects: its highest before the "ultra" levels, whose memory a device
+/// would need to decode. Publishing pays the time once; every device saves the bytes.
+const ZSTD_LEVEL: i32 = 19;
 
 /// Compression is kept only when it saves at least this share of the size…
 const MIN_SAVING_PERCENT: u64 = 10;
@@ -179,9 +181,9 @@ impl Site {
         Ok(object)
     }
 
-    /// The object holding content `sha256`, if the site has it (in either encoding).
+    /// The object holding content `sha256`, if the site has it (in any encoding).
     pub(super) fn find_object(&self, sha256: &Sha256) -> Option<Stored> {
-        [Encoding::Identity, Encoding::Gzip]
+        [Encoding::Identity, Encoding::Zstd, Encoding::Gzip]
             .into_iter()
             .find_map(|encoding| {
                 let meta = fs::metadata(self.path(&signed::object_path(sha256, encoding))).ok()?;
@@ -192,9 +194,11 @@ impl Site {
             })
     }
 
-    /// Stores `content` (`size` bytes whose SHA-256 is `sha256`) as an object: gzip
-    /// compressed when that saves at least 10% and 512 bytes, as it is otherwise. The
-    /// content is checked against `sha256` and `size` while it is written.
+    /// Stores `content` (`size` bytes whose SHA-256 is `sha256`) as an object: zstd
+    /// compressed (level [`ZSTD_LEVEL`], a window of at most [`signed::ZSTD_WINDOW_LOG`])
+    /// when that saves at least 10% and 512 bytes, as it is otherwise (already compressed
+    /// content, small files). The content is checked against `sha256` and `size` while it
+    /// is written.
     pub(super) fn store_object(
         &self,
         sha256: &Sha256,
@@ -203,7 +207,7 @@ impl Site {
         what: &str,
     ) -> Result<Stored, PublishError> {
         let identity = self.path(&signed::object_path(sha256, Encoding::Identity));
-        let gzip = self.path(&signed::object_path(sha256, Encoding::Gzip));
+        let zstd = self.path(&signed::object_path(sha256, Encoding::Zstd));
         let dir = identity
             .parent()
             .map(Path::to_path_buf)
@@ -220,10 +224,15 @@ impl Site {
         let plain = temp("")?;
         // Content too small to save 512 bytes is never compressed.
         let mut packed = match size > MIN_SAVING_BYTES {
-            true => Some(GzEncoder::new(
-                BufWriter::new(temp(".gz")?),
-                Compression::best(),
-            )),
+            true => {
+                let mut encoder = zstd::Encoder::new(BufWriter::new(temp(".zst")?), ZSTD_LEVEL)
+                    .map_err(|e| PublishError::io(&dir, "write in", e))?;
+                encoder
+                    .window_log(signed::ZSTD_WINDOW_LOG)
+                    .and_then(|()| encoder.set_pledged_src_size(Some(size)))
+                    .map_err(|e| PublishError::io(&dir, "write in", e))?;
+                Some(encoder)
+            }
             false => None,
         };
         let mut plain_out = BufWriter::new(plain);
@@ -268,9 +277,9 @@ impl Site {
         let (file, target, stored) = match (worth, packed) {
             (true, Some(packed)) => (
                 packed,
-                &gzip,
+                &zstd,
                 Stored {
-                    encoding: Encoding::Gzip,
+                    encoding: Encoding::Zstd,
                     size: packed_size,
                 },
             ),

@@ -132,6 +132,16 @@ pub fn object_content(site: &Path, path: &str, encoding: Encoding) -> Vec<u8> {
                 .unwrap();
             content
         }
+        Encoding::Zstd => {
+            // As a device decodes it: a window of at most 1 MiB.
+            let mut decoder = zstd::Decoder::new(&stored[..]).unwrap().single_frame();
+            decoder
+                .window_log_max(ota::signed::ZSTD_WINDOW_LOG)
+                .unwrap();
+            let mut content = Vec::new();
+            decoder.read_to_end(&mut content).unwrap();
+            content
+        }
     }
 }
 

@@ -158,6 +158,7 @@ impl Site {
             let bytes = match file.encoding {
                 Encoding::Identity => content.clone(),
                 Encoding::Gzip => gzip(content),
+                Encoding::Zstd => zstd::encode_all(&content[..], 19).unwrap(),
             };
             self.write(&signed::object_path(&file.sha256, file.encoding), &bytes);
         }
