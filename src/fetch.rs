@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 mod archive;
 
 use crate::config::NetworkConfig;
+use crate::delta;
 use crate::fs::{FileKind, Fs, WriteFile};
 use crate::http::backoff;
 use sha2::Digest as _;
@@ -332,7 +333,14 @@ impl Fetcher<'_> {
                     .unwrap_or(false);
                 if first {
                     let kept = self.downloads.join(entry.blob.to_hex());
-                    self.download_file(entry, &kept, true, stop, tally)?;
+                    // A download an earlier run began goes on; else a patch, if the
+                    // source has one from the file the target holds at this path.
+                    let begun = (self.fs.metadata(&kept))
+                        .map_err(|e| FetchError::io(&kept, e))?
+                        .is_some();
+                    if begun || !self.patch(entry, &kept, tally)? {
+                        self.download_file(entry, &kept, true, stop, tally)?;
+                    }
                     if let Ok(mut finished) = downloads.finished.lock() {
                         finished.push((kept, dest.to_owned()));
                     }
@@ -343,6 +351,59 @@ impl Fetcher<'_> {
         }
         tracing::debug!("downloaded {} ({} bytes)", entry.path, entry.size);
         Ok(false)
+    }
+
+    /// Makes `entry` at `dest` by patching the file at its path in the target, when the
+    /// source has a patch from that file's content (its SHA-256, read here); `Ok(false)`,
+    /// and nothing left at `dest`, when there is none or it does not make exactly the
+    /// entry's content (its size and SHA-256: [`delta::apply`] checks both).
+    fn patch(&self, entry: &Entry, dest: &Path, tally: &Tally) -> Result<bool, FetchError> {
+        let sources = self.source.patch_sources(&self.commit, entry);
+        let Some(sha256) = entry.sha256.filter(|_| !sources.is_empty()) else {
+            return Ok(false);
+        };
+        let old = self.target.join(entry.path.as_str());
+        let is_file = |m: Option<crate::fs::Meta>| m.is_some_and(|m| m.kind == FileKind::File);
+        if !self.fs.metadata(&old).is_ok_and(is_file) {
+            return Ok(false);
+        }
+        let Some(from) = sha256_of(self.fs, &old).filter(|from| sources.contains(from)) else {
+            return Ok(false);
+        };
+        let patch = match self.source.open_patch(&self.commit, entry, &from) {
+            Ok(patch) => patch,
+            Err(e) => {
+                tracing::info!("{e}; downloading {} whole", entry.path);
+                return Ok(false);
+            }
+        };
+        let Ok(mut old_file) = self.fs.open(&old) else {
+            return Ok(false);
+        };
+        let mut file = self.create(entry, dest)?;
+        let expected = delta::Expected {
+            size: entry.size,
+            sha256: sha256.to_bytes(),
+        };
+        let patched = delta::apply(&mut old_file, patch.reader, &mut *file, &expected);
+        drop(file);
+        match patched {
+            Ok(_) => {
+                tracing::info!("patched {} from the installed copy", entry.path);
+                tally.bytes(entry.size);
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::info!(
+                    "the patch of {} does not apply ({e}); downloading it whole",
+                    entry.path
+                );
+                self.fs
+                    .remove_file(dest)
+                    .map_err(|e| FetchError::io(dest, e))?;
+                Ok(false)
+            }
+        }
     }
 
     /// Copies local content, verifying it; `Ok(false)` (and nothing left behind) when it
@@ -757,6 +818,21 @@ fn hash_prefix(fs: &dyn Fs, path: &Path, entry: &Entry, len: u64) -> Option<Hash
 }
 
 /// Whether the file at `path` holds exactly `entry`'s content (size and every digest).
+/// The SHA-256 of the file at `path`; `None` when it cannot be read.
+fn sha256_of(fs: &dyn Fs, path: &Path) -> Option<Sha256> {
+    let mut reader = fs.open(path).ok()?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Some(Sha256::from_bytes(hasher.finalize().into())),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 fn verify_file(fs: &dyn Fs, path: &Path, entry: &Entry) -> bool {
     let Ok(reader) = fs.open(path) else {
         return false;

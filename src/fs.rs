@@ -11,7 +11,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
@@ -56,6 +56,12 @@ pub struct Space {
     pub block_size: u64,
 }
 
+/// A file being read: bytes in order, or from any offset (a binary patch copies from the
+/// old file wherever its ops point).
+pub trait ReadFile: Read + Seek + Send {}
+
+impl<T: Read + Seek + Send> ReadFile for T {}
+
 /// A file being written: bytes, then optionally made durable.
 pub trait WriteFile: Write + Send {
     /// Makes the file's data durable (`fsync`).
@@ -70,7 +76,7 @@ pub trait Fs: Send + Sync {
     /// Names in a directory (without `.` and `..`).
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>>;
     /// Opens a file for reading.
-    fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>>;
+    fn open(&self, path: &Path) -> io::Result<Box<dyn ReadFile>>;
     /// The target of a symbolic link, as bytes.
     fn read_link(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates a new file (fails if `path` exists) with mode 0644, or 0755 if `executable`.
@@ -483,7 +489,7 @@ impl Fs for RealFs {
         Ok(names)
     }
 
-    fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    fn open(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
         let at = self.locate(path)?;
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         Ok(Box::new(File::from(rfs::openat(

@@ -96,6 +96,11 @@ impl Sha256 {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// The digest's bytes.
+    pub fn to_bytes(self) -> [u8; 32] {
+        self.0
+    }
 }
 
 impl fmt::Display for Sha256 {

@@ -37,7 +37,8 @@ pub use original::{
 use crate::filter::{Filter, FilterError};
 use crate::manifest::{self, Kind, ManifestError, ObjectId, RelPath, Sha256, TreeEntry};
 use crate::signed::{
-    self, ChangeList, ChangeRef, KeyError, ObjectRef, ReleaseFile, ReleaseManifest, SigningKey,
+    self, ChangeList, ChangeRef, KeyError, ObjectRef, PatchRef, ReleaseFile, ReleaseManifest,
+    SigningKey,
 };
 use site::Site;
 use source::Contents;
@@ -112,6 +113,10 @@ pub struct Summary {
     pub change_lists: usize,
     /// The size of the release's pack (`packs/<file list SHA-256>.tar.gz`).
     pub pack_bytes: u64,
+    /// Binary patches the manifest names (to changed files, from recent releases).
+    pub patches: usize,
+    /// Their total size.
+    pub patch_bytes: u64,
     /// When the manifest was signed (RFC 3339, UTC).
     pub created: String,
     /// When devices stop accepting it (RFC 3339, UTC).
@@ -124,6 +129,8 @@ pub struct Summary {
     pub pruned_objects: u64,
     /// Packs pruned.
     pub pruned_packs: u64,
+    /// Patches pruned.
+    pub pruned_patches: u64,
     /// Bytes of the objects and packs pruned.
     pub pruned_bytes: u64,
     /// What was skipped (submodules).
@@ -224,12 +231,15 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         objects_reused: 0,
         change_lists: 0,
         pack_bytes: 0,
+        patches: 0,
+        patch_bytes: 0,
         created: String::new(),
         expires: String::new(),
         key_id: key.id(),
         pruned_releases: Vec::new(),
         pruned_objects: 0,
         pruned_packs: 0,
+        pruned_patches: 0,
         pruned_bytes: 0,
         warnings: std::mem::take(&mut release.warnings),
     };
@@ -257,17 +267,23 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         file_list: None,
         changes: Vec::new(),
         pack_size: None,
+        patches: Vec::new(),
     };
     // The channel's manifest names its file list, the change lists from recent releases
     // and the release's pack, all written first (the record lists the files inline).
-    let (file_list, changes) = store_lists(&site, &options.channel, &files, &mut summary)?;
+    let recent = site.recent_records(&options.channel, CHANGE_LISTS)?;
+    let (file_list, changes) = store_lists(&site, &recent, &files, &mut summary)?;
     let pack_size = store_pack(&site, &file_list.sha256, &mut release)?;
     summary.pack_bytes = pack_size;
+    let patches = store_patches(&site, &recent, &mut release, &files)?;
+    summary.patches = patches.len();
+    summary.patch_bytes = patches.iter().map(|p| p.size).sum();
     let manifest = ReleaseManifest {
         format: signed::FORMAT_INDEX.to_owned(),
         file_list: Some(file_list),
         changes,
         pack_size: Some(pack_size),
+        patches,
         ..record.clone()
     };
     let record = ReleaseManifest { files, ..record };
@@ -290,6 +306,7 @@ pub fn publish(options: &Options, key: &SigningKey) -> Result<Summary, PublishEr
         summary.pruned_releases = pruned.releases;
         summary.pruned_objects = pruned.objects;
         summary.pruned_packs = pruned.packs;
+        summary.pruned_patches = pruned.patches;
         summary.pruned_bytes = pruned.bytes;
     }
     Ok(summary)
@@ -459,21 +476,22 @@ fn store_objects(
     Ok(listed)
 }
 
-/// How many earlier releases of a channel its manifest names change lists from: a device
-/// on one of them reads only what changed; one further behind reads the whole file list.
+/// How many earlier releases of a channel its manifest names change lists and patches from:
+/// a device on one of them reads only what changed; one further behind reads the whole file
+/// list, and whole files.
 const CHANGE_LISTS: usize = 3;
 
 /// Stores the file list `files` and the change lists to it from the channel's
 /// [`CHANGE_LISTS`] newest release records, as objects; returns their references.
 fn store_lists(
     site: &Site,
-    channel: &str,
+    recent: &[ReleaseManifest],
     files: &[ReleaseFile],
     summary: &mut Summary,
 ) -> Result<(ObjectRef, Vec<ChangeRef>), PublishError> {
     let file_list = site.store_metadata(&signed::file_list_bytes(files), "the file list")?;
     let mut changes: Vec<ChangeRef> = Vec::new();
-    for old in site.recent_records(channel, CHANGE_LISTS)? {
+    for old in recent {
         let change = ChangeList::between(&old.files, files);
         if change.from == change.to || changes.iter().any(|c| c.from == change.from) {
             continue;
@@ -488,6 +506,60 @@ fn store_lists(
     }
     summary.change_lists = changes.len();
     Ok((file_list, changes))
+}
+
+/// Files smaller than this get no patch: their own object is small already.
+const MIN_PATCH_SIZE: u64 = 1024;
+
+/// Writes the patches to each changed file of `files` from its content in the `recent`
+/// releases of the channel (the same path, another content), kept when smaller than the
+/// file's own object; returns those the manifest names (the site may hold them already).
+fn store_patches(
+    site: &Site,
+    recent: &[ReleaseManifest],
+    release: &mut Release,
+    files: &[ReleaseFile],
+) -> Result<Vec<PatchRef>, PublishError> {
+    let earlier: Vec<std::collections::HashMap<&str, &ReleaseFile>> = (recent.iter())
+        .map(|r| r.files.iter().map(|f| (f.path.as_str(), f)).collect())
+        .collect();
+    let raw: std::collections::HashMap<&str, &TreeEntry> = (release.files.iter())
+        .map(|f| (f.entry.path.as_str(), &f.raw))
+        .collect();
+    let mut patches: Vec<PatchRef> = Vec::new();
+    for new in files
+        .iter()
+        .filter(|f| f.kind != Kind::Symlink && f.size >= MIN_PATCH_SIZE)
+    {
+        let own = new.stored_size.unwrap_or(new.size);
+        let olds = (earlier.iter()).filter_map(|files| files.get(new.path.as_str()));
+        for old in olds.filter(|old| old.kind != Kind::Symlink && old.sha256 != new.sha256) {
+            if patches
+                .iter()
+                .any(|p| p.from == old.sha256 && p.to == new.sha256)
+            {
+                continue;
+            }
+            let size = match site.find_patch(&old.sha256, &new.sha256) {
+                Some(size) => Some(size),
+                None => {
+                    let Some(raw) = raw.get(new.path.as_str()) else {
+                        continue;
+                    };
+                    let mut content = release.contents.open(raw)?;
+                    site.store_patch(old, &new.sha256, &mut *content, own)?
+                }
+            };
+            if let Some(size) = size {
+                patches.push(PatchRef {
+                    from: old.sha256,
+                    to: new.sha256,
+                    size,
+                });
+            }
+        }
+    }
+    Ok(patches)
 }
 
 /// Writes the release's pack, `packs/<list>.tar.gz` (unless the site has it: the same file

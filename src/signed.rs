@@ -93,6 +93,15 @@ pub fn object_path(sha256: &Sha256, encoding: Encoding) -> String {
 /// hostile host sends (a frame that asks for more is refused).
 pub const ZSTD_WINDOW_LOG: u32 = 20;
 
+/// Where the patch that turns content `from` into content `to` (SHA-256s) lives, relative
+/// to the site's base URL: `patches/<first two hex digits of to>/<from>-<to>.zst`, an
+/// `OTADELTA` patch ([`crate::delta`]) compressed with zstd (window at most
+/// [`ZSTD_WINDOW_LOG`]).
+pub fn patch_path(from: &Sha256, to: &Sha256) -> String {
+    let to = to.to_hex();
+    format!("patches/{}/{}-{to}.zst", &to[..2], from.to_hex())
+}
+
 /// Where the pack of the release whose file list has SHA-256 `list` lives, relative to the
 /// site's base URL: `packs/<64 hex digits>.tar.gz`, a gzip tar of every file of the list
 /// (symlinks excepted) under one top folder, read by a device that installs most of a
@@ -139,6 +148,22 @@ pub struct ReleaseManifest {
     /// list's SHA-256), when the site has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pack_size: Option<u64>,
+    /// [`FORMAT_INDEX`]: binary patches to this release's changed files from their content
+    /// in the channel's recent releases ([`patch_path`]), each kept only when smaller than
+    /// the file's own object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<PatchRef>,
+}
+
+/// A binary patch the site has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchRef {
+    /// The SHA-256 of the old content it applies to.
+    pub from: Sha256,
+    /// The SHA-256 of the content it makes.
+    pub to: Sha256,
+    /// The patch object's size in bytes (compressed).
+    pub size: u64,
 }
 
 /// An object of the site that holds metadata (a file list, a change list): named, like a
@@ -291,6 +316,7 @@ impl ReleaseManifest {
                 manifest.file_list.is_none()
                     && manifest.changes.is_empty()
                     && manifest.pack_size.is_none()
+                    && manifest.patches.is_empty()
             }
             FORMAT_INDEX => manifest.file_list.is_some() && manifest.files.is_empty(),
             other => {
@@ -305,7 +331,9 @@ impl ReleaseManifest {
                 "a manifest of format {:?} lists its files {}",
                 manifest.format,
                 match manifest.format.as_str() {
-                    FORMAT => "inline only, with no `file_list`, `changes` or `pack_size`",
+                    FORMAT => {
+                        "inline only, with no `file_list`, `changes`, `pack_size` or `patches`"
+                    }
                     _ => "in a `file_list` object only",
                 }
             )));
@@ -792,6 +820,7 @@ mod signing_tests {
                 file_list: list.then_some(object),
                 changes: Vec::new(),
                 pack_size: None,
+                patches: Vec::new(),
             })
             .unwrap()
         };

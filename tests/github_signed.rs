@@ -90,6 +90,7 @@ fn manifest(repo: &GitRepo, tag: &str, counter: u64, days: i64) -> ReleaseManife
         file_list: None,
         changes: Vec::new(),
         pack_size: None,
+        patches: Vec::new(),
     }
 }
 

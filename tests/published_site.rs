@@ -261,3 +261,115 @@ fn flate2_gunzip(bytes: &[u8]) -> Vec<u8> {
         .unwrap();
     out
 }
+
+/// A site of two releases of a 300 KB binary whose second release changes 100 bytes in its
+/// middle, and a device on the first.
+struct Patched {
+    repo: GitRepo,
+    publisher: Publisher,
+    proxy: Proxy,
+    device: Device,
+    _nginx: Nginx,
+}
+
+const BINARY: usize = 300_000;
+
+fn patched() -> Patched {
+    let mut repo = GitRepo::new();
+    let old = crate::util::noise(BINARY, 5);
+    repo.write("bin/app", &old)
+        .write("main.py", "print('r1')\n");
+    repo.commit("r1");
+    repo.tag("r1");
+    let publisher = Publisher::new();
+    let path = repo.path().to_str().unwrap().to_owned();
+    publisher.publish(&["--repo", &path, "--ref", "r1"]);
+    let nginx = Nginx::serve(&publisher.site);
+    let proxy = Proxy::to(nginx.port());
+    let key = format!("public_key = {:?}", publisher.public_key());
+    let device = Device::on_site(&proxy.url(), &key);
+    device.ota_expect(&["update"], 0);
+    let mut new = old;
+    new[150_000..150_100].copy_from_slice(&[7u8; 100]);
+    repo.write("bin/app", &new)
+        .write("main.py", "print('r2')\n");
+    repo.commit("r2");
+    repo.tag("r2");
+    let summary = publisher.publish(&["--repo", &path, "--ref", "r2"]);
+    assert_eq!(summary["patches"], 1, "{summary}");
+    Patched {
+        repo,
+        publisher,
+        proxy,
+        device,
+        _nginx: nginx,
+    }
+}
+
+impl Patched {
+    /// The site path of r2's patch of `bin/app` from r1's.
+    fn patch(&self) -> String {
+        let manifest = read_manifest(&self.publisher.site.join("manifest.json"));
+        let patch = manifest.patches[0];
+        ota::signed::patch_path(&patch.from, &patch.to)
+    }
+
+    /// `ota update`: the tree must be r2's; returns the requests and the bytes both ways.
+    fn update(&self) -> (Vec<String>, u64) {
+        let before = self.proxy.requests().len();
+        let bytes = self.proxy.totals().bytes();
+        self.device.ota_expect(&["update"], 0);
+        assert_eq!(self.device.tree(), self.repo.snapshot("r2"));
+        let asked = self.proxy.requests()[before..].to_vec();
+        (asked, self.proxy.totals().bytes() - bytes)
+    }
+}
+
+#[test]
+fn a_changed_binary_is_patched_from_the_installed_copy() {
+    let site = patched();
+    let (asked, bytes) = site.update();
+    assert!(asked_for(&asked, &site.patch()), "{asked:?}");
+    // Manifest, signature, change list, the patch, main.py: not the binary's object.
+    assert_eq!(asked.len(), 5, "{asked:?}");
+    assert!(
+        bytes < 10_000,
+        "{bytes} bytes for a 100-byte change of a {BINARY}-byte file"
+    );
+}
+
+#[test]
+fn a_patch_that_makes_other_bytes_costs_the_whole_file_not_a_wrong_one() {
+    let site = patched();
+    // Another valid patch under its name, no longer than its signed size: it makes the
+    // right size but not the signed SHA-256.
+    let path = site.publisher.site.join(site.patch());
+    let old = crate::util::noise(BINARY, 5);
+    let mut wrong = old.clone();
+    wrong[10] ^= 1;
+    let mut patch = Vec::new();
+    ota::delta::write_original(&mut std::io::Cursor::new(&old), &mut &wrong[..], &mut patch)
+        .unwrap();
+    let compressed = zstd::encode_all(&patch[..], 19).unwrap();
+    let signed = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        compressed.len() as u64 <= signed,
+        "{} > {signed}",
+        compressed.len()
+    );
+    std::fs::write(&path, compressed).unwrap();
+
+    let (asked, _) = site.update();
+    assert!(asked_for(&asked, &site.patch()), "{asked:?}");
+    let object = asked.iter().filter(|r| r.contains("/objects/")).count();
+    // The change list, main.py, and bin/app whole.
+    assert_eq!(object, 3, "{asked:?}");
+}
+
+#[test]
+fn a_file_changed_on_the_device_is_downloaded_whole_not_patched() {
+    let site = patched();
+    std::fs::write(site.device.target.join("bin/app"), b"edited by hand").unwrap();
+    let (asked, _) = site.update();
+    assert!(!asked_for(&asked, &site.patch()), "{asked:?}");
+}

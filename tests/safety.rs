@@ -1,12 +1,12 @@
 //! Failures mid-update: the target ends as exactly the old or exactly the new release.
 
 use std::ffi::OsString;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ota::config::SourceConfig;
-use ota::fs::{Fs, Meta, RealFs, Space, WriteFile};
+use ota::fs::{Fs, Meta, ReadFile, RealFs, Space, WriteFile};
 use ota::source::GitHub;
 use ota::{UpdateOptions, Updater};
 
@@ -58,7 +58,7 @@ impl Fs for KilledAt {
         self.alive()?;
         self.real.read_dir(path)
     }
-    fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    fn open(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
         self.alive()?;
         self.real.open(path)
     }
@@ -217,7 +217,7 @@ where
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
         self.real.read_dir(path)
     }
-    fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    fn open(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
         self.real.open(path)
     }
     fn read_link(&self, path: &Path) -> io::Result<Vec<u8>> {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +15,7 @@ use sha2::Digest;
 
 use super::PublishError;
 use crate::manifest::Sha256;
-use crate::signed::{self, Encoding, ObjectRef, ReleaseManifest};
+use crate::signed::{self, Encoding, ObjectRef, ReleaseFile, ReleaseManifest};
 
 /// zstd's level for objects: its highest before the "ultra" levels, whose memory a device
 /// would need to decode. Publishing pays the time once; every device saves the bytes.
@@ -50,7 +50,9 @@ pub(super) struct Pruned {
     pub(super) objects: u64,
     /// Packs removed.
     pub(super) packs: u64,
-    /// The bytes of the objects and packs removed.
+    /// Patches removed.
+    pub(super) patches: u64,
+    /// The bytes of the objects, packs and patches removed.
     pub(super) bytes: u64,
 }
 
@@ -380,11 +382,19 @@ impl Site {
             referenced.extend(objects_of(&record));
             packs.insert(Sha256::of(&signed::file_list_bytes(&record.files)));
         }
+        let mut patches = BTreeSet::new();
         for (_, manifest) in self.current_manifests()? {
             referenced.extend(objects_of(&manifest));
             packs.extend(manifest.file_list.map(|list| list.sha256));
+            patches.extend(
+                manifest
+                    .patches
+                    .iter()
+                    .map(|p| signed::patch_path(&p.from, &p.to)),
+            );
         }
         self.prune_packs(&packs, &mut pruned)?;
+        self.prune_patches(&patches, &mut pruned)?;
         let objects = self.path("objects");
         if !objects.is_dir() {
             return Ok(pruned);
@@ -420,10 +430,123 @@ impl Site {
 }
 
 impl Site {
+    /// The size of the patch from content `from` to `to`, if the site has it.
+    pub(super) fn find_patch(&self, from: &Sha256, to: &Sha256) -> Option<u64> {
+        let meta = fs::metadata(self.path(&signed::patch_path(from, to))).ok()?;
+        meta.is_file().then_some(meta.len())
+    }
+
+    /// The content of the object `file` lists, decoded.
+    fn open_object(&self, file: &ReleaseFile) -> Result<Box<dyn Read>, PublishError> {
+        let path = self.path(&signed::object_path(&file.sha256, file.encoding));
+        let stored = File::open(&path).map_err(|e| PublishError::io(&path, "read", e))?;
+        let failed = |e| PublishError::io(&path, "read", e);
+        Ok(match file.encoding {
+            Encoding::Identity => Box::new(stored),
+            Encoding::Gzip => Box::new(flate2::read::GzDecoder::new(stored)),
+            Encoding::Zstd => Box::new(zstd::Decoder::new(stored).map_err(failed)?),
+        })
+    }
+
+    /// Writes the patch that turns `old` (an object of the site) into `new` (`to` is its
+    /// SHA-256): an `OTADELTA` patch, zstd-compressed, kept only when smaller than `limit`
+    /// bytes (the new content's own object). Returns its size when kept.
+    pub(super) fn store_patch(
+        &self,
+        old: &ReleaseFile,
+        to: &Sha256,
+        new: &mut dyn Read,
+        limit: u64,
+    ) -> Result<Option<u64>, PublishError> {
+        let rel = signed::patch_path(&old.sha256, to);
+        let path = self.path(&rel);
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        let failed = |e: io::Error| PublishError::io(&path, "write", e);
+        // The old content, seekable: the patch copies from anywhere in it.
+        let mut old_content = tempfile::tempfile().map_err(failed)?;
+        io::copy(&mut self.open_object(old)?, &mut old_content).map_err(failed)?;
+        fs::create_dir_all(&dir).map_err(|e| PublishError::io(&dir, "create", e))?;
+        let mut patch = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .permissions(readable())
+            .tempfile_in(&dir)
+            .map_err(failed)?;
+        let mut out = Limited {
+            inner: BufWriter::new(patch.as_file_mut()),
+            left: limit,
+            over: false,
+        };
+        let written = zstd::Encoder::new(&mut out, ZSTD_LEVEL).and_then(|mut encoder| {
+            encoder.window_log(signed::ZSTD_WINDOW_LOG)?;
+            old_content.seek(io::SeekFrom::Start(0))?;
+            crate::delta::write_original(&mut old_content, new, &mut encoder)?;
+            encoder.finish().map(drop)
+        });
+        if out.over {
+            return Ok(None);
+        }
+        written.and_then(|()| out.inner.flush()).map_err(failed)?;
+        drop(out);
+        let size = patch.as_file().metadata().map_err(failed)?.len();
+        if size >= limit {
+            return Ok(None);
+        }
+        patch.as_file().sync_all().map_err(failed)?;
+        patch.persist(&path).map_err(|e| failed(e.error))?;
+        sync_dir(&dir)?;
+        Ok(Some(size))
+    }
+
     /// Whether the site has the pack of the file list `list`.
     pub(super) fn has_pack(&self, list: &Sha256) -> Option<u64> {
         let meta = fs::metadata(self.path(&signed::pack_path(list))).ok()?;
         meta.is_file().then_some(meta.len())
+    }
+
+    /// Deletes every patch (`patches/<2 hex>/<64 hex>-<64 hex>.zst`) not in `wanted` (site
+    /// paths): a device uses the patches its channel's current manifest names only.
+    fn prune_patches(
+        &self,
+        wanted: &BTreeSet<String>,
+        pruned: &mut Pruned,
+    ) -> Result<(), PublishError> {
+        let root = self.path("patches");
+        if !root.is_dir() {
+            return Ok(());
+        }
+        for folder in fs::read_dir(&root).map_err(|e| PublishError::io(&root, "list", e))? {
+            let folder = folder
+                .map_err(|e| PublishError::io(&root, "list", e))?
+                .path();
+            if !folder.is_dir() {
+                continue;
+            }
+            for item in fs::read_dir(&folder).map_err(|e| PublishError::io(&folder, "list", e))? {
+                let item = item.map_err(|e| PublishError::io(&folder, "list", e))?;
+                let name = item.file_name();
+                // Only files named like patches are ours to delete.
+                let Some((from, to)) = (name.to_str())
+                    .and_then(|n| n.strip_suffix(".zst"))
+                    .and_then(|n| n.split_once('-'))
+                    .and_then(|(f, t)| Some((Sha256::from_hex(f)?, Sha256::from_hex(t)?)))
+                else {
+                    continue;
+                };
+                if wanted.contains(&signed::patch_path(&from, &to)) {
+                    continue;
+                }
+                let path = item.path();
+                let len = item.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(&path).map_err(|e| PublishError::io(&path, "delete", e))?;
+                pruned.patches += 1;
+                pruned.bytes += len;
+            }
+            let _ = fs::remove_dir(&folder);
+        }
+        Ok(())
     }
 
     /// Deletes every pack (`packs/<64 hex>.tar.gz`) whose file list is not in `wanted`.
@@ -456,6 +579,30 @@ impl Site {
             pruned.bytes += len;
         }
         Ok(())
+    }
+}
+
+/// A writer that stops (an error) once more than `left` bytes would pass: a patch is not
+/// worth keeping past the size of the object it spares.
+struct Limited<W: Write> {
+    inner: W,
+    left: u64,
+    over: bool,
+}
+
+impl<W: Write> Write for Limited<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            self.over = true;
+            return Err(io::Error::other("the patch is not smaller than the file"));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -20,7 +20,7 @@ pub use crate::manifest::TreeEntry;
 
 use crate::config::Channel;
 use crate::http::{Quota, Usage};
-use crate::manifest::{Entry, ObjectId};
+use crate::manifest::{Entry, ObjectId, Sha256};
 use crate::state::ReleaseId;
 
 pub use crate::signed::Refusal;
@@ -60,6 +60,25 @@ pub trait Source: Send + Sync {
     /// manifests); `None` (the default): nothing to keep.
     fn list_to_keep(&self, _commit: &ObjectId) -> Option<Vec<u8>> {
         None
+    }
+    /// The SHA-256s of old contents from which a patch makes `entry` of `commit` (the static
+    /// source: the patches its signed manifest names); empty (the default): none.
+    fn patch_sources(&self, _commit: &ObjectId, _entry: &Entry) -> Vec<Sha256> {
+        Vec::new()
+    }
+    /// The `OTADELTA` patch that makes `entry` from the old content `from`, decompressed;
+    /// untrusted like every byte: the result is checked against the entry's SHA-256.
+    fn open_patch(
+        &self,
+        commit: &ObjectId,
+        entry: &Entry,
+        from: &Sha256,
+    ) -> Result<Download, SourceError> {
+        let _ = (commit, from);
+        Err(SourceError::Protocol {
+            what: format!("patching {}", entry.path),
+            message: "this source has no patches".into(),
+        })
     }
     /// Whether [`Source::open_archive`] can send a release as one archive (no request made).
     /// The default: it cannot.

@@ -543,6 +543,61 @@ impl Source for StaticSite {
         }))
     }
 
+    fn patch_sources(&self, commit: &ObjectId, entry: &Entry) -> Vec<Sha256> {
+        let Some(verified) = self.verified().filter(|v| v.manifest.commit == *commit) else {
+            return Vec::new();
+        };
+        let Some(file) = verified.file(entry.path.as_str()) else {
+            return Vec::new();
+        };
+        (verified.manifest.patches.iter())
+            .filter(|p| p.to == file.sha256)
+            .map(|p| p.from)
+            .collect()
+    }
+
+    fn open_patch(
+        &self,
+        commit: &ObjectId,
+        entry: &Entry,
+        from: &Sha256,
+    ) -> Result<Download, SourceError> {
+        let what = format!("downloading the patch of {}", entry.path);
+        let verified = self.files_of(commit)?;
+        let patch = (verified.file(entry.path.as_str()))
+            .and_then(|file| {
+                (verified.manifest.patches.iter()).find(|p| p.to == file.sha256 && p.from == *from)
+            })
+            .ok_or_else(|| SourceError::Protocol {
+                what: what.clone(),
+                message: "the release's manifest names no such patch".into(),
+            })?;
+        let url = format!(
+            "{}/{}",
+            self.url,
+            signed::patch_path(&patch.from, &patch.to)
+        );
+        let body = self
+            .http
+            .download(&url, Accept::Bytes, 0, None)
+            .map_err(Self::http_error(&what))?;
+        let compressed = Bounded {
+            inner: body.reader,
+            left: patch.size,
+            what: "the patch is larger than its signed size",
+        };
+        let reader =
+            Inflate::new(Encoding::Zstd, compressed).map_err(|e| SourceError::Protocol {
+                what,
+                message: format!("cannot decompress: {e}"),
+            })?;
+        Ok(Download {
+            offset: 0,
+            validator: None,
+            reader: Box::new(reader),
+        })
+    }
+
     fn kept_list(&self, list: Vec<u8>) {
         *self.kept.lock().unwrap_or_else(PoisonError::into_inner) = Some(list);
     }
@@ -720,6 +775,7 @@ mod tests {
             file_list: None,
             changes: Vec::new(),
             pack_size: None,
+            patches: Vec::new(),
         })
         .unwrap()
     }

@@ -47,11 +47,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Component, Path};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ota::fs::{FileKind, Fs, Meta, Space, WriteFile};
+use ota::fs::{FileKind, Fs, Meta, ReadFile, Space, WriteFile};
 use sha1::Digest as _;
 
 /// An inode number.
@@ -634,7 +634,7 @@ impl Fs for SimFs {
         }
     }
 
-    fn open(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    fn open(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
         let state = self.lock();
         let ino = state.tree.lookup(path)?.2.ok_or_else(|| not_found(path))?;
         match &state.tree.nodes[&ino] {

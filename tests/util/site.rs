@@ -117,6 +117,7 @@ impl Release {
             file_list: None,
             changes: Vec::new(),
             pack_size: None,
+            patches: Vec::new(),
         }
     }
 }

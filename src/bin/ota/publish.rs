@@ -171,10 +171,12 @@ fn print_summary(
     )?;
     writeln!(
         out,
-        "file list: changes from {} earlier release(s) of the channel; pack {}; record {} \
-         (the files listed inline, for a GitHub release asset)",
+        "file list: changes from {} earlier release(s) of the channel; pack {}; {} patch(es) \
+         ({}); record {} (the files listed inline, for a GitHub release asset)",
         s.change_lists,
         print::bytes(s.pack_bytes),
+        s.patches,
+        print::bytes(s.patch_bytes),
         site.join(&s.record).display()
     )?;
     writeln!(
@@ -182,13 +184,14 @@ fn print_summary(
         "signed with key {}; expires {} (publish again before)",
         s.key_id, s.expires
     )?;
-    if !s.pruned_releases.is_empty() || s.pruned_objects > 0 {
+    if !s.pruned_releases.is_empty() || s.pruned_objects + s.pruned_packs + s.pruned_patches > 0 {
         writeln!(
             out,
-            "pruned: {} release record(s), {} object(s), {} pack(s) ({})",
+            "pruned: {} release record(s), {} object(s), {} pack(s), {} patch(es) ({})",
             s.pruned_releases.len(),
             s.pruned_objects,
             s.pruned_packs,
+            s.pruned_patches,
             print::bytes(s.pruned_bytes)
         )?;
     }
