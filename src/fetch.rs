@@ -799,60 +799,44 @@ impl Hashers {
 /// The digests of the first `len` bytes of the file at `path`, to go on with the rest of
 /// `entry`'s content; `None` if fewer bytes can be read.
 fn hash_prefix(fs: &dyn Fs, path: &Path, entry: &Entry, len: u64) -> Option<Hashers> {
-    let mut reader = fs.open(path).ok()?.take(len);
     let mut hashers = Hashers::new(entry);
-    let mut buf = vec![0u8; BUFFER];
-    let mut seen = 0u64;
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                seen += n as u64;
-                hashers.update(&buf[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
+    let seen = feed(fs.open(path).ok()?.take(len), |bytes| hashers.update(bytes))?;
     (seen == len).then_some(hashers)
 }
 
-/// Whether the file at `path` holds exactly `entry`'s content (size and every digest).
 /// The SHA-256 of the file at `path`; `None` when it cannot be read.
 fn sha256_of(fs: &dyn Fs, path: &Path) -> Option<Sha256> {
-    let mut reader = fs.open(path).ok()?;
     let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; BUFFER];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return Some(Sha256::from_bytes(hasher.finalize().into())),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
+    feed(fs.open(path).ok()?, |bytes| hasher.update(bytes))?;
+    Some(Sha256::from_bytes(hasher.finalize().into()))
 }
 
+/// Whether the file at `path` holds exactly `entry`'s content (size and every digest).
 fn verify_file(fs: &dyn Fs, path: &Path, entry: &Entry) -> bool {
     let Ok(reader) = fs.open(path) else {
         return false;
     };
     let mut hashers = Hashers::new(entry);
+    let seen = feed(reader.take(entry.size + 1), |bytes| hashers.update(bytes));
+    seen == Some(entry.size) && hashers.check(entry).is_ok()
+}
+
+/// Hands every byte of `reader` to `each`, through a fixed buffer; returns how many, or
+/// `None` when reading fails.
+fn feed(mut reader: impl Read, mut each: impl FnMut(&[u8])) -> Option<u64> {
     let mut buf = vec![0u8; BUFFER];
-    let mut reader = reader.take(entry.size + 1);
     let mut seen = 0u64;
     loop {
         match reader.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Some(seen),
             Ok(n) => {
                 seen += n as u64;
-                hashers.update(&buf[..n]);
+                each(&buf[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
+            Err(_) => return None,
         }
     }
-    seen == entry.size && hashers.check(entry).is_ok()
 }
 
 enum StreamError {

@@ -39,15 +39,7 @@ impl Fleet {
         for i in 0..FILES {
             repo.write(&format!("lib/m{i:03}.py"), format!("VALUE = {i}\n"));
         }
-        repo.commit("r1");
-        repo.tag("r1");
-        let publisher = Publisher::new();
-        let path = repo.path().to_str().unwrap().to_owned();
-        publisher.publish(&["--repo", &path, "--ref", "r1"]);
-        let nginx = Nginx::serve(&publisher.site);
-        let proxy = Proxy::to(nginx.port());
-        let key = format!("public_key = {:?}", publisher.public_key());
-        let device = Device::on_site(&proxy.url(), &key);
+        let (publisher, nginx, proxy, device) = serve_r1(&mut repo);
         tamper(&publisher);
         device.ota_expect(&["update"], 0);
         assert_eq!(device.tree(), repo.snapshot("r1"));
@@ -103,6 +95,21 @@ impl Fleet {
             .map(|c| ota::signed::object_path(&c.object.sha256, c.object.encoding))
             .collect()
     }
+}
+
+/// `repo`'s files committed and tagged r1, published, served by nginx behind a counting
+/// proxy, and a device that follows the site (nothing installed yet).
+fn serve_r1(repo: &mut GitRepo) -> (Publisher, Nginx, Proxy, Device) {
+    repo.commit("r1");
+    repo.tag("r1");
+    let publisher = Publisher::new();
+    let path = repo.path().to_str().unwrap().to_owned();
+    publisher.publish(&["--repo", &path, "--ref", "r1"]);
+    let nginx = Nginx::serve(&publisher.site);
+    let proxy = Proxy::to(nginx.port());
+    let key = format!("public_key = {:?}", publisher.public_key());
+    let device = Device::on_site(&proxy.url(), &key);
+    (publisher, nginx, proxy, device)
 }
 
 fn asked_for(asked: &[String], object: &str) -> bool {
@@ -279,16 +286,9 @@ fn patched() -> Patched {
     let old = crate::util::noise(BINARY, 5);
     repo.write("bin/app", &old)
         .write("main.py", "print('r1')\n");
-    repo.commit("r1");
-    repo.tag("r1");
-    let publisher = Publisher::new();
-    let path = repo.path().to_str().unwrap().to_owned();
-    publisher.publish(&["--repo", &path, "--ref", "r1"]);
-    let nginx = Nginx::serve(&publisher.site);
-    let proxy = Proxy::to(nginx.port());
-    let key = format!("public_key = {:?}", publisher.public_key());
-    let device = Device::on_site(&proxy.url(), &key);
+    let (publisher, nginx, proxy, device) = serve_r1(&mut repo);
     device.ota_expect(&["update"], 0);
+    let path = repo.path().to_str().unwrap().to_owned();
     let mut new = old;
     new[150_000..150_100].copy_from_slice(&[7u8; 100]);
     repo.write("bin/app", &new)

@@ -586,16 +586,7 @@ impl Source for StaticSite {
             left: patch.size,
             what: "the patch is larger than its signed size",
         };
-        let reader =
-            Inflate::new(Encoding::Zstd, compressed).map_err(|e| SourceError::Protocol {
-                what,
-                message: format!("cannot decompress: {e}"),
-            })?;
-        Ok(Download {
-            offset: 0,
-            validator: None,
-            reader: Box::new(reader),
-        })
+        decoded(Encoding::Zstd, compressed, &what)
     }
 
     fn kept_list(&self, list: Vec<u8>) {
@@ -653,16 +644,7 @@ impl Source for StaticSite {
                 };
                 // The fetcher reads at most `size + 1` decoded bytes and calls one more an
                 // integrity error, so a zip bomb is never inflated past the declared size.
-                let reader =
-                    Inflate::new(encoding, compressed).map_err(|e| SourceError::Protocol {
-                        what: what.clone(),
-                        message: format!("cannot decompress: {e}"),
-                    })?;
-                Ok(Download {
-                    offset: 0,
-                    validator: None,
-                    reader: Box::new(reader),
-                })
+                decoded(encoding, compressed, &what)
             }
         }
     }
@@ -682,6 +664,24 @@ impl Source for StaticSite {
     fn start_operation(&self, deadline: Instant) {
         self.http.start_operation(deadline);
     }
+}
+
+/// A download of `compressed` decoded from `encoding` (it cannot resume mid-way: it starts
+/// at 0, with no validator).
+fn decoded<R: Read + Send + 'static>(
+    encoding: Encoding,
+    compressed: R,
+    what: &str,
+) -> Result<Download, SourceError> {
+    let reader = Inflate::new(encoding, compressed).map_err(|e| SourceError::Protocol {
+        what: what.to_owned(),
+        message: format!("cannot decompress: {e}"),
+    })?;
+    Ok(Download {
+        offset: 0,
+        validator: None,
+        reader: Box::new(reader),
+    })
 }
 
 /// A compressed object's content. Once the decoder is at the end of its one frame, the
