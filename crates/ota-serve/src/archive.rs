@@ -9,8 +9,7 @@
 //! The redirect target carries `?sig=…` and then needs no token (a client drops the
 //! `Authorization` header across a redirect; GitHub adds a `token` query instead).
 
-use std::io::{Seek, SeekFrom};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use hyper::StatusCode;
 use hyper::header;
@@ -18,6 +17,7 @@ use hyper::header;
 use crate::git::Repo;
 use crate::http::{Body, Fail, Reply, Req};
 use crate::model::Links;
+use crate::piped::Piped;
 use crate::routes::App;
 
 /// `GET /repos/{o}/{r}/tarball/{ref}`: 302 to the archive of the commit `reference` names.
@@ -50,41 +50,31 @@ pub(crate) fn serve(app: &App, req: &Req, links: &Links, commit: &str) -> Result
     }
     let hex = id.to_string();
     let top = format!("{}-{}-{}", links.owner, links.name, &hex[..7]);
-    let file = git_archive(&app.repo_path, &top, &hex)?;
+    let body = git_archive(&app.repo_path, &top, &hex)?;
     let filename = format!("attachment; filename={top}.tar.gz");
     Ok(Reply::new(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-gzip")
         .header(header::CONTENT_DISPOSITION, &filename)
-        .body(file)
+        .body(body)
         .etag(hex))
 }
 
-/// Runs `git archive` into an unnamed temporary file (the body streams from it).
+/// Starts `git archive` and answers its output as git writes it, like codeload: the client
+/// reads the first entries while git still compresses the rest. A git that fails before its
+/// first byte is a 500; after it, the body breaks off (see `piped`).
 fn git_archive(repo: &std::path::Path, top: &str, commit: &str) -> Result<Body, Fail> {
-    let what = || format!("archiving {commit} of {}", repo.display());
-    let mut file = tempfile::tempfile().map_err(crate::Error::io(what()))?;
-    let output = Command::new("git")
+    let what = format!("archiving {commit} of {}", repo.display());
+    let mut command = Command::new("git");
+    command
         .arg("-C")
         .arg(repo)
         .args(["archive", "--format=tar.gz"])
         .arg(format!("--prefix={top}/"))
-        .arg(commit)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().map_err(crate::Error::io(what()))?)
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(crate::Error::io(format!("{}: running git", what())))?;
-    if !output.status.success() {
-        return Err(crate::Error::Runtime(std::io::Error::other(format!(
-            "{}: git archive failed: {}",
-            what(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-        .into());
-    }
-    let len = file
-        .seek(SeekFrom::End(0))
-        .and_then(|len| file.seek(SeekFrom::Start(0)).map(|_| len))
-        .map_err(crate::Error::io(what()))?;
-    Ok(Body::File { file, len })
+        .arg(commit);
+    let piped = Piped::spawn(command, what.clone())
+        .map_err(crate::Error::io(format!("{what}: running git")))?;
+    let piped = piped
+        .first()
+        .map_err(crate::Error::io("git archive failed"))?;
+    Ok(Body::Stream(piped))
 }
