@@ -62,8 +62,8 @@ pub(crate) fn serve(app: &App, req: &Req, links: &Links, commit: &str) -> Result
 }
 
 /// The gzip level of archives. git's default (6) made the client wait on the compression: on
-/// the 61 MB tree of the large benchmark, 1.55 s of CPU for 20.9 MB, against 0.75 s for
-/// 22.2 MB at 3 (about rsync's 22.1 MB for the same files) and 0.60 s for 24.1 MB at 1 (over
+/// the 61 MB tree of the large benchmark, 1.6 s of CPU for 20.9 MB, against 0.8 s for
+/// 22.2 MB at 3 (about rsync's 22.1 MB for the same files) and 0.65 s for 24.1 MB at 1 (over
 /// 1.1× rsync's bytes). See BENCHMARKS.md, "Installs as one archive".
 const GZIP_LEVEL: &str = "-3";
 
