@@ -185,4 +185,41 @@ fn an_archive_is_sent_as_git_makes_it_and_a_client_that_leaves_stops_git() {
     assert_eq!(read.content_length, None);
     assert_eq!(stats.file_body_bytes, left.body_bytes + read.body_bytes);
     assert!(archivers(git.path()).is_empty());
+
+    // HEAD and a matching If-None-Match start git too (the reply is made before they are
+    // applied), and stop it: no git is left running or unreaped.
+    let url = format!("{}{path}", server.api_url());
+    let head = crate::util::head(&url, &[]);
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        None,
+        "the length is not known"
+    );
+    assert!(head.body.is_empty());
+    let tag = format!("\"{commit}\"");
+    assert_eq!(get(&url, &[("If-None-Match", &tag)]).status, 304);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !archivers(git.path()).is_empty() || git_zombies() > 0 {
+        assert!(Instant::now() < deadline, "a git archive is left behind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Children of this test process named `git` that have exited but were not reaped (other
+/// tests' git commands pass through this state for an instant while they are waited for).
+fn git_zombies() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            let fields: Vec<_> = stat
+                .rsplit_once(')')
+                .map_or(vec![], |(_, rest)| rest.split(' ').collect());
+            stat.contains("(git)")
+                && fields.get(1) == Some(&"Z")
+                && fields.get(2) == Some(&me.as_str())
+        })
+        .count()
 }
