@@ -1,11 +1,13 @@
 //! Counting what the server did, so tests and benchmarks can assert on traffic: how many
 //! requests of each class, how many body bytes, how many 304s, and the real bytes on the socket.
 //!
-//! Request counts and body bytes are recorded per request after the reply is built. Wire bytes
-//! are counted by [`CountingIo`], a wrapper around each accepted `TcpStream`, so they include
-//! headers, chunking and anything a client sent that was never answered. Requests to the
-//! control endpoint `/_ota/stats` are not counted: their connection is marked and its bytes
-//! from that request on are left out (see [`ConnCounters::exclude_from_now`]).
+//! Request counts and body bytes are recorded per request after the reply is built; the bytes
+//! of a body whose length is not known then (a streamed archive) are added as they are handed
+//! to the connection ([`Meter`]). Wire bytes are counted by [`CountingIo`], a wrapper around
+//! each accepted `TcpStream`, so they include headers, chunking and anything a client sent
+//! that was never answered. Requests to the control endpoint `/_ota/stats` are not counted:
+//! their connection is marked and its bytes from that request on are left out (see
+//! [`ConnCounters::exclude_from_now`]).
 
 use std::collections::VecDeque;
 use std::io;
