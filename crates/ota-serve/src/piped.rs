@@ -35,7 +35,7 @@ pub(crate) struct Piped {
     chunks: mpsc::Receiver<io::Result<Bytes>>,
     /// Shared with the reading thread, which reaps the child; dropping the body kills it.
     child: Arc<Mutex<Child>>,
-    /// Chunks taken out of the channel ahead of the body (see [`Piped::first`]).
+    /// The chunk [`Piped::first`] took out of the channel ahead of the body.
     ready: Option<io::Result<Bytes>>,
     ended: bool,
 }
@@ -161,8 +161,8 @@ fn pump(
     tx: &mpsc::Sender<io::Result<Bytes>>,
     what: &str,
 ) {
+    let mut buf = vec![0; CHUNK];
     loop {
-        let mut buf = vec![0; CHUNK];
         let n = match stdout.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -176,8 +176,9 @@ fn pump(
                 return;
             }
         };
-        buf.truncate(n);
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+        // A copy of what was read, so that a short read does not hold a whole chunk.
+        let chunk = Bytes::copy_from_slice(&buf[..n]);
+        if tx.blocking_send(Ok(chunk)).is_err() {
             // The body was dropped: nobody wants the rest.
             reap(&mut lock(child));
             return;
