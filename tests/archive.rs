@@ -248,3 +248,31 @@ fn a_name_header_over_64_kib_ends_the_archive() {
     });
     assert_eq!(downloaded, CHANGED, "nothing came from the archive");
 }
+
+#[test]
+fn a_partial_download_a_killed_run_left_is_resumed_not_taken_from_the_archive() {
+    let repo = release();
+    let server = serve(repo.path());
+    let device = Device::new(&server, "");
+    // A run killed while the archive was writing main.py left its first bytes in
+    // `downloads/` (a streamed archive can stop mid-entry for as long as the server takes).
+    let blob = repo.rev("v1.0.0:main.py");
+    let downloads = device.target.join(".ota/downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::write(downloads.join(&blob), "print(").unwrap();
+
+    device.ota_expect(&["update"], 0);
+
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"));
+    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+    let stats = server.stats();
+    assert_eq!(stats.asset_requests, 1, "the archive for the rest");
+    let ranged: Vec<_> = (stats.log.iter())
+        .filter(|r| r.range.is_some())
+        .map(|r| r.path.as_str())
+        .collect();
+    assert!(
+        ranged.len() == 1 && ranged[0].ends_with("/main.py"),
+        "main.py resumed after its 6 bytes: {ranged:?}"
+    );
+}

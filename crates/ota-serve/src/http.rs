@@ -79,14 +79,19 @@ pub(crate) enum Body {
         file: std::fs::File,
         len: u64,
     },
+    /// A child process's output, sent as it is written: its length is known only at the end,
+    /// so it goes without `Content-Length` (chunked), and without ranges or gzip.
+    Stream(crate::piped::Piped),
 }
 
 impl Body {
-    pub(crate) fn len(&self) -> u64 {
+    /// The length, if known before the body is sent (not for [`Body::Stream`]).
+    pub(crate) fn len(&self) -> Option<u64> {
         match self {
-            Body::Empty => 0,
-            Body::Bytes(b) => b.len() as u64,
-            Body::File { len, .. } => *len,
+            Body::Empty => Some(0),
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::File { len, .. } => Some(*len),
+            Body::Stream(_) => None,
         }
     }
 }
@@ -252,13 +257,14 @@ pub(crate) fn finish(req: &Req, mut reply: Reply) -> Reply {
         }
         if reply.ranges {
             set(&mut reply.headers, header::ACCEPT_RANGES, "bytes");
+            // A body of unknown length is sent whole (RFC 9110 lets a server ignore `Range`).
             if let Some(range) = req.header(header::RANGE)
+                && let Some(len) = reply.body.len()
                 && if_range_allows(req, reply.etag.as_deref())
             {
-                match parse_range(range, reply.body.len()) {
+                match parse_range(range, len) {
                     Range::Ignore => {}
                     Range::Unsatisfiable => {
-                        let len = reply.body.len();
                         let mut out = Reply::new(StatusCode::RANGE_NOT_SATISFIABLE);
                         out.class = reply.class;
                         out.headers = reply.headers;
@@ -272,7 +278,6 @@ pub(crate) fn finish(req: &Req, mut reply: Reply) -> Reply {
                         return finish_length(req, out);
                     }
                     Range::Bytes(start, end) => {
-                        let len = reply.body.len();
                         match slice(reply.body, start, end) {
                             Ok(body) => reply.body = body,
                             Err(err) => {
@@ -313,8 +318,13 @@ pub(crate) fn finish(req: &Req, mut reply: Reply) -> Reply {
 }
 
 fn finish_length(req: &Req, mut reply: Reply) -> Reply {
-    let len = reply.body.len();
-    set(&mut reply.headers, header::CONTENT_LENGTH, &len.to_string());
+    // Without a known length hyper sends the body chunked (HEAD: says nothing of its length).
+    match reply.body.len() {
+        Some(len) => set(&mut reply.headers, header::CONTENT_LENGTH, &len.to_string()),
+        None => {
+            reply.headers.remove(header::CONTENT_LENGTH);
+        }
+    }
     if req.method == Method::HEAD {
         // Same headers, no body; hyper keeps our Content-Length for HEAD.
         reply.body = Body::Empty;
@@ -416,6 +426,10 @@ fn slice(body: Body, start: u64, end: u64) -> std::io::Result<Body> {
         Body::File { mut file, .. } => {
             file.seek(SeekFrom::Current(i64::try_from(start).unwrap_or(i64::MAX)))?;
             Body::File { file, len: count }
+        }
+        // `finish` takes ranges of known lengths only.
+        Body::Stream(_) => {
+            return Err(std::io::Error::other("a range of a body of unknown length"));
         }
     })
 }

@@ -29,6 +29,7 @@
 //! - `wire`: response bodies and the socket under hyper, where faults touch bytes;
 //! - `routes`: dispatch and the checks every request passes (method, User-Agent, names, token);
 //! - `api`, `raw`, `archive`: the endpoints; `model`: GitHub's JSON shapes;
+//! - `piped`: a child process's output as a body, sent while it is written (archives);
 //! - `http`: conditional requests, ranges, gzip, HEAD — applied to every reply in one place;
 //! - `git`: reading refs and objects; `releases`, `version`, `assets`: releases from tags;
 //! - `stats`: counters and socket byte counting; `ratelimit`: the `x-ratelimit-*` budget;
@@ -67,6 +68,7 @@ pub mod fixture;
 mod git;
 mod http;
 mod model;
+mod piped;
 mod ratelimit;
 mod raw;
 mod releases;

@@ -364,19 +364,24 @@ async fn handle(
     };
     record.status = reply.status.as_u16();
     record.class = reply.class;
+    // A body of unknown length (a streamed archive) is counted as it is sent, by its meter.
+    let len = reply.body.len();
     record.body_bytes = match plan.shape.cut {
-        Some((at, _)) => reply.body.len().min(at),
-        None => reply.body.len(),
+        Some((at, _)) => len.unwrap_or(0).min(at),
+        None => len.unwrap_or(0),
     };
     record.faults = std::mem::take(&mut plan.names);
     let first = conn.wire.first_response();
     let latency = plan.latency;
-    let response = deliver(reply, plan, &conn.wire);
+    let mut response = deliver(reply, plan, &conn.wire);
     record.content_length = response
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    app.stats.record(record);
+    let meter = app.stats.record(record);
+    if len.is_none() {
+        response.body_mut().meter(meter);
+    }
     if !latency.is_zero() {
         // A round trip before the head; a new connection's handshake costs another.
         let wait = if first {

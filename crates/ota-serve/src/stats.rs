@@ -1,11 +1,13 @@
 //! Counting what the server did, so tests and benchmarks can assert on traffic: how many
 //! requests of each class, how many body bytes, how many 304s, and the real bytes on the socket.
 //!
-//! Request counts and body bytes are recorded per request after the reply is built. Wire bytes
-//! are counted by [`CountingIo`], a wrapper around each accepted `TcpStream`, so they include
-//! headers, chunking and anything a client sent that was never answered. Requests to the
-//! control endpoint `/_ota/stats` are not counted: their connection is marked and its bytes
-//! from that request on are left out (see [`ConnCounters::exclude_from_now`]).
+//! Request counts and body bytes are recorded per request after the reply is built; the bytes
+//! of a body whose length is not known then (a streamed archive) are added as they are handed
+//! to the connection ([`Meter`]). Wire bytes are counted by [`CountingIo`], a wrapper around
+//! each accepted `TcpStream`, so they include headers, chunking and anything a client sent
+//! that was never answered. Requests to the control endpoint `/_ota/stats` are not counted:
+//! their connection is marked and its bytes from that request on are left out (see
+//! [`ConnCounters::exclude_from_now`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -75,8 +77,10 @@ pub struct RequestRecord {
     /// What kind of resource was asked for.
     pub class: RequestClass,
     /// Response body bytes (after gzip; 0 for HEAD and 304). With faults: the body answered,
-    /// up to a `reset-after`/`truncate` cut. What really crossed the socket is in
-    /// [`Stats::wire_bytes_out`].
+    /// up to a `reset-after`/`truncate` cut. A source archive is sent as `git archive` makes
+    /// it, its length unknown beforehand: its bytes are counted as they are handed to the
+    /// connection, so this grows while it is sent (and stops where a client that went away
+    /// left it). What really crossed the socket is in [`Stats::wire_bytes_out`].
     pub body_bytes: u64,
     /// Whether the request carried an `Authorization` header (valid or not).
     pub authorized: bool,
@@ -103,6 +107,46 @@ struct Counters {
     api_body_bytes: u64,
     file_body_bytes: u64,
     log: VecDeque<RequestRecord>,
+    /// Resets so far: a [`Meter`] from before the last one no longer counts.
+    generation: u64,
+}
+
+impl Counters {
+    fn add_body_bytes(&mut self, class: RequestClass, n: u64) {
+        self.body_bytes += n;
+        match class {
+            RequestClass::Api => self.api_body_bytes += n,
+            RequestClass::Raw | RequestClass::Asset => self.file_body_bytes += n,
+            RequestClass::Other => {}
+        }
+    }
+}
+
+/// Counts the bytes of a body whose length was not known when its request was recorded (a
+/// streamed archive) as they are handed to the connection, in its record and the totals.
+pub(crate) struct Meter {
+    recorder: Arc<Recorder>,
+    generation: u64,
+    /// The record's number among those since the last reset.
+    seq: u64,
+    class: RequestClass,
+}
+
+impl Meter {
+    pub(crate) fn add(&self, n: u64) {
+        let mut c = self.recorder.lock();
+        if c.generation != self.generation {
+            return;
+        }
+        c.add_body_bytes(self.class, n);
+        // The log holds the last `log.len()` of the `requests` records.
+        let first = c.requests - c.log.len() as u64;
+        if let Some(index) = self.seq.checked_sub(first)
+            && let Some(record) = usize::try_from(index).ok().and_then(|i| c.log.get_mut(i))
+        {
+            record.body_bytes += n;
+        }
+    }
 }
 
 /// The server-wide recorder, shared by all connections.
@@ -120,32 +164,32 @@ impl Recorder {
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn record(&self, record: RequestRecord) {
+    /// Records an answered request; the [`Meter`] adds body bytes to it later (for a body of
+    /// unknown length, recorded with none).
+    pub(crate) fn record(self: &Arc<Self>, record: RequestRecord) -> Meter {
         let mut c = self.lock();
+        let meter = Meter {
+            recorder: Arc::clone(self),
+            generation: c.generation,
+            seq: c.requests,
+            class: record.class,
+        };
         c.requests += 1;
-        c.body_bytes += record.body_bytes;
+        c.add_body_bytes(record.class, record.body_bytes);
         if record.status == 304 {
             c.not_modified += 1;
         }
         match record.class {
-            RequestClass::Api => {
-                c.api_requests += 1;
-                c.api_body_bytes += record.body_bytes;
-            }
-            RequestClass::Raw => {
-                c.raw_requests += 1;
-                c.file_body_bytes += record.body_bytes;
-            }
-            RequestClass::Asset => {
-                c.asset_requests += 1;
-                c.file_body_bytes += record.body_bytes;
-            }
+            RequestClass::Api => c.api_requests += 1,
+            RequestClass::Raw => c.raw_requests += 1,
+            RequestClass::Asset => c.asset_requests += 1,
             RequestClass::Other => {}
         }
         if c.log.len() == MAX_LOG_RECORDS {
             c.log.pop_front();
         }
         c.log.push_back(record);
+        meter
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -167,7 +211,10 @@ impl Recorder {
 
     pub(crate) fn reset(&self) {
         let mut c = self.lock();
-        *c = Counters::default();
+        *c = Counters {
+            generation: c.generation + 1,
+            ..Counters::default()
+        };
         self.wire_in.store(0, Ordering::Relaxed);
         self.wire_out.store(0, Ordering::Relaxed);
     }

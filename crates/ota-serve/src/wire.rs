@@ -43,7 +43,8 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::http::{self, Reply};
-use crate::stats::CountingIo;
+use crate::piped::Piped;
+use crate::stats::{CountingIo, Meter};
 
 /// Body chunk size: big enough to be cheap, small enough to interleave connections.
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -214,6 +215,11 @@ pub(crate) enum ReplyBody {
         remaining: u64,
         buf: Vec<u8>,
     },
+    /// A child's output; `pending` is what is left of its last chunk.
+    Stream {
+        piped: Piped,
+        pending: Bytes,
+    },
 }
 
 impl ReplyBody {
@@ -226,14 +232,27 @@ impl ReplyBody {
                 remaining: len,
                 buf: Vec::new(),
             },
+            http::Body::Stream(piped) => ReplyBody::Stream {
+                piped,
+                pending: Bytes::new(),
+            },
         }
     }
 
-    fn remaining(&self) -> u64 {
+    /// What is left to yield, if known (not for a stream).
+    fn remaining(&self) -> Option<u64> {
         match self {
-            ReplyBody::Empty => 0,
-            ReplyBody::Bytes(bytes) => bytes.len() as u64,
-            ReplyBody::File { remaining, .. } => *remaining,
+            ReplyBody::Empty => Some(0),
+            ReplyBody::Bytes(bytes) => Some(bytes.len() as u64),
+            ReplyBody::File { remaining, .. } => Some(*remaining),
+            ReplyBody::Stream { .. } => None,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            ReplyBody::Stream { piped, pending } => pending.is_empty() && piped.is_done(),
+            _ => self.remaining() == Some(0),
         }
     }
 
@@ -276,6 +295,15 @@ impl ReplyBody {
                     }
                 }
             }
+            ReplyBody::Stream { piped, pending } => {
+                if pending.is_empty() {
+                    match ready!(piped.poll_chunk(cx)) {
+                        Some(Ok(chunk)) => *pending = chunk,
+                        end => return Poll::Ready(end),
+                    }
+                }
+                Poll::Ready(Some(Ok(pending.split_to(pending.len().min(max)))))
+            }
         }
     }
 }
@@ -306,6 +334,14 @@ fn flip(chunk: Bytes, start: u64, flips: &[u64]) -> Bytes {
 pub(crate) struct Body {
     inner: ReplyBody,
     shaping: Option<Box<Shaping>>,
+    /// Counts the bytes yielded, for a body whose length was not known when it was recorded.
+    meter: Option<Meter>,
+}
+
+impl Body {
+    pub(crate) fn meter(&mut self, meter: Meter) {
+        self.meter = Some(meter);
+    }
 }
 
 /// A body's fault state.
@@ -360,8 +396,11 @@ pub(crate) fn respond(reply: Reply, shape: Shape, wire: &Arc<Wire>) -> Response<
         ..
     } = reply;
     let mut inner = ReplyBody::new(body);
+    // `None` for a stream: a cut beyond its end happens at its end (see `Shaping::poll_frame`).
     let len = inner.remaining();
-    let mut cut = shape.cut.map(|(at, end)| (at.min(len), end));
+    let mut cut = shape
+        .cut
+        .map(|(at, end)| (len.map_or(at, |len| at.min(len)), end));
     let mut tail_at = None;
     let mut exact = true;
     if shape.length_delta != 0
@@ -371,8 +410,8 @@ pub(crate) fn respond(reply: Reply, shape: Shape, wire: &Arc<Wire>) -> Response<
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(declared));
         exact = false;
         // Only when the body is sent (not for HEAD): the bytes around the declared end.
-        if len == true_len {
-            if declared < len {
+        if len == Some(true_len) {
+            if declared < true_len {
                 tail_at = Some(declared);
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             } else {
@@ -380,7 +419,7 @@ pub(crate) fn respond(reply: Reply, shape: Shape, wire: &Arc<Wire>) -> Response<
                     cut,
                     ..Shape::default()
                 };
-                with_close.cut_at(len, End::Close);
+                with_close.cut_at(true_len, End::Close);
                 cut = with_close.cut;
             }
         }
@@ -389,7 +428,7 @@ pub(crate) fn respond(reply: Reply, shape: Shape, wire: &Arc<Wire>) -> Response<
     let mut stalls: Vec<(u64, Duration)> = shape
         .stalls
         .into_iter()
-        .filter(|&(after, _)| after < len && before(after))
+        .filter(|&(after, _)| len.is_none_or(|len| after < len) && before(after))
         .collect();
     stalls.sort_by_key(|&(after, _)| after);
     // Stalls at the same offset add up.
@@ -429,6 +468,7 @@ pub(crate) fn respond(reply: Reply, shape: Shape, wire: &Arc<Wire>) -> Response<
     }
     let mut response = Response::new(Body {
         inner,
+        meter: None,
         shaping: Some(Box::new(Shaping {
             wire: Arc::clone(wire),
             sent: 0,
@@ -452,6 +492,7 @@ pub(crate) fn plain(reply: Reply) -> Response<Body> {
     let mut response = Response::new(Body {
         inner: ReplyBody::new(reply.body),
         shaping: None,
+        meter: None,
     });
     *response.status_mut() = reply.status;
     *response.headers_mut() = reply.headers;
@@ -549,7 +590,15 @@ impl Shaping {
                         max = max.min(usize::try_from(until_event).unwrap_or(CHUNK));
                     }
                     let chunk = match ready!(inner.poll_chunk(cx, max)) {
-                        None => return Poll::Ready(None),
+                        None => {
+                            // Only a stream (whose length was unknown) can end before its
+                            // cut: the connection ends after the end of the body, as after
+                            // the last byte of a shorter body of known length.
+                            if let Some((_, end)) = self.cut.take() {
+                                self.wire.arm_end(end);
+                            }
+                            return Poll::Ready(None);
+                        }
                         Some(Err(err)) => return Poll::Ready(Some(Err(err))),
                         Some(Ok(chunk)) => flip(chunk, self.sent, &self.flips),
                     };
@@ -588,15 +637,20 @@ impl hyper::body::Body for Body {
             None => this.inner.poll_chunk(cx, CHUNK),
             Some(shaping) => shaping.poll_frame(&mut this.inner, cx),
         };
+        if let (Poll::Ready(Some(Ok(chunk))), Some(meter)) = (&chunk, &this.meter) {
+            meter.add(chunk.len() as u64);
+        }
         chunk.map(|c| c.map(|c| c.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.shaping {
-            None => self.inner.remaining() == 0,
+            // A pending cut still has to be armed at the end of a stream.
+            Some(shaping) if shaping.cut.is_some() && self.inner.remaining().is_none() => false,
+            None => self.inner.is_done(),
             Some(shaping) => match shaping.step {
                 Step::Done => true,
-                Step::Stream => self.inner.remaining() == 0,
+                Step::Stream => self.inner.is_done(),
                 _ => false,
             },
         }
@@ -611,7 +665,10 @@ impl hyper::body::Body for Body {
             }) => chunk.len() as u64,
             _ => 0,
         };
-        SizeHint::with_exact(self.inner.remaining() + held)
+        match self.inner.remaining() {
+            Some(remaining) => SizeHint::with_exact(remaining + held),
+            None => SizeHint::default(),
+        }
     }
 }
 
