@@ -12,9 +12,8 @@
 //! Entries are written where downloads go, `downloads/<blob id>`, so that they outlive a
 //! stopped run like any download: when the archive breaks off, the entry it was in keeps
 //! its bytes and is resumed with a `Range` request, and a later run does not read again
-//! what an earlier one kept (a file held there is read past here and taken up by the
-//! per-file path: a whole one verified with no request, a partial one resumed after its
-//! bytes).
+//! what an earlier one kept whole (read past here, it is verified by the per-file path with
+//! no request); a file an earlier run left cut off is written over from the archive.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
@@ -47,7 +46,7 @@ impl Fetcher<'_> {
         let mut wanted: HashMap<&str, (&str, &Entry)> = work
             .iter()
             .filter(|(_, e, origin)| **origin == Origin::Download && e.kind != Kind::Symlink)
-            .filter(|(_, e, _)| !self.held(e))
+            .filter(|(_, e, _)| !self.held_whole(e))
             .map(|(slot, e, _)| (e.path.as_str(), (slot.as_str(), *e)))
             .collect();
         let total = wanted.len();
@@ -184,13 +183,13 @@ impl Fetcher<'_> {
 }
 
 impl Fetcher<'_> {
-    /// Whether `downloads/` holds a file under `entry`'s blob id: an earlier run's download,
-    /// whole or cut off (a run stopped in the middle of an entry), which the per-file path
-    /// takes up: it verifies a whole one without a request and resumes a partial one after
-    /// its bytes. (Writing the entry there from the archive would meet the file.)
-    fn held(&self, entry: &Entry) -> bool {
+    /// Whether `downloads/` holds a file of `entry`'s size under its blob id: an earlier
+    /// run's download, which the per-file path verifies without a request. (One cut off, by
+    /// a run stopped in the middle of an entry, is written over from the archive, which
+    /// brings all of it anyway: resuming it would cost a request more.)
+    fn held_whole(&self, entry: &Entry) -> bool {
         let kept = self.downloads.join(entry.blob.to_hex());
-        matches!(self.fs.metadata(&kept), Ok(Some(_)))
+        matches!(self.fs.metadata(&kept), Ok(Some(m)) if m.len == entry.size)
     }
 }
 
