@@ -11,8 +11,10 @@
 //! conditional request (`If-None-Match`, or `If-Modified-Since` for hosts without `ETag`):
 //! a 304 is trusted only while the manifest it stands for has not expired, so a host that
 //! answers 304 forever cannot freeze a device. File contents are objects named by their
-//! SHA-256, stored as they are (resumed with `Range`) or gzip-compressed (decoded here,
-//! never inflated past the declared size, restarted from zero after a drop).
+//! SHA-256, stored as they are (resumed with `Range`) or compressed with zstd (gzip on
+//! older sites): decoded here, never inflated past the declared size, restarted from zero
+//! after a drop. A site written by `ota publish` also has a pack of each release (one gzip
+//! tar, for installs) and binary patches to changed files ([`Source::open_patch`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
