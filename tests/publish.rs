@@ -296,6 +296,26 @@ fn publishing_again_reuses_objects_and_keeps_older_releases_whole() {
 }
 
 #[test]
+fn a_patch_no_smaller_than_the_file_is_not_kept() {
+    let mut repo = GitRepo::new();
+    let path = repo.path().to_str().unwrap().to_owned();
+    let publisher = Publisher::new();
+    for n in 1..=2 {
+        // Random bytes rewritten whole: a patch is all new data, no smaller than the file.
+        repo.write("data.bin", noise(20_000, n));
+        repo.commit(&format!("r{n}"));
+        repo.tag(&format!("r{n}"));
+        let summary = publisher.publish(&["--repo", &path, "--ref", &format!("r{n}")]);
+        assert_eq!(summary["patches"], 0, "{summary}");
+    }
+    assert!(publisher.manifest("stable").patches.is_empty());
+    assert!(
+        !publisher.site.join("patches").exists(),
+        "nothing left of the patch"
+    );
+}
+
+#[test]
 fn keep_prunes_old_releases_and_the_objects_only_they_used() {
     let mut repo = GitRepo::new();
     let repo_path = repo.path().to_str().unwrap().to_owned();

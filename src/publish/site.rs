@@ -485,14 +485,22 @@ impl Site {
             crate::delta::write_original(&mut old_content, new, &mut encoder)?;
             encoder.finish().map(drop)
         });
+        // A patch not worth keeping leaves nothing, not even its folders (when empty).
+        let dropped = |patch: tempfile::NamedTempFile| {
+            drop(patch);
+            let _ = fs::remove_dir(&dir);
+            let _ = fs::remove_dir(self.path("patches"));
+            Ok(None)
+        };
         if out.over {
-            return Ok(None);
+            drop(out);
+            return dropped(patch);
         }
         written.and_then(|()| out.inner.flush()).map_err(failed)?;
         drop(out);
         let size = patch.as_file().metadata().map_err(failed)?.len();
         if size >= limit {
-            return Ok(None);
+            return dropped(patch);
         }
         patch.as_file().sync_all().map_err(failed)?;
         patch.persist(&path).map_err(|e| failed(e.error))?;
