@@ -296,6 +296,30 @@ fn publishing_again_reuses_objects_and_keeps_older_releases_whole() {
 }
 
 #[test]
+fn keep_prunes_compressed_objects_too() {
+    let mut repo = GitRepo::new();
+    let path = repo.path().to_str().unwrap().to_owned();
+    let publisher = Publisher::new();
+    let mut stored = Vec::new();
+    for n in 1..=2 {
+        let log: String = (0..500)
+            .map(|i| format!("release {n}, line {i}\n"))
+            .collect();
+        repo.write("log.txt", log);
+        repo.commit(&format!("r{n}"));
+        repo.tag(&format!("r{n}"));
+        publisher.publish(&["--repo", &path, "--ref", &format!("r{n}"), "--keep", "1"]);
+        let manifest = publisher.manifest("stable");
+        let file = manifest.files.iter().find(|f| f.path == "log.txt").unwrap();
+        assert_eq!(file.encoding, Encoding::Zstd);
+        stored.push(signed::object_path(&file.sha256, file.encoding));
+    }
+    // r1's compressed log.txt went with r1; r2's stays.
+    assert!(!publisher.site.join(&stored[0]).exists(), "{}", stored[0]);
+    assert!(publisher.site.join(&stored[1]).exists());
+}
+
+#[test]
 fn a_patch_no_smaller_than_the_file_is_not_kept() {
     let mut repo = GitRepo::new();
     let path = repo.path().to_str().unwrap().to_owned();

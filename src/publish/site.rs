@@ -412,7 +412,9 @@ impl Site {
                     continue;
                 };
                 // Only files named like objects are ours to delete.
-                let hex = name.strip_suffix(".gz").unwrap_or(&name);
+                let hex = (name.strip_suffix(".gz"))
+                    .or_else(|| name.strip_suffix(".zst"))
+                    .unwrap_or(&name);
                 if Sha256::from_hex(hex).is_none() || referenced.contains(&name) {
                     continue;
                 }
