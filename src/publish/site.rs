@@ -376,62 +376,92 @@ impl Site {
             }
             kept.extend(records);
         }
-        let mut packs = BTreeSet::new();
+        // Site paths (`objects/…`, `packs/…`, `patches/…`) that a kept record or a current
+        // manifest names.
         for (_, path) in &kept {
             let record = read_manifest(path)?;
             referenced.extend(objects_of(&record));
-            packs.insert(Sha256::of(&signed::file_list_bytes(&record.files)));
+            referenced.insert(signed::pack_path(&Sha256::of(&signed::file_list_bytes(
+                &record.files,
+            ))));
         }
-        let mut patches = BTreeSet::new();
         for (_, manifest) in self.current_manifests()? {
             referenced.extend(objects_of(&manifest));
-            packs.extend(manifest.file_list.map(|list| list.sha256));
-            patches.extend(
+            referenced.extend(
                 manifest
-                    .patches
-                    .iter()
-                    .map(|p| signed::patch_path(&p.from, &p.to)),
+                    .file_list
+                    .map(|list| signed::pack_path(&list.sha256)),
             );
+            let patches = manifest.patches.iter();
+            referenced.extend(patches.map(|p| signed::patch_path(&p.from, &p.to)));
         }
-        self.prune_packs(&packs, &mut pruned)?;
-        self.prune_patches(&patches, &mut pruned)?;
-        let objects = self.path("objects");
-        if !objects.is_dir() {
-            return Ok(pruned);
-        }
-        for folder in fs::read_dir(&objects).map_err(|e| PublishError::io(&objects, "list", e))? {
-            let folder = folder
-                .map_err(|e| PublishError::io(&objects, "list", e))?
-                .path();
-            if !folder.is_dir() {
-                continue;
-            }
-            for item in fs::read_dir(&folder).map_err(|e| PublishError::io(&folder, "list", e))? {
-                let item = item.map_err(|e| PublishError::io(&folder, "list", e))?;
-                let Some(name) = item.file_name().to_str().map(str::to_owned) else {
-                    continue;
-                };
-                // Only files named like objects are ours to delete.
-                let hex = (name.strip_suffix(".gz"))
-                    .or_else(|| name.strip_suffix(".zst"))
-                    .unwrap_or(&name);
-                if Sha256::from_hex(hex).is_none() || referenced.contains(&name) {
-                    continue;
-                }
-                let path = item.path();
-                let len = item.metadata().map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(&path).map_err(|e| PublishError::io(&path, "delete", e))?;
-                pruned.objects += 1;
-                pruned.bytes += len;
-            }
-            // An emptied folder goes too; one still holding objects stays.
-            let _ = fs::remove_dir(&folder);
-        }
+        // Only files named as ota names them are ours to delete.
+        let object = |name: &str| {
+            let hex = [".gz", ".zst"].iter().find_map(|s| name.strip_suffix(s));
+            Sha256::from_hex(hex.unwrap_or(name)).is_some()
+        };
+        let pack = |name: &str| {
+            name.strip_suffix(".tar.gz")
+                .and_then(Sha256::from_hex)
+                .is_some()
+        };
+        let patch = |name: &str| {
+            (name.strip_suffix(".zst"))
+                .and_then(|n| n.split_once('-'))
+                .is_some_and(|(f, t)| {
+                    Sha256::from_hex(f).is_some() && Sha256::from_hex(t).is_some()
+                })
+        };
+        (pruned.objects, pruned.bytes) = self.prune_folder("objects", 1, &object, &referenced)?;
+        let (packs, bytes) = self.prune_folder("packs", 0, &pack, &referenced)?;
+        (pruned.packs, pruned.bytes) = (packs, pruned.bytes + bytes);
+        let (patches, bytes) = self.prune_folder("patches", 1, &patch, &referenced)?;
+        (pruned.patches, pruned.bytes) = (patches, pruned.bytes + bytes);
         Ok(pruned)
     }
-}
 
-impl Site {
+    /// Deletes the files in the site folder `rel`, and in its folders `depth` levels down,
+    /// that `ours` recognises by name and `wanted` (site paths) does not hold; a folder
+    /// below `rel` they emptied goes too. Returns how many files, and their bytes.
+    fn prune_folder(
+        &self,
+        rel: &str,
+        depth: usize,
+        ours: &dyn Fn(&str) -> bool,
+        wanted: &BTreeSet<String>,
+    ) -> Result<(u64, u64), PublishError> {
+        let dir = self.path(rel);
+        let mut removed = (0, 0);
+        if !dir.is_dir() {
+            return Ok(removed);
+        }
+        let list = |e| PublishError::io(&dir, "list", e);
+        for item in fs::read_dir(&dir).map_err(list)? {
+            let item = item.map_err(list)?;
+            let Some(name) = item.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let site_path = format!("{rel}/{name}");
+            let path = item.path();
+            if item.file_type().map_err(list)?.is_dir() {
+                if depth > 0 {
+                    let (files, bytes) = self.prune_folder(&site_path, depth - 1, ours, wanted)?;
+                    (removed.0, removed.1) = (removed.0 + files, removed.1 + bytes);
+                    // An emptied folder goes too; one still holding files stays.
+                    let _ = fs::remove_dir(&path);
+                }
+                continue;
+            }
+            if !ours(&name) || wanted.contains(&site_path) {
+                continue;
+            }
+            let len = item.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).map_err(|e| PublishError::io(&path, "delete", e))?;
+            (removed.0, removed.1) = (removed.0 + 1, removed.1 + len);
+        }
+        Ok(removed)
+    }
+
     /// The size of the patch from content `from` to `to`, if the site has it.
     pub(super) fn find_patch(&self, from: &Sha256, to: &Sha256) -> Option<u64> {
         let meta = fs::metadata(self.path(&signed::patch_path(from, to))).ok()?;
@@ -515,81 +545,6 @@ impl Site {
         let meta = fs::metadata(self.path(&signed::pack_path(list))).ok()?;
         meta.is_file().then_some(meta.len())
     }
-
-    /// Deletes every patch (`patches/<2 hex>/<64 hex>-<64 hex>.zst`) not in `wanted` (site
-    /// paths): a device uses the patches its channel's current manifest names only.
-    fn prune_patches(
-        &self,
-        wanted: &BTreeSet<String>,
-        pruned: &mut Pruned,
-    ) -> Result<(), PublishError> {
-        let root = self.path("patches");
-        if !root.is_dir() {
-            return Ok(());
-        }
-        for folder in fs::read_dir(&root).map_err(|e| PublishError::io(&root, "list", e))? {
-            let folder = folder
-                .map_err(|e| PublishError::io(&root, "list", e))?
-                .path();
-            if !folder.is_dir() {
-                continue;
-            }
-            for item in fs::read_dir(&folder).map_err(|e| PublishError::io(&folder, "list", e))? {
-                let item = item.map_err(|e| PublishError::io(&folder, "list", e))?;
-                let name = item.file_name();
-                // Only files named like patches are ours to delete.
-                let Some((from, to)) = (name.to_str())
-                    .and_then(|n| n.strip_suffix(".zst"))
-                    .and_then(|n| n.split_once('-'))
-                    .and_then(|(f, t)| Some((Sha256::from_hex(f)?, Sha256::from_hex(t)?)))
-                else {
-                    continue;
-                };
-                if wanted.contains(&signed::patch_path(&from, &to)) {
-                    continue;
-                }
-                let path = item.path();
-                let len = item.metadata().map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(&path).map_err(|e| PublishError::io(&path, "delete", e))?;
-                pruned.patches += 1;
-                pruned.bytes += len;
-            }
-            let _ = fs::remove_dir(&folder);
-        }
-        Ok(())
-    }
-
-    /// Deletes every pack (`packs/<64 hex>.tar.gz`) whose file list is not in `wanted`.
-    fn prune_packs(
-        &self,
-        wanted: &BTreeSet<Sha256>,
-        pruned: &mut Pruned,
-    ) -> Result<(), PublishError> {
-        let dir = self.path("packs");
-        if !dir.is_dir() {
-            return Ok(());
-        }
-        for item in fs::read_dir(&dir).map_err(|e| PublishError::io(&dir, "list", e))? {
-            let item = item.map_err(|e| PublishError::io(&dir, "list", e))?;
-            let name = item.file_name();
-            // Only files named like packs are ours to delete.
-            let Some(list) = (name.to_str())
-                .and_then(|n| n.strip_suffix(".tar.gz"))
-                .and_then(Sha256::from_hex)
-            else {
-                continue;
-            };
-            if wanted.contains(&list) {
-                continue;
-            }
-            let path = item.path();
-            let len = item.metadata().map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(&path).map_err(|e| PublishError::io(&path, "delete", e))?;
-            pruned.packs += 1;
-            pruned.bytes += len;
-        }
-        Ok(())
-    }
 }
 
 /// A writer that stops (an error) once more than `left` bytes would pass: a patch is not
@@ -616,16 +571,13 @@ impl<W: Write> Write for Limited<W> {
     }
 }
 
-/// The object file names (`<64 hex>` or `<64 hex>.gz`) a manifest lists.
+/// The site paths of the objects a manifest lists (files, file list, change lists).
 fn objects_of(manifest: &ReleaseManifest) -> impl Iterator<Item = String> + '_ {
     let files = manifest.files.iter().map(|f| (f.sha256, f.encoding));
     let metadata = (manifest.file_list.iter())
         .chain(manifest.changes.iter().map(|c| &c.object))
         .map(|o| (o.sha256, o.encoding));
-    files.chain(metadata).map(|(sha256, encoding)| {
-        let path = signed::object_path(&sha256, encoding);
-        path.rsplit('/').next().unwrap_or_default().to_owned()
-    })
+    (files.chain(metadata)).map(|(sha256, encoding)| signed::object_path(&sha256, encoding))
 }
 
 fn signature_of(path: &Path) -> PathBuf {
