@@ -333,12 +333,7 @@ impl Fetcher<'_> {
                     .unwrap_or(false);
                 if first {
                     let kept = self.downloads.join(entry.blob.to_hex());
-                    // A download an earlier run began goes on; else a patch, if the
-                    // source has one from the file the target holds at this path.
-                    let begun = (self.fs.metadata(&kept))
-                        .map_err(|e| FetchError::io(&kept, e))?
-                        .is_some();
-                    if begun || !self.patch(entry, &kept, tally)? {
+                    if !self.patch(entry, &kept, tally)? {
                         self.download_file(entry, &kept, true, stop, tally)?;
                     }
                     if let Ok(mut finished) = downloads.finished.lock() {
@@ -355,13 +350,22 @@ impl Fetcher<'_> {
 
     /// Makes `entry` at `dest` by patching the file at its path in the target, when the
     /// source has a patch from that file's content (its SHA-256, read here); `Ok(false)`,
-    /// and nothing left at `dest`, when there is none or it does not make exactly the
-    /// entry's content (its size and SHA-256: [`delta::apply`] checks both).
+    /// and nothing changed at `dest`, when there is none, when an earlier run began a
+    /// download at `dest` (it goes on), or when the patch does not make exactly the entry's
+    /// content (its size and SHA-256: [`delta::apply`] checks both).
     fn patch(&self, entry: &Entry, dest: &Path, tally: &Tally) -> Result<bool, FetchError> {
         let sources = self.source.patch_sources(&self.commit, entry);
         let Some(sha256) = entry.sha256.filter(|_| !sources.is_empty()) else {
             return Ok(false);
         };
+        if self
+            .fs
+            .metadata(dest)
+            .map_err(|e| FetchError::io(dest, e))?
+            .is_some()
+        {
+            return Ok(false);
+        }
         let old = self.target.join(entry.path.as_str());
         let is_file = |m: Option<crate::fs::Meta>| m.is_some_and(|m| m.kind == FileKind::File);
         if !self.fs.metadata(&old).is_ok_and(is_file) {

@@ -311,14 +311,20 @@ impl ReleaseManifest {
     pub fn parse(bytes: &[u8]) -> Result<ReleaseManifest, Refusal> {
         let manifest: ReleaseManifest = serde_json::from_slice(bytes)
             .map_err(|e| Refusal::BadManifest(format!("it is not a release manifest: {e}")))?;
-        let fits = match manifest.format.as_str() {
+        let misfit = match manifest.format.as_str() {
             FORMAT => {
-                manifest.file_list.is_none()
+                let inline = manifest.file_list.is_none()
                     && manifest.changes.is_empty()
                     && manifest.pack_size.is_none()
-                    && manifest.patches.is_empty()
+                    && manifest.patches.is_empty();
+                (!inline).then_some(
+                    "inline only, with no `file_list`, `changes`, `pack_size` or `patches`",
+                )
             }
-            FORMAT_INDEX => manifest.file_list.is_some() && manifest.files.is_empty(),
+            FORMAT_INDEX => {
+                let listed = manifest.file_list.is_some() && manifest.files.is_empty();
+                (!listed).then_some("in a `file_list` object only")
+            }
             other => {
                 return Err(Refusal::BadManifest(format!(
                     "its format is {other:?}, and this ota reads {FORMAT:?} and \
@@ -326,16 +332,10 @@ impl ReleaseManifest {
                 )));
             }
         };
-        if !fits {
+        if let Some(how) = misfit {
             return Err(Refusal::BadManifest(format!(
-                "a manifest of format {:?} lists its files {}",
-                manifest.format,
-                match manifest.format.as_str() {
-                    FORMAT => {
-                        "inline only, with no `file_list`, `changes`, `pack_size` or `patches`"
-                    }
-                    _ => "in a `file_list` object only",
-                }
+                "a manifest of format {:?} lists its files {how}",
+                manifest.format
             )));
         }
         Ok(manifest)

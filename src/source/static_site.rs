@@ -90,6 +90,25 @@ impl StaticSite {
         }
     }
 
+    /// An HTTP error of `what`, reading the site file `object` that holds `holds`: a 404
+    /// is a refusal (the site is incomplete), anything else the HTTP error.
+    fn object_error<'a>(
+        what: &'a str,
+        holds: &'a str,
+        object: &'a str,
+    ) -> impl Fn(HttpError) -> SourceError + 'a {
+        move |e| match e.kind {
+            ErrorKind::NotFound => Self::refused(
+                what,
+                Refusal::MissingObject {
+                    path: holds.to_owned(),
+                    object: object.to_owned(),
+                },
+            ),
+            _ => Self::http_error(what)(e),
+        }
+    }
+
     fn refused(what: &str, refusal: Refusal) -> SourceError {
         SourceError::Refused {
             what: what.to_owned(),
@@ -316,22 +335,14 @@ impl StaticSite {
             ))));
         }
         let url = format!("{}/{path}", self.url);
-        let answer = match self.http.get(&url, Accept::Bytes, stored, None) {
-            Ok(Some(answer)) => answer,
-            Ok(None) => {
-                return Err(SourceError::Protocol {
-                    what: context,
-                    message: "304 Not Modified to an unconditional request".into(),
-                });
-            }
-            Err(e) if e.kind == ErrorKind::NotFound => {
-                return Err(refused(Refusal::MissingObject {
-                    path: what.to_owned(),
-                    object: path,
-                }));
-            }
-            Err(e) => return Err(Self::http_error(&context)(e)),
-        };
+        let answer = self
+            .http
+            .get(&url, Accept::Bytes, stored, None)
+            .map_err(Self::object_error(&context, what, &path))?
+            .ok_or_else(|| SourceError::Protocol {
+                what: context.clone(),
+                message: "304 Not Modified to an unconditional request".into(),
+            })?;
         let bytes = match object.encoding {
             Encoding::Identity => answer.body,
             encoding => {
@@ -524,16 +535,7 @@ impl Source for StaticSite {
         let body = self
             .http
             .download(&url, Accept::Bytes, 0, None)
-            .map_err(|e| match e.kind {
-                ErrorKind::NotFound => Self::refused(
-                    &what,
-                    Refusal::MissingObject {
-                        path: "the release's pack".into(),
-                        object: path.clone(),
-                    },
-                ),
-                _ => Self::http_error(&what)(e),
-            })?;
+            .map_err(Self::object_error(&what, "the release's pack", &path))?;
         Ok(Some(Download {
             offset: 0,
             validator: None,
@@ -617,16 +619,7 @@ impl Source for StaticSite {
         };
         let object = signed::object_path(&file.sha256, file.encoding);
         let url = format!("{}/{object}", self.url);
-        let missing = |e: HttpError| match e.kind {
-            ErrorKind::NotFound => Self::refused(
-                &what,
-                Refusal::MissingObject {
-                    path: entry.path.to_string(),
-                    object: object.clone(),
-                },
-            ),
-            _ => Self::http_error(&what)(e),
-        };
+        let missing = Self::object_error(&what, entry.path.as_str(), &object);
         match file.encoding {
             Encoding::Identity => self
                 .http
