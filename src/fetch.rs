@@ -621,7 +621,8 @@ impl Fetcher<'_> {
 
     /// Opens what an earlier run left at `path` to write on at its end, with the digests of
     /// the bytes there and their count; a new empty file when nothing usable is there (a
-    /// file longer than `entry`, of the wrong exec bit, or unreadable is removed).
+    /// file longer than `entry`, of another mode, or unreadable is removed: a run killed
+    /// between creating a file and giving it its mode leaves it private).
     fn reopen(
         &self,
         entry: &Entry,
@@ -631,7 +632,7 @@ impl Fetcher<'_> {
         if let Some(meta) = self.fs.metadata(path).map_err(io)? {
             let usable = meta.kind == FileKind::File
                 && meta.len <= entry.size
-                && meta.executable == (entry.kind == Kind::Executable);
+                && meta.mode == crate::fs::file_mode(entry.kind == Kind::Executable);
             if usable
                 && let Some(hashers) = hash_prefix(self.fs, path, entry, meta.len)
                 && let Ok(file) = self.fs.append(path)

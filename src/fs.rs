@@ -155,6 +155,11 @@ fn replace(fs: &dyn Fs, path: &Path, bytes: &[u8], durable: bool) -> io::Result<
 }
 
 /// The temporary name [`write_atomic`] uses for `path`.
+/// The mode of every file ota installs: 0755 when `executable`, else 0644.
+pub(crate) fn file_mode(executable: bool) -> u32 {
+    if executable { 0o755 } else { 0o644 }
+}
+
 pub(crate) fn tmp_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(".tmp");
@@ -516,8 +521,8 @@ impl Fs for RealFs {
             Mode::from_raw_mode(0o600),
         )?);
         // Created private, then given the release's mode (which the umask must not mask).
-        let mode = if executable { 0o755 } else { 0o644 };
-        rfs::fchmod(&file, Mode::from_raw_mode(mode))?;
+        // A kill in between leaves a private file: whoever takes it up checks its mode.
+        rfs::fchmod(&file, Mode::from_raw_mode(file_mode(executable)))?;
         Ok(Box::new(RealFile(file)))
     }
 

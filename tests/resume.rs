@@ -216,6 +216,34 @@ fn bytes_damaged_while_stopped_are_downloaded_again_whole() {
 }
 
 #[test]
+fn downloads_left_private_by_a_kill_are_installed_with_the_release_s_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let (repo, server, device) = v1();
+    let child = start_throttled(&server, &device, 100_000);
+    stop(child, "KILL");
+    // A kill between creating a file (mode 0600, so that no one reads it half made) and
+    // giving it its mode leaves it so; here every download, whole or not.
+    let kept = device.downloads();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    for (name, _) in &kept {
+        let path = device.target.join(".ota/downloads").join(name);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    server.clear_faults();
+    let out = device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), repo.snapshot("v1.0.0"), "{out}");
+    for path in ["main.py", "lib/util.py", "data/big.bin"] {
+        let mode = std::fs::metadata(device.target.join(path))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o644, "{path}: {out}");
+    }
+    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+}
+
+#[test]
 fn downloads_the_next_release_does_not_want_are_removed() {
     let (mut repo, server, device) = v1();
     let child = start_throttled(&server, &device, 100_000);
