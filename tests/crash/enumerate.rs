@@ -140,7 +140,7 @@ pub fn step_labels(log: &[Rec], recovery: bool) -> Vec<String> {
             }
             _ => {}
         }
-        if !rec.op.is_sync() && !matches!(rec.op, Op::Write { .. }) {
+        if !rec.op.is_sync() && !matches!(rec.op, Op::Write { .. } | Op::Chmod { .. }) {
             last = Some(rec);
         }
         out.push(label);
@@ -589,10 +589,9 @@ pub fn diff(
 fn short(e: &crate::sim::Entry) -> String {
     match e {
         crate::sim::Entry::Dir(m) => format!("folder {m:o}"),
-        crate::sim::Entry::File(b, x) => format!(
-            "{} bytes{}: {:?}",
+        crate::sim::Entry::File(b, mode) => format!(
+            "{} bytes, mode {mode:o}: {:?}",
             b.len(),
-            if *x { ", exec" } else { "" },
             String::from_utf8_lossy(&b[..b.len().min(24)])
         ),
         crate::sim::Entry::Link(t) => format!("-> {t}"),

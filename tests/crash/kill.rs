@@ -84,7 +84,7 @@ fn listing_of(spec: &BTreeMap<String, FileSpec>) -> BTreeMap<String, Entry> {
     spec.iter()
         .filter_map(|(p, f)| {
             let e = match f {
-                FileSpec::File { bytes, exec } => Entry::File(bytes.clone(), *exec),
+                FileSpec::File { bytes, exec } => Entry::file(bytes.clone(), *exec),
                 FileSpec::Symlink(t) => Entry::Link(t.clone()),
                 FileSpec::Submodule(_) => return None,
             };
@@ -118,7 +118,7 @@ fn read_listing(root: &Path) -> Result<BTreeMap<String, Entry>, String> {
                 stack.push(path);
             } else {
                 let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-                out.insert(rel, Entry::File(bytes, meta.mode() & 0o100 != 0));
+                out.insert(rel, Entry::File(bytes, meta.mode() & 0o7777));
             }
         }
         if empty && dir != root {

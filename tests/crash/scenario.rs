@@ -574,11 +574,11 @@ fn expected_files(spec: &BTreeMap<String, FileSpec>, user: &[User]) -> BTreeMap<
     let mut out = BTreeMap::new();
     for u in user {
         let User::File(p, b) = u;
-        out.insert((*p).to_owned(), Entry::File(b.to_vec(), false));
+        out.insert((*p).to_owned(), Entry::file(b.to_vec(), false));
     }
     for (p, f) in spec {
         let e = match f {
-            FileSpec::File { bytes, exec } => Entry::File(bytes.clone(), *exec),
+            FileSpec::File { bytes, exec } => Entry::file(bytes.clone(), *exec),
             FileSpec::Symlink(t) => Entry::Link(t.clone()),
             FileSpec::Submodule(_) => continue,
         };

@@ -313,7 +313,7 @@ impl Tree {
                     self.list_into(*ino, &rel, skip, out);
                 }
                 Some(Node::File { data, mode }) => {
-                    out.insert(rel, Entry::File((**data).clone(), mode & 0o100 != 0));
+                    out.insert(rel, Entry::File((**data).clone(), *mode));
                 }
                 Some(Node::Link(t)) => {
                     out.insert(rel, Entry::Link(String::from_utf8_lossy(t).into_owned()));
@@ -329,10 +329,18 @@ impl Tree {
 pub enum Entry {
     /// A folder and its mode.
     Dir(u32),
-    /// A file's bytes and exec bit.
-    File(Vec<u8>, bool),
+    /// A file's bytes and mode: a private file (a crash between creating it and giving it
+    /// its mode) is not the release's file.
+    File(Vec<u8>, u32),
     /// A symlink's target.
     Link(String),
+}
+
+impl Entry {
+    /// A release's file: mode 0755 when `exec`, else 0644.
+    pub fn file(bytes: Vec<u8>, exec: bool) -> Entry {
+        Entry::File(bytes, if exec { 0o755 } else { 0o644 })
+    }
 }
 
 fn invalid(path: &Path, what: &str) -> io::Error {
@@ -393,6 +401,9 @@ pub enum Op {
         ino: Ino,
         noreplace: bool,
     },
+    /// `fchmod(2)` of a file or folder: `RealFs` makes each private (0600, 0700) and then
+    /// gives it its mode, so a crash can leave it private.
+    Chmod { ino: Ino, mode: u32 },
     /// `pwrite(2)` of `data` at `offset`.
     Write {
         ino: Ino,
@@ -418,6 +429,9 @@ impl Op {
         match (self, later) {
             (_, Op::SyncFs) => true,
             (Op::Write { ino, .. }, Op::SyncFile { ino: synced }) => ino == synced,
+            (Op::Chmod { ino, .. }, Op::SyncFile { ino: synced } | Op::SyncDir { ino: synced }) => {
+                ino == synced
+            }
             (
                 Op::Create { parent, .. }
                 | Op::Symlink { parent, .. }
@@ -452,6 +466,7 @@ impl Rec {
             Op::Rmdir { .. } => "rmdir",
             Op::Unlink { .. } => "unlink",
             Op::Link { .. } => "link",
+            Op::Chmod { mode, .. } => return format!("chmod {:o} {}", mode, self.path),
             Op::Rename {
                 noreplace: true, ..
             } => "rename (noreplace)",
@@ -526,6 +541,17 @@ impl SimFs {
         if let Some(hook) = state.hook.as_mut() {
             hook(index, &rec);
         }
+    }
+
+    /// Gives the file or folder `ino` its `mode` (`fchmod(2)` on the descriptor just made).
+    fn chmod(&self, ino: Ino, mode: u32, path: &str) {
+        let mut state = self.lock();
+        if let Some(Node::File { mode: m, .. } | Node::Dir { mode: m, .. }) =
+            state.tree.nodes.get_mut(&ino)
+        {
+            *m = mode;
+        }
+        self.record(state, Op::Chmod { ino, mode }, path.to_owned());
     }
 
     fn write_at(&self, ino: Ino, offset: u64, buf: &[u8], path: &str) -> io::Result<()> {
@@ -679,10 +705,10 @@ impl Fs for SimFs {
         if at.is_some() {
             return Err(exists(path));
         }
-        let mode = if executable { 0o755 } else { 0o644 };
+        // As `RealFs` does: private first, then the release's mode.
         let ino = state.tree.alloc(Node::File {
             data: Arc::new(Vec::new()),
-            mode,
+            mode: 0o600,
         });
         state
             .tree
@@ -693,10 +719,11 @@ impl Fs for SimFs {
             parent,
             name,
             ino,
-            mode,
+            mode: 0o600,
         };
         let shown = path.display().to_string();
         self.record(state, op, shown.clone());
+        self.chmod(ino, if executable { 0o755 } else { 0o644 }, &shown);
         Ok(Box::new(SimFile {
             fs: self.clone(),
             ino,
@@ -733,8 +760,9 @@ impl Fs for SimFs {
         if at.is_some() {
             return Err(exists(path));
         }
+        // As `RealFs` does: private first, then `mode`.
         let ino = state.tree.alloc(Node::Dir {
-            mode,
+            mode: 0o700,
             entries: BTreeMap::new(),
         });
         state
@@ -746,9 +774,11 @@ impl Fs for SimFs {
             parent,
             name,
             ino,
-            mode,
+            mode: 0o700,
         };
-        self.record(state, op, path.display().to_string());
+        let shown = path.display().to_string();
+        self.record(state, op, shown.clone());
+        self.chmod(ino, mode, &shown);
         Ok(())
     }
 
@@ -1174,6 +1204,13 @@ fn apply(tree: &mut Tree, op: &Op) {
             link(tree, *to, to_name, *ino);
             if let Some(o) = occupant {
                 tree.forget(o);
+            }
+        }
+        Op::Chmod { ino, mode } => {
+            if let Some(Node::File { mode: m, .. } | Node::Dir { mode: m, .. }) =
+                tree.nodes.get_mut(ino)
+            {
+                *m = *mode;
             }
         }
         Op::Write { ino, offset, data } => {
