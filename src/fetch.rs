@@ -47,7 +47,7 @@ mod archive;
 use crate::config::NetworkConfig;
 use crate::delta;
 use crate::fs::{FileKind, Fs, WriteFile};
-use crate::http::backoff;
+use crate::http::{NotTheObject, backoff};
 use sha2::Digest as _;
 
 use crate::manifest::{
@@ -568,6 +568,18 @@ impl Fetcher<'_> {
                 }
                 Err(StreamError::Write(e)) => return Err(FetchError::io(dest, e)),
                 Err(StreamError::Stopped) => return Err(FetchError::Stopped),
+                Err(StreamError::Read { error, .. }) if NotTheObject::is(&error) => {
+                    // Asking again would bring the same bytes.
+                    self.fs
+                        .remove_file(dest)
+                        .map_err(|e| FetchError::io(dest, e))?;
+                    return Err(FetchError::Integrity {
+                        path: entry.path.to_string(),
+                        expected: entry.blob,
+                        actual: None,
+                        message: error.to_string(),
+                    });
+                }
                 Err(StreamError::Read { read, error }) => {
                     written += read;
                     if written == entry.size {
@@ -784,7 +796,7 @@ impl Hashers {
                     expected: entry.blob,
                     actual: Some(actual),
                     message: format!(
-                        "content does not match the release: expected SHA-256 {expected}, got                          {got}"
+                        "content does not match the release: expected SHA-256 {expected}, got {got}"
                     ),
                 });
             }
@@ -886,9 +898,9 @@ pub enum FetchError {
     Source(SourceError),
     /// The bytes are not the release's.
     #[error(
-        "{path}: {message}: expected git blob {expected}, got {}. The update was stopped and nothing in the target changed; \
+        "{path}: {message} (expected git blob {expected}{}). The update was stopped and nothing in the target changed; \
          if this repeats, something between the device and the server alters files",
-        actual.map(|a| a.to_string()).unwrap_or_else(|| "more bytes".into())
+        actual.map(|a| format!(", got {a}")).unwrap_or_default()
     )]
     Integrity {
         /// The release path.

@@ -146,8 +146,28 @@ pub struct Download {
     pub offset: u64,
     /// The response's strong `ETag`, to guard a resume with `If-Range`.
     pub validator: Option<String>,
-    /// The body (already decompressed).
+    /// The body (already decompressed). An error that is [`NotTheObject`] says the bytes
+    /// are wrong, not that the connection failed: asking again would bring the same bytes.
     pub reader: Box<dyn Read + Send>,
+}
+
+/// What a [`Download`]'s reader fails with when the bytes that arrived cannot be the object
+/// (they do not decode, or run past the size the release declares), as opposed to a
+/// dropped connection, which is worth resuming.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct NotTheObject(pub String);
+
+impl NotTheObject {
+    /// The error a reader returns.
+    pub(crate) fn error(message: impl Into<String>) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, NotTheObject(message.into()))
+    }
+
+    /// Whether `error` says the bytes are not the object.
+    pub(crate) fn is(error: &io::Error) -> bool {
+        error.get_ref().is_some_and(|e| e.is::<NotTheObject>())
+    }
 }
 
 /// The client. Cheap to share between download threads.

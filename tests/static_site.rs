@@ -500,7 +500,7 @@ fn ota_publish_to_nginx_then_install_update_and_resign() {
 /// so 20 gzip objects travel over the few connections of the parallel downloads.
 #[test]
 fn a_zstd_object_that_needs_more_than_a_1_mib_window_is_refused() {
-    let asked = refused("network", "", |site, keys| {
+    let asked = refused("integrity", "", |site, keys| {
         let mut release = v2();
         // 3 MiB whose repeats lie 2 MiB apart: only a window past 1 MiB finds them.
         let half: Vec<u8> = crate::util::noise(2 << 20, 9);
@@ -522,7 +522,31 @@ fn a_zstd_object_that_needs_more_than_a_1_mib_window_is_refused() {
             file.stored_size = Some(frame.len() as u64);
         });
     });
-    assert!(asked.iter().any(|r| r.contains(".zst")), "{asked:?}");
+    // Refused at once: asking again would bring the same frame.
+    let frames = asked.iter().filter(|r| r.contains(".zst")).count();
+    assert_eq!(frames, 1, "{asked:?}");
+}
+
+#[test]
+fn a_compressed_object_that_does_not_decode_is_refused_without_retries() {
+    let asked = refused("integrity", "", |site, keys| {
+        let mut release = v2();
+        let big = "print('a changed line')\n".repeat(600);
+        release.files.insert("lib/big.py".into(), big.into_bytes());
+        let manifest = site.publish(keys, &release);
+        let object = Site::object_of(&manifest, "lib/big.py");
+        // A gzip header, then bytes that are no deflate stream, re-signed to its size:
+        // only decoding tells.
+        let mut broken = crate::util::site::gzip(b"print('a changed line')\n")[..10].to_vec();
+        broken.extend(crate::util::noise(4000, 3));
+        site.write(&object, &broken);
+        site.resign(keys, |m| {
+            let file = m.files.iter_mut().find(|f| f.path == "lib/big.py").unwrap();
+            file.stored_size = Some(broken.len() as u64);
+        });
+    });
+    let tries = asked.iter().filter(|r| r.contains(".gz")).count();
+    assert_eq!(tries, 1, "{asked:?}");
 }
 
 #[test]
