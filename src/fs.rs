@@ -154,12 +154,12 @@ fn replace(fs: &dyn Fs, path: &Path, bytes: &[u8], durable: bool) -> io::Result<
     Ok(())
 }
 
-/// The temporary name [`write_atomic`] uses for `path`.
 /// The mode of every file ota installs: 0755 when `executable`, else 0644.
 pub(crate) fn file_mode(executable: bool) -> u32 {
     if executable { 0o755 } else { 0o644 }
 }
 
+/// The temporary name [`write_atomic`] uses for `path`.
 pub(crate) fn tmp_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(".tmp");

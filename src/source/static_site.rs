@@ -744,7 +744,7 @@ impl<R: Read> Read for Inflate<R> {
     }
 }
 
-/// A body that remembers whether reading it failed.
+/// A body that remembers whether its last read failed.
 struct Watched<R> {
     inner: R,
     failed: bool,
@@ -753,7 +753,7 @@ struct Watched<R> {
 impl<R: Read> Read for Watched<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let read = self.inner.read(buf);
-        self.failed |= read.is_err();
+        self.failed = read.is_err();
         read
     }
 }
@@ -871,5 +871,43 @@ mod tests {
         };
         let error = over.read_to_end(&mut Vec::new()).unwrap_err();
         assert_eq!(error.to_string(), "too long");
+        assert!(NotTheObject::is(&error));
+    }
+
+    /// A body that sends its bytes, then fails as a dropped connection does.
+    struct Dropped(io::Cursor<Vec<u8>>);
+
+    impl Read for Dropped {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.0.read(buf)? {
+                0 => Err(io::ErrorKind::ConnectionReset.into()),
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_that_do_not_decode_are_not_the_object_and_a_dropped_body_is_not_blamed() {
+        for encoding in [Encoding::Gzip, Encoding::Zstd] {
+            let garbage = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff];
+            let mut bad = Inflate::new(encoding, &garbage[..]).unwrap();
+            let error = bad.read_to_end(&mut Vec::new()).unwrap_err();
+            assert!(NotTheObject::is(&error), "{encoding:?}: {error}");
+
+            // The first half of a valid stream, then the connection drops.
+            let mut whole = match encoding {
+                Encoding::Gzip => {
+                    let mut e = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+                    std::io::Write::write_all(&mut e, &[7u8; 100_000]).unwrap();
+                    e.finish().unwrap()
+                }
+                _ => zstd::encode_all(&[7u8; 100_000][..], 3).unwrap(),
+            };
+            whole.truncate(whole.len() / 2);
+            let mut cut = Inflate::new(encoding, Dropped(io::Cursor::new(whole))).unwrap();
+            let error = cut.read_to_end(&mut Vec::new()).unwrap_err();
+            assert!(!NotTheObject::is(&error), "{encoding:?}: {error}");
+            assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+        }
     }
 }
