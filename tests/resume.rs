@@ -96,6 +96,18 @@ fn stop(mut child: Child, signal: &str) {
     assert!(!exit.success(), "ota was stopped by {signal}: {exit:?}");
 }
 
+/// Runs `ota update` again with the faults gone and the counters reset, and checks that it
+/// installs `tag` exactly, leaving nothing behind and nothing in `downloads/`.
+fn finish(repo: &GitRepo, server: &Server, device: &Device, tag: &str) -> String {
+    server.clear_faults();
+    server.reset_stats();
+    let out = device.ota_expect(&["update"], 0);
+    assert_eq!(device.tree(), repo.snapshot(tag), "{out}");
+    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
+    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+    out
+}
+
 /// The requests of the last run for release files (the raw host), in order.
 fn file_requests(server: &Server) -> Vec<RequestRecord> {
     let stats = server.stats();
@@ -128,12 +140,7 @@ fn an_install_killed_mid_download_downloads_only_the_rest() {
     let partial = biggest(&device);
     assert!((300_000..BIG as u64).contains(&partial), "{kept:?}");
 
-    server.clear_faults();
-    server.reset_stats();
-    let out = device.ota_expect(&["update"], 0);
-    assert_eq!(device.tree(), repo.snapshot("v1.0.0"), "{out}");
-    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
-    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+    finish(&repo, &server, &device, "v1.0.0");
     // Only the rest of the big file crossed the network: one ranged request from where
     // the killed run stopped; the complete small files were not asked for again.
     let requests = file_requests(&server);
@@ -162,12 +169,7 @@ fn after_ctrl_c_an_update_to_another_release_reuses_what_it_wants() {
     repo.commit("v2");
     repo.tag("v2.0.0");
 
-    server.clear_faults();
-    server.reset_stats();
-    let out = device.ota_expect(&["update"], 0);
-    assert_eq!(device.tree(), repo.snapshot("v2.0.0"), "{out}");
-    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
-    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+    let out = finish(&repo, &server, &device, "v2.0.0");
     let mut paths: Vec<String> = file_requests(&server)
         .iter()
         .map(|r| r.path.rsplit('/').next().unwrap().to_owned())
@@ -198,12 +200,7 @@ fn bytes_damaged_while_stopped_are_downloaded_again_whole() {
     bytes[1000..2000].fill(0);
     std::fs::write(&path, bytes).unwrap();
 
-    server.clear_faults();
-    server.reset_stats();
-    let out = device.ota_expect(&["update"], 0);
-    assert_eq!(device.tree(), repo.snapshot("v1.0.0"), "{out}");
-    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
-    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+    let out = finish(&repo, &server, &device, "v1.0.0");
     let big: Vec<RequestRecord> = file_requests(&server)
         .into_iter()
         .filter(|r| r.path.ends_with("big.bin"))
@@ -230,9 +227,7 @@ fn downloads_left_private_by_a_kill_are_installed_with_the_release_s_mode() {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
-    server.clear_faults();
-    let out = device.ota_expect(&["update"], 0);
-    assert_eq!(device.tree(), repo.snapshot("v1.0.0"), "{out}");
+    let out = finish(&repo, &server, &device, "v1.0.0");
     for path in ["main.py", "lib/util.py", "data/big.bin"] {
         let mode = std::fs::metadata(device.target.join(path))
             .unwrap()
@@ -240,7 +235,6 @@ fn downloads_left_private_by_a_kill_are_installed_with_the_release_s_mode() {
             .mode();
         assert_eq!(mode & 0o7777, 0o644, "{path}: {out}");
     }
-    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
 }
 
 #[test]
@@ -256,12 +250,7 @@ fn downloads_the_next_release_does_not_want_are_removed() {
     repo.commit("v2");
     repo.tag("v2.0.0");
 
-    server.clear_faults();
-    server.reset_stats();
-    let out = device.ota_expect(&["update"], 0);
-    assert_eq!(device.tree(), repo.snapshot("v2.0.0"), "{out}");
-    assert!(device.leftovers().is_empty(), "{:?}", device.leftovers());
-    assert!(device.downloads().is_empty(), "{:?}", device.downloads());
+    finish(&repo, &server, &device, "v2.0.0");
     let paths: Vec<String> = file_requests(&server)
         .iter()
         .map(|r| r.path.clone())
