@@ -143,6 +143,18 @@ impl Tally<'_> {
     }
 }
 
+/// What the download threads of one fetch share.
+struct Run<'a> {
+    /// Set when a file failed: the other threads stop.
+    stop: AtomicBool,
+    /// The progress.
+    tally: Tally<'a>,
+    /// Objects of `previous/` already hard-linked into the stage.
+    linked: Mutex<BTreeSet<ObjectId>>,
+    /// The downloads that go through `downloads/`.
+    downloads: Downloads,
+}
+
 /// The downloads of one fetch that go through `downloads/`.
 struct Downloads {
     /// The blob ids being downloaded there (one file each).
@@ -188,56 +200,57 @@ impl Fetcher<'_> {
             .filter_map(|(i, c)| Some((Change::slot(i), c.entry.as_ref()?, c.origin.as_ref()?)))
             .collect();
         let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
         let failure: Mutex<Option<FetchError>> = Mutex::new(None);
         let downloaded = AtomicUsize::new(0);
         let copied = AtomicUsize::new(0);
-        let linked = Mutex::new(BTreeSet::new());
         let wanted = (work.iter())
             .filter(|(_, e, _)| e.kind != Kind::Symlink)
             .map(|(_, e, _)| e.blob)
             .collect();
         self.prepare_downloads(&wanted)?;
-        let downloads = Downloads {
-            claimed: Mutex::new(BTreeSet::new()),
-            finished: Mutex::new(Vec::new()),
-        };
         let workers = self.net.parallel.clamp(1, work.len().max(1));
-        let tally = Tally {
-            now: Mutex::new(Progress {
-                files_total: work.len(),
-                bytes_total: work.iter().map(|(_, e, _)| e.size).sum(),
-                ..Progress::default()
-            }),
-            report: self.progress,
+        let run = Run {
+            stop: AtomicBool::new(false),
+            tally: Tally {
+                now: Mutex::new(Progress {
+                    files_total: work.len(),
+                    bytes_total: work.iter().map(|(_, e, _)| e.size).sum(),
+                    ..Progress::default()
+                }),
+                report: self.progress,
+            },
+            linked: Mutex::new(BTreeSet::new()),
+            downloads: Downloads {
+                claimed: Mutex::new(BTreeSet::new()),
+                finished: Mutex::new(Vec::new()),
+            },
         };
-        tally.change(|_| {});
+        run.tally.change(|_| {});
         // Most of the release to download: read it as one archive first; what it did not
         // stage is downloaded one by one below.
         let from_archive =
-            self.stage_from_archive(plan.transfer, &work, stage_path, &tally, &downloads)?;
+            self.stage_from_archive(plan.transfer, &work, stage_path, &run.tally, &run.downloads)?;
         work.retain(|(slot, _, _)| !from_archive.contains(slot));
         downloaded.fetch_add(from_archive.len(), Ordering::Relaxed);
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {
-                    while !stop.load(Ordering::Relaxed) {
+                    while !run.stop.load(Ordering::Relaxed) {
                         let Some((slot, entry, origin)) =
                             work.get(next.fetch_add(1, Ordering::Relaxed))
                         else {
                             break;
                         };
                         let dest = stage_path(slot);
-                        let done = self
-                            .fetch_one(entry, origin, &dest, &stop, &tally, &linked, &downloads);
+                        let done = self.fetch_one(entry, origin, &dest, &run);
                         if done.is_ok() {
-                            tally.file_done();
+                            run.tally.file_done();
                         }
                         match done {
                             Ok(true) => copied.fetch_add(1, Ordering::Relaxed),
                             Ok(false) => downloaded.fetch_add(1, Ordering::Relaxed),
                             Err(e) => {
-                                stop.store(true, Ordering::Relaxed);
+                                run.stop.store(true, Ordering::Relaxed);
                                 if let Ok(mut slot) = failure.lock()
                                     && slot.is_none()
                                 {
@@ -256,7 +269,7 @@ impl Fetcher<'_> {
         Ok(Fetched {
             downloaded: downloaded.into_inner(),
             copied: copied.into_inner(),
-            pending: downloads.finished.into_inner().unwrap_or_default(),
+            pending: run.downloads.finished.into_inner().unwrap_or_default(),
         })
     }
 
@@ -287,17 +300,19 @@ impl Fetcher<'_> {
     }
 
     /// Stages one file; `Ok(true)` when it was copied from local content.
-    #[allow(clippy::too_many_arguments)]
     fn fetch_one(
         &self,
         entry: &Entry,
         origin: &Origin,
         dest: &Path,
-        stop: &AtomicBool,
-        tally: &Tally,
-        linked: &Mutex<BTreeSet<ObjectId>>,
-        downloads: &Downloads,
+        run: &Run,
     ) -> Result<bool, FetchError> {
+        let Run {
+            stop,
+            tally,
+            linked,
+            downloads,
+        } = run;
         if let Origin::Copy(from) = origin {
             if self.copy_local(entry, &self.target.join(from.as_str()), dest)? {
                 tracing::debug!("staged {} from local {}", entry.path, from);
