@@ -157,6 +157,9 @@ struct Run<'a> {
 
 /// The downloads of one fetch that go through `downloads/`.
 struct Downloads {
+    /// What earlier runs left there that this fetch wants: the length of each file, by the
+    /// blob id it is named by (not yet verified).
+    held: BTreeMap<ObjectId, u64>,
     /// The blob ids being downloaded there (one file each).
     claimed: Mutex<BTreeSet<ObjectId>>,
     /// Finished downloads and the stage path each becomes once all files are here.
@@ -207,7 +210,7 @@ impl Fetcher<'_> {
             .filter(|(_, e, _)| e.kind != Kind::Symlink)
             .map(|(_, e, _)| e.blob)
             .collect();
-        self.prepare_downloads(&wanted)?;
+        let held = self.prepare_downloads(&wanted)?;
         let workers = self.net.parallel.clamp(1, work.len().max(1));
         let run = Run {
             stop: AtomicBool::new(false),
@@ -221,6 +224,7 @@ impl Fetcher<'_> {
             },
             linked: Mutex::new(BTreeSet::new()),
             downloads: Downloads {
+                held,
                 claimed: Mutex::new(BTreeSet::new()),
                 finished: Mutex::new(Vec::new()),
             },
@@ -274,29 +278,40 @@ impl Fetcher<'_> {
     }
 
     /// Removes from `downloads/` every file whose blob id is not `wanted` (creating the
-    /// folder if needed). Only names of 40 lowercase hex digits are ever removed there.
-    fn prepare_downloads(&self, wanted: &BTreeSet<ObjectId>) -> Result<(), FetchError> {
+    /// folder if needed), and returns the length of each file left there. Only names of 40
+    /// lowercase hex digits are ever removed there.
+    fn prepare_downloads(
+        &self,
+        wanted: &BTreeSet<ObjectId>,
+    ) -> Result<BTreeMap<ObjectId, u64>, FetchError> {
         let dir = self.downloads;
         fn io(path: &Path) -> impl Fn(io::Error) -> FetchError + '_ {
             move |e| FetchError::io(path, e)
         }
+        let mut held = BTreeMap::new();
         if self.fs.metadata(dir).map_err(io(dir))?.is_none() {
-            return self.fs.create_dir(dir, 0o755).map_err(io(dir));
+            self.fs.create_dir(dir, 0o755).map_err(io(dir))?;
+            return Ok(held);
         }
         for name in self.fs.read_dir(dir).map_err(io(dir))? {
             let Some(id) = name.to_str().and_then(transaction::object_name) else {
                 continue;
             };
             let path = dir.join(&name);
-            let stale = !wanted.contains(&id)
-                && (self.fs.metadata(&path).map_err(io(&path))?)
-                    .is_some_and(|m| m.kind == FileKind::File);
-            if stale {
+            let Some(meta) = self.fs.metadata(&path).map_err(io(&path))? else {
+                continue;
+            };
+            if meta.kind != FileKind::File {
+                continue;
+            }
+            if wanted.contains(&id) {
+                held.insert(id, meta.len);
+            } else {
                 self.fs.remove_file(&path).map_err(io(&path))?;
                 tracing::debug!("removed {}: the update does not want it", path.display());
             }
         }
-        Ok(())
+        Ok(held)
     }
 
     /// Stages one file; `Ok(true)` when it was copied from local content.

@@ -46,7 +46,11 @@ impl Fetcher<'_> {
         let mut wanted: HashMap<&str, (&str, &Entry)> = work
             .iter()
             .filter(|(_, e, origin)| **origin == Origin::Download && e.kind != Kind::Symlink)
-            .filter(|(_, e, _)| !self.held_whole(e))
+            // Held whole by `downloads/`, from an earlier run: the per-file path verifies it
+            // with no request. (One cut off, by a run stopped in the middle of an entry, is
+            // written over from the archive, which brings all of it anyway: resuming it would
+            // cost a request more.)
+            .filter(|(_, e, _)| downloads.held.get(&e.blob) != Some(&e.size))
             .map(|(slot, e, _)| (e.path.as_str(), (slot.as_str(), *e)))
             .collect();
         let total = wanted.len();
@@ -179,17 +183,6 @@ impl Fetcher<'_> {
         }
         tracing::info!("staged {} of {total} files from the archive", staged.len());
         Ok(staged)
-    }
-}
-
-impl Fetcher<'_> {
-    /// Whether `downloads/` holds a file of `entry`'s size under its blob id: an earlier
-    /// run's download, which the per-file path verifies without a request. (One cut off, by
-    /// a run stopped in the middle of an entry, is written over from the archive, which
-    /// brings all of it anyway: resuming it would cost a request more.)
-    fn held_whole(&self, entry: &Entry) -> bool {
-        let kept = self.downloads.join(entry.blob.to_hex());
-        matches!(self.fs.metadata(&kept), Ok(Some(m)) if m.len == entry.size)
     }
 }
 
